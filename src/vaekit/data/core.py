@@ -1,0 +1,226 @@
+"""Datasets as tensors in memory: splits, checks, scaling and binarization."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["DataError", "Split", "Dataset", "make_dataset", "data_dir", "cache_dir", "split_holdout"]
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class Split:
+    """One split: ``x`` float32 ``(N, *shape)``, ``y`` int64 ``(N,)`` or None."""
+
+    x: Tensor
+    y: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+
+    def take(self, n: int) -> Split:
+        return Split(self.x[:n], None if self.y is None else self.y[:n])
+
+
+@dataclass
+class Dataset:
+    """A dataset ready for training: every split already a tensor in memory.
+
+    ``kind`` is ``binary`` (values in {0, 1}), ``grey`` (in [0, 1]) or ``real``;
+    ``is_image`` means ``shape`` is ``(C, H, W)``.
+    """
+
+    name: str
+    train: Split
+    test: Split
+    valid: Split | None
+    shape: tuple[int, ...]
+    num_classes: int
+    kind: str
+    is_image: bool
+    class_names: list[str] | None = None
+
+    def info(self) -> dict[str, object]:
+        """What a run directory records about its data (enough to rebuild the model)."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "num_classes": self.num_classes,
+            "kind": self.kind,
+            "is_image": self.is_image,
+            "class_names": self.class_names,
+            "sizes": {
+                "train": len(self.train),
+                "valid": len(self.valid) if self.valid is not None else 0,
+                "test": len(self.test),
+            },
+        }
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The data directory: the explicit setting, else ``$VAEKIT_DATA_DIR``, else None."""
+    value = explicit or os.environ.get("VAEKIT_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where downloads are kept: explicit, ``$VAEKIT_CACHE_DIR``, else ``~/.cache/vaekit``."""
+    value = explicit or os.environ.get("VAEKIT_CACHE_DIR")
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vaekit"
+
+
+def _as_float(x: np.ndarray, source: str) -> np.ndarray:
+    """uint8 images are scaled by 255; floats are kept; NaN/Inf and wrong dtypes are errors."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
+        out = x.astype(np.float32)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise DataError(
+                f"{source}: {int(bad.sum())} values are NaN or infinite (first at index {tuple(int(i) for i in idx)}); "
+                "clean or impute them before training"
+            )
+        return out
+    raise DataError(f"{source}: unsupported array type {x.dtype}; expected numbers")
+
+
+def _labels(y: np.ndarray | None, n: int, source: str) -> Tensor | None:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim != 1:
+        y = y.reshape(-1) if y.size == n else y
+    if y.shape != (n,):
+        raise DataError(f"{source}: {n} examples but labels of shape {y.shape}; there must be one label per example")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+            raise DataError(f"{source}: labels must be whole numbers (class indices)")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{source}: labels must be integers, got {y.dtype}")
+    if y.size and y.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0, got {int(y.min())}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def split_holdout(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A fixed, seeded split of arrays into (x_a, y_a, x_b, y_b) with ``fraction`` in b."""
+    n = len(x)
+    perm = np.random.default_rng(seed).permutation(n)
+    nb = int(round(n * fraction))
+    a, b = np.sort(perm[nb:]), np.sort(perm[:nb])
+    return x[a], None if y is None else y[a], x[b], None if y is None else y[b]
+
+
+def make_dataset(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray | None],
+    test: tuple[np.ndarray, np.ndarray | None],
+    valid: tuple[np.ndarray, np.ndarray | None] | None = None,
+    *,
+    source: str | None = None,
+    is_image: bool | None = None,
+    scale: float | None = None,
+    class_names: list[str] | None = None,
+) -> Dataset:
+    """Check and convert numpy splits into a :class:`Dataset`.
+
+    Images come as ``(N, H, W)`` or ``(N, C, H, W)`` and are stored as ``(N, C, H, W)``;
+    other data as ``(N, D)``. uint8 data is scaled to [0, 1]; ``scale`` divides other
+    data explicitly. The kind (binary / grey / real) is read off the values.
+    """
+    source = source or name
+    splits: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"train": train, "test": test}
+    if valid is not None:
+        splits["valid"] = valid
+    out: dict[str, Split] = {}
+    shape: tuple[int, ...] | None = None
+    for key, (x, y) in splits.items():
+        where = f"{source} ({key} split)"
+        x = np.asarray(x)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise DataError(f"{where}: expected an array of examples (N, ...), got shape {x.shape}")
+        xf = _as_float(x, where)
+        if scale is not None:
+            xf = xf / np.float32(scale)
+        image = is_image if is_image is not None else xf.ndim in (3, 4)
+        if image and xf.ndim == 3:
+            xf = xf[:, None]
+        elif not image and xf.ndim > 2:
+            xf = xf.reshape(len(xf), -1)
+        if shape is None:
+            shape = tuple(xf.shape[1:])
+        elif tuple(xf.shape[1:]) != shape:
+            raise DataError(f"{where}: examples of shape {tuple(xf.shape[1:])}, but the train split has {shape}")
+        out[key] = Split(torch.from_numpy(np.ascontiguousarray(xf)), _labels(y, len(xf), where))
+    assert shape is not None
+    xs = [s.x for s in out.values()]
+    lo = min(float(t.min()) for t in xs)
+    hi = max(float(t.max()) for t in xs)
+    if lo >= 0 and hi <= 1:
+        binary = all(bool(((t == 0) | (t == 1)).all()) for t in xs)
+        kind = "binary" if binary else "grey"
+    else:
+        kind = "real"
+    labelled = [s.y for s in out.values() if s.y is not None]
+    if labelled and len(labelled) != len(out):
+        raise DataError(f"{source}: some splits have labels and others do not")
+    num_classes = max(int(t.max()) for t in labelled) + 1 if labelled else 0
+    if class_names is not None and num_classes and len(class_names) < num_classes:
+        class_names = None
+    return Dataset(
+        name=name,
+        train=out["train"],
+        test=out["test"],
+        valid=out.get("valid"),
+        shape=shape,
+        num_classes=num_classes,
+        kind=kind,
+        is_image=len(shape) == 3,
+        class_names=class_names,
+    )
+
+
+def binarize(ds: Dataset, mode: str, seed: int = 0) -> Dataset:
+    """``static``: one fixed Bernoulli draw per pixel (the literature's static binarization);
+    ``threshold``: x > 0.5; ``dynamic``: the trainer redraws the training set every batch,
+    and the validation and test splits get one fixed draw here so evaluations compare."""
+    if mode == "none":
+        return ds
+    if ds.kind == "real":
+        raise DataError(f"{ds.name}: binarization needs data in [0, 1], but it has values outside it")
+    gen = torch.Generator().manual_seed(seed)
+
+    def conv(s: Split | None, keep: bool = False) -> Split | None:
+        if s is None or keep:
+            return s
+        if mode == "threshold":
+            return Split((s.x > 0.5).float(), s.y)
+        return Split(torch.bernoulli(s.x, generator=gen), s.y)
+
+    dynamic = mode == "dynamic"
+    return replace(
+        ds,
+        train=conv(ds.train, keep=dynamic),
+        test=conv(ds.test),
+        valid=conv(ds.valid),
+        kind=ds.kind if dynamic else "binary",
+    )  # type: ignore[arg-type]

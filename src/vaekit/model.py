@@ -1,0 +1,180 @@
+"""The VAE: one class that composes encoder, posterior, prior, decoder and likelihood.
+
+Every model the library offers (VAE, beta-VAE, conditional VAE, plain autoencoder,
+flows, richer priors) is this class with different parts; the objective decides how
+it is trained.
+
+Example:
+    >>> from vaekit.config import ModelConfig
+    >>> model = build_model(ModelConfig(latent_dim=2), data_shape=(1, 8, 8))
+    >>> q = model.encode(torch.rand(5, 1, 8, 8))
+    >>> z = q.rsample((3,))            # (S, B, D) = (3, 5, 2)
+    >>> model.decode(z).batch_shape    # p(x|z) for every sample
+    torch.Size([3, 5])
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from vaekit.config import ModelConfig
+from vaekit.nn import build_decoder_net, build_encoder_net
+
+__all__ = ["Encoder", "Decoder", "VAE", "build_model"]
+
+
+def _one_hot(y: Tensor | None, num_classes: int) -> Tensor | None:
+    if num_classes == 0:
+        return None
+    if y is None:
+        raise ValueError("this is a conditional model: pass the labels y as well")
+    y = torch.as_tensor(y)
+    if y.dtype.is_floating_point and y.dim() >= 1 and y.shape[-1] == num_classes:
+        return y  # already one-hot (or soft) labels
+    y = y.long()
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must be integers in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}")
+    return F.one_hot(y, num_classes).float()
+
+
+class Encoder(nn.Module):
+    """Network + posterior head: ``forward(x, y=None)`` returns q(z | x[, y])."""
+
+    def __init__(self, net: nn.Module, head: nn.Module, num_classes: int = 0) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Distribution:
+        ctx = _one_hot(y, self.num_classes)
+        dist: Distribution = self.head(self.net(x, ctx))
+        return dist
+
+
+class Decoder(nn.Module):
+    """Network + likelihood head: ``forward(z, y=None)`` returns p(x | z[, y]).
+
+    ``z`` may have any leading dimensions (for example ``(S, B, D)``); the returned
+    distribution has those as its batch shape and the data shape as its event.
+    """
+
+    def __init__(self, net: nn.Module, head: nn.Module, data_shape: Sequence[int], num_classes: int = 0) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.data_shape = tuple(data_shape)
+        self.num_classes = num_classes
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Distribution:
+        batch = z.shape[:-1]
+        ctx = _one_hot(y, self.num_classes)
+        if ctx is not None:
+            ctx = ctx.expand(*batch, ctx.shape[-1]).reshape(-1, ctx.shape[-1])
+        params = self.net(z.reshape(-1, z.shape[-1]), ctx)
+        k = self.head.params_per_element
+        dist: Distribution = self.head(params.reshape(*batch, k, *self.data_shape))
+        return dist
+
+
+class VAE(nn.Module):
+    """A latent-variable model p(z) p(x|z) with an amortised posterior q(z|x).
+
+    Attributes:
+        encoder: x[, y] -> q(z | x[, y])
+        decoder: z[, y] -> p(x | z[, y])
+        prior_module: () -> p(z)
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        prior: nn.Module,
+        latent_dim: int,
+        data_shape: Sequence[int],
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior_module = prior
+        self.latent_dim = latent_dim
+        self.data_shape = tuple(data_shape)
+        self.num_classes = num_classes
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def prior(self) -> Distribution:
+        """p(z) as a Distribution with event shape ``(latent_dim,)``."""
+        dist: Distribution = self.prior_module()
+        return dist
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
+        """q(z | x[, y]): batch shape ``(N,)``, event ``(latent_dim,)``."""
+        return self.encoder(x.reshape(x.shape[0], *self.data_shape), y)  # type: ignore[no-any-return]
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
+        """p(x | z[, y]): batch shape ``z.shape[:-1]``, event = the data shape."""
+        return self.decoder(z, y)  # type: ignore[no-any-return]
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Mean of p(x | z) at the posterior mean of z."""
+        return self.decode(self.encode(x, y).mean, y).mean
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
+        """``n`` draws from the model: z ~ p(z), then the mean of (or a sample from) p(x|z).
+
+        For a conditional model, ``y`` is one class for all draws or one label per draw.
+        """
+        z = self.prior.sample((n,))
+        labels: Tensor | None = None
+        if y is not None:
+            labels = torch.as_tensor(y, device=z.device)
+            if labels.dim() == 0:
+                labels = labels.expand(n)
+        px = self.decode(z, labels)
+        return px.mean if mean else px.sample()
+
+
+def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 0) -> VAE:
+    """Build a VAE from its config and the shape of one example.
+
+    ``num_classes`` is used only when ``cfg.conditional`` is set.
+    """
+    from vaekit.registry import LIKELIHOODS, POSTERIORS, PRIORS
+
+    data_shape = tuple(int(s) for s in data_shape)
+    classes = (cfg.num_classes or num_classes) if cfg.conditional else 0
+    if cfg.conditional and classes < 2:
+        raise ValueError(
+            "model.conditional=true needs labels: use a labelled dataset or set model.num_classes"
+        )
+    head = POSTERIORS[cfg.posterior](cfg)
+    enc_net = build_encoder_net(cfg.encoder, data_shape, head.in_features, classes)
+    dec_cfg = cfg.decoder
+    if dec_cfg is None:
+        dec_cfg = copy.deepcopy(cfg.encoder)
+        dec_cfg.hidden = list(reversed(cfg.encoder.hidden))
+    likelihood = LIKELIHOODS[cfg.likelihood](cfg, data_shape)
+    dec_net = build_decoder_net(dec_cfg, cfg.latent_dim, data_shape, likelihood.params_per_element, classes)
+    prior = PRIORS[cfg.prior](cfg)
+    return VAE(
+        Encoder(enc_net, head, classes),
+        Decoder(dec_net, likelihood, data_shape, classes),
+        prior,
+        cfg.latent_dim,
+        data_shape,
+        classes,
+    )

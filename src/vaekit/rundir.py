@@ -1,0 +1,311 @@
+"""The run directory: the one format shared by training, evaluation, plots and the explorer.
+
+Layout::
+
+    RUN/config.json               the resolved config (loadable by ``vaekit train --config``)
+    RUN/model.json                what is needed to rebuild the model: data shape, classes, kind
+    RUN/model.safetensors         the latest weights
+    RUN/metrics.jsonl             one JSON line per epoch
+    RUN/checkpoints/epoch-NNNN/   model.safetensors + objective.safetensors + trainer_state.pt
+
+Everything is written atomically (temporary file, fsync, rename), so a crash leaves
+either the old file or the new one, never half of one. Nothing here imports the
+trainer.
+
+Example:
+    >>> run = load("runs/demo")                      # doctest: +SKIP
+    >>> q = run.encode(x)                            # doctest: +SKIP
+    >>> q.mean.shape                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.distributions import Distribution
+
+from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
+from vaekit.model import VAE, build_model
+
+__all__ = ["RunError", "Run", "load", "atomic_write", "write_json", "save_weights", "load_weights", "read_metrics"]
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be read; the message says what is missing and what to do."""
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def save_weights(path: Path, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """A module's state dict as safetensors, written atomically (contiguous CPU copies)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_weights(path: Path, module: torch.nn.Module) -> None:
+    """Load safetensors weights into ``module``; a corrupt or mismatched file is a RunError."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot read weights ({e}); the file is truncated or corrupt") from None
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0]})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run (an empty list when it has none yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            # A line cut short by a crash: everything before it is still good.
+            break
+    return rows
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory, or None."""
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("epoch-[0-9]*"))
+    return ckpts[-1] if ckpts else None
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunError(f"{path.parent} is not a vaekit run directory: {path.name} is missing ({what})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return data
+
+
+def _as_tensor(x: Any, device: torch.device) -> Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if not t.dtype.is_floating_point:
+        t = t.float()
+    return t.to(device=device, dtype=torch.float32)
+
+
+class Run:
+    """A trained model loaded from its run directory, with the tutorials' three views.
+
+    - the VAE itself: :meth:`elbo`, :meth:`reconstruct`;
+    - the encoder: :meth:`encode` (the posterior) and :meth:`transform` (its mean);
+    - the generator: :meth:`decode` and :meth:`generate` / :meth:`sample`.
+
+    Inputs may be numpy arrays or tensors, flat ``(N, D)`` or shaped ``(N, *shape)``.
+    """
+
+    def __init__(self, run_dir: Path, config: Config, info: dict[str, Any], model: VAE) -> None:
+        self.dir = Path(run_dir)
+        self.config = config
+        self.info = info
+        self.model = model.eval()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_dir(cls, run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Run:
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise RunError(f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`")
+        try:
+            config = config_from_dict(_read_json(run_dir / "config.json", "the resolved config"))
+        except ConfigError as e:
+            raise RunError(f"{run_dir / 'config.json'}: {e}") from None
+        info = _read_json(run_dir / "model.json", "data shape and classes")
+        model = build_model(config.model, info["data"]["shape"], info["data"]["num_classes"])
+        weights = run_dir / "model.safetensors"
+        if not weights.is_file():
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is None:
+                raise RunError(f"{run_dir}: no weights yet (model.safetensors is missing); train it first")
+            weights = ckpt / "model.safetensors"
+        load_weights(weights, model)
+        return cls(run_dir, config, info, model.to(device))
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def prior(self) -> Distribution:
+        """p(z)."""
+        return self.model.prior
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return self.model.data_shape
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of a conditional model (0 when it is not conditional)."""
+        return self.model.num_classes
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.dir)
+
+    def _x(self, x: Any) -> Tensor:
+        t = _as_tensor(x, self.device)
+        n = int(np.prod(self.data_shape))
+        if t.dim() == 1 and t.numel() == n:
+            t = t.unsqueeze(0)
+        if t[0].numel() != n:
+            raise ValueError(f"expected examples of shape {self.data_shape} ({n} values each), got {tuple(t.shape[1:])}")
+        return t.reshape(t.shape[0], *self.data_shape)
+
+    def _y(self, y: Any, n: int | None = None) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        if y is None:
+            raise ValueError("this is a conditional model: pass the labels y as well")
+        t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y, device=self.device)
+        if t.dim() == 0 and n is not None:
+            t = t.expand(n)
+        return t.long() if not t.dtype.is_floating_point or t.dim() == 1 else t
+
+    # -- the encoder ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode(self, x: Any, y: Any = None) -> Distribution:
+        """The posterior q(z | x[, y]) with batch shape ``(N,)`` and event ``(latent_dim,)``."""
+        xt = self._x(x)
+        return self.model.encode(xt, self._y(y, len(xt)))
+
+    def transform(self, x: Any, y: Any = None) -> Tensor:
+        """The posterior mean: the encoder model of the tutorials (x -> z)."""
+        return self.encode(x, y).mean
+
+    # -- the generator ----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def decode(self, z: Any, y: Any = None) -> Distribution:
+        """The likelihood p(x | z[, y]) with batch shape ``z.shape[:-1]``; ``log_prob`` sums over the data."""
+        zt = _as_tensor(z, self.device)
+        if zt.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}")
+        n = zt.shape[0] if zt.dim() > 1 else None
+        return self.model.decode(zt, self._y(y, n))
+
+    def generate(self, z: Any, y: Any = None) -> Tensor:
+        """The mean of p(x | z): the generator model of the tutorials (z -> x)."""
+        return self.decode(z, y).mean
+
+    @torch.inference_mode()
+    def sample(self, n: int, y: Any = None, mean: bool = True) -> Tensor:
+        """``n`` examples from the model (for a conditional model, of class ``y``)."""
+        labels = self._y(y, n) if self.num_classes else None
+        return self.model.sample(n, labels, mean=mean)
+
+    # -- the whole model --------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def reconstruct(self, x: Any, y: Any = None) -> Tensor:
+        """Mean of p(x | z) at the posterior mean."""
+        xt = self._x(x)
+        return self.model.reconstruct(xt, self._y(y, len(xt)))
+
+    @torch.inference_mode()
+    def elbo(self, x: Any, y: Any = None, samples: int = 1) -> dict[str, Tensor]:
+        """Per-example ELBO and its terms (``recon`` = -E[log p(x|z)], ``kl``) in nats."""
+        from vaekit.objectives import ELBO, AutoencoderLoss
+
+        xt = self._x(x)
+        yt = self._y(y, len(xt))
+        if self.config.model.posterior == "point":
+            return AutoencoderLoss()(self.model, xt, yt).terms
+        return ELBO(samples=samples, kl=self.config.objective.kl)(self.model, xt, yt).terms
+
+    def dataset(self, data_dir: str | None = None) -> Any:
+        """The run's dataset, loaded the way training loaded it."""
+        from vaekit.data import load_dataset
+
+        d = self.config.data
+        return load_dataset(d.name, data_dir_=data_dir, binarization=d.binarize, seed=self.config.train.seed)
+
+
+def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Run:
+    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``."""
+    return Run.from_dir(run_dir, device)
+
+
+def write_run_files(run_dir: Path, cfg: Config, data_info: dict[str, Any]) -> None:
+    """config.json and model.json of a new run."""
+    import vaekit
+
+    write_json(run_dir / "config.json", config_to_dict(cfg))
+    write_json(run_dir / "model.json", {"vaekit_version": vaekit.__version__, "data": data_info})
