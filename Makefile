@@ -1,0 +1,38 @@
+# One-command entry points. `make demo` and `make test` set up .venv on first use.
+# TORCH pins the wheel installed first, so pip never resolves a different torch
+# (override it for a CUDA machine: make demo TORCH="torch==2.13.0 --index-url ...").
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+export VAEKIT_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job: train the 2-D VAE on UCI digits (no network needed), evaluate it,
+# write its figures and the HTML report into runs/demo.
+demo: setup
+	rm -rf runs/demo
+	$(BIN)/vaekit train --config configs/demo.yaml --out runs/demo
+	$(BIN)/vaekit evaluate runs/demo --k 1000
+	$(BIN)/vaekit report runs/demo
+	@echo "open runs/demo/report.html"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src/vaekit
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
