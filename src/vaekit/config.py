@@ -18,6 +18,7 @@ a message that names the key and says what would be accepted.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -56,8 +57,11 @@ class NetConfig:
     type: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [512])
     activation: str = "relu"
-    # Convolutional networks: channels of each stride-2 stage.
+    # Convolutional networks: channels of each stride-2 stage, listed from the image side
+    # (a decoder uses them in reverse, so give a conv decoder the same list as its encoder).
     channels: list[int] = field(default_factory=lambda: [32, 64])
+    # Convolutional networks: residual blocks (two 3x3 convolutions) after each stage.
+    blocks: int = 0
 
 
 @dataclass
@@ -82,13 +86,31 @@ class ModelConfig:
     # When left empty, the decoder mirrors the encoder's widths.
     decoder: NetConfig | None = None
     # gaussian (diagonal, reparameterized) | point (deterministic code: the plain autoencoder)
+    # | implicit (noise into the encoder, no density: train with objective.name=avb)
     posterior: str = "gaussian"
-    # normal (standard normal)
+    # A normalizing flow on top of the gaussian posterior: none | planar | iaf.
+    flow: str = "none"
+    # Number of flow steps K.
+    flow_length: int = 4
+    # IAF: width of each MADE's hidden layers and of the context vector h from the encoder.
+    flow_hidden: int = 128
+    # Implicit posterior: dimensions of the noise fed to the encoder (0 = latent_dim).
+    noise_dim: int = 0
+    # normal (standard normal) | mog (learned mixture of Gaussians) | vamp (VampPrior)
     prior: str = "normal"
-    # bernoulli | gaussian | continuous-bernoulli
+    # mog: number of Gaussians; vamp: number of pseudo-inputs.
+    prior_components: int = 10
+    # bernoulli | continuous-bernoulli | gaussian | student-t (real values)
+    # | categorical | discretized-logistic (images with `levels` grey levels: 8-bit = 256)
     likelihood: str = "bernoulli"
-    # Gaussian likelihood: a fixed standard deviation, or "learned" (one per output, from the decoder).
+    # Gaussian / Student-t likelihood: a fixed scale, or "learned" (one per output, from the decoder).
     sigma: float | str = 1.0
+    # Student-t likelihood: fixed degrees of freedom, or "learned" (one per column, > 1).
+    df: float | str = "learned"
+    # categorical / discretized-logistic: number of levels of the data (x in {0, 1/(L-1), ..., 1}).
+    levels: int = 256
+    # discretized-logistic: mixture components per element (1 = a single logistic).
+    likelihood_components: int = 1
     # Conditional VAE: feed the one-hot label to encoder and decoder.
     conditional: bool = False
     # Number of classes for a conditional model; 0 means "take it from the dataset".
@@ -100,6 +122,8 @@ class ObjectiveConfig:
     """The training objective.
 
     ``elbo``: negative ELBO, ``recon + beta * kl`` with ``samples`` Monte Carlo samples.
+    ``iwae``: the importance-weighted bound with ``samples`` = k (Burda et al. 2016).
+    ``avb``: adversarial variational Bayes: a discriminator estimates the KL term.
     ``ae``: reconstruction loss only (the plain autoencoder; no divergence term).
     """
 
@@ -108,6 +132,13 @@ class ObjectiveConfig:
     samples: int = 1
     # auto (analytic where torch registers it, else Monte Carlo) | analytic | mc
     kl: str = "auto"
+    # elbo / avb: KL warm-up; epoch e weighs the KL by beta * min(1, e / warmup_epochs) (0 = off).
+    warmup_epochs: int = 0
+    # elbo: free bits, nats per latent dimension below which the KL is not pushed down
+    # (Kingma et al. 2016); 0 = off.
+    free_bits: float = 0.0
+    # avb: hidden widths of the discriminator T(x, z).
+    discriminator: list[int] = field(default_factory=lambda: [256, 256])
 
 
 @dataclass
@@ -128,7 +159,11 @@ class TrainConfig:
     threads: int = 0
     # Write a checkpoint every this many epochs (the last epoch always writes one).
     checkpoint_every: int = 1
-    # How many non-finite steps in a row to tolerate (rolling back each one) before stopping.
+    # What a step with a non-finite loss or gradient does: skip (drop the update) |
+    # rollback (restore the state at the start of the epoch, halve the learning rate) |
+    # stop (end training with an error). Non-finite weights are always rolled back.
+    nan_policy: str = "skip"
+    # Stop when more than this many non-finite steps occur in one epoch.
     max_bad_steps: int = 10
 
 
@@ -151,17 +186,26 @@ class Config:
                 f"data.valid_fraction must be in [0, 1), got {self.data.valid_fraction}"
             )
         _nonneg("data.limit", self.data.limit)
+        if not self.data.name.strip():
+            raise ConfigError(
+                "data.name is empty; name a dataset (digits, mnist, binarized-mnist, ...) or a file"
+            )
         m = self.model
         _positive("model.latent_dim", m.latent_dim)
         for name, net in (("model.encoder", m.encoder), ("model.decoder", m.decoder)):
             if net is None:
                 continue
             _choice(f"{name}.type", net.type, ["mlp", "conv"])
-            _choice(f"{name}.activation", net.activation, ["relu", "softplus", "tanh", "elu", "gelu", "leaky_relu"])
+            _choice(
+                f"{name}.activation",
+                net.activation,
+                ["relu", "softplus", "tanh", "elu", "gelu", "leaky_relu"],
+            )
             for i, w in enumerate(net.hidden):
                 _positive(f"{name}.hidden[{i}]", w)
             for i, w in enumerate(net.channels):
                 _positive(f"{name}.channels[{i}]", w)
+            _nonneg(f"{name}.blocks", net.blocks)
         from vaekit.registry import LIKELIHOODS, POSTERIORS, PRIORS
 
         _choice("model.posterior", m.posterior, sorted(POSTERIORS))
@@ -170,11 +214,12 @@ class Config:
         if isinstance(m.sigma, str):
             if m.sigma != "learned":
                 raise ConfigError(
-                    f"model.sigma must be a positive number or 'learned', got {m.sigma!r}"
+                    f"model.sigma must be a positive number or 'learned', got {_short(m.sigma)}"
                 )
         elif not m.sigma > 0:
             raise ConfigError(f"model.sigma must be a positive number or 'learned', got {m.sigma}")
         _nonneg("model.num_classes", m.num_classes)
+        _check_parts(m)
         from vaekit.objectives import OBJECTIVES
 
         o = self.objective
@@ -183,11 +228,7 @@ class Config:
         if not o.beta >= 0:
             raise ConfigError(f"objective.beta must be >= 0, got {o.beta}")
         _choice("objective.kl", o.kl, ["auto", "analytic", "mc"])
-        if m.posterior == "point" and o.name == "elbo":
-            raise ConfigError(
-                "model.posterior=point has no density, so the ELBO is undefined: "
-                "use objective.name=ae for a plain autoencoder"
-            )
+        _check_objective(m, o)
         t = self.train
         _positive("train.epochs", t.epochs)
         _positive("train.batch_size", t.batch_size)
@@ -200,16 +241,100 @@ class Config:
         _nonneg("train.threads", t.threads)
         _positive("train.checkpoint_every", t.checkpoint_every)
         _positive("train.max_bad_steps", t.max_bad_steps)
-        if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
-            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps; got {t.device!r}")
+        _choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
+        if not 0 <= t.seed < 2**32:
+            raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {t.seed}")
+        if t.threads > 4096:
+            raise ConfigError(
+                f"train.threads must be at most 4096 (0 = torch's default), got {t.threads}"
+            )
+        if not (
+            t.device in ("auto", "cpu", "cuda", "mps")
+            or (t.device.startswith("cuda:") and t.device[5:].isdigit())
+        ):
+            raise ConfigError(
+                f"train.device must be auto, cpu, cuda, cuda:N or mps; got {_short(t.device)}"
+            )
         return self
+
+
+def _check_parts(m: ModelConfig) -> None:
+    """Settings of the posterior, prior and likelihood parts, and which of them combine."""
+    from vaekit.registry import FLOWS
+
+    _choice("model.flow", m.flow, ["none", *sorted(FLOWS)])
+    if m.flow != "none" and m.posterior != "gaussian":
+        raise ConfigError(
+            f"model.flow={m.flow} transforms the gaussian posterior; set model.posterior=gaussian "
+            f"(got {m.posterior!r}) or model.flow=none"
+        )
+    _positive("model.flow_length", m.flow_length)
+    _positive("model.flow_hidden", m.flow_hidden)
+    _nonneg("model.noise_dim", m.noise_dim)
+    _positive("model.prior_components", m.prior_components)
+    if m.prior == "vamp":
+        if m.posterior != "gaussian" or m.flow != "none":
+            raise ConfigError(
+                "model.prior=vamp is a mixture of the encoder's gaussian posteriors: it needs "
+                "model.posterior=gaussian and model.flow=none (use model.prior=mog with other posteriors)"
+            )
+        if m.conditional:
+            raise ConfigError(
+                "model.prior=vamp passes pseudo-inputs through the encoder without labels, so it cannot "
+                "be conditional: set model.conditional=false or use model.prior=mog"
+            )
+    if m.levels < 2:
+        raise ConfigError(f"model.levels must be at least 2 (256 for 8-bit images), got {m.levels}")
+    _positive("model.likelihood_components", m.likelihood_components)
+    if isinstance(m.df, str):
+        if m.df != "learned":
+            raise ConfigError(
+                f"model.df must be a positive number or 'learned', got {_short(m.df)}"
+            )
+    elif not m.df > 0:
+        raise ConfigError(f"model.df must be a positive number or 'learned', got {m.df}")
+
+
+def _check_objective(m: ModelConfig, o: ObjectiveConfig) -> None:
+    """Objective settings, and which posteriors each objective can train."""
+    _nonneg("objective.warmup_epochs", o.warmup_epochs)
+    if not o.free_bits >= 0:
+        raise ConfigError(
+            f"objective.free_bits must be >= 0 (nats per latent dimension), got {o.free_bits}"
+        )
+    for i, w in enumerate(o.discriminator):
+        _positive(f"objective.discriminator[{i}]", w)
+    if o.name in ("elbo", "iwae", "avb") and m.posterior == "point":
+        raise ConfigError(
+            f"model.posterior=point has no density, so the {o.name.upper()} objective is undefined: "
+            "use objective.name=ae for a plain autoencoder"
+        )
+    if o.name in ("elbo", "iwae") and m.posterior == "implicit":
+        raise ConfigError(
+            f"model.posterior=implicit has no density, so the {o.name.upper()} objective is undefined: "
+            "use objective.name=avb (its discriminator estimates the KL term)"
+        )
+    if o.name == "iwae" and (o.beta != 1.0 or o.warmup_epochs or o.free_bits):
+        raise ConfigError(
+            "objective.beta, warmup_epochs and free_bits weight the ELBO's KL term; the IWAE bound has "
+            "no separate KL term: leave them at 1, 0 and 0 (or use objective.name=elbo)"
+        )
+    if o.free_bits and o.name != "elbo":
+        raise ConfigError(
+            f"objective.free_bits applies to objective.name=elbo only, not {o.name!r}"
+        )
+    if o.name == "elbo" and o.kl == "analytic" and (m.flow != "none" or m.prior != "normal"):
+        raise ConfigError(
+            "objective.kl=analytic needs a closed-form KL (gaussian posterior, normal prior, no flow); "
+            "use objective.kl=auto, which falls back to Monte Carlo"
+        )
 
 
 def _choice(key: str, value: Any, choices: list[str]) -> None:
     if value not in choices:
         hint = difflib.get_close_matches(str(value), choices, n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{extra}")
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {_short(value)}{extra}")
 
 
 def _positive(key: str, value: int) -> None:
@@ -220,6 +345,12 @@ def _positive(key: str, value: int) -> None:
 def _nonneg(key: str, value: int) -> None:
     if value < 0:
         raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def _short(value: Any) -> str:
+    """repr() cut to a readable length, for values pasted into messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # ---------------------------------------------------------------------------
@@ -240,56 +371,69 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return None
         errors = []
         # Try the exact Python type first so that 1.0 stays a float for float | str.
-        for arg in sorted(args, key=lambda a: 0 if isinstance(value, a if isinstance(a, type) else ()) else 1):
+        for arg in sorted(
+            args, key=lambda a: 0 if isinstance(value, a if isinstance(a, type) else ()) else 1
+        ):
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[-1] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[-1] if errors else f"{key}: bad value {_short(value)}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {_short(value)}")
         return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping of settings, got {value!r}")
+            raise ConfigError(f"{key} must be a mapping of settings, got {_short(value)}")
         return _from_dict(tp, value, key)  # type: ignore[arg-type]
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {_short(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer, got {_short(value)}")
         try:
-            f = float(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
-        if not f.is_integer():
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return int(f)
+            # int() first keeps big integers exact; 3.0, "3.0" and 1e3 are whole numbers too.
+            if isinstance(value, int):
+                n = value
+            elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                n = int(value)
+            else:
+                f = float(value)
+                if not f.is_integer():
+                    raise ValueError
+                n = int(f)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key} must be an integer, got {_short(value)}") from None
+        if abs(n) >= 2**63:
+            raise ConfigError(f"{key} is too large: {_short(value)} (at most 2**63 - 1)")
+        return n
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number, got {_short(value)}")
         try:
             f = float(value)
         except ValueError:
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+            raise ConfigError(f"{key} must be a number, got {_short(value)}") from None
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(f"{key} must be a finite number, got {_short(value)}") from None
         if f != f or f in (float("inf"), float("-inf")):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            raise ConfigError(f"{key} must be a finite number, got {_short(value)}")
         return f
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+            raise ConfigError(f"{key} must be a string, got {_short(value)}")
         if isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a string, got the number {value!r}")
+            raise ConfigError(f"{key} must be a string, got the number {_short(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 
@@ -304,7 +448,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             hint = difflib.get_close_matches(str(key), names, n=1)
             extra = f" Did you mean {hint[0]!r}?" if hint else ""
             raise ConfigError(
-                f"unknown setting {full!r}.{extra} Known settings here: {', '.join(names)}"
+                f"unknown setting {_short(full)}.{extra} Known settings here: {', '.join(names)}"
             )
         kwargs[key] = _convert(value, hints[key], full)
     return cls(**kwargs)
@@ -321,7 +465,7 @@ def _parse_scalar(text: str) -> Any:
     """Parse the right-hand side of ``--set key=value`` as YAML (numbers, lists, booleans)."""
     try:
         return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4300 digits
         return text
 
 
@@ -331,14 +475,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     >>> apply_overrides({"train": {"lr": 0.1}}, ["train.lr=0.01", "model.latent_dim=3"])
     {'train': {'lr': 0.01}, 'model': {'latent_dim': 3}}
     """
-    out = json.loads(json.dumps(data))
+    # deepcopy, not a JSON round trip: YAML may hold dates, sets or aliases, which the
+    # type checks then reject with a message instead of json raising deep inside.
+    out = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value (for example train.lr=0.001), got {item!r}")
+            raise ConfigError(
+                f"--set expects key=value (for example train.lr=0.001), got {_short(item)}"
+            )
         key, _, text = item.partition("=")
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_short(item)}")
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
@@ -354,22 +502,38 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into plain data."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"config file {str(p)!r} is a directory; give a YAML, TOML or JSON file (see configs/)"
+        )
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist (look in configs/ for examples)")
-    text = p.read_text()
     try:
+        text = p.read_bytes().decode("utf-8")
         if p.suffix == ".toml":
             data = tomllib.loads(text)
         elif p.suffix == ".json":
             data = json.loads(text)
         else:
             data = yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"could not parse config file {str(p)!r}: {e}") from None
-    if data is None:
-        data = {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as e:
+        # ValueError covers json's errors and integers of more than 4300 digits.
+        raise ConfigError(f"could not parse config file {str(p)!r}: {str(e)[:500]}") from None
+    if data is None or not text.strip():
+        raise ConfigError(
+            f"config file {str(p)!r} is empty; put settings in it (see configs/), "
+            "or leave out --config to train with the defaults"
+        )
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections (data, model, objective, train)")
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of sections (data, model, objective, train)"
+        )
     return data
 
 

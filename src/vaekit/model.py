@@ -39,7 +39,9 @@ def _one_hot(y: Tensor | None, num_classes: int) -> Tensor | None:
         return y  # already one-hot (or soft) labels
     y = y.long()
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels must be integers in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}")
+        raise ValueError(
+            f"labels must be integers in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}"
+        )
     return F.one_hot(y, num_classes).float()
 
 
@@ -65,7 +67,9 @@ class Decoder(nn.Module):
     distribution has those as its batch shape and the data shape as its event.
     """
 
-    def __init__(self, net: nn.Module, head: nn.Module, data_shape: Sequence[int], num_classes: int = 0) -> None:
+    def __init__(
+        self, net: nn.Module, head: nn.Module, data_shape: Sequence[int], num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.net = net
         self.head = head
@@ -89,7 +93,8 @@ class VAE(nn.Module):
     Attributes:
         encoder: x[, y] -> q(z | x[, y])
         decoder: z[, y] -> p(x | z[, y])
-        prior_module: () -> p(z)
+        prior_module: (encoder) -> p(z); the encoder is passed, not stored, because the
+            VampPrior builds p(z) from it and weights must be registered once
     """
 
     def __init__(
@@ -116,16 +121,16 @@ class VAE(nn.Module):
     @property
     def prior(self) -> Distribution:
         """p(z) as a Distribution with event shape ``(latent_dim,)``."""
-        dist: Distribution = self.prior_module()
+        dist: Distribution = self.prior_module(self.encoder)
         return dist
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         """q(z | x[, y]): batch shape ``(N,)``, event ``(latent_dim,)``."""
-        return self.encoder(x.reshape(x.shape[0], *self.data_shape), y)  # type: ignore[no-any-return]
+        return self.encoder(x.reshape(x.shape[0], *self.data_shape), y)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         """p(x | z[, y]): batch shape ``z.shape[:-1]``, event = the data shape."""
-        return self.decoder(z, y)  # type: ignore[no-any-return]
+        return self.decoder(z, y)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -168,8 +173,10 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
         dec_cfg = copy.deepcopy(cfg.encoder)
         dec_cfg.hidden = list(reversed(cfg.encoder.hidden))
     likelihood = LIKELIHOODS[cfg.likelihood](cfg, data_shape)
-    dec_net = build_decoder_net(dec_cfg, cfg.latent_dim, data_shape, likelihood.params_per_element, classes)
-    prior = PRIORS[cfg.prior](cfg)
+    dec_net = build_decoder_net(
+        dec_cfg, cfg.latent_dim, data_shape, likelihood.params_per_element, classes
+    )
+    prior = PRIORS[cfg.prior](cfg, data_shape)
     return VAE(
         Encoder(enc_net, head, classes),
         Decoder(dec_net, likelihood, data_shape, classes),

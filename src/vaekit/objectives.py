@@ -4,6 +4,15 @@ Shapes follow one convention everywhere: S Monte Carlo samples of z for a batch 
 B examples are ``(S, B, D)``; per-sample log-weights are ``(S, B)``; per-example
 terms are ``(B,)``.
 
+- :class:`ELBO`: ``recon + beta * kl``, with KL warm-up and free bits.
+- :class:`IWAE`: the importance-weighted bound with k samples (Burda et al. 2016).
+- :class:`AVB`: adversarial variational Bayes (Mescheder et al. 2017): a discriminator
+  estimates the KL term, so the posterior needs no density; two optimiser groups.
+- :class:`AutoencoderLoss`: reconstruction only (the plain autoencoder).
+
+Every objective reports ``loss``, ``recon`` and (except the autoencoder) ``kl`` and
+``elbo``, so metric lines read the same across objectives.
+
 Example:
     >>> from vaekit.config import ModelConfig
     >>> from vaekit.model import build_model
@@ -15,15 +24,36 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
-__all__ = ["ObjectiveOutput", "Objective", "ELBO", "AutoencoderLoss", "kl_term", "OBJECTIVES", "build_objective"]
+from vaekit.distributions import sample_with_log_prob
+from vaekit.nn import MLP
+
+if TYPE_CHECKING:
+    from vaekit.model import VAE
+
+__all__ = [
+    "ObjectiveOutput",
+    "Objective",
+    "ELBO",
+    "IWAE",
+    "AVB",
+    "AutoencoderLoss",
+    "Discriminator",
+    "kl_term",
+    "kl_per_dim",
+    "iwae_bound",
+    "OBJECTIVES",
+    "build_objective",
+]
 
 
 @dataclass
@@ -44,7 +74,9 @@ class ObjectiveOutput:
 _ANALYTIC: dict[tuple[type, type], bool] = {}
 
 
-def kl_term(q: Distribution, p: Distribution, z: Tensor | None = None, mode: str = "auto") -> Tensor:
+def kl_term(
+    q: Distribution, p: Distribution, z: Tensor | None = None, mode: str = "auto"
+) -> Tensor:
     """KL(q || p) per example, shape ``q.batch_shape``.
 
     ``analytic`` uses torch's registered closed form; ``mc`` averages
@@ -64,49 +96,275 @@ def kl_term(q: Distribution, p: Distribution, z: Tensor | None = None, mode: str
                 if mode == "analytic":
                     raise
         elif mode == "analytic":
-            raise NotImplementedError(f"no analytic KL registered for {type(q).__name__} || {type(p).__name__}")
+            raise NotImplementedError(
+                f"no analytic KL registered for {type(q).__name__} || {type(p).__name__}"
+            )
     if z is None:
         raise ValueError("a Monte Carlo KL needs the samples z")
     return (q.log_prob(z) - p.log_prob(z)).mean(0)
 
 
+def kl_per_dim(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") -> Tensor | None:
+    """KL per latent dimension ``(B, D)`` when q and p both factorise over dimensions, else None.
+
+    Both must be ``Independent`` over one dimension (diagonal Gaussian posterior, standard
+    normal prior); the closed form is used where torch has one, else Monte Carlo over z.
+    """
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        return None
+    if q.reinterpreted_batch_ndims != 1 or p.reinterpreted_batch_ndims != 1:
+        return None
+    if mode != "mc":
+        try:
+            return kl_divergence(q.base_dist, p.base_dist)
+        except NotImplementedError:
+            if mode == "analytic":
+                raise
+    return (q.base_dist.log_prob(z) - p.base_dist.log_prob(z)).mean(0)
+
+
+def iwae_bound(log_w: Tensor) -> Tensor:
+    """``log (1/k) sum_s exp(log_w[s])`` over the first dimension: ``(k, B)`` -> ``(B,)``.
+
+    logsumexp subtracts the largest weight first, so it stays finite for weights of
+    any magnitude (log-weights of -1e4 or +1e4 nats are ordinary early in training).
+
+    >>> iwae_bound(torch.tensor([[-1e4], [-1e4]]))
+    tensor([-10000.])
+    """
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
 class Objective(nn.Module):
     """Base class. An objective may own parameters (a discriminator, say)."""
 
-    def forward(self, model: nn.Module, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:  # pragma: no cover
+    def forward(
+        self, model: VAE, x: Tensor, y: Tensor | None = None
+    ) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (1-based); schedules such as KL warm-up use it."""
 
-    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    def setup(self, model: VAE) -> None:
+        """Build parameters whose shapes depend on the model (the AVB discriminator); idempotent."""
+
+    def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
         """Parameters of each optimiser; one group by default."""
+        self.setup(model)
         return {"model": list(model.parameters()) + list(self.parameters())}
 
 
-class ELBO(Objective):
+class _Warmup(Objective):
+    """A KL weight ``beta`` that ramps up linearly over ``warmup_epochs`` epochs.
+
+    Epoch e (1-based) uses ``beta * min(1, e / warmup_epochs)``: the line from 0 reaches
+    the full weight at epoch ``warmup_epochs``. The first epoch already has a small weight
+    (``beta / warmup_epochs``): with none at all, an unpenalised first epoch can push the
+    KL to thousands of nats, which the rest of the warm-up must then undo.
+    """
+
+    def __init__(self, beta: float = 1.0, warmup_epochs: int = 0) -> None:
+        super().__init__()
+        self.beta = beta
+        self.warmup_epochs = warmup_epochs
+        self.current_beta = beta if warmup_epochs == 0 else beta / warmup_epochs
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.warmup_epochs:
+            self.current_beta = self.beta * min(1.0, epoch / self.warmup_epochs)
+
+
+class ELBO(_Warmup):
     """Negative evidence lower bound with a weight on the divergence.
 
     loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || p(z)), averaged over the batch.
     ``beta=1`` is the VAE, ``beta>1`` the beta-VAE. ``samples`` is the number of
     Monte Carlo samples S of z per example. The reported ``elbo`` term is always the
-    unweighted bound, so it stays comparable across betas.
+    unweighted bound, so it stays comparable across betas and warm-up.
+
+    ``warmup_epochs``: beta ramps from 0 (see :meth:`set_epoch`). ``free_bits`` λ
+    (Kingma et al. 2016): the loss uses ``sum_j max(λ, mean_batch KL_j)`` over latent
+    dimensions j, so dimensions below λ nats are not pushed further toward the prior;
+    when q or p does not factorise (flows, mixture priors) the total KL is held above
+    ``λ * D`` instead. Free bits change the gradient only: the ``loss`` term reports
+    ``recon + beta * kl``.
     """
 
-    def __init__(self, samples: int = 1, beta: float = 1.0, kl: str = "auto") -> None:
+    def __init__(
+        self,
+        samples: int = 1,
+        beta: float = 1.0,
+        kl: str = "auto",
+        warmup_epochs: int = 0,
+        free_bits: float = 0.0,
+    ) -> None:
+        super().__init__(beta, warmup_epochs)
+        self.samples = samples
+        self.kl_mode = kl
+        self.free_bits = free_bits
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        q = model.encode(x, y)
+        prior = model.prior
+        z = q.rsample((self.samples,))  # (S, B, D); flows cache log q of this z for kl_term
+        recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
+        kl = kl_term(q, prior, z, self.kl_mode)  # (B,)
+        beta = self.current_beta
+        loss_b = recon + beta * kl
+        if self.free_bits > 0:
+            dims = kl_per_dim(q, prior, z, self.kl_mode)
+            if dims is not None:
+                kl_floor = dims.mean(0).clamp_min(self.free_bits).sum()
+            else:
+                kl_floor = kl.mean().clamp_min(self.free_bits * z.shape[-1])
+            loss = recon.mean() + beta * kl_floor
+        else:
+            loss = loss_b.mean()
+        terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        return ObjectiveOutput(loss, terms)
+
+
+class IWAE(Objective):
+    """The importance-weighted bound (Burda et al. 2016) with ``samples`` = k.
+
+    ``log (1/k) sum_s p(x, z_s) / q(z_s | x)`` with z_1..z_k ~ q(z|x); k = 1 is the
+    single-sample ELBO. The loss is minus the bound. ``recon`` and ``kl`` are the
+    averages over the k samples of ``-log p(x|z_s)`` and ``log q(z_s|x) - log p(z_s)``
+    (so ``elbo = -(recon + kl)`` is the k-sample ELBO, never above ``iwae``).
+
+    Example:
+        >>> from vaekit.config import ModelConfig
+        >>> from vaekit.model import build_model
+        >>> model = build_model(ModelConfig(latent_dim=2), (1, 8, 8))
+        >>> out = IWAE(samples=5)(model, torch.rand(6, 1, 8, 8).round())
+        >>> bool((out.terms["iwae"] >= out.terms["elbo"] - 1e-4).all())
+        True
+    """
+
+    def __init__(self, samples: int = 1) -> None:
         super().__init__()
         self.samples = samples
-        self.beta = beta
-        self.kl_mode = kl
 
-    def forward(self, model: nn.Module, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+    def log_weights(
+        self, model: VAE, x: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(k, B)``."""
         q = model.encode(x, y)
+        z, log_q = sample_with_log_prob(q, (self.samples,))
+        log_px = model.decode(z, y).log_prob(x)
+        log_pz = model.prior.log_prob(z)
+        return log_px + log_pz - log_q, log_px, log_pz, log_q
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        log_w, log_px, log_pz, log_q = self.log_weights(model, x, y)
+        iwae = iwae_bound(log_w)
+        recon = -log_px.mean(0)
+        kl = (log_q - log_pz).mean(0)
+        terms = {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
+        return ObjectiveOutput(-iwae.mean(), terms)
+
+
+class Discriminator(nn.Module):
+    """T(x, z[, y]): an MLP on the flattened data and the latent code, one logit out.
+
+    Trained to tell posterior samples from prior samples, its optimum is
+    ``log q(z|x) - log p(z)``.
+    """
+
+    def __init__(
+        self, data_features: int, latent_dim: int, hidden: list[int], num_classes: int = 0
+    ) -> None:
+        super().__init__()
+        self.net = MLP(data_features + latent_dim, hidden, 1, "leaky_relu", num_classes)
+
+    def forward(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Logits of shape ``z.shape[:-1]`` for x ``(B, ...)`` and z ``(S, B, D)``."""
+        lead = z.shape[:-1]
+        xf = x.reshape(x.shape[0], -1).expand(*lead, -1)
+        inp = torch.cat([xf, z], dim=-1).reshape(-1, xf.shape[-1] + z.shape[-1])
+        ctx = None if y is None else y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])
+        out: Tensor = self.net(inp, ctx)
+        return out.reshape(lead)
+
+
+class AVB(_Warmup):
+    """Adversarial variational Bayes (Mescheder et al. 2017).
+
+    A discriminator T(x, z) learns to tell ``(x, z ~ q(z|x))`` from ``(x, z ~ p(z))``
+    with the logistic loss; at its optimum ``T = log q(z|x) - log p(z)``, so
+    ``E_q[T]`` estimates the KL term and the posterior needs only ``rsample``
+    (``model.posterior=implicit``). Two optimiser groups (:meth:`param_groups`):
+
+    - ``model``: ``recon + beta * T(x, z)`` with z reparameterised (T held fixed);
+    - ``discriminator``: ``softplus(-T(x, z_q)) + softplus(T(x, z_p))``.
+
+    Learnable priors (mog) get their own gradient ``-E_q grad log p(z)`` (T carries
+    none to them). The reported ``kl`` and ``elbo`` use T's estimate: they are not a
+    bound, and no importance-sampled likelihood exists for an implicit posterior.
+    """
+
+    def __init__(
+        self,
+        samples: int = 1,
+        beta: float = 1.0,
+        warmup_epochs: int = 0,
+        hidden: list[int] | None = None,
+    ) -> None:
+        super().__init__(beta, warmup_epochs)
+        self.samples = samples
+        self.hidden = list(hidden) if hidden is not None else [256, 256]
+        self.discriminator: Discriminator | None = None
+
+    def setup(self, model: VAE) -> None:
+        if self.discriminator is not None:
+            return
+        device = next(model.parameters()).device
+        features = int(math.prod(model.data_shape))
+        self.discriminator = Discriminator(
+            features, model.latent_dim, self.hidden, model.num_classes
+        ).to(device)
+
+    def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
+        self.setup(model)
+        assert self.discriminator is not None
+        return {
+            "model": list(model.parameters()),
+            "discriminator": list(self.discriminator.parameters()),
+        }
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        self.setup(model)
+        assert self.discriminator is not None
+        from vaekit.model import _one_hot
+
+        ctx = _one_hot(y, model.num_classes)
+        q = model.encode(x, y)
+        prior = model.prior
         z = q.rsample((self.samples,))  # (S, B, D)
-        recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
-        kl = kl_term(q, model.prior, z, self.kl_mode)  # (B,)
-        loss_b = recon + self.beta * kl
-        terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
-        return ObjectiveOutput(loss_b.mean(), terms)
+        recon = -model.decode(z, y).log_prob(x).mean(0)
+        t_q = self.discriminator(x, z, ctx)  # (S, B)
+        kl = t_q.mean(0)
+        # Zero in value; its gradient is the prior's share of dKL (z held fixed).
+        log_pz = prior.log_prob(z.detach())
+        prior_grad = (log_pz.detach() - log_pz).mean(0)
+        model_b = recon + self.current_beta * (kl + prior_grad)
+        # Backpropagated into the discriminator only (the trainer passes inputs=), so t_q
+        # can be shared with the model loss without a second pass.
+        z_p = prior.sample(z.shape[:-1])
+        t_p = self.discriminator(x, z_p, ctx)
+        disc_b = (F.softplus(-t_q) + F.softplus(t_p)).mean(0)
+        terms = {
+            "loss": recon + self.current_beta * kl,
+            "recon": recon,
+            "kl": kl,
+            "elbo": -(recon + kl),
+            "disc": disc_b,
+        }
+        model_loss = model_b.mean()
+        return ObjectiveOutput(
+            model_loss, terms, {"model": model_loss, "discriminator": disc_b.mean()}
+        )
 
 
 class AutoencoderLoss(Objective):
@@ -116,7 +374,7 @@ class AutoencoderLoss(Objective):
     posterior it is a VAE trained without its divergence (beta = 0).
     """
 
-    def forward(self, model: nn.Module, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         q = model.encode(x, y)
         z = q.rsample()
         recon = -model.decode(z, y).log_prob(x)
@@ -124,7 +382,9 @@ class AutoencoderLoss(Objective):
 
 
 OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
-    "elbo": lambda o: ELBO(o.samples, o.beta, o.kl),
+    "elbo": lambda o: ELBO(o.samples, o.beta, o.kl, o.warmup_epochs, o.free_bits),
+    "iwae": lambda o: IWAE(o.samples),
+    "avb": lambda o: AVB(o.samples, o.beta, o.warmup_epochs, o.discriminator),
     "ae": lambda o: AutoencoderLoss(),
 }
 

@@ -7,6 +7,14 @@ sums over pixels or columns and has shape ``batch``.
 
 Bernoulli is built from logits: a cross-entropy computed on sigmoid outputs clamps
 log(0) at -100 and gives wrong likelihoods near saturated pixels.
+
+Discrete heads for 8-bit images (:class:`CategoricalLikelihood`, 256-way softmax, and
+:class:`DiscretizedLogisticLikelihood`) read data in [0, 1] in steps of ``1/(levels-1)``
+and give the log-probability of the integer level in nats, so ``-log p / (D ln 2)``
+is bits per dimension as the literature reports it. Real-valued columns take
+:class:`GaussianLikelihood` or the heavy-tailed :class:`StudentTLikelihood`; class
+labels take :class:`LabelLikelihood`. The same heads serve regression and
+classification outside a VAE (see :mod:`vaekit.distributions.supervised`).
 """
 
 from __future__ import annotations
@@ -14,20 +22,31 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Size, Tensor, nn
 from torch.distributions import (
     Bernoulli,
+    Categorical,
     ContinuousBernoulli,
     Distribution,
     Independent,
     Normal,
+    StudentT,
+    constraints,
 )
+from torch.types import _size
 
 __all__ = [
     "LikelihoodHead",
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "ContinuousBernoulliLikelihood",
+    "StudentTLikelihood",
+    "CategoricalLikelihood",
+    "DiscretizedLogisticLikelihood",
+    "LabelLikelihood",
+    "QuantizedCategorical",
+    "DiscretizedLogisticMixture",
 ]
 
 LOGSCALE_MIN = -7.0
@@ -51,7 +70,9 @@ class BernoulliLikelihood(LikelihoodHead):
     """Independent Bernoulli per element, from logits (binary or [0, 1] data)."""
 
     def forward(self, params: Tensor) -> Distribution:
-        return self._independent(Bernoulli(logits=params.squeeze(-len(self.data_shape) - 1), validate_args=False))
+        return self._independent(
+            Bernoulli(logits=params.squeeze(-len(self.data_shape) - 1), validate_args=False)
+        )
 
 
 class ContinuousBernoulliLikelihood(LikelihoodHead):
@@ -85,3 +106,264 @@ class GaussianLikelihood(LikelihoodHead):
             mean = params.squeeze(axis)
             scale = torch.full_like(mean, math.exp(self.log_sigma))
         return self._independent(Normal(mean, scale, validate_args=False))
+
+
+class StudentTLikelihood(LikelihoodHead):
+    """Independent Student-t per element: Gaussian-like but robust to outlying values.
+
+    The location comes from the decoder; the scale is fixed (``sigma`` a number) or
+    from the decoder (``sigma="learned"``); the degrees of freedom are fixed (``df`` a
+    number) or one learned value per column (``df="learned"``, kept above 1 so the
+    mean exists; it starts at 5).
+
+    Example:
+        >>> head = StudentTLikelihood((3,), sigma="learned", df="learned")
+        >>> head(torch.zeros(4, 2, 3)).log_prob(torch.zeros(4, 3)).shape
+        torch.Size([4])
+    """
+
+    df_fixed: Tensor
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        sigma: float | str = "learned",
+        df: float | str = "learned",
+    ) -> None:
+        super().__init__(data_shape)
+        self.learned_scale = sigma == "learned"
+        self.params_per_element = 2 if self.learned_scale else 1
+        self.log_sigma = 0.0 if self.learned_scale else math.log(float(sigma))
+        self.learned_df = df == "learned"
+        if self.learned_df:
+            # df = 1 + softplus(raw); softplus(raw) = 4 at the start.
+            self.df_raw = nn.Parameter(torch.full(self.data_shape, math.log(math.expm1(4.0))))
+        else:
+            self.register_buffer(
+                "df_fixed", torch.full(self.data_shape, float(df)), persistent=False
+            )
+
+    @property
+    def df(self) -> Tensor:
+        return 1.0 + F.softplus(self.df_raw) if self.learned_df else self.df_fixed
+
+    def forward(self, params: Tensor) -> Distribution:
+        axis = -len(self.data_shape) - 1
+        if self.learned_scale:
+            loc, logscale = params.unbind(axis)
+            scale = torch.exp(logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX))
+        else:
+            loc = params.squeeze(axis)
+            scale = torch.full_like(loc, math.exp(self.log_sigma))
+        return self._independent(StudentT(self.df.expand_as(loc), loc, scale, validate_args=False))
+
+
+class _Quantized(Distribution):
+    """Base of distributions over ``levels`` evenly spaced values ``0, 1/(L-1), ..., 1``.
+
+    The last ``event_dims`` dimensions form one example. ``log_prob(x)`` rounds
+    ``x * (L-1)`` to the level index (values off the grid or outside [0, 1] are
+    clamped to the nearest level) and sums the per-element log-probabilities.
+    Subclasses give the log-probability of a level index per element.
+    """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    support = constraints.unit_interval
+
+    def __init__(self, shape: Size, event_dims: int, levels: int) -> None:
+        self.levels = levels
+        split = len(shape) - event_dims
+        super().__init__(shape[:split], shape[split:], validate_args=False)
+
+    def _level_log_prob(self, idx: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sum_event(self, t: Tensor) -> Tensor:
+        n = len(self.event_shape)
+        return t.sum(tuple(range(-n, 0))) if n else t
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        idx = torch.round(value * (self.levels - 1)).clamp(0, self.levels - 1).long()
+        return self._sum_event(self._level_log_prob(idx))
+
+    def _moments(self) -> tuple[Tensor, Tensor]:
+        # One level at a time keeps memory at one element-sized tensor (no L-fold table);
+        # level 0 has value 0 and adds nothing.
+        top = self.levels - 1
+        device = self._device()
+        mean = second = torch.zeros((), device=device)
+        for j in range(1, top + 1):
+            p = self._level_log_prob(torch.tensor(j, device=device)).exp()
+            v = j / top
+            mean = mean + p * v
+            second = second + p * (v * v)
+        return mean, (second - mean * mean).clamp_min(0.0)
+
+    def _device(self) -> torch.device:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def mean(self) -> Tensor:
+        return self._moments()[0]
+
+    @property
+    def variance(self) -> Tensor:
+        return self._moments()[1]
+
+
+class QuantizedCategorical(_Quantized):
+    """A free softmax over the levels of every element (``logits (..., L)``).
+
+    Example:
+        >>> d = QuantizedCategorical(torch.zeros(2, 5, 256), event_dims=1)
+        >>> d.log_prob(torch.zeros(2, 5))   # uniform: 5 * log(1/256)
+        tensor([-27.7259, -27.7259])
+    """
+
+    def __init__(self, logits: Tensor, event_dims: int) -> None:
+        self.logits = logits
+        super().__init__(logits.shape[:-1], event_dims, logits.shape[-1])
+
+    def _device(self) -> torch.device:
+        return self.logits.device
+
+    def _level_log_prob(self, idx: Tensor) -> Tensor:
+        lse = torch.logsumexp(self.logits, dim=-1)
+        shape = torch.broadcast_shapes(idx.shape, lse.shape)
+        logits = self.logits.expand(*shape, self.levels)
+        picked = logits.gather(-1, idx.expand(shape).unsqueeze(-1)).squeeze(-1)
+        return picked - lse
+
+    def _moments(self) -> tuple[Tensor, Tensor]:
+        probs = torch.softmax(self.logits, dim=-1)
+        values = torch.linspace(0, 1, self.levels, device=probs.device, dtype=probs.dtype)
+        mean = probs @ values
+        return mean, (probs @ (values * values) - mean * mean).clamp_min(0.0)
+
+    def sample(self, sample_shape: _size = ()) -> Tensor:
+        with torch.no_grad():
+            idx = Categorical(logits=self.logits, validate_args=False).sample(Size(sample_shape))
+            return idx.to(self.logits.dtype) / (self.levels - 1)
+
+
+class DiscretizedLogisticMixture(_Quantized):
+    """A mixture of logistics discretized to the levels (Salimans et al. 2017, PixelCNN++).
+
+    Each element has M components ``(logits, means, log_scales)``, shapes ``(..., M)``,
+    on the data rescaled to [-1, 1]; level j gets the logistic mass of its bin, the
+    lowest and highest levels the whole tails, so the levels' probabilities sum to one.
+    Bin masses use ``log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) +
+    log(1 - exp(b - a))``, which stays exact for tiny masses (no threshold fallback).
+    Channels are independent given z (no PixelCNN++ channel coupling).
+    """
+
+    def __init__(
+        self, logits: Tensor, means: Tensor, log_scales: Tensor, event_dims: int, levels: int = 256
+    ) -> None:
+        self.logits = logits
+        self.means = means
+        self.log_scales = log_scales.clamp_min(-7.0)
+        super().__init__(means.shape[:-1], event_dims, levels)
+
+    def _device(self) -> torch.device:
+        return self.means.device
+
+    def _level_log_prob(self, idx: Tensor) -> Tensor:
+        top = self.levels - 1
+        half = 1.0 / top
+        x = (idx.to(self.means.dtype) * (2.0 / top) - 1.0).unsqueeze(-1)
+        inv = torch.exp(-self.log_scales)
+        centered = x - self.means
+        a = inv * (centered + half)
+        b = inv * (centered - half)
+        interior = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(-2.0 * half * inv))
+        i = idx.unsqueeze(-1)
+        comp = torch.where(
+            i == 0, F.logsigmoid(a), torch.where(i == top, F.logsigmoid(-b), interior)
+        )
+        return torch.logsumexp(comp + torch.log_softmax(self.logits, dim=-1), dim=-1)
+
+    def sample(self, sample_shape: _size = ()) -> Tensor:
+        with torch.no_grad():
+            shape = Size(sample_shape) + self.means.shape[:-1]
+            k = (
+                Categorical(logits=self.logits, validate_args=False)
+                .sample(Size(sample_shape))
+                .unsqueeze(-1)
+            )
+            mu = self.means.expand(*shape, self.means.shape[-1]).gather(-1, k).squeeze(-1)
+            log_s = self.log_scales.expand(*shape, self.means.shape[-1]).gather(-1, k).squeeze(-1)
+            u = torch.rand(shape, device=mu.device, dtype=mu.dtype).clamp(1e-5, 1 - 1e-5)
+            x = mu + torch.exp(log_s) * (torch.log(u) - torch.log1p(-u))
+            idx = torch.round((x + 1) / 2 * (self.levels - 1)).clamp(0, self.levels - 1)
+            return idx / (self.levels - 1)
+
+
+class CategoricalLikelihood(LikelihoodHead):
+    """A 256-way (``levels``-way) softmax per pixel for 8-bit images (van den Oord et al. 2016).
+
+    Needs ``levels`` decoder outputs per element: pair it with a convolutional decoder
+    (an MLP's last layer would hold ``hidden * levels * pixels`` weights).
+
+    Example:
+        >>> head = CategoricalLikelihood((1, 2, 2), levels=4)
+        >>> head(torch.zeros(3, 4, 1, 2, 2)).log_prob(torch.ones(3, 1, 2, 2)).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], levels: int = 256) -> None:
+        super().__init__(data_shape)
+        self.levels = levels
+        self.params_per_element = levels
+
+    def forward(self, params: Tensor) -> Distribution:
+        logits = params.movedim(-len(self.data_shape) - 1, -1)
+        return QuantizedCategorical(logits, event_dims=len(self.data_shape))
+
+
+class DiscretizedLogisticLikelihood(LikelihoodHead):
+    """Discretized logistic (``components=1``, Kingma et al. 2016) or its mixture per element.
+
+    Decoder outputs per element: mean and log-scale (2), or logits, means and log-scales
+    of ``components`` logistics (3 M).
+
+    Example:
+        >>> head = DiscretizedLogisticLikelihood((1, 2, 2), components=3)
+        >>> head.params_per_element
+        9
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], levels: int = 256, components: int = 1) -> None:
+        super().__init__(data_shape)
+        self.levels = levels
+        self.components = components
+        self.params_per_element = 2 if components == 1 else 3 * components
+
+    def forward(self, params: Tensor) -> Distribution:
+        p = params.movedim(-len(self.data_shape) - 1, -1)
+        if self.components == 1:
+            means, log_scales = p.split(1, dim=-1)
+            logits = torch.zeros_like(means)
+        else:
+            logits, means, log_scales = p.split(self.components, dim=-1)
+        return DiscretizedLogisticMixture(
+            logits, means, log_scales, len(self.data_shape), self.levels
+        )
+
+
+class LabelLikelihood(LikelihoodHead):
+    """p(y | features) over class labels: a softmax over ``num_classes`` (classification).
+
+    Example:
+        >>> head = LabelLikelihood(3)
+        >>> head(torch.zeros(4, 3)).log_prob(torch.tensor([0, 1, 2, 0])).shape
+        torch.Size([4])
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(())
+        self.num_classes = num_classes
+        self.params_per_element = num_classes
+
+    def forward(self, params: Tensor) -> Distribution:
+        return Categorical(logits=params, validate_args=False)

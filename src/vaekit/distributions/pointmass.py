@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Size, Tensor
 from torch.distributions import Distribution, constraints
+from torch.types import _size
 
 __all__ = ["PointMass"]
 
@@ -26,13 +27,15 @@ class PointMass(Distribution):
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, loc: Tensor, event_dims: int = 1, validate_args: bool | None = False) -> None:
+    def __init__(
+        self, loc: Tensor, event_dims: int = 1, validate_args: bool | None = False
+    ) -> None:
         self.loc = loc
         shape = loc.shape
         split = len(shape) - event_dims
         super().__init__(shape[:split], shape[split:], validate_args=validate_args)
 
-    def expand(self, batch_shape: Size | tuple[int, ...], _instance: Distribution | None = None) -> PointMass:
+    def expand(self, batch_shape: _size, _instance: Distribution | None = None) -> PointMass:
         loc = self.loc.expand(Size(batch_shape) + self.event_shape)
         return PointMass(loc, len(self.event_shape))
 
@@ -48,7 +51,7 @@ class PointMass(Distribution):
     def variance(self) -> Tensor:
         return torch.zeros_like(self.loc)
 
-    def rsample(self, sample_shape: Size | tuple[int, ...] = Size()) -> Tensor:
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
         return self.loc.expand(Size(sample_shape) + self.loc.shape)
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -1,14 +1,29 @@
-"""Posterior heads: features from the encoder network to q(z | x) as a Distribution."""
+"""Posterior heads: features from the encoder network to q(z | x) as a Distribution.
+
+Flow posteriors (Gaussian + planar / IAF) live in :mod:`vaekit.distributions.flows`.
+"""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch import Size, Tensor, nn
+from torch.distributions import Distribution, Independent, Normal, constraints
+from torch.types import _size
 
 from vaekit.distributions.pointmass import PointMass
+from vaekit.nn import ACTIVATIONS, MLP
 
-__all__ = ["LOGVAR_MIN", "LOGVAR_MAX", "GaussianPosterior", "PointPosterior", "diagonal_normal"]
+__all__ = [
+    "LOGVAR_MIN",
+    "LOGVAR_MAX",
+    "PosteriorHead",
+    "GaussianPosterior",
+    "PointPosterior",
+    "ImplicitPosterior",
+    "ImplicitDistribution",
+    "diagonal_normal",
+    "sample_with_log_prob",
+]
 
 # Log-variances outside this range only ever come from a diverging run; clamping keeps
 # exp() finite and the KL term from overflowing (exp(12) ~ 1.6e5, exp(-20) ~ 2e-9).
@@ -22,7 +37,14 @@ def diagonal_normal(mean: Tensor, logvar: Tensor) -> Independent:
     return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
 
-class GaussianPosterior(nn.Module):
+class PosteriorHead(nn.Module):
+    """Base class: reads ``in_features`` encoder outputs per example, returns q(z | x)."""
+
+    in_features: int
+    latent_dim: int
+
+
+class GaussianPosterior(PosteriorHead):
     """Diagonal Gaussian q(z|x) = N(mu(x), diag(exp(logvar(x)))), reparameterized.
 
     Example:
@@ -42,7 +64,7 @@ class GaussianPosterior(nn.Module):
         return diagonal_normal(mean, logvar)
 
 
-class PointPosterior(nn.Module):
+class PointPosterior(PosteriorHead):
     """Deterministic code z = f(x): the plain autoencoder as a member of the family."""
 
     def __init__(self, latent_dim: int) -> None:
@@ -52,3 +74,109 @@ class PointPosterior(nn.Module):
 
     def forward(self, features: Tensor) -> Distribution:
         return PointMass(features, event_dims=1)
+
+
+def sample_with_log_prob(q: Distribution, sample_shape: _size = ()) -> tuple[Tensor, Tensor]:
+    """A reparameterised sample of ``q`` and ``q.log_prob`` of it, in one pass where ``q`` can.
+
+    Flow posteriors compute the density of their own samples as they draw them
+    (``rsample_and_log_prob``); for every other distribution this is ``rsample`` then
+    ``log_prob``. Objectives and evaluation call this rather than the two methods.
+
+    Example:
+        >>> q = diagonal_normal(torch.zeros(5, 2), torch.zeros(5, 2))
+        >>> z, log_q = sample_with_log_prob(q, (3,))
+        >>> z.shape, log_q.shape
+        (torch.Size([3, 5, 2]), torch.Size([3, 5]))
+    """
+    both = getattr(q, "rsample_and_log_prob", None)
+    if both is not None:
+        z, log_q = both(sample_shape)
+        return z, log_q
+    z = q.rsample(sample_shape)
+    return z, q.log_prob(z)
+
+
+class ImplicitDistribution(Distribution):
+    """q(z | x) defined only by a sampler: ``z = g(h(x), eps)``, ``eps ~ N(0, I)``.
+
+    It has ``rsample`` but no density, which is what adversarial variational Bayes
+    (``objective.name=avb``) is for: its discriminator estimates log q(z|x) - log p(z).
+    ``mean`` and ``variance`` are Monte Carlo estimates from fixed noise.
+    """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, features: Tensor, net: nn.Module, noise_dim: int, latent_dim: int) -> None:
+        self.features = features
+        self.net = net
+        self.noise_dim = noise_dim
+        super().__init__(features.shape[:-1], Size([latent_dim]), validate_args=False)
+
+    def _push(self, eps: Tensor) -> Tensor:
+        h = self.features.expand(*eps.shape[:-1], self.features.shape[-1])
+        inp = torch.cat([h, eps], dim=-1)
+        z: Tensor = self.net(inp.reshape(-1, inp.shape[-1]))
+        return z.reshape(*eps.shape[:-1], -1)
+
+    def rsample(self, sample_shape: _size = ()) -> Tensor:
+        f = self.features
+        eps = torch.randn(
+            (*sample_shape, *self.batch_shape, self.noise_dim), device=f.device, dtype=f.dtype
+        )
+        return self._push(eps)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "an implicit posterior (model.posterior=implicit) has no density: train it with "
+            "objective.name=avb, whose discriminator estimates the KL term; the ELBO, IWAE and the "
+            "importance-sampled likelihood need a posterior with a density (gaussian, or gaussian "
+            "with model.flow=planar|iaf)"
+        )
+
+    def _draws(self, n: int = 128) -> Tensor:
+        f = self.features
+        gen = torch.Generator(device=f.device).manual_seed(0)
+        eps = torch.randn(
+            (n, *self.batch_shape, self.noise_dim), generator=gen, device=f.device, dtype=f.dtype
+        )
+        return self._push(eps)
+
+    @property
+    def mean(self) -> Tensor:
+        return self._draws().mean(0)
+
+    @property
+    def variance(self) -> Tensor:
+        return self._draws().var(0)
+
+
+class ImplicitPosterior(PosteriorHead):
+    """Posterior head of adversarial variational Bayes (Mescheder et al. 2017).
+
+    The encoder network computes features ``h(x)`` once; noise ``eps`` of ``noise_dim``
+    dimensions is concatenated to them and a one-hidden-layer network maps
+    ``[h(x), eps]`` to z. (Injecting the noise after the shared trunk rather than at the
+    raw input keeps S draws per example at the cost of S small head passes.)
+
+    Example:
+        >>> head = ImplicitPosterior(latent_dim=2, features=16, noise_dim=4)
+        >>> head(torch.zeros(5, 16)).rsample((3,)).shape
+        torch.Size([3, 5, 2])
+    """
+
+    def __init__(
+        self, latent_dim: int, features: int, noise_dim: int, activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.noise_dim = noise_dim
+        self.in_features = features
+        # The trunk ends in a linear layer: a nonlinearity first makes [h, eps] -> z deep.
+        self.act = ACTIVATIONS[activation]()
+        self.net = MLP(features + noise_dim, [features], latent_dim, activation)
+
+    def forward(self, features: Tensor) -> Distribution:
+        return ImplicitDistribution(self.act(features), self.net, self.noise_dim, self.latent_dim)

@@ -1,12 +1,28 @@
-"""Priors p(z): modules whose forward returns a Distribution over the latent vector."""
+"""Priors p(z): modules whose forward returns a Distribution over the latent vector.
+
+Every prior module is called as ``prior_module(encoder)``: the VAE passes its encoder,
+which the VampPrior needs (its components are the posteriors of learned pseudo-inputs)
+and the others ignore. The encoder is passed, not stored, so its weights are registered
+once (safetensors refuses to save tensors shared between two module paths).
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from collections.abc import Callable
 
-__all__ = ["StandardNormalPrior"]
+import torch
+from torch import Tensor, nn
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+)
+
+from vaekit.distributions.posteriors import LOGVAR_MAX, LOGVAR_MIN
+
+__all__ = ["StandardNormalPrior", "MixturePrior", "VampPrior"]
 
 
 class StandardNormalPrior(nn.Module):
@@ -18,6 +34,9 @@ class StandardNormalPrior(nn.Module):
         torch.Size([3, 2])
     """
 
+    loc: Tensor
+    scale: Tensor
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -25,5 +44,74 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 
-    def forward(self) -> Distribution:
-        return Independent(Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False)
+    def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
+        return Independent(
+            Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False
+        )
+
+
+class MixturePrior(nn.Module):
+    """A learnable mixture of K diagonal Gaussians (``model.prior=mog``).
+
+    Means start as draws from N(0, I), so the components are spread out and the mixture
+    is not K copies of one Gaussian; variances start at 1 and weights equal.
+
+    Example:
+        >>> p = MixturePrior(latent_dim=2, components=5)()
+        >>> p.log_prob(torch.zeros(3, 4, 2)).shape
+        torch.Size([3, 4])
+    """
+
+    def __init__(self, latent_dim: int, components: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.means = nn.Parameter(torch.randn(components, latent_dim))
+        self.logvars = nn.Parameter(torch.zeros(components, latent_dim))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
+        std = torch.exp(0.5 * self.logvars.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        comps = Independent(Normal(self.means, std, validate_args=False), 1, validate_args=False)
+        return MixtureSameFamily(
+            Categorical(logits=self.logits, validate_args=False), comps, validate_args=False
+        )
+
+
+class VampPrior(nn.Module):
+    """Variational mixture of posteriors (Tomczak & Welling 2018, ``model.prior=vamp``).
+
+    ``p(z) = 1/K sum_k q(z | u_k)`` with K learned pseudo-inputs ``u_k`` of the data's
+    shape, passed through the model's own encoder, which the VAE hands over when it
+    asks for the prior. The pseudo-inputs start near 0.05 with spread 0.01 (the paper's
+    setting for MNIST) and are not clipped. Needs a Gaussian posterior (the mixture
+    components are its distributions) and an unconditional encoder.
+
+    Example:
+        >>> from vaekit.config import ModelConfig
+        >>> from vaekit.model import build_model
+        >>> model = build_model(ModelConfig(latent_dim=2, prior="vamp", prior_components=7), (1, 8, 8))
+        >>> model.prior.log_prob(torch.zeros(3, 2)).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, latent_dim: int, components: int, data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, *data_shape))
+
+    def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
+        if encoder is None:
+            raise ValueError(
+                "the VampPrior is built from the encoder: ask the VAE for it (model.prior)"
+            )
+        q = encoder(self.pseudo_inputs)
+        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+            raise ValueError(
+                f"model.prior=vamp needs a diagonal Gaussian posterior (model.posterior=gaussian, "
+                f"model.flow=none); this encoder returns {type(q).__name__}"
+            )
+        k = self.pseudo_inputs.shape[0]
+        weights = Categorical(
+            logits=torch.zeros(k, device=self.pseudo_inputs.device), validate_args=False
+        )
+        return MixtureSameFamily(weights, q, validate_args=False)

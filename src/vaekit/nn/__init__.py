@@ -1,18 +1,34 @@
-"""Plain networks (no probability here): MLPs and convolutional stacks.
+"""Plain networks (no probability here): MLPs, convolutional stacks and MADE.
 
 Every network maps a batch ``(B, *in_shape)`` plus an optional context vector
 ``(B, C)`` (the one-hot label of a conditional model) to features ``(B, out)``.
+:class:`MADE` is the masked autoregressive network that the inverse autoregressive
+flow (``model.flow=iaf``) is built from.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "MLP", "ConvEncoderNet", "ConvDecoderNet", "build_encoder_net", "build_decoder_net"]
+if TYPE_CHECKING:
+    from vaekit.config import NetConfig
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "ResBlock",
+    "ConvEncoderNet",
+    "ConvDecoderNet",
+    "MaskedLinear",
+    "MADE",
+    "build_encoder_net",
+    "build_decoder_net",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -65,13 +81,32 @@ def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
         return (1, shape[0], shape[1])
     if len(shape) == 3:
         return (shape[0], shape[1], shape[2])
-    raise ValueError(f"a convolutional network needs image data (H, W) or (C, H, W), got shape {tuple(shape)}")
+    raise ValueError(
+        f"a convolutional network needs image data (H, W) or (C, H, W), got shape {tuple(shape)}"
+    )
+
+
+class ResBlock(nn.Module):
+    """``x + conv3x3(act(conv3x3(act(x))))``: extra depth at one resolution, same shape out."""
+
+    def __init__(self, channels: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            ACTIVATIONS[activation](),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            ACTIVATIONS[activation](),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
 
 
 class ConvEncoderNet(nn.Module):
-    """Stride-2 convolutions, then a linear layer to ``out_features``.
+    """Stride-2 convolutions (each followed by ``blocks`` residual blocks), then an MLP.
 
-    Works for any image size: the spatial size after the convolutions is computed.
+    Works for any image size: the spatial size after the convolutions is computed
+    (each stage maps H to H // 2, so 28 -> 14 -> 7 and 8 -> 4 -> 2).
 
     Example:
         >>> net = ConvEncoderNet((1, 28, 28), [32, 64], [256], 10, "relu")
@@ -87,16 +122,22 @@ class ConvEncoderNet(nn.Module):
         out_features: int,
         activation: str = "relu",
         context: int = 0,
+        blocks: int = 0,
     ) -> None:
         super().__init__()
         c, h, w = _image_shape(in_shape)
         self.in_shape = (c, h, w)
         layers: list[nn.Module] = []
         for ch in channels:
-            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
+            layers.append(nn.Conv2d(c, ch, 4, stride=2, padding=1))
+            layers += [ResBlock(ch, activation) for _ in range(blocks)]
+            layers.append(ACTIVATIONS[activation]())
             c, h, w = ch, h // 2, w // 2
             if h < 1 or w < 1:
-                raise ValueError(f"too many stride-2 stages ({len(channels)}) for an image of shape {tuple(in_shape)}")
+                raise ValueError(
+                    f"too many stride-2 stages ({len(channels)}) for an image of shape {tuple(in_shape)}: "
+                    "use fewer model.encoder.channels"
+                )
         self.conv = nn.Sequential(*layers)
         self.mlp = MLP(c * h * w, hidden, out_features, activation, context)
         self.out_features = out_features
@@ -107,10 +148,12 @@ class ConvEncoderNet(nn.Module):
 
 
 class ConvDecoderNet(nn.Module):
-    """Linear layer to a small feature map, then stride-2 transposed convolutions.
+    """MLP to a small feature map, then stride-2 transposed convolutions.
 
-    The output is ``(B, out_channels * H * W)`` for the requested image shape; the
-    map is grown to at least that size and cropped, so odd sizes (28, 32, 7) work.
+    ``channels`` go from the latent side to the image side (the encoder's, reversed);
+    the first map and every stage but the last get ``blocks`` residual blocks. The output is
+    ``(B, params_per_element * C * H * W)``, parameter-major, for the requested image
+    shape; the map is grown to at least that size and cropped, so odd sizes (28, 7) work.
 
     Example:
         >>> net = ConvDecoderNet(8, (1, 28, 28), [64, 32], [256], 2, "relu")
@@ -127,6 +170,7 @@ class ConvDecoderNet(nn.Module):
         params_per_element: int,
         activation: str = "relu",
         context: int = 0,
+        blocks: int = 0,
     ) -> None:
         super().__init__()
         c, h, w = _image_shape(out_shape)
@@ -137,12 +181,15 @@ class ConvDecoderNet(nn.Module):
         self.c0 = channels[0] if channels else c * params_per_element
         self.mlp = MLP(latent_dim, hidden, self.c0 * self.h0 * self.w0, activation, context)
         self.act = ACTIVATIONS[activation]()
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = (
+            [ResBlock(self.c0, activation) for _ in range(blocks)] if channels else []
+        )
         cin = self.c0
         outs = list(channels[1:]) + [c * params_per_element]
         for i, cout in enumerate(outs if channels else []):
             layers.append(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1))
             if i < len(outs) - 1:
+                layers += [ResBlock(cout, activation) for _ in range(blocks)]
                 layers.append(ACTIVATIONS[activation]())
             cin = cout
         self.deconv = nn.Sequential(*layers)
@@ -161,29 +208,123 @@ class ConvDecoderNet(nn.Module):
         return x.reshape(b, self.params_per_element, c * h * w).reshape(b, -1)
 
 
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask ``(out, in)``."""
+
+    mask: Tensor
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor) -> None:
+        super().__init__(in_features, out_features)
+        # Not persistent: the mask follows from the shapes, so weights files stay the plain layers.
+        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation (Germain et al. 2015), with a context.
+
+    Maps ``x (..., D)`` (and an optional context ``(..., C)``, added to the first hidden
+    layer) to ``multiplier`` outputs per input, ``(..., multiplier * D)`` laid out as
+    ``multiplier`` chunks of ``D``, where output ``i`` of every chunk depends on
+    ``x[..., :i]`` only (never on ``x[..., i:]``). Leading dimensions are free.
+
+    Example:
+        >>> made = MADE(3, [16], multiplier=2)
+        >>> x = torch.randn(5, 3, requires_grad=True)
+        >>> made(x)[:, 0].sum().backward()   # output 0 depends on no input
+        >>> bool(x.grad.abs().sum() == 0)
+        True
+    """
+
+    def __init__(
+        self,
+        features: int,
+        hidden: Sequence[int],
+        multiplier: int = 2,
+        context: int = 0,
+        activation: str = "elu",
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("MADE needs at least one hidden layer")
+        self.features = features
+        self.multiplier = multiplier
+        in_deg = torch.arange(1, features + 1)
+        degrees = [in_deg]
+        # Hidden degrees cycle through 1..D-1 (1 when D = 1: then outputs see no input).
+        top = max(1, features - 1)
+        for h in hidden:
+            degrees.append(torch.arange(h) % top + 1)
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True):
+            layers.append(
+                MaskedLinear(len(d_in), len(d_out), (d_out[:, None] >= d_in[None, :]).float())
+            )
+        out_deg = in_deg.repeat(multiplier)
+        self.hidden_layers = nn.ModuleList(layers)
+        self.out = MaskedLinear(
+            len(degrees[-1]),
+            multiplier * features,
+            (out_deg[:, None] > degrees[-1][None, :]).float(),
+        )
+        self.context = nn.Linear(context, hidden[0], bias=False) if context else None
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        h = self.hidden_layers[0](x)
+        if self.context is not None:
+            if context is None:
+                raise ValueError("this MADE was built with a context: pass it")
+            h = h + self.context(context)
+        h = self.act(h)
+        for layer in self.hidden_layers[1:]:
+            h = self.act(layer(h))
+        return self.out(h)
+
+
 def _numel(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
 
 
-def build_encoder_net(cfg: object, data_shape: Sequence[int], out_features: int, context: int = 0) -> nn.Module:
+def build_encoder_net(
+    cfg: NetConfig, data_shape: Sequence[int], out_features: int, context: int = 0
+) -> nn.Module:
     """The encoder network of a :class:`vaekit.config.NetConfig`."""
-    net_type = getattr(cfg, "type")
-    if net_type == "mlp":
-        return MLP(_numel(data_shape), cfg.hidden, out_features, cfg.activation, context)  # type: ignore[attr-defined]
-    if net_type == "conv":
-        return ConvEncoderNet(data_shape, cfg.channels, cfg.hidden, out_features, cfg.activation, context)  # type: ignore[attr-defined]
-    raise ValueError(f"unknown network type {net_type!r}")
+    if cfg.type == "mlp":
+        return MLP(_numel(data_shape), cfg.hidden, out_features, cfg.activation, context)
+    if cfg.type == "conv":
+        return ConvEncoderNet(
+            data_shape, cfg.channels, cfg.hidden, out_features, cfg.activation, context, cfg.blocks
+        )
+    raise ValueError(f"unknown network type {cfg.type!r}")
 
 
 def build_decoder_net(
-    cfg: object, latent_dim: int, data_shape: Sequence[int], params_per_element: int, context: int = 0
+    cfg: NetConfig,
+    latent_dim: int,
+    data_shape: Sequence[int],
+    params_per_element: int,
+    context: int = 0,
 ) -> nn.Module:
-    """The decoder network: latent (+ context) to ``params_per_element * prod(data_shape)`` outputs."""
-    net_type = getattr(cfg, "type")
-    if net_type == "mlp":
-        return MLP(latent_dim, cfg.hidden, params_per_element * _numel(data_shape), cfg.activation, context)  # type: ignore[attr-defined]
-    if net_type == "conv":
+    """The decoder network: latent (+ context) to ``params_per_element * prod(data_shape)`` outputs.
+
+    A conv decoder takes ``cfg.channels`` in the encoder's order and runs them reversed.
+    """
+    out = params_per_element * _numel(data_shape)
+    if cfg.type == "mlp":
+        return MLP(latent_dim, cfg.hidden, out, cfg.activation, context)
+    if cfg.type == "conv":
+        channels = list(reversed(cfg.channels))
         return ConvDecoderNet(
-            latent_dim, data_shape, list(reversed(cfg.channels)), cfg.hidden, params_per_element, cfg.activation, context  # type: ignore[attr-defined]
+            latent_dim,
+            data_shape,
+            channels,
+            cfg.hidden,
+            params_per_element,
+            cfg.activation,
+            context,
+            cfg.blocks,
         )
-    raise ValueError(f"unknown network type {net_type!r}")
+    raise ValueError(f"unknown network type {cfg.type!r}")

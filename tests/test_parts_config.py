@@ -1,0 +1,152 @@
+"""Settings of the new parts: validation with clear messages, the shipped configs, conv nets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaekit.config import ConfigError, load_config
+from vaekit.model import build_model
+from vaekit.nn import ConvDecoderNet, ConvEncoderNet
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+NEW_CONFIGS = sorted(
+    p
+    for p in CONFIGS.glob("*.yaml")
+    if p.name.startswith(("bmnist_", "fashion_mnist_", "tabular_"))
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.flow=plnar"], "did you mean 'planar'"),
+        (["model.prior=vampp"], "did you mean 'vamp'"),
+        (["model.likelihood=discretised-logistic"], "did you mean 'discretized-logistic'"),
+        (["objective.name=iwea"], "did you mean 'iwae'"),
+        (["model.posterior=implicitt", "objective.name=avb"], "did you mean 'implicit'"),
+        (["model.posterior=implicit"], "use objective.name=avb"),
+        (["model.posterior=implicit", "objective.name=iwae"], "no density"),
+        (["model.posterior=point", "objective.name=iwae"], "objective.name=ae"),
+        (["model.posterior=point", "objective.name=avb"], "objective.name=ae"),
+        (
+            ["model.posterior=implicit", "model.flow=iaf", "objective.name=avb"],
+            "set model.posterior=gaussian",
+        ),
+        (["model.prior=vamp", "model.flow=planar"], "model.flow=none"),
+        (["model.prior=vamp", "model.conditional=true"], "cannot be conditional"),
+        (["objective.name=iwae", "objective.beta=2"], "IWAE bound has no separate KL"),
+        (["objective.name=iwae", "objective.warmup_epochs=5"], "IWAE bound has no separate KL"),
+        (
+            ["objective.name=avb", "model.posterior=implicit", "objective.free_bits=0.5"],
+            "elbo only",
+        ),
+        (["objective.kl=analytic", "model.flow=iaf"], "objective.kl=auto"),
+        (["objective.kl=analytic", "model.prior=mog"], "objective.kl=auto"),
+        (["model.levels=1"], "at least 2"),
+        (["model.df=-1"], "model.df must be a positive number"),
+        (["model.df=lots"], "model.df must be a positive number"),
+        (["model.flow_length=0", "model.flow=planar"], "model.flow_length must be a positive"),
+        (["model.prior_components=0"], "model.prior_components must be a positive"),
+        (["model.likelihood_components=0"], "model.likelihood_components"),
+        (["objective.free_bits=-1"], "objective.free_bits must be >= 0"),
+        (["objective.warmup_epochs=-2"], "objective.warmup_epochs must be >= 0"),
+        (["objective.discriminator=[0]"], "objective.discriminator[0]"),
+        (["model.encoder.blocks=-1"], "model.encoder.blocks must be >= 0"),
+        (["model.flow_lenght=3"], "Did you mean 'flow_length'"),
+        (["objective.freebits=0.1"], "Did you mean 'free_bits'"),
+    ],
+)
+def test_bad_settings_are_explained(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value), str(err.value)
+
+
+def test_good_combinations_validate() -> None:
+    for overrides in (
+        ["model.flow=planar", "model.flow_length=10", "objective.name=iwae", "objective.samples=5"],
+        [
+            "model.flow=iaf",
+            "model.prior=mog",
+            "objective.free_bits=0.25",
+            "objective.warmup_epochs=3",
+        ],
+        ["model.posterior=implicit", "objective.name=avb", "model.prior=mog"],
+        ["model.prior=vamp", "model.prior_components=50", "objective.kl=mc"],
+        ["model.likelihood=student-t", "model.sigma=learned", "model.df=4"],
+        [
+            "model.likelihood=discretized-logistic",
+            "model.likelihood_components=10",
+            "model.levels=17",
+        ],
+    ):
+        load_config(None, overrides)
+
+
+def test_there_is_a_config_for_every_row_of_the_table() -> None:
+    names = {p.stem for p in NEW_CONFIGS}
+    assert {
+        "bmnist_vae",
+        "bmnist_iwae_k5",
+        "bmnist_iwae_k50",
+        "bmnist_planar_k10",
+        "bmnist_planar_k80",
+        "bmnist_vamp",
+        "bmnist_conv",
+        "fashion_mnist_dlogistic",
+    } <= names
+
+
+@pytest.mark.parametrize("path", NEW_CONFIGS, ids=[p.stem for p in NEW_CONFIGS])
+def test_shipped_configs_build_their_model(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.description
+    shape = (13,) if cfg.data.name.endswith(".csv") else (1, 28, 28)
+    model = build_model(cfg.model, shape)
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        q = model.encode(x)
+        z = q.rsample((2,))
+        assert model.decode(z).batch_shape == (2, 2)
+        assert torch.isfinite(model.prior.log_prob(z)).all()
+
+
+SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (1, 7, 7), (3, 5, 9)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["x".join(map(str, s)) for s in SHAPES])
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_conv_nets_fit_any_image_size(shape: tuple[int, int, int], blocks: int) -> None:
+    torch.manual_seed(0)
+    enc = ConvEncoderNet(shape, [8, 16], [32], 10, "elu", context=3, blocks=blocks)
+    dec = ConvDecoderNet(4, shape, [16, 8], [32], 2, "elu", context=3, blocks=blocks)
+    x, ctx = torch.randn(5, *shape), torch.eye(3)[[0, 1, 2, 0, 1]]
+    assert enc(x, ctx).shape == (5, 10)
+    out = dec(torch.randn(5, 4), ctx)
+    assert out.shape == (5, 2 * shape[0] * shape[1] * shape[2])
+    (enc(x, ctx).sum() + out.sum()).backward()
+    assert all(p.grad is not None for p in [*enc.parameters(), *dec.parameters()])
+
+
+def test_conv_encoder_rejects_images_too_small_for_its_stages() -> None:
+    with pytest.raises(ValueError, match="use fewer model.encoder.channels"):
+        ConvEncoderNet((1, 7, 7), [8, 16, 32], [], 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
+def test_conv_vae_reconstructs_images_of_its_shape(shape: tuple[int, int, int]) -> None:
+    cfg = load_config(
+        None,
+        [
+            "model.encoder.type=conv",
+            "model.encoder.channels=[8, 16]",
+            "model.latent_dim=4",
+            "model.encoder.blocks=1",
+        ],
+    )
+    model = build_model(cfg.model, shape)
+    assert model.reconstruct(torch.rand(3, *shape)).shape == (3, *shape)
+    assert model.sample(2).shape == (2, *shape)

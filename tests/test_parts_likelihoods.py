@@ -1,0 +1,169 @@
+"""Likelihood heads: discrete 8-bit heads normalise over levels, real-valued heads match
+reference densities, and the same heads do regression and classification."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from vaekit.data import load_dataset
+from vaekit.distributions import (
+    CategoricalLikelihood,
+    DiscretizedLogisticLikelihood,
+    DiscretizedLogisticMixture,
+    LabelLikelihood,
+    QuantizedCategorical,
+    StudentTLikelihood,
+    classifier,
+    fit_predictor,
+    regressor,
+)
+
+
+def _all_levels_log_prob(dist: torch.distributions.Distribution, levels: int) -> torch.Tensor:
+    """log p of every level for a one-element event: (levels, *batch)."""
+    grid = torch.arange(levels, dtype=torch.float32) / (levels - 1)
+    shape = (levels,) + (1,) * len(dist.batch_shape) + (1,)
+    return dist.log_prob(grid.reshape(shape))
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+@pytest.mark.parametrize("components", [1, 3])
+def test_discretized_logistic_sums_to_one_over_levels(levels: int, components: int) -> None:
+    torch.manual_seed(0)
+    head = DiscretizedLogisticLikelihood((1,), levels=levels, components=components)
+    params = 2 * torch.randn(7, head.params_per_element, 1)
+    params[:, -components:] -= 2  # include narrow components (log-scale down to about -6)
+    lp = _all_levels_log_prob(head(params), levels)
+    torch.testing.assert_close(lp.exp().sum(0), torch.ones(7), atol=1e-5, rtol=0)
+
+
+def test_discretized_logistic_matches_cdf_differences_in_float64() -> None:
+    torch.manual_seed(1)
+    levels = 256
+    mu, log_s = torch.randn(50, 1).double(), (torch.rand(50, 1) * 4 - 5).double()
+    x = torch.randint(0, levels, (50,)).double()
+    d = DiscretizedLogisticMixture(
+        torch.zeros(50, 1), mu.float(), log_s.float(), event_dims=0, levels=levels
+    )
+    got = d.log_prob((x / (levels - 1)).float()).double()
+    xs = x / (levels - 1) * 2 - 1
+    cdf = lambda v: torch.sigmoid((v - mu[:, 0]) / log_s[:, 0].exp())  # noqa: E731
+    lo = torch.where(x == 0, torch.zeros_like(xs), cdf(xs - 1 / (levels - 1)))
+    hi = torch.where(x == levels - 1, torch.ones_like(xs), cdf(xs + 1 / (levels - 1)))
+    mass = hi - lo
+    ok = mass > 1e-12  # where the naive difference has not underflowed, even in float64
+    assert ok.sum() > 25
+    torch.testing.assert_close(got[ok], mass[ok].log(), atol=2e-3, rtol=1e-4)
+    assert torch.isfinite(got).all() and (got[~ok] < math.log(1e-12) + 1).all()
+
+
+def test_tiny_bin_masses_stay_finite_and_exact() -> None:
+    # A sharp logistic far from a pixel: the naive log(sigmoid(a) - sigmoid(b)) underflows.
+    d = DiscretizedLogisticMixture(
+        torch.zeros(1, 1), torch.tensor([[0.9]]), torch.tensor([[-6.0]]), event_dims=0
+    )
+    lp = d.log_prob(torch.tensor([0.5]))
+    assert torch.isfinite(lp).all() and float(lp) < -100
+
+
+@pytest.mark.parametrize("levels", [2, 256])
+def test_categorical_sums_to_one_and_uniform_is_log2_levels_bits(levels: int) -> None:
+    torch.manual_seed(2)
+    d = QuantizedCategorical(torch.randn(4, 1, levels), event_dims=1)
+    torch.testing.assert_close(
+        _all_levels_log_prob(d, levels).exp().sum(0), torch.ones(4), atol=1e-5, rtol=0
+    )
+    head = CategoricalLikelihood((1, 3, 3), levels=levels)
+    uniform = head(torch.zeros(2, levels, 1, 3, 3))
+    bits_per_dim = -uniform.log_prob(torch.rand(2, 1, 3, 3)) / (9 * math.log(2))
+    torch.testing.assert_close(bits_per_dim, torch.full((2,), math.log2(levels)))
+
+
+@pytest.mark.parametrize("kind", ["categorical", "logistic"])
+def test_discrete_heads_sample_on_the_grid_with_the_stated_mean(kind: str) -> None:
+    torch.manual_seed(3)
+    levels = 17
+    if kind == "categorical":
+        d: torch.distributions.Distribution = QuantizedCategorical(
+            torch.randn(2, 3, levels), event_dims=1
+        )
+    else:
+        d = DiscretizedLogisticMixture(
+            torch.randn(2, 3, 2), torch.randn(2, 3, 2) * 0.5, torch.randn(2, 3, 2) - 1, 1, levels
+        )
+    s = d.sample((20000,))
+    assert s.shape == (20000, 2, 3)
+    assert ((s * (levels - 1)).round() == s * (levels - 1)).all() and s.min() >= 0 and s.max() <= 1
+    torch.testing.assert_close(s.mean(0), d.mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(s.var(0), d.variance, atol=0.01, rtol=0)
+    assert torch.isfinite(d.log_prob(s[:5])).all()
+
+
+def test_student_t_matches_scipy_and_learns_its_degrees_of_freedom() -> None:
+    torch.manual_seed(4)
+    head = StudentTLikelihood((3,), sigma="learned", df="learned")
+    params = torch.randn(5, 2, 3)
+    x = torch.randn(5, 3) * 3
+    got = head(params).log_prob(x)
+    loc, scale = params[:, 0], params[:, 1].exp()
+    ref = stats.t.logpdf(
+        x.numpy(), df=head.df.detach().numpy(), loc=loc.numpy(), scale=scale.numpy()
+    ).sum(-1)
+    np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-5)
+    assert torch.allclose(head.df, torch.full((3,), 5.0))
+    got.sum().backward()
+    assert head.df_raw.grad is not None and (head.df > 1).all()
+    fixed = StudentTLikelihood((3,), sigma=0.5, df=3.0)
+    assert fixed.params_per_element == 1 and not list(fixed.parameters())
+    ref = stats.t.logpdf(x.numpy(), df=3.0, loc=params[:, 0].numpy(), scale=0.5).sum(-1)
+    np.testing.assert_allclose(fixed(params[:, :1]).log_prob(x).numpy(), ref, rtol=1e-5)
+
+
+def test_label_likelihood_is_the_cross_entropy() -> None:
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    nll = -LabelLikelihood(4)(logits).log_prob(y)
+    torch.testing.assert_close(nll, F.cross_entropy(logits, y, reduction="none"))
+
+
+def test_regression_learns_the_noise_level_and_heavy_tails_resist_outliers() -> None:
+    torch.manual_seed(5)
+    x = torch.linspace(-2, 2, 400).unsqueeze(-1)
+    y = torch.sin(2 * x) + 0.1 * torch.randn_like(x)
+    y_out = y.clone()
+    y_out[::20] += 8.0  # 5% gross outliers
+    gauss = regressor(1, [32, 32], likelihood="gaussian")
+    losses = fit_predictor(gauss, x, y, epochs=400, lr=1e-2)
+    assert losses[-1] < losses[0] - 1.0
+    with torch.no_grad():
+        assert 0.06 < float(gauss(x).stddev.median()) < 0.16  # the true noise scale is 0.1
+    robust, plain = regressor(1, [32, 32], likelihood="student-t"), regressor(1, [32, 32])
+    fit_predictor(robust, x, y_out, epochs=400, lr=1e-2)
+    fit_predictor(plain, x, y_out, epochs=400, lr=1e-2)
+    clean = torch.ones(400, dtype=torch.bool)
+    clean[::20] = False
+    with torch.no_grad():
+        err_t = (robust(x).mean - torch.sin(2 * x))[clean].abs().mean()
+        err_g = (plain(x).mean - torch.sin(2 * x))[clean].abs().mean()
+    assert err_t < err_g
+
+
+def test_classification_with_the_label_head() -> None:
+    ds = load_dataset("digits")
+    x, y = ds.train.x.reshape(len(ds.train), -1), ds.train.y
+    xt, yt = ds.test.x.reshape(len(ds.test), -1), ds.test.y
+    assert y is not None and yt is not None
+    model = classifier(64, [64], num_classes=10)
+    fit_predictor(model, x, y, epochs=30, lr=3e-3, batch_size=64)
+    with torch.no_grad():
+        accuracy = float((model(xt).probs.argmax(-1) == yt).float().mean())
+    assert accuracy > 0.9
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        classifier(64, [8], num_classes=1)
+    with pytest.raises(ValueError, match="gaussian' or 'student-t"):
+        regressor(1, [8], likelihood="laplace")

@@ -1,0 +1,229 @@
+"""Priors (mixture of Gaussians, VampPrior) and objectives (IWAE, warm-up, free bits, AVB)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from torch.distributions import Independent, Normal, kl_divergence
+
+from vaekit.config import ModelConfig, NetConfig
+from vaekit.data import load_dataset
+from vaekit.distributions import MixturePrior, StandardNormalPrior
+from vaekit.model import VAE, build_model
+from vaekit.objectives import AVB, ELBO, IWAE, iwae_bound, kl_per_dim, kl_term
+from vaekit.rundir import save_weights
+
+SHAPE = (1, 8, 8)
+
+
+def _model(**kw: object) -> VAE:
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=3, encoder=NetConfig(hidden=[32], activation="tanh"), **kw)  # type: ignore[arg-type]
+    return build_model(cfg, SHAPE)
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return load_dataset("digits").train.x[:64]
+
+
+# -- priors ------------------------------------------------------------------------------
+
+
+def test_mixture_prior_is_the_weighted_sum_of_its_gaussians() -> None:
+    torch.manual_seed(1)
+    prior = MixturePrior(2, 4)
+    with torch.no_grad():
+        prior.logits.copy_(torch.randn(4))
+        prior.logvars.copy_(torch.randn(4, 2))
+    p = prior()
+    z = torch.randn(6, 5, 2)
+    comps = Independent(Normal(prior.means, (0.5 * prior.logvars).exp()), 1)
+    ref = torch.logsumexp(comps.log_prob(z.unsqueeze(-2)) + torch.log_softmax(prior.logits, 0), -1)
+    torch.testing.assert_close(p.log_prob(z), ref)
+    assert p.sample((7,)).shape == (7, 2)
+    p.log_prob(z).sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in prior.parameters())
+
+
+def test_vamp_prior_is_the_mean_of_the_pseudo_input_posteriors(tmp_path: Path) -> None:
+    model = _model(prior="vamp", prior_components=5)
+    z = torch.randn(4, 3, 3)
+    q = model.encoder(model.prior_module.pseudo_inputs)
+    ref = torch.logsumexp(q.log_prob(z.unsqueeze(-2)), -1) - math.log(5)
+    torch.testing.assert_close(model.prior.log_prob(z), ref)
+    assert model.prior.sample((6,)).shape == (6, 3)
+    # The encoder is registered once: the weights save (safetensors rejects shared tensors).
+    save_weights(tmp_path / "w.safetensors", model)
+    names = set(load_file(str(tmp_path / "w.safetensors")))
+    assert "prior_module.pseudo_inputs" in names and not any(
+        n.startswith("prior_module.encoder") for n in names
+    )
+    with pytest.raises(ValueError, match="ask the VAE"):
+        model.prior_module()
+
+
+def test_standard_normal_prior_ignores_the_encoder() -> None:
+    p = StandardNormalPrior(2)(encoder=None)
+    assert float(p.log_prob(torch.zeros(2))) == pytest.approx(-math.log(2 * math.pi))
+
+
+@given(
+    st.lists(st.floats(-30, 30), min_size=4, max_size=4),
+    st.lists(st.floats(-15, 10), min_size=4, max_size=4),
+)
+@settings(max_examples=60, deadline=None)
+def test_kl_is_never_negative(mean: list[float], logvar: list[float]) -> None:
+    q = Independent(Normal(torch.tensor(mean), torch.tensor(logvar).mul(0.5).exp()), 1)
+    assert float(kl_term(q, StandardNormalPrior(4)())) >= 0
+    dims = kl_per_dim(q, StandardNormalPrior(4)(), q.rsample((1,)))
+    assert dims is not None and (dims >= 0).all()
+
+
+# -- IWAE --------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=1, max_size=50),
+    st.floats(-1e4, 1e4, allow_nan=False),
+)
+@settings(max_examples=80, deadline=None)
+def test_iwae_bound_is_finite_for_extreme_weights(values: list[float], shift: float) -> None:
+    log_w = torch.tensor(values, dtype=torch.float64).unsqueeze(-1)
+    bound = iwae_bound(log_w)
+    assert torch.isfinite(bound).all()
+    # between the mean (Jensen) and the max of the log-weights
+    assert float(log_w.mean()) - 1e-6 <= float(bound) <= float(log_w.max()) + 1e-9
+    torch.testing.assert_close(iwae_bound(log_w + shift), bound + shift)
+
+
+@pytest.mark.parametrize("flow", ["none", "planar", "iaf"])
+def test_iwae_is_at_least_the_elbo_of_the_same_draws(flow: str, x: torch.Tensor) -> None:
+    model = _model(flow=flow, flow_length=2, flow_hidden=8)
+    with torch.no_grad():
+        out = IWAE(samples=10)(model, x)
+    assert (out.terms["iwae"] >= out.terms["elbo"] - 1e-4).all()
+    torch.testing.assert_close(out.terms["elbo"], -(out.terms["recon"] + out.terms["kl"]))
+
+
+def test_iwae_bound_tightens_with_k_on_average(x: torch.Tensor) -> None:
+    model = _model()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        bounds = [float(IWAE(samples=k)(model, x).terms["iwae"].mean()) for k in (1, 10, 100)]
+    assert bounds[0] < bounds[1] < bounds[2]
+
+
+# -- warm-up and free bits ---------------------------------------------------------------
+
+
+def test_warmup_ramps_beta_from_zero(x: torch.Tensor) -> None:
+    obj = ELBO(beta=2.0, warmup_epochs=4)
+    betas = []
+    for epoch in range(1, 8):
+        obj.set_epoch(epoch)
+        betas.append(obj.current_beta)
+    assert betas == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0]
+    model = _model()
+    obj.set_epoch(1)
+    torch.manual_seed(0)
+    out = obj(model, x)
+    torch.testing.assert_close(out.loss, (out.terms["recon"] + 0.5 * out.terms["kl"]).mean())
+    # the reported bound ignores the weight
+    torch.testing.assert_close(out.terms["elbo"], -(out.terms["recon"] + out.terms["kl"]))
+    assert ELBO(beta=2.0).current_beta == 2.0
+
+
+def test_free_bits_floor_each_dimension_and_stop_its_gradient(x: torch.Tensor) -> None:
+    model = _model()
+    torch.manual_seed(0)
+    plain = ELBO()(model, x)
+    torch.manual_seed(0)
+    out = ELBO(free_bits=50.0)(model, x)  # far above any dimension's KL
+    torch.testing.assert_close(out.loss, out.terms["recon"].mean() + 50.0 * 3)
+    torch.testing.assert_close(out.terms["loss"], plain.terms["loss"])  # reported terms unchanged
+    # With every dimension under the floor, the KL sends no gradient: only recon's is left.
+    params = list(model.parameters())
+    with_floor = torch.autograd.grad(out.loss, params, retain_graph=True)
+    recon_only = torch.autograd.grad(out.terms["recon"].mean(), params, allow_unused=True)
+    plain_grads = torch.autograd.grad(plain.loss, params)
+    for a, b in zip(with_floor, recon_only, strict=True):
+        torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b)
+    assert any(not torch.allclose(a, c) for a, c in zip(with_floor, plain_grads, strict=True))
+    torch.manual_seed(0)
+    q = model.encode(x)
+    kl_dims = kl_per_dim(q, model.prior, q.rsample((1,)))
+    assert kl_dims is not None and kl_dims.shape == (64, 3)
+    torch.testing.assert_close(kl_dims.sum(-1), kl_divergence(q, model.prior))
+    # a small floor changes nothing when every dimension is above it
+    torch.manual_seed(0)
+    low = ELBO(free_bits=1e-6)(model, x)
+    assert (kl_dims.mean(0) > 1e-6).all()
+    torch.testing.assert_close(low.loss, plain.loss)
+
+
+def test_free_bits_on_a_flow_floor_the_total_kl(x: torch.Tensor) -> None:
+    model = _model(flow="planar", flow_length=2)
+    q = model.encode(x)
+    assert kl_per_dim(q, model.prior, q.rsample((1,))) is None
+    torch.manual_seed(0)
+    out = ELBO(free_bits=100.0)(model, x)
+    torch.testing.assert_close(out.loss, out.terms["recon"].mean() + 300.0)
+
+
+# -- AVB ---------------------------------------------------------------------------------
+
+
+def test_avb_declares_two_groups_and_its_discriminator_learns_the_kl(x: torch.Tensor) -> None:
+    # A Gaussian posterior has a known density: train only the discriminator against it.
+    model = _model()
+    last = model.encoder.net.net[-1]
+    with torch.no_grad():  # move q away from the prior: a KL of about 2 nats, not 0.1
+        last.weight.mul_(4.0)
+        last.bias[3:] = -1.5
+    for p in model.parameters():
+        p.requires_grad_(False)
+    avb = AVB(samples=8, hidden=[64, 64])
+    groups = avb.param_groups(model)
+    assert set(groups) == {"model", "discriminator"}
+    assert {id(p) for p in groups["discriminator"]}.isdisjoint(id(p) for p in groups["model"])
+    opt = torch.optim.Adam(groups["discriminator"], lr=3e-3)
+    torch.manual_seed(0)
+    for _ in range(400):
+        out = avb(model, x)
+        assert out.losses is not None
+        opt.zero_grad()
+        out.losses["discriminator"].backward(inputs=groups["discriminator"])
+        opt.step()
+    assert out.terms["disc"].mean() < 2 * math.log(2) - 0.3  # far better than chance
+    with torch.no_grad():
+        q = model.encode(x)
+        z = q.sample((16,))
+        t = avb.discriminator(x, z)
+        log_ratio = q.log_prob(z) - model.prior.log_prob(z)
+        exact = kl_divergence(q, model.prior)
+    # T(x, z) follows log q(z|x) - log p(z) point by point, and E_q[T] estimates the KL.
+    assert float(torch.corrcoef(torch.stack([t.flatten(), log_ratio.flatten()]))[0, 1]) > 0.85
+    assert abs(float(t.mean() - exact.mean())) < 0.3 * float(exact.mean())
+
+
+def test_avb_model_loss_reaches_a_learnable_prior(x: torch.Tensor) -> None:
+    model = _model(posterior="implicit", prior="mog", prior_components=3)
+    avb = AVB(hidden=[16])
+    groups = avb.param_groups(model)
+    out = avb(model, x)
+    assert out.losses is not None
+    out.losses["model"].backward(inputs=groups["model"])
+    assert (
+        model.prior_module.means.grad is not None and model.prior_module.means.grad.abs().sum() > 0
+    )
+    assert all(p.grad is None for p in groups["discriminator"])
+    torch.testing.assert_close(out.loss, out.losses["model"])
+    with pytest.raises(NotImplementedError, match="objective.name=avb"):
+        model.encode(x).log_prob(torch.zeros(64, 3))
