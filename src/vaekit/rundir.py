@@ -20,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +40,18 @@ from torch.distributions import Distribution
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
 from vaekit.model import VAE, build_model
 
-__all__ = ["RunError", "Run", "load", "atomic_write", "write_json", "save_weights", "load_weights", "read_metrics"]
+__all__ = [
+    "RunError",
+    "Run",
+    "load",
+    "atomic_write",
+    "write_json",
+    "save_weights",
+    "load_weights",
+    "read_metrics",
+    "checkpoint_dirs",
+    "latest_checkpoint",
+]
 
 
 class RunError(RuntimeError):
@@ -47,10 +60,20 @@ class RunError(RuntimeError):
 
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A crash at any point leaves either the old file or the new one (plus, at worst, a
+    hidden ``.NAME.*.tmp`` file that the trainer removes when it resumes).
+
+    Example:
+        >>> with atomic_write(Path("out.json"), "w") as f:    # doctest: +SKIP
+        ...     f.write("{}")
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _chmod_default(fd)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -60,6 +83,19 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+_UMASK: int | None = None
+
+
+def _chmod_default(fd: int) -> None:
+    # mkstemp creates 0600 files; give the final file the mode open() would (0666 - umask).
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    with contextlib.suppress(OSError, AttributeError):  # platforms without fchmod
+        os.fchmod(fd, 0o666 & ~_UMASK)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -81,15 +117,19 @@ def write_json(path: Path, data: Any) -> None:
         f.write("\n")
 
 
-def save_weights(path: Path, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+def save_weights(
+    path: Path, module: torch.nn.Module, metadata: dict[str, str] | None = None
+) -> None:
     """A module's state dict as safetensors, written atomically (contiguous CPU copies)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _chmod_default(fd)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
+            _chmod_default(f.fileno())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -103,11 +143,15 @@ def load_weights(path: Path, module: torch.nn.Module) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise RunError(f"{path}: cannot read weights ({e}); the file is truncated or corrupt") from None
+        raise RunError(
+            f"{path}: cannot read weights ({e}); the file is truncated or corrupt"
+        ) from None
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
-        raise RunError(f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0]})") from None
+        raise RunError(
+            f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0]})"
+        ) from None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -128,15 +172,39 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+_CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?$")
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """A run's checkpoint directories, oldest first.
+
+    ``epoch-NNNN`` holds the state after NNNN epochs; ``epoch-NNNN-batch-BBBBBB`` the
+    state BBBBBB batches into the next epoch (written when training is interrupted).
+    Temporary folders of a checkpoint still being written start with a dot and are
+    never listed.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _CHECKPOINT_NAME.match(p.name)
+        if m and p.is_dir():
+            found.append(((int(m[1]), int(m[2] or 0)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The newest complete checkpoint directory, or None."""
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("epoch-[0-9]*"))
+    ckpts = checkpoint_dirs(run_dir)
     return ckpts[-1] if ckpts else None
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise RunError(f"{path.parent} is not a vaekit run directory: {path.name} is missing ({what})")
+        raise RunError(
+            f"{path.parent} is not a vaekit run directory: {path.name} is missing ({what})"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -175,7 +243,9 @@ class Run:
     def from_dir(cls, run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Run:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise RunError(f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`")
+            raise RunError(
+                f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
+            )
         try:
             config = config_from_dict(_read_json(run_dir / "config.json", "the resolved config"))
         except ConfigError as e:
@@ -186,7 +256,9 @@ class Run:
         if not weights.is_file():
             ckpt = latest_checkpoint(run_dir)
             if ckpt is None:
-                raise RunError(f"{run_dir}: no weights yet (model.safetensors is missing); train it first")
+                raise RunError(
+                    f"{run_dir}: no weights yet (model.safetensors is missing); train it first"
+                )
             weights = ckpt / "model.safetensors"
         load_weights(weights, model)
         return cls(run_dir, config, info, model.to(device))
@@ -225,7 +297,9 @@ class Run:
         if t.dim() == 1 and t.numel() == n:
             t = t.unsqueeze(0)
         if t[0].numel() != n:
-            raise ValueError(f"expected examples of shape {self.data_shape} ({n} values each), got {tuple(t.shape[1:])}")
+            raise ValueError(
+                f"expected examples of shape {self.data_shape} ({n} values each), got {tuple(t.shape[1:])}"
+            )
         return t.reshape(t.shape[0], *self.data_shape)
 
     def _y(self, y: Any, n: int | None = None) -> Tensor | None:
@@ -257,7 +331,9 @@ class Run:
         """The likelihood p(x | z[, y]) with batch shape ``z.shape[:-1]``; ``log_prob`` sums over the data."""
         zt = _as_tensor(z, self.device)
         if zt.shape[-1] != self.latent_dim:
-            raise ValueError(f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}")
+            raise ValueError(
+                f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}"
+            )
         n = zt.shape[0] if zt.dim() > 1 else None
         return self.model.decode(zt, self._y(y, n))
 
@@ -295,7 +371,9 @@ class Run:
         from vaekit.data import load_dataset
 
         d = self.config.data
-        return load_dataset(d.name, data_dir_=data_dir, binarization=d.binarize, seed=self.config.train.seed)
+        return load_dataset(
+            d.name, data_dir_=data_dir, binarization=d.binarize, seed=self.config.train.seed
+        )
 
 
 def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Run:

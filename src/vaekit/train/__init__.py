@@ -1,5 +1,5 @@
-"""Training: the one loop, checkpoints and distributed helpers."""
+"""Training: the one loop, checkpoints, distributed helpers and fault handling."""
 
-from vaekit.train.loop import TrainingError, evaluate_split, fit
+from vaekit.train.loop import TrainingError, TrainingInterrupted, evaluate_split, fit
 
-__all__ = ["TrainingError", "fit", "evaluate_split"]
+__all__ = ["TrainingError", "TrainingInterrupted", "fit", "evaluate_split"]

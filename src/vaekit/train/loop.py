@@ -1,64 +1,120 @@
 """The trainer: one loop that reads top to bottom.
 
-device -> data in memory -> model + objective -> optimisers -> (resume) -> epochs of
-[shuffled index batches -> loss -> backward -> non-finite guard -> step] -> evaluation
--> metrics line -> checkpoint. Under ``torchrun`` it runs DistributedDataParallel: each
-rank takes its shard of every epoch, metrics are reduced across ranks, and only rank 0
-prints and writes.
+config -> device -> data in memory -> model + objective -> optimisers -> new run or
+resume -> epochs of [shuffled index batches -> loss -> backward -> non-finite guard ->
+step] -> evaluation -> metrics line -> checkpoint.
+
+Exact resume: data order depends only on (seed, epoch), and a checkpoint holds the
+weights, optimiser states, learning-rate scale, every rank's RNG states (torch CPU and
+CUDA, numpy, Python; dynamic binarization and Monte Carlo samples draw from them) and,
+for an interrupted epoch, the position in it and the partial sums. A run resumed from
+any checkpoint ends with the same weights and metrics, bit for bit on CPU, as one that
+never stopped. SIGINT/SIGTERM finish the current step, write such a checkpoint and say
+how to resume.
+
+Non-finite loss or gradients are caught every step (one scalar read) and handled by
+``train.nan_policy``: ``skip`` (default) drops the update; ``rollback`` also restores
+the state at the start of the epoch and halves the learning rate; ``stop`` ends
+training with an error. Weights that have become non-finite are always rolled back.
+More than ``train.max_bad_steps`` bad steps in one epoch stop training.
+
+Distributed: under ``torchrun --nproc_per_node=N`` the loop runs DistributedDataParallel
+(gloo on CPU, NCCL on CUDA). Every epoch's shuffled order is cut into N disjoint,
+equal, strided shards (the ``n mod N`` examples left over change every epoch), and each
+process takes ``train.batch_size`` examples of its shard per step, so the **effective
+batch is ``batch_size x N``**. DDP averages gradients over the processes, so the
+learning rate ``train.lr`` applies to that effective batch unchanged: an N-process
+run with ``batch_size = B / N`` takes the same steps on the same examples as a 1-process
+run with ``batch_size = B`` and the same ``lr``, up to Monte Carlo noise (each rank has
+its own RNG stream). Metrics are summed across processes; only rank 0 prints, logs and
+writes checkpoints.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import os
-import shutil
+import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import Config, ConfigError, config_from_dict
+from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
 from vaekit.data import Dataset, Split, load_dataset
 from vaekit.model import VAE, build_model
 from vaekit.objectives import Objective, build_objective
-from vaekit.rundir import (
-    RunError,
-    atomic_write,
-    latest_checkpoint,
-    load_weights,
-    read_metrics,
-    save_weights,
-    write_run_files,
+from vaekit.rundir import RunError, atomic_write, read_metrics, write_json, write_run_files
+from vaekit.train.checkpoint import (
+    EpochProgress,
+    TrainState,
+    capture_rng,
+    read_checkpoint,
+    remove_partial_writes,
+    write_checkpoint,
 )
-from vaekit.train.distributed import DistInfo, all_reduce_sum, setup_distributed, teardown_distributed
+from vaekit.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    any_rank,
+    gather_objects,
+    setup_distributed,
+    shard,
+    teardown_distributed,
+)
+from vaekit.train.faults import FaultInjector, GracefulStop, weights_digest, write_rank_digest
 
-__all__ = ["TrainingError", "fit", "evaluate_split", "make_optimizer", "resolve_device"]
+__all__ = [
+    "TrainingError",
+    "TrainingInterrupted",
+    "fit",
+    "evaluate_split",
+    "make_optimizer",
+    "resolve_device",
+]
 
-KEEP_CHECKPOINTS = 2
+# Under DDP the ranks agree on a stop request every this many steps (one tiny all-reduce).
+STOP_SYNC_EVERY = 16
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to do."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written; resume continues it."""
+
+    def __init__(self, message: str, checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; under torchrun ``cuda`` is this rank's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+            raise ConfigError(
+                f"train.device={name} but no CUDA device is available; use train.device=cpu"
+            )
         if dist is not None and dist.world_size > 1 and name == "cuda":
             name = f"cuda:{dist.local_rank}"
     return torch.device(name)
 
 
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: list[nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimiser named in ``train.optimizer``."""
     # foreach kernels batch the per-parameter updates into a few calls: faster on CPU and GPU.
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
@@ -66,7 +122,9 @@ def make_optimizer(name: str, params: list[nn.Parameter], lr: float, weight_deca
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if name == "rmsprop":
         # Keras' RMSprop defaults (rho=0.9, eps=1e-7), as in tutorial 001.
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7, weight_decay=weight_decay, foreach=True)
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=0.9, eps=1e-7, weight_decay=weight_decay, foreach=True
+        )
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
     if name == "adagrad":
@@ -82,17 +140,11 @@ class _LossModule(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor] | None]:
+    def forward(
+        self, x: Tensor, y: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor] | None]:
         out = self.objective(self.model, x, y)
         return out.loss, out.terms, out.losses
-
-
-@dataclass
-class _State:
-    epoch: int = 0  # epochs completed
-    step: int = 0
-    lr_scale: float = 1.0
-    bad_steps_total: int = 0
 
 
 def _epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
@@ -102,7 +154,9 @@ def _epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> T
 
 
 @torch.inference_mode()
-def evaluate_split(model: VAE, objective: Objective, split: Split, batch_size: int) -> dict[str, Tensor]:
+def evaluate_split(
+    model: VAE, objective: Objective, split: Split, batch_size: int
+) -> dict[str, Tensor]:
     """Sum of every per-example term of the objective over a split (tensors on device)."""
     model.eval()
     sums: dict[str, Tensor] = {}
@@ -123,6 +177,13 @@ def _fmt(terms: dict[str, float]) -> str:
     return f"{main} ({', '.join(parts)})" if parts else main
 
 
+def _seed_everything(seed: int) -> None:
+    # Parts may draw from numpy's or Python's global RNG too; checkpoints save all three.
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def _snapshot(module: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
     return {
         "module": copy.deepcopy(module.state_dict()),
@@ -130,77 +191,21 @@ def _snapshot(module: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -
     }
 
 
-def _write_checkpoint(run_dir: Path, loss_module: _LossModule, optimizers: dict[str, torch.optim.Optimizer], state: _State, metrics_row: dict[str, Any]) -> None:
-    """Write checkpoints/epoch-NNNN atomically (a temp folder renamed into place), then prune."""
-    root = run_dir / "checkpoints"
-    final = root / f"epoch-{state.epoch:04d}"
-    tmp = root / f".tmp-epoch-{state.epoch:04d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    meta = {"epoch": str(state.epoch), "step": str(state.step)}
-    save_weights(tmp / "model.safetensors", loss_module.model, meta)
-    if any(True for _ in loss_module.objective.state_dict()):
-        save_weights(tmp / "objective.safetensors", loss_module.objective, meta)
-    trainer_state = {
-        "epoch": state.epoch,
-        "step": state.step,
-        "lr_scale": state.lr_scale,
-        "bad_steps_total": state.bad_steps_total,
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "metrics": json.dumps(metrics_row),
-    }
-    with atomic_write(tmp / "trainer_state.pt") as f:
-        torch.save(trainer_state, f)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    # The user-facing weights: the latest good checkpoint's, also written atomically.
-    save_weights(run_dir / "model.safetensors", loss_module.model, meta)
-    for old in sorted(root.glob("epoch-[0-9]*"))[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+def _set_lr(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
+    for o in optimizers.values():
+        for g in o.param_groups:
+            g["lr"] = lr
 
 
-def _load_checkpoint(run_dir: Path, loss_module: _LossModule, optimizers: dict[str, torch.optim.Optimizer]) -> _State:
-    """Restore the newest readable checkpoint; a corrupt one falls back to the one before."""
-    ckpts = sorted((run_dir / "checkpoints").glob("epoch-[0-9]*"), reverse=True)
-    if not ckpts:
-        raise RunError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty); start a new run instead")
-    errors = []
-    for ckpt in ckpts:
-        try:
-            load_weights(ckpt / "model.safetensors", loss_module.model)
-            if (ckpt / "objective.safetensors").is_file():
-                load_weights(ckpt / "objective.safetensors", loss_module.objective)
-            try:
-                ts = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
-            except Exception as e:  # unpickling errors come in many types
-                raise RunError(f"{ckpt / 'trainer_state.pt'}: cannot read trainer state ({type(e).__name__}: {e})") from None
-            for k, o in optimizers.items():
-                o.load_state_dict(ts["optimizers"][k])
-            torch.set_rng_state(ts["rng_cpu"])
-            if ts["rng_cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(ts["rng_cuda"])
-            if errors:
-                print(f"warning: {errors[-1]}; resumed from the previous checkpoint {ckpt.name}", file=sys.stderr)
-            return _State(int(ts["epoch"]), int(ts["step"]), float(ts["lr_scale"]), int(ts["bad_steps_total"]))
-        except (RunError, KeyError) as e:
-            errors.append(str(e))
-    raise RunError(f"{run_dir}: every checkpoint is unreadable: " + "; ".join(errors))
-
-
-def _truncate_metrics(run_dir: Path, epoch: int) -> None:
-    """Drop metric lines of epochs after the checkpoint we resume from."""
-    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= epoch]
-    with atomic_write(run_dir / "metrics.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def _load_data(cfg: Config, data_dir: str | None) -> Dataset:
-    ds = load_dataset(cfg.data.name, data_dir_=data_dir, binarization=cfg.data.binarize, seed=cfg.train.seed)
+    ds = load_dataset(
+        cfg.data.name, data_dir_=data_dir, binarization=cfg.data.binarize, seed=cfg.train.seed
+    )
     if cfg.data.limit:
         ds.train = ds.train.take(cfg.data.limit)
     if cfg.model.likelihood == "bernoulli" and ds.kind == "real":
@@ -208,9 +213,76 @@ def _load_data(cfg: Config, data_dir: str | None) -> Dataset:
             f"dataset {ds.name} has values outside [0, 1]; a Bernoulli likelihood needs data in [0, 1]: "
             "use model.likelihood=gaussian"
         )
-    if cfg.model.conditional and ds.num_classes < 2 and not cfg.model.num_classes:
+    m = cfg.model
+    if m.conditional and ds.num_classes < 2 and not m.num_classes:
         raise ConfigError(f"model.conditional=true needs labels, but dataset {ds.name} has none")
+    if m.conditional and m.num_classes and ds.num_classes > m.num_classes:
+        raise ConfigError(
+            f"model.num_classes={m.num_classes}, but dataset {ds.name} has labels 0..{ds.num_classes - 1}: "
+            f"set model.num_classes={ds.num_classes} (or 0 to take it from the data)"
+        )
     return ds
+
+
+def _build(cfg: Config, ds: Dataset, device: torch.device) -> _LossModule:
+    """Model + objective on the device; a config that cannot be built is a ConfigError."""
+    try:
+        model = build_model(cfg.model, ds.shape, ds.num_classes).to(device)
+        objective = build_objective(cfg.objective).to(device)
+    except (ValueError, RuntimeError, MemoryError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(
+            f"cannot build the model of this config for {ds.name} {tuple(ds.shape)}: {_first_line(e)}"
+        ) from None
+    return _LossModule(model, objective)
+
+
+def _check_one_batch(
+    loss_module: _LossModule, split: Split, ds: Dataset, device: torch.device
+) -> None:
+    """Run a copy of the model on two examples, so that a model that cannot take this data
+    fails with a clear message before anything is written (RNG streams untouched)."""
+    probe = copy.deepcopy(loss_module).eval()
+    x = split.x[:2]
+    y = None if split.y is None else split.y[:2]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        try:
+            probe(x, y)
+        except (ValueError, RuntimeError, NotImplementedError, MemoryError) as e:
+            raise ConfigError(
+                f"the model of this config cannot process {ds.name} examples of shape {tuple(ds.shape)}: {_first_line(e)}"
+            ) from None
+
+
+def _read_run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunError(
+            f"cannot resume {run_dir}: it has no config.json (is it a vaekit run directory?)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path}: not valid JSON ({e}); the file is corrupt") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise RunError(f"{path}: {e}") from None
+
+
+def _truncate_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop metric lines of epochs after the checkpoint we resume from (and a torn last line)."""
+    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= epoch]
+    with atomic_write(run_dir / "metrics.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _resume_hint(run_dir: Path, dist: DistInfo) -> str:
+    if dist.world_size > 1:
+        return f"torchrun --nproc_per_node={dist.world_size} -m vaekit train --resume {run_dir}"
+    return f"vaekit train --resume {run_dir}"
 
 
 def fit(
@@ -225,6 +297,11 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
 
+    Under torchrun this runs DistributedDataParallel; the effective batch is
+    ``train.batch_size`` times the number of processes (see the module docstring).
+    Raises :class:`TrainingInterrupted` (a KeyboardInterrupt) after SIGINT/SIGTERM once
+    a checkpoint is written, and :class:`TrainingError` when training diverges.
+
     Example:
         >>> from vaekit.config import load_config
         >>> cfg = load_config(None, ["train.epochs=1"])        # doctest: +SKIP
@@ -234,19 +311,33 @@ def fit(
     log = log or sys.stdout
     dist = setup_distributed()
     try:
-        return _fit(cfg, run_dir, resume, epochs, data_dir, progress, log, dist)
-    finally:
-        teardown_distributed(dist)
+        history = _fit(cfg, run_dir, resume, epochs, data_dir, progress, log, dist)
+    except TrainingInterrupted:
+        teardown_distributed(dist)  # every rank stopped at the same agreed point
+        raise
+    except BaseException:
+        teardown_distributed(dist, ok=False)
+        raise
+    teardown_distributed(dist)
+    return history
 
 
-def _fit(cfg: Config | None, run_dir: Path, resume: bool, epochs: int | None, data_dir: str | None, progress: bool | None, log: Any, dist: DistInfo) -> list[dict[str, Any]]:
+def _fit(
+    cfg: Config | None,
+    run_dir: Path,
+    resume: bool,
+    epochs: int | None,
+    data_dir: str | None,
+    progress: bool | None,
+    log: Any,
+    dist: DistInfo,
+) -> list[dict[str, Any]]:
     # -- config ------------------------------------------------------------------------------
     if resume:
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
-            raise RunError(f"cannot resume {run_dir}: it has no config.json (is it a vaekit run directory?)")
-        cfg = config_from_dict(json.loads(cfg_path.read_text()))
-    assert cfg is not None
+        cfg = _read_run_config(run_dir)
+    if cfg is None:
+        raise ConfigError("fit() needs a config, or resume=True with a run directory")
+    epochs_changed = epochs is not None and epochs != cfg.train.epochs
     if epochs is not None:
         cfg.train.epochs = epochs
         cfg.validate()
@@ -255,162 +346,324 @@ def _fit(cfg: Config | None, run_dir: Path, resume: bool, epochs: int | None, da
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device, dist)
-    torch.manual_seed(t.seed + dist.rank)
+    faults = FaultInjector.from_env()
 
     # -- data: every split a tensor on the device; batches are index slices ----------------
     ds = _load_data(cfg, data_dir)
-    train, test, valid = ds.train.to(device), ds.test.to(device), ds.valid.to(device) if ds.valid else None
+    train, test, valid = (
+        ds.train.to(device),
+        ds.test.to(device),
+        ds.valid.to(device) if ds.valid else None,
+    )
     dynamic = cfg.data.binarize == "dynamic"
+    n = len(train)
+    per_rank = n // dist.world_size
+    if per_rank == 0:
+        raise ConfigError(
+            f"{n} training examples cannot be shared among {dist.world_size} processes; raise data.limit"
+        )
+    batch = t.batch_size
+    steps_per_epoch = math.ceil(per_rank / batch)
 
     # -- model, objective, optimisers --------------------------------------------------------
-    model = build_model(cfg.model, ds.shape, ds.num_classes).to(device)
-    objective = build_objective(cfg.objective).to(device)
-    loss_module = _LossModule(model, objective)
+    _seed_everything(t.seed + dist.rank)
+    loss_module = _build(cfg, ds, device)
+    model, objective = loss_module.model, loss_module.objective
+    _check_one_batch(loss_module, train, ds, device)
     groups = objective.param_groups(model)
-    optimizers = {k: make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, device) for k, ps in groups.items()}
+    optimizers = {
+        k: make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, device) for k, ps in groups.items()
+    }
     all_params = [p for ps in groups.values() for p in ps]
 
-    state = _State()
+    # -- run directory: a new run, or the newest good checkpoint of an old one -------------
+    state, ep = TrainState(), EpochProgress()
     if resume:
-        state = _load_checkpoint(run_dir, loss_module, optimizers)
+        if main_rank:
+            remove_partial_writes(run_dir)
+        loaded = read_checkpoint(
+            run_dir,
+            model,
+            objective,
+            optimizers,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            device=device,
+            warn=main_rank,
+        )
+        if loaded is None:
+            # Killed before its first checkpoint: start again from the beginning.
+            if main_rank:
+                print(f"{run_dir} has no checkpoint yet; training it from the beginning", file=log)
+                write_run_files(run_dir, cfg, ds.info())
+        else:
+            state, mine, ckpt = loaded
+            if mine is None:
+                # Written by a different number of processes: continue with fresh, distinct streams.
+                _seed_everything(t.seed + dist.rank + 7919 * (state.epoch + 1))
+                if main_rank:
+                    print(
+                        f"warning: {ckpt.name} was written by a different number of processes; "
+                        "the random streams are re-seeded, so the run is no longer bit-reproducible",
+                        file=sys.stderr,
+                    )
+            elif state.batch:
+                ep = EpochProgress.from_saved(mine, device)
+            if main_rank:
+                print(f"resuming {run_dir} from {ckpt.name}", file=log)
         if main_rank:
             _truncate_metrics(run_dir, state.epoch)
         if state.epoch >= t.epochs:
-            print(f"{run_dir} already has {state.epoch} epochs; pass --epochs N with N > {state.epoch} to train further", file=log)
+            if main_rank:
+                print(
+                    f"{run_dir} already has {state.epoch} epochs; pass --epochs N with N > {state.epoch} to train further",
+                    file=log,
+                )
             return read_metrics(run_dir)
-        # RNG streams of other ranks differ by rank; rank 0's state was saved.
-        if dist.rank:
-            torch.manual_seed(t.seed + dist.rank + 7919 * state.epoch)
-    elif main_rank:
-        if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
-            raise RunError(f"{run_dir} already holds a run; continue it with `vaekit train --resume {run_dir}` or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_files(run_dir, cfg, ds.info())
-        (run_dir / "metrics.jsonl").write_text("")
-    for o in optimizers.values():
-        for g in o.param_groups:
-            g["lr"] = t.lr * state.lr_scale
+        if main_rank and epochs_changed:
+            # config.json records how far the run is meant to go, so a later plain --resume continues to N.
+            write_json(run_dir / "config.json", config_to_dict(cfg))
+    else:
+        ckdir = run_dir / "checkpoints"
+        if ckdir.is_dir() and any(ckdir.iterdir()):
+            raise RunError(
+                f"{run_dir} already holds a run; continue it with `vaekit train --resume {run_dir}` or choose another --out"
+            )
+        if main_rank:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_files(run_dir, cfg, ds.info())
+            (run_dir / "metrics.jsonl").write_text("")
+    _set_lr(optimizers, t.lr * state.lr_scale)
 
     step_module: nn.Module = loss_module
     if dist.world_size > 1:
+        where = all_gather_objects((state.epoch, state.batch, state.step), dist)
+        if len(set(where)) > 1:
+            # Every rank reads the checkpoint itself: on several machines RUN must be shared.
+            raise RunError(
+                f"the processes resumed from different points (epoch, batch, step per rank: {where}); "
+                f"on several machines {run_dir} must be on a filesystem that all of them share"
+            )
         if len(optimizers) > 1:
-            raise ConfigError("objectives with several optimisers do not run under torchrun yet; train them in one process")
-        step_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+            raise ConfigError(
+                "objectives with several optimisers do not run under torchrun yet; train them in one process"
+            )
+        persistent = set(loss_module.state_dict())
+        sync = any(name in persistent for name, _ in loss_module.named_buffers())
+        # Constant buffers (a prior's loc and scale) need no broadcast before every step.
+        new_api = (
+            "forward_sync_buffers"
+            in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+        )
+        buffer_kw: dict[str, Any] = {
+            "forward_sync_buffers" if new_api else "broadcast_buffers": sync
+        }
+        step_module = nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[device.index] if device.type == "cuda" else None, **buffer_kw
+        )
 
     if progress is None:
         progress = main_rank and sys.stderr.isatty()
     if main_rank:
         nparams = sum(p.numel() for p in model.parameters())
+        procs = (
+            f" x{dist.world_size} (effective batch {batch * dist.world_size})"
+            if dist.world_size > 1
+            else ""
+        )
         print(
-            f"vaekit: {ds.name} {tuple(ds.shape)} train {len(train)} test {len(test)} | "
-            f"{nparams:,} parameters | {device}{f' x{dist.world_size}' if dist.world_size > 1 else ''} | run {run_dir}",
+            f"vaekit: {ds.name} {tuple(ds.shape)} train {n} test {len(test)} | "
+            f"{nparams:,} parameters | {device}{procs} | run {run_dir}",
             file=log,
+            flush=True,
         )
 
+    def checkpoint() -> Path | None:
+        """Gather every rank's RNG states and epoch progress; rank 0 writes (a collective)."""
+        ranks = gather_objects({"rng": capture_rng(device), **ep.to_saved()}, dist)
+        if not main_rank or ranks is None:
+            return None
+        return write_checkpoint(run_dir, model, objective, optimizers, state, ranks, faults)
+
+    def interrupted(where: str, ckpt: Path | None) -> TrainingInterrupted:
+        msg = (
+            f"stopped by {stop.name} {where}; wrote checkpoint {ckpt.name if ckpt else ''}. "
+            f"Continue with `{_resume_hint(run_dir, dist)}`"
+        )
+        if main_rank:
+            print(msg, file=log, flush=True)
+        return TrainingInterrupted(msg, ckpt)
+
+    good = _snapshot(loss_module, optimizers)  # the state at the start of the epoch
+
+    def recover(epoch: int, batch_index: int) -> None:
+        """A step with a non-finite loss or gradient: apply train.nan_policy, or give up."""
+        where = f"epoch {epoch} batch {batch_index + 1}/{steps_per_epoch}"
+        ep.bad_steps += 1
+        state.bad_steps_total += 1
+        resume_hint = _resume_hint(run_dir, dist)
+        if t.nan_policy == "stop":
+            raise TrainingError(
+                f"non-finite loss or gradient at {where} (train.nan_policy=stop). Lower train.lr, "
+                f"set train.grad_clip or check the data; the last checkpoint continues with `{resume_hint}`"
+            )
+        weights_bad = not all(bool(torch.isfinite(p).all()) for p in all_params)
+        if weights_bad or t.nan_policy == "rollback":
+            loss_module.load_state_dict(good["module"])
+            for k, o in optimizers.items():
+                o.load_state_dict(good["optimizers"][k])
+            state.lr_scale *= 0.5
+            _set_lr(optimizers, t.lr * state.lr_scale)
+            ep.rollbacks += 1
+            what = f"rolled back to the start of the epoch and halved the learning rate (now {t.lr * state.lr_scale:g})"
+            if weights_bad:
+                what = "weights became non-finite: " + what
+        else:
+            what = "skipped the update"
+        if main_rank:
+            print(f"warning: {where}: non-finite loss or gradient; {what}", file=sys.stderr)
+        if ep.bad_steps > t.max_bad_steps:
+            raise TrainingError(
+                f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
+                f"training diverged. Lower train.lr (now {t.lr * state.lr_scale:g}), set train.grad_clip, "
+                "or check the data for NaN; then start a new run, or edit train.lr in "
+                f"{run_dir / 'config.json'} and continue with `{resume_hint}`"
+            )
+
     # -- the loop ----------------------------------------------------------------------------
-    good = _snapshot(loss_module, optimizers)
-    n = len(train)
-    per_rank = n // dist.world_size
-    batch = t.batch_size
-    steps_per_epoch = math.ceil(per_rank / batch)
     history = read_metrics(run_dir) if main_rank else []
     from tqdm import tqdm
 
-    while state.epoch < t.epochs:
-        epoch = state.epoch + 1
-        start = time.perf_counter()
-        # Objectives with schedules (KL warm-up) read the epoch here.
-        objective.set_epoch(epoch)
-        perm = _epoch_permutation(n, t.seed, epoch, device)
-        # Each rank takes an equal, disjoint shard of this epoch's order.
-        perm = perm[dist.rank : per_rank * dist.world_size : dist.world_size]
-        sums: dict[str, Tensor] = {}
-        count = 0
-        bad_in_row = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch : (i + 1) * batch]
-            x = train.x[idx]
-            y = None if train.y is None else train.y[idx]
-            if dynamic:
-                x = torch.bernoulli(x)
-            loss, terms, losses = step_module(x, y)
-            for o in optimizers.values():
-                o.zero_grad(set_to_none=True)
-            if losses is None:
-                loss.backward()
-            else:
-                for k, ps in groups.items():
-                    losses[k].backward(inputs=ps, retain_graph=True)
-            grads = [p.grad for p in all_params if p.grad is not None]
-            if t.grad_clip > 0:
-                norm = nn.utils.clip_grad_norm_(all_params, t.grad_clip)
-            else:
-                norm = nn.utils.get_total_norm(grads)
-            # Non-finite guard: one scalar read per step (free on CPU).
-            if not bool(torch.isfinite(loss.detach() + norm)):
-                bad_in_row += 1
-                state.bad_steps_total += 1
-                weights_bad = not all(bool(torch.isfinite(p).all()) for p in all_params)
-                if weights_bad:
-                    loss_module.load_state_dict(good["module"])
-                    for k, o in optimizers.items():
-                        o.load_state_dict(good["optimizers"][k])
-                    state.lr_scale *= 0.5
-                    for o in optimizers.values():
-                        for g in o.param_groups:
-                            g["lr"] = t.lr * state.lr_scale
-                if main_rank:
-                    what = "weights became non-finite: rolled back to the last good state and halved the learning rate" if weights_bad else "skipped the update"
-                    print(f"warning: epoch {epoch} step {i + 1}: non-finite loss or gradient; {what}", file=sys.stderr)
-                if bad_in_row > t.max_bad_steps:
-                    raise TrainingError(
-                        f"{bad_in_row} non-finite steps in a row at epoch {epoch}: training diverged. "
-                        f"Lower train.lr (now {t.lr * state.lr_scale:g}), set train.grad_clip, or check the data for NaN; "
-                        f"resume from the last checkpoint with `vaekit train --resume {run_dir}`"
+    with GracefulStop(escalate=dist.world_size == 1) as stop:
+        while state.epoch < t.epochs:
+            epoch = state.epoch + 1
+            start = time.perf_counter()
+            # Objectives with schedules (KL warm-up) read the epoch here.
+            objective.set_epoch(epoch)
+            # Each rank takes an equal, disjoint, strided shard of this epoch's order.
+            perm = shard(_epoch_permutation(n, t.seed, epoch, device), dist)
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=state.batch,
+                desc=f"epoch {epoch}/{t.epochs}",
+                leave=False,
+                disable=not progress,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+            for i in range(state.batch, steps_per_epoch):
+                idx = perm[i * batch : (i + 1) * batch]
+                x = train.x[idx]
+                y = None if train.y is None else train.y[idx]
+                if dynamic:
+                    x = torch.bernoulli(x)
+                loss, terms, losses = step_module(x, y)
+                for o in optimizers.values():
+                    o.zero_grad(set_to_none=True)
+                if losses is None:
+                    loss.backward()
+                else:
+                    for k, ps in groups.items():
+                        losses[k].backward(inputs=ps, retain_graph=True)
+                if t.grad_clip > 0:
+                    norm = nn.utils.clip_grad_norm_(all_params, t.grad_clip)
+                else:
+                    norm = nn.utils.get_total_norm(
+                        [p.grad for p in all_params if p.grad is not None]
                     )
+                if faults:
+                    faults.hit("step")
+                # Non-finite guard: one scalar read per step (free on CPU). Under DDP only the
+                # all-reduced gradient norm decides, so that every rank takes the same branch.
+                finite = bool(torch.isfinite(norm if dist.world_size > 1 else loss.detach() + norm))
+                if finite:
+                    for o in optimizers.values():
+                        o.step()
+                    state.step += 1
+                    with torch.no_grad():
+                        for k, v in terms.items():
+                            s = v.detach().sum()
+                            ep.sums[k] = ep.sums[k] + s if k in ep.sums else s
+                    ep.count += len(idx)
+                else:
+                    recover(epoch, i)
+                state.batch = i + 1
                 bar.update(1)
-                continue
-            bad_in_row = 0
-            for o in optimizers.values():
-                o.step()
-            state.step += 1
-            with torch.no_grad():
-                for k, v in terms.items():
-                    s = v.detach().sum()
-                    sums[k] = sums[k] + s if k in sums else s
-            count += len(idx)
-            bar.update(1)
-            if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                bar.set_postfix(loss=f"{float(loss):.3f}")
-        bar.close()
+                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                # A stop request mid-epoch: checkpoint the position and partial sums.
+                if (
+                    state.batch < steps_per_epoch
+                    and (dist.world_size == 1 or state.batch % STOP_SYNC_EVERY == 0)
+                    and any_rank(stop.requested, dist, device)
+                ):
+                    bar.close()
+                    raise interrupted(
+                        f"at epoch {epoch}, batch {state.batch}/{steps_per_epoch}", checkpoint()
+                    )
+            bar.close()
+            train_seconds = time.perf_counter() - start
 
-        # -- end of epoch: reduce, evaluate, log, checkpoint ----------------------------------
-        counts = torch.tensor([float(count)], device=device)
-        all_reduce_sum([counts, *sums.values()], dist)
-        train_terms = {k: float(v) / max(float(counts), 1.0) for k, v in sums.items()}
-        row: dict[str, Any] = {"epoch": epoch, "step": state.step, "train": train_terms}
-        eval_model = loss_module.model
-        for name, split in (("valid", valid), ("test", test)):
-            if split is None:
-                continue
-            # Each rank evaluates its share of the split; the sums are reduced.
-            part = Split(split.x[dist.rank :: dist.world_size], None if split.y is None else split.y[dist.rank :: dist.world_size])
-            esums = evaluate_split(eval_model, objective, part, t.eval_batch_size)
-            keys = list(esums)
-            all_reduce_sum([esums[k] for k in keys], dist)
-            row[name] = {k: float(esums[k]) / len(split) for k in keys}
-        row["seconds"] = round(time.perf_counter() - start, 3)
-        state.epoch = epoch
-        good = _snapshot(loss_module, optimizers)
-        if main_rank:
-            test_txt = f"  test {_fmt(row['test'])}" if "test" in row else ""
-            print(f"epoch {epoch:>3}/{t.epochs}  train {_fmt(train_terms)}{test_txt}  [{row['seconds']:.1f}s]", file=log, flush=True)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
-                _write_checkpoint(run_dir, loss_module, optimizers, state, row)
-            history.append(row)
+            # -- end of epoch: reduce, evaluate, log, checkpoint ------------------------------
+            keys = list(ep.sums)
+            count, *totals = all_reduce_sum(
+                [torch.tensor(float(ep.count), device=device), *ep.sums.values()], dist
+            )
+            train_terms = {
+                k: float(v) / max(float(count), 1.0) for k, v in zip(keys, totals, strict=True)
+            }
+            row: dict[str, Any] = {"epoch": epoch, "step": state.step, "train": train_terms}
+            for name, split in (("valid", valid), ("test", test)):
+                if split is None:
+                    continue
+                # Each rank evaluates its share of the split; the sums are reduced.
+                part = Split(
+                    split.x[dist.rank :: dist.world_size],
+                    None if split.y is None else split.y[dist.rank :: dist.world_size],
+                )
+                esums = evaluate_split(model, objective, part, t.eval_batch_size)
+                totals = all_reduce_sum(list(esums.values()), dist)
+                row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
+            if ep.bad_steps:
+                row["nonfinite"] = {
+                    "bad_steps": ep.bad_steps,
+                    "rollbacks": ep.rollbacks,
+                    "lr": t.lr * state.lr_scale,
+                }
+            row["train_seconds"] = round(train_seconds, 3)
+            row["seconds"] = round(time.perf_counter() - start, 3)
+            state.epoch, state.batch, ep = epoch, 0, EpochProgress()
+            good = _snapshot(loss_module, optimizers)
+            if main_rank:
+                test_txt = f"  test {_fmt(row['test'])}" if "test" in row else ""
+                print(
+                    f"epoch {epoch:>3}/{t.epochs}  train {_fmt(train_terms)}{test_txt}  [{row['seconds']:.1f}s]",
+                    file=log,
+                    flush=True,
+                )
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                history.append(row)
+                if faults:
+                    faults.hit("epoch")
+            stopping = any_rank(stop.requested, dist, device)
+            written = None
+            if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping:
+                written = checkpoint()
+            if stopping and epoch < t.epochs:
+                raise interrupted(f"after epoch {epoch}", written)
+
+    # -- the end: every rank must hold the same weights ------------------------------------
+    write_rank_digest(model, dist.rank)
+    if dist.world_size > 1:
+        digests = all_gather_objects(weights_digest(model), dist)
+        if len(set(digests)) != 1:
+            raise TrainingError(
+                f"the {dist.world_size} processes ended with different weights: {digests}"
+            )
     if main_rank:
-        print(f"done: {run_dir} (resume with `vaekit train --resume {run_dir} --epochs N`)", file=log)
+        print(
+            f"done: {run_dir} (train further with `{_resume_hint(run_dir, dist)} --epochs N`)",
+            file=log,
+        )
     return history

@@ -1,0 +1,139 @@
+"""Numerical faults: NaN injected into a batch and into a weight, under each train.nan_policy.
+
+Data readers reject NaN at load, so the NaN is injected in process: into the loaded
+training tensor (by wrapping the trainer's data loader) or into a weight (by wrapping
+the objective so that it poisons a weight on a chosen training call).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+from test_train_resume import quiet_fit
+from torch import Tensor, nn
+
+import vaekit.train.loop as loop
+from vaekit.data import Dataset, Split
+from vaekit.objectives import Objective, ObjectiveOutput
+from vaekit.rundir import read_metrics
+from vaekit.train import TrainingError
+
+NAN_ROW = 17  # one training example; it lands in exactly one batch of every epoch
+
+
+def _poison_rows(monkeypatch: pytest.MonkeyPatch, rows: slice | int) -> None:
+    original = loop._load_data
+
+    def load(cfg: Any, data_dir: str | None) -> Dataset:
+        ds = original(cfg, data_dir)
+        x = ds.train.x.clone()
+        x[rows] = float("nan")
+        ds.train = Split(x, ds.train.y)
+        return ds
+
+    monkeypatch.setattr(loop, "_load_data", load)
+
+
+class _PoisonWeight(Objective):
+    """Delegates to the real objective; on training call ``at`` sets a decoder weight to NaN."""
+
+    def __init__(self, inner: Objective, at: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.at = at
+        self.calls = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def forward(self, model: nn.Module, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        if torch.is_grad_enabled():  # training steps only, not evaluation or the start-up probe
+            self.calls += 1
+            if self.calls == self.at:
+                with torch.no_grad():
+                    next(model.decoder.parameters()).view(-1)[0] = float("nan")
+        out: ObjectiveOutput = self.inner(model, x, y)
+        return out
+
+
+def _poison_weight(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    original = loop.build_objective
+    monkeypatch.setattr(loop, "build_objective", lambda cfg: _PoisonWeight(original(cfg), at))
+
+
+def _finite_weights(run: Path) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in load_file(run / "model.safetensors").values())
+
+
+def test_nan_batch_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _poison_rows(monkeypatch, NAN_ROW)
+    rows = quiet_fit(tiny_config("train.epochs=3"), tmp_path / "run")
+    assert [r["nonfinite"] for r in rows] == [{"bad_steps": 1, "rollbacks": 0, "lr": 1e-3}] * 3
+    # 4 batches an epoch, one skipped in each: 3 updates per epoch.
+    assert [r["step"] for r in rows] == [3, 6, 9]
+    assert all(math.isfinite(v) for r in rows for v in r["train"].values())
+    assert _finite_weights(tmp_path / "run")
+    assert capsys.readouterr().err.count("non-finite loss or gradient; skipped the update") == 3
+
+
+def test_nan_batch_with_rollback_policy_halves_lr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_rows(monkeypatch, NAN_ROW)
+    rows = quiet_fit(tiny_config("train.epochs=3", "train.nan_policy=rollback"), tmp_path / "run")
+    assert [r["nonfinite"]["rollbacks"] for r in rows] == [1, 1, 1]
+    assert [r["nonfinite"]["lr"] for r in rows] == [5e-4, 2.5e-4, 1.25e-4]
+    assert _finite_weights(tmp_path / "run")
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "epoch-0003" / "trainer_state.pt", weights_only=True
+    )
+    assert state["lr_scale"] == 0.125 and state["bad_steps_total"] == 3
+
+
+def test_nan_batch_with_stop_policy_stops_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_rows(monkeypatch, NAN_ROW)
+    with pytest.raises(
+        TrainingError,
+        match=r"non-finite loss or gradient at epoch 1 batch \d/4 \(train.nan_policy=stop\)",
+    ):
+        quiet_fit(tiny_config("train.nan_policy=stop"), tmp_path / "run")
+    assert read_metrics(tmp_path / "run") == []
+
+
+def test_recurring_nan_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _poison_rows(monkeypatch, slice(None, None, 7))  # every batch has one
+    with pytest.raises(
+        TrainingError,
+        match=r"4 non-finite steps in epoch 1 \(train.max_bad_steps=3\): training diverged",
+    ):
+        quiet_fit(tiny_config("train.max_bad_steps=3", "train.batch_size=16"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("policy", ["skip", "rollback"])
+def test_nan_weight_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], policy: str
+) -> None:
+    _poison_weight(monkeypatch, at=6)  # epoch 2, batch 2
+    rows = quiet_fit(tiny_config("train.epochs=3", f"train.nan_policy={policy}"), tmp_path / "run")
+    assert "nonfinite" not in rows[0] and "nonfinite" not in rows[2]
+    assert rows[1]["nonfinite"] == {"bad_steps": 1, "rollbacks": 1, "lr": 5e-4}
+    assert _finite_weights(tmp_path / "run")
+    assert (
+        "weights became non-finite: rolled back to the start of the epoch"
+        in capsys.readouterr().err
+    )
+
+
+def test_clean_run_has_no_nonfinite_entries(tmp_path: Path) -> None:
+    rows = quiet_fit(tiny_config(), tmp_path / "run")
+    assert all("nonfinite" not in r for r in rows)
