@@ -1,0 +1,867 @@
+"""Every figure of the tutorials: each function takes data (or a Run plus data) and returns a Figure.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, never through pyplot,
+so nothing here touches global state (no backend switch, no open-figure registry):
+``fig.savefig("x.png")`` renders with Agg, and figures are freed like any object.
+
+Figures:
+
+- :func:`latent_scatter`: the test set in latent space coloured by label (a PCA plane or
+  a chosen pair of dimensions beyond two);
+- :func:`latent_histograms`: per-class, per-dimension histograms with the fitted normal
+  (tutorial 003);
+- :func:`manifold_grid`: decoded 15x15 grid through the inverse normal CDF (tutorial 001);
+- :func:`latent_grid`: decoded uniform grid over a chosen range (tutorial 003);
+- :func:`reconstructions`, :func:`prior_samples`, :func:`interpolation`;
+- :func:`training_curves`: every logged term of ``metrics.jsonl``, train and test;
+- :func:`latent_traversal`: one dimension at a time (beta-VAE);
+- :func:`class_grid`: classes by samples for a conditional VAE;
+- :func:`compare_runs`: the autoencoder-versus-VAE comparison side by side.
+
+:func:`run_figures` builds every figure that applies to a run (what ``vaekit plot`` and
+the report use).
+
+Example:
+    >>> import vaekit
+    >>> run = vaekit.load("runs/demo")                     # doctest: +SKIP
+    >>> fig = prior_samples(run, n=64)                     # doctest: +SKIP
+    >>> fig.savefig("samples.png")                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+
+from vaekit.data import Dataset, Split
+from vaekit.images import image_grid, to_images
+from vaekit.rundir import Run
+
+__all__ = [
+    "FIGURES",
+    "CAPTIONS",
+    "latent_scatter",
+    "latent_histograms",
+    "manifold_grid",
+    "latent_grid",
+    "reconstructions",
+    "prior_samples",
+    "interpolation",
+    "training_curves",
+    "latent_traversal",
+    "class_grid",
+    "compare_runs",
+    "applicable_figures",
+    "run_figures",
+    "random_subset",
+    "save_figures",
+    "project_2d",
+]
+
+# The figures `vaekit plot` and the report know, in the order the report shows them.
+FIGURES: tuple[str, ...] = (
+    "training_curves",
+    "latent_scatter",
+    "manifold",
+    "latent_grid",
+    "samples",
+    "latent_histograms",
+    "reconstructions",
+    "interpolation",
+    "traversal",
+    "class_grid",
+)
+
+CAPTIONS: dict[str, str] = {
+    "training_curves": "Every logged term per epoch, train and test.",
+    "latent_scatter": "Posterior means of the test set, coloured by class.",
+    "latent_histograms": "Per class and latent dimension: histogram of the posterior means, with the fitted normal.",
+    "manifold": "Decoded 15x15 grid through the inverse normal CDF (quantiles 0.05 to 0.95).",
+    "latent_grid": "Decoded uniform grid over the range the test set occupies in latent space.",
+    "reconstructions": "Test images (top) and their reconstructions at the posterior mean (bottom).",
+    "samples": "Decoded draws from the prior p(z).",
+    "interpolation": "Linear interpolation in latent space between pairs of test images (originals at the ends).",
+    "traversal": "Latent traversals: one dimension per row (at most ten, those the test codes spread over most) from -3 to 3, the others at a test image's code.",
+    "class_grid": "Conditional samples: one class per row, the same latent code down each column.",
+}
+
+
+def _np(a: Any) -> np.ndarray:
+    if isinstance(a, Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _cmap_name(num_classes: int) -> str:
+    return "tab10" if num_classes <= 10 else "tab20"
+
+
+def project_2d(z: Any, dims: Sequence[int] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Two coordinates for plotting ``z`` ``(N, D)``, with axis labels.
+
+    Two (or fewer) dimensions are used as they are; ``dims`` picks a pair; otherwise the
+    plane of the first two principal components (labelled with the variance they explain).
+    """
+    a = _np(z).astype(np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"latent codes must have shape (N, D), got {a.shape}")
+    d = a.shape[1]
+    if dims is not None:
+        if len(dims) != 2 or not all(0 <= i < d for i in dims):
+            raise ValueError(f"dims must be two latent dimensions in 0..{d - 1}, got {list(dims)}")
+        return a[:, list(dims)], [f"z{dims[0]}", f"z{dims[1]}"]
+    if d == 1:
+        return np.concatenate([a, np.zeros_like(a)], axis=1), ["z0", ""]
+    if d == 2:
+        return a, ["z0", "z1"]
+    centred = a - a.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    share = s**2 / max(float((s**2).sum()), 1e-300)
+    return centred @ vt[:2].T, [f"PC1 ({share[0]:.0%} of variance)", f"PC2 ({share[1]:.0%})"]
+
+
+def _draw_scatter(
+    ax: Axes,
+    z: Any,
+    labels: Any = None,
+    *,
+    dims: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    legend: bool = True,
+) -> None:
+    xy, names = project_2d(z, dims)
+    # Larger markers when there are few points (359 digits) than for 10,000 MNIST codes.
+    size = float(np.clip(4000 / max(len(xy), 1), 2, 12))
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.6, color="#1f77b4", linewidths=0)
+    else:
+        lab = _np(labels).astype(int)
+        classes = np.unique(lab)
+        cmap = colormaps[_cmap_name(int(lab.max()) + 1)]
+        for c in classes:
+            sel = lab == c
+            name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=size,
+                alpha=0.7,
+                color=cmap(c % cmap.N),
+                label=name,
+                linewidths=0,
+            )
+        if legend:
+            ax.legend(
+                title="class",
+                markerscale=max(1.0, 12 / size),
+                fontsize="small",
+                loc="center left",
+                bbox_to_anchor=(1.0, 0.5),
+                frameon=False,
+            )
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    if len(names[1]) and dims is None and xy.shape[1] == 2 and names[0] == "z0":
+        ax.set_aspect("equal", adjustable="datalim")
+
+
+def latent_scatter(
+    z: Any,
+    labels: Any = None,
+    *,
+    dims: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Latent codes ``(N, D)`` as points coloured by ``labels``.
+
+    Beyond two dimensions the points are projected on their first two principal
+    components, or on the pair ``dims``.
+
+    Example:
+        >>> fig = latent_scatter(np.random.randn(100, 2), np.arange(100) % 3)
+        >>> len(fig.axes)
+        1
+    """
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.subplots()
+    _draw_scatter(ax, z, labels, dims=dims, class_names=class_names)
+    ax.set_title(title or "Latent space")
+    return fig
+
+
+def latent_histograms(
+    z: Any,
+    labels: Any,
+    *,
+    dims: Sequence[int] | None = None,
+    bins: int = 40,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Per class and per latent dimension, a density histogram of the codes with the
+    fitted normal N(mean, std) drawn over it (tutorial 003). All panels of one dimension
+    share its x range, so wide and narrow classes can be compared at a glance.
+
+    ``dims`` defaults to the first two dimensions.
+
+    Example:
+        >>> fig = latent_histograms(np.random.randn(200, 2), np.arange(200) % 4)
+        >>> len(fig.axes)
+        8
+    """
+    a = _np(z).astype(np.float64)
+    lab = _np(labels).astype(int)
+    if a.ndim != 2 or len(a) != len(lab):
+        raise ValueError(
+            f"latent_histograms needs codes (N, D) and N labels, got {a.shape} and {lab.shape}"
+        )
+    dims = list(dims) if dims is not None else list(range(min(a.shape[1], 2)))
+    if not dims or not all(0 <= d < a.shape[1] for d in dims):
+        raise ValueError(f"dims must be latent dimensions in 0..{a.shape[1] - 1}, got {dims}")
+    classes = [int(c) for c in np.unique(lab)]
+    nd = len(dims)
+    per_row = max(1, 4 // nd)
+    nrows = math.ceil(len(classes) / per_row)
+    ncols = per_row * nd
+    fig = Figure(figsize=(3.2 * ncols, 2.3 * nrows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    colours = ["#2ca02c", "#1f77b4", "#9467bd", "#ff7f0e"]
+    ranges = {}
+    for d in dims:
+        lo, hi = np.percentile(a[:, d], [0.5, 99.5])
+        pad = 0.05 * max(hi - lo, 1e-6)
+        ranges[d] = (lo - pad, hi + pad)
+    used = set()
+    for i, c in enumerate(classes):
+        r, block = divmod(i, per_row)
+        name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+        for j, d in enumerate(dims):
+            ax = axes[r, block * nd + j]
+            used.add((r, block * nd + j))
+            v = a[lab == c, d]
+            lo, hi = ranges[d]
+            ax.hist(
+                v,
+                bins=bins,
+                range=(lo, hi),
+                density=True,
+                color=colours[j % len(colours)],
+                alpha=0.5,
+            )
+            mu, sd = float(v.mean()), float(v.std())
+            xs = np.linspace(lo, hi, 200)
+            if sd > 0:
+                ax.plot(
+                    xs,
+                    np.exp(-0.5 * ((xs - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)),
+                    color="k",
+                    lw=1,
+                )
+            ax.axvline(mu, color="r", lw=1)
+            ax.set_xlim(lo, hi)
+            ax.set_yticks([])
+            ax.set_xlabel(
+                f"class {name}, z{d}: N(\u03bc={mu:.2f}, \u03c3={sd:.2f})", fontsize="small"
+            )
+    for r in range(nrows):
+        for col in range(ncols):
+            if (r, col) not in used:
+                fig.delaxes(axes[r, col])
+    return fig
+
+
+def _tick(v: float) -> str:
+    """A short tick label; rounding noise such as -1.4e-16 prints as 0."""
+    v = round(float(v), 2)
+    return f"{v + 0.0:g}"
+
+
+def _show_images(
+    ax: Axes, images: np.ndarray, ncol: int | None = None, pad: int = 1, pad_value: float = 1.0
+) -> np.ndarray:
+    grid = image_grid(images, ncol=ncol, pad=pad, pad_value=pad_value)
+    if grid.ndim == 2:
+        ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return grid
+
+
+def _require_images(run: Run, what: str) -> None:
+    if not run.info["data"].get("is_image", False):
+        raise ValueError(
+            f"{what} needs image data, but this run's data ({run.info['data'].get('name')}) are not images"
+        )
+
+
+def _class_label(run: Run, y: Any) -> Tensor | None:
+    """One label (or None) for decoding a conditional model at a chosen class."""
+    if not run.num_classes:
+        return None
+    return torch.as_tensor(0 if y is None else y)
+
+
+def _decoded_grid(
+    ax: Axes,
+    run: Run,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    dims: Sequence[int],
+    base: np.ndarray | None,
+    y: Any,
+) -> None:
+    """Decode a grid: ``gx`` along dimension dims[0] (columns), ``gy`` along dims[1] (rows, top = largest)."""
+    d = run.latent_dim
+    if d < 2:
+        raise ValueError("a latent grid needs at least two latent dimensions")
+    if len(dims) != 2 or not all(0 <= i < d for i in dims):
+        raise ValueError(f"dims must be two latent dimensions in 0..{d - 1}, got {list(dims)}")
+    rows = gy[::-1]
+    z = np.tile(
+        np.zeros(d) if base is None else np.asarray(base, dtype=np.float64),
+        (len(rows) * len(gx), 1),
+    )
+    zz = np.array(np.meshgrid(gx, rows)).reshape(2, -1).T
+    z[:, dims[0]], z[:, dims[1]] = zz[:, 0], zz[:, 1]
+    label = _class_label(run, y)
+    labels = None if label is None else label.expand(len(z))
+    x = run.generate(torch.as_tensor(z, dtype=torch.float32), labels)
+    imgs = to_images(x, run.data_shape)
+    # A thin grey seam: tiles stay apart (small 8x8 digits blur into each other without
+    # one) but the grid still reads as one manifold.
+    grid = _show_images(ax, imgs, ncol=len(gx), pad=1, pad_value=0.35)
+    h, w = imgs.shape[1:3]
+    every = max(1, math.ceil(len(gx) / 8))
+    ax.set_xticks([1 + (w + 1) * i + w / 2 - 0.5 for i in range(0, len(gx), every)])
+    ax.set_xticklabels([_tick(v) for v in gx[::every]], fontsize="small")
+    every = max(1, math.ceil(len(rows) / 8))
+    ax.set_yticks([1 + (h + 1) * i + h / 2 - 0.5 for i in range(0, len(rows), every)])
+    ax.set_yticklabels([_tick(v) for v in rows[::every]], fontsize="small")
+    ax.set_xlabel(f"z{dims[0]}")
+    ax.set_ylabel(f"z{dims[1]}")
+    ax.set_xlim(-0.5, grid.shape[1] - 0.5)
+    ax.set_ylim(grid.shape[0] - 0.5, -0.5)
+
+
+def manifold_grid(
+    run: Run,
+    n: int = 15,
+    *,
+    dims: Sequence[int] = (0, 1),
+    y: Any = None,
+    quantiles: tuple[float, float] = (0.05, 0.95),
+) -> Figure:
+    """The 2-D manifold of tutorial 001: decode an ``n`` x ``n`` grid whose coordinates are
+    the inverse normal CDF of evenly spaced quantiles, so the grid covers the prior's mass
+    evenly. Other latent dimensions stay at 0; a conditional model decodes class ``y`` (0).
+    """
+    from scipy.stats import norm
+
+    _require_images(run, "manifold_grid")
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    lo, hi = quantiles
+    if not 0 < lo < hi < 1:
+        raise ValueError(f"quantiles must satisfy 0 < low < high < 1, got {quantiles}")
+    g = norm.ppf(np.linspace(lo, hi, n))
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    ax = fig.subplots()
+    _decoded_grid(ax, run, g, g, dims, None, y)
+    ax.set_title(f"Manifold through the inverse normal CDF ({n}x{n})")
+    return fig
+
+
+def latent_grid(
+    run: Run,
+    x_range: tuple[float, float] = (-3.0, 3.0),
+    y_range: tuple[float, float] | None = None,
+    n: int = 15,
+    *,
+    dims: Sequence[int] = (0, 1),
+    base: Any = None,
+    y: Any = None,
+) -> Figure:
+    """Decode a uniform ``n`` x ``n`` grid over ``x_range`` x ``y_range`` (tutorial 003).
+
+    ``base`` fixes the other latent dimensions (default 0); a conditional model decodes
+    class ``y`` (default 0).
+    """
+    _require_images(run, "latent_grid")
+    y_range = y_range or x_range
+    for name, r in (("x_range", x_range), ("y_range", y_range)):
+        if not (len(r) == 2 and math.isfinite(r[0]) and math.isfinite(r[1]) and r[0] < r[1]):
+            raise ValueError(f"{name} must be (low, high) with low < high, got {r}")
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    ax = fig.subplots()
+    _decoded_grid(
+        ax,
+        run,
+        np.linspace(*x_range, n),
+        np.linspace(*y_range, n),
+        dims,
+        None if base is None else _np(base),
+        y,
+    )
+    ax.set_title(
+        f"Decoded uniform grid, z{dims[0]} in [{x_range[0]:.3g}, {x_range[1]:.3g}], z{dims[1]} in [{y_range[0]:.3g}, {y_range[1]:.3g}]"
+    )
+    return fig
+
+
+def reconstructions(run: Run, x: Any, y: Any = None, n: int = 16) -> Figure:
+    """The first ``n`` examples of ``x`` (top) and their reconstructions (bottom)."""
+    _require_images(run, "reconstructions")
+    xs = torch.as_tensor(_np(x)[:n], dtype=torch.float32)
+    ys = None if (y is None or not run.num_classes) else torch.as_tensor(_np(y)[:n])
+    xr = run.reconstruct(xs, ys)
+    ncol = min(len(xs), 16)
+    fig = Figure(
+        figsize=(min(12.0, 0.75 * ncol), 1.6 * math.ceil(len(xs) / ncol) + 0.8),
+        layout="constrained",
+    )
+    top, bottom = fig.subplots(2, 1)
+    _show_images(top, to_images(xs, run.data_shape), ncol)
+    _show_images(bottom, to_images(xr, run.data_shape), ncol)
+    top.set_ylabel("original")
+    bottom.set_ylabel("reconstruction")
+    return fig
+
+
+def prior_samples(
+    run: Run, n: int = 64, *, y: Any = None, seed: int = 0, ncol: int | None = None
+) -> Figure:
+    """Means of p(x|z) for ``n`` draws z ~ p(z) (a conditional model cycles through classes
+    unless ``y`` picks one)."""
+    _require_images(run, "prior_samples")
+    labels = None
+    if run.num_classes:
+        labels = torch.full((n,), int(y)) if y is not None else torch.arange(n) % run.num_classes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        x = run.sample(n, labels)
+    ncol = ncol or (run.num_classes if (run.num_classes and y is None) else math.ceil(math.sqrt(n)))
+    fig = Figure(figsize=(6, 6 * math.ceil(n / ncol) / ncol + 0.5), layout="constrained")
+    ax = fig.subplots()
+    _show_images(ax, to_images(x, run.data_shape), ncol)
+    ax.set_title("Samples from the prior")
+    return fig
+
+
+def interpolation(
+    run: Run, x_a: Any, x_b: Any, y_a: Any = None, y_b: Any = None, steps: int = 10
+) -> Figure:
+    """Decode straight lines between the posterior means of ``x_a[i]`` and ``x_b[i]``.
+
+    Each pair is one row: original a, ``steps`` decoded points from a to b, original b.
+    A conditional model interpolates the one-hot labels too.
+    """
+    _require_images(run, "interpolation")
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    a = torch.as_tensor(_np(x_a), dtype=torch.float32).reshape(-1, *run.data_shape)
+    b = torch.as_tensor(_np(x_b), dtype=torch.float32).reshape(-1, *run.data_shape)
+    if len(a) != len(b):
+        raise ValueError(
+            f"x_a and x_b must hold the same number of examples, got {len(a)} and {len(b)}"
+        )
+    ya = yb = None
+    if run.num_classes:
+        if y_a is None or y_b is None:
+            raise ValueError("this is a conditional model: pass y_a and y_b as well")
+        ya = torch.nn.functional.one_hot(
+            torch.as_tensor(_np(y_a)).long().reshape(-1), run.num_classes
+        ).float()
+        yb = torch.nn.functional.one_hot(
+            torch.as_tensor(_np(y_b)).long().reshape(-1), run.num_classes
+        ).float()
+    za, zb = run.transform(a, ya), run.transform(b, yb)
+    t = torch.linspace(0, 1, steps)
+    rows = []
+    for i in range(len(a)):
+        z = (1 - t)[:, None] * za[i] + t[:, None] * zb[i]
+        lab = None if ya is None or yb is None else (1 - t)[:, None] * ya[i] + t[:, None] * yb[i]
+        mid = to_images(run.generate(z, lab), run.data_shape)
+        rows += [
+            to_images(a[i : i + 1], run.data_shape),
+            mid,
+            to_images(b[i : i + 1], run.data_shape),
+        ]
+    imgs = np.concatenate(rows)
+    fig = Figure(figsize=(0.7 * (steps + 2), 0.75 * len(a) + 0.6), layout="constrained")
+    ax = fig.subplots()
+    _show_images(ax, imgs, steps + 2)
+    ax.set_title("Interpolation in latent space")
+    return fig
+
+
+def training_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
+    """One panel per logged term (loss, recon, kl, ...), one line per split, by epoch.
+
+    ``metrics`` is the list of rows of ``metrics.jsonl`` (``Run.metrics``).
+    """
+    rows = [r for r in metrics if isinstance(r, Mapping) and "epoch" in r]
+    if not rows:
+        raise ValueError(
+            "training_curves needs at least one metrics row (metrics.jsonl is empty: train the run first)"
+        )
+    splits = [
+        s for s in ("train", "valid", "test") if any(isinstance(r.get(s), Mapping) for r in rows)
+    ]
+    terms: list[str] = []
+    for r in rows:
+        for s in splits:
+            for key in r.get(s) or {}:
+                if key not in terms:
+                    terms.append(key)
+    ncols = min(len(terms), 4)
+    nrows = math.ceil(len(terms) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    styles = {"train": "-", "valid": "--", "test": "-"}
+    colours = {"train": "#1f77b4", "valid": "#2ca02c", "test": "#d62728"}
+    for ax, term in zip(axes, terms, strict=False):
+        for s in splits:
+            pts = [
+                (r["epoch"], r[s][term])
+                for r in rows
+                if isinstance(r.get(s), Mapping) and term in r[s] and r[s][term] is not None
+            ]
+            if pts:
+                e, v = zip(*pts, strict=True)
+                ax.plot(
+                    e,
+                    v,
+                    styles[s],
+                    color=colours[s],
+                    label=s,
+                    marker="." if len(pts) < 30 else None,
+                )
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in axes[len(terms) :]:
+        fig.delaxes(ax)
+    return fig
+
+
+def latent_traversal(
+    run: Run,
+    x: Any = None,
+    y: Any = None,
+    *,
+    dims: Sequence[int] | None = None,
+    n: int = 9,
+    span: float = 3.0,
+) -> Figure:
+    """Vary one latent dimension at a time from ``-span`` to ``span`` (one row each), the
+    others held at the posterior mean of the example ``x`` (or at 0). Shows what each
+    dimension encodes; with a beta-VAE, ideally one factor of variation per row.
+
+    ``dims`` defaults to the first ten dimensions.
+    """
+    _require_images(run, "latent_traversal")
+    d = run.latent_dim
+    dims = list(dims) if dims is not None else list(range(min(d, 10)))
+    if not dims or not all(0 <= i < d for i in dims):
+        raise ValueError(f"dims must be latent dimensions in 0..{d - 1}, got {dims}")
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    label = _class_label(run, y)
+    if x is not None:
+        xs = torch.as_tensor(_np(x), dtype=torch.float32).reshape(-1, *run.data_shape)[:1]
+        base = run.transform(xs, None if label is None else label.reshape(1))[0].cpu()
+    else:
+        base = torch.zeros(d)
+    values = torch.linspace(-span, span, n)
+    z = base.repeat(len(dims) * n, 1)
+    for r, dim in enumerate(dims):
+        z[r * n : (r + 1) * n, dim] = values
+    labels = None if label is None else label.expand(len(z))
+    imgs = to_images(run.generate(z, labels), run.data_shape)
+    fig = Figure(figsize=(0.7 * n + 1.0, 0.7 * len(dims) + 0.8), layout="constrained")
+    ax = fig.subplots()
+    _show_images(ax, imgs, n)
+    h, w = imgs.shape[1:3]
+    ax.set_yticks([1 + (h + 1) * i + h / 2 - 0.5 for i in range(len(dims))])
+    ax.set_yticklabels([f"z{i}" for i in dims], fontsize="small")
+    ax.set_xticks([1 + (w + 1) * i + w / 2 - 0.5 for i in range(n)])
+    ax.set_xticklabels([_tick(v) for v in values.tolist()], fontsize="small")
+    ax.set_title("Latent traversals")
+    return fig
+
+
+def class_grid(run: Run, n: int = 10, *, seed: int = 0) -> Figure:
+    """A conditional model's samples: one row per class, ``n`` columns, the same z in each
+    column, so a column shows one style across every class."""
+    _require_images(run, "class_grid")
+    c = run.num_classes
+    if not c:
+        raise ValueError("class_grid needs a conditional model (model.conditional=true)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = run.prior.sample((n,)).cpu()
+    zz = z.repeat(c, 1)
+    labels = torch.arange(c).repeat_interleave(n)
+    imgs = to_images(run.generate(zz, labels), run.data_shape)
+    fig = Figure(figsize=(0.6 * n + 1.0, 0.6 * c + 0.8), layout="constrained")
+    ax = fig.subplots()
+    _show_images(ax, imgs, n)
+    h = imgs.shape[1]
+    names = run.info["data"].get("class_names") or [str(i) for i in range(c)]
+    ax.set_yticks([1 + (h + 1) * i + h / 2 - 0.5 for i in range(c)])
+    ax.set_yticklabels(names[:c], fontsize="small")
+    ax.set_title("Conditional samples (class by row, same z by column)")
+    return fig
+
+
+def _data_range(
+    z: np.ndarray, dims: Sequence[int]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A square-ish range covering 98% of the codes along two dimensions."""
+    out = []
+    for d in dims:
+        lo, hi = np.percentile(z[:, d], [1, 99])
+        pad = 0.05 * max(hi - lo, 1e-3)
+        out.append((float(lo - pad), float(hi + pad)))
+    return out[0], out[1]
+
+
+def compare_runs(
+    run_a: Run,
+    run_b: Run,
+    x: Any,
+    labels: Any = None,
+    *,
+    names: tuple[str, str] | None = None,
+    n: int = 15,
+    seed: int = 0,
+) -> Figure:
+    """Two runs side by side (tutorial 003's autoencoder versus VAE): one column each with
+    the latent scatter of ``x`` coloured by ``labels``, a decoded uniform grid over the
+    range the codes occupy, and decoded draws from the prior N(0, I). The autoencoder's
+    irregular latent space shows as gaps and unreadable prior samples.
+    """
+    runs = (run_a, run_b)
+    names = names or (run_a.dir.name, run_b.dir.name)
+    images = all(r.info["data"].get("is_image", False) for r in runs)
+    grids = images and all(r.latent_dim >= 2 for r in runs)
+    nrows = 1 + (1 if grids else 0) + (1 if images else 0)
+    fig = Figure(figsize=(12, 5.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, 2, squeeze=False)
+    xs = torch.as_tensor(_np(x), dtype=torch.float32)
+    for col, (run, name) in enumerate(zip(runs, names, strict=True)):
+        ys = None
+        if run.num_classes:
+            if labels is None:
+                raise ValueError(f"{name} is a conditional model: pass the labels")
+            ys = torch.as_tensor(_np(labels))
+        from vaekit.evaluate import latent_means
+
+        z = latent_means(run.model, xs.reshape(len(xs), *run.data_shape), ys).numpy()
+        kind = (
+            "autoencoder"
+            if run.config.model.posterior == "point"
+            else f"VAE (beta={run.config.objective.beta:g})"
+        )
+        ax = axes[0, col]
+        _draw_scatter(
+            ax, z, labels, class_names=run.info["data"].get("class_names"), legend=col == 1
+        )
+        ax.set_title(f"{name}: {kind}")
+        row = 1
+        if grids:
+            dims = (0, 1)
+            rx, ry = _data_range(z, dims)
+            base = z.mean(0) if run.latent_dim > 2 else None
+            _decoded_grid(
+                axes[row, col],
+                run,
+                np.linspace(*rx, n),
+                np.linspace(*ry, n),
+                dims,
+                base,
+                None if ys is None else ys[0],
+            )
+            axes[row, col].set_title("decoded grid over the codes' range")
+            row += 1
+        if images:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                lab = None if not run.num_classes else torch.arange(64) % run.num_classes
+                samples = run.sample(64, lab)
+            _show_images(axes[row, col], to_images(samples, run.data_shape), 8)
+            axes[row, col].set_title("decoded draws z ~ N(0, I)")
+    return fig
+
+
+def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
+    """For each name of :data:`FIGURES`, None when it applies to this run, else why not."""
+    image = run.info["data"].get("is_image", False)
+    labelled = dataset.test.y is not None
+    reasons: dict[str, str | None] = {}
+    for name in FIGURES:
+        why: str | None = None
+        if name == "training_curves" and not run.metrics:
+            why = "no metrics logged yet"
+        elif name == "latent_histograms" and not labelled:
+            why = "the data have no labels"
+        elif name in ("manifold", "latent_grid") and run.latent_dim != 2:
+            why = f"the latent space has {run.latent_dim} dimensions, not 2"
+        elif name == "class_grid" and not run.num_classes:
+            why = "not a conditional model"
+        if (
+            why is None
+            and not image
+            and name
+            in (
+                "manifold",
+                "latent_grid",
+                "reconstructions",
+                "samples",
+                "interpolation",
+                "traversal",
+                "class_grid",
+            )
+        ):
+            why = "the data are not images"
+        reasons[name] = why
+    return reasons
+
+
+def _interpolation_pairs(
+    split: Split, count: int = 4
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Pairs of test examples: of different classes where labels exist (more to see)."""
+    n = len(split)
+    if split.y is None:
+        ia = list(range(0, min(n, 2 * count), 2))
+        ib = [min(i + 1, n - 1) for i in ia]
+    else:
+        y = split.y.tolist()
+        ia, ib = [], []
+        for i in range(n):
+            if len(ia) == count:
+                break
+            j = next(
+                (j for j in range(i + 1, n) if y[j] != y[i] and j not in ib and j not in ia), None
+            )
+            if j is not None and i not in ib:
+                ia.append(i)
+                ib.append(j)
+    a, b = torch.tensor(ia), torch.tensor(ib)
+    ya = None if split.y is None else split.y[a]
+    yb = None if split.y is None else split.y[b]
+    return split.x[a], split.x[b], ya, yb
+
+
+def random_subset(split: Split, n: int, seed: int = 0) -> Split:
+    """At most ``n`` examples of ``split`` in a seeded random order.
+
+    Some test sets are sorted by class (binarized MNIST starts with a run of zeros), so
+    the first examples would all look alike.
+    """
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(split))[:n])
+    return Split(split.x[order], None if split.y is None else split.y[order])
+
+
+def run_figures(
+    run: Run,
+    dataset: Dataset | None = None,
+    *,
+    which: Sequence[str] | None = None,
+    data_dir: str | None = None,
+    max_points: int = 5000,
+    seed: int = 0,
+) -> dict[str, Figure]:
+    """Every figure of :data:`FIGURES` that applies to the run (or those in ``which``).
+
+    The test split is the data; at most ``max_points`` of it are scattered. Asking for a
+    figure that does not apply raises ValueError saying why.
+    """
+    ds = dataset if dataset is not None else run.dataset(data_dir)
+    reasons = applicable_figures(run, ds)
+    if which is not None:
+        unknown = [w for w in which if w not in reasons]
+        if unknown:
+            raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
+        for w in which:
+            if reasons[w] is not None:
+                raise ValueError(f"figure {w!r} does not apply to this run: {reasons[w]}")
+    names = [n for n in FIGURES if reasons[n] is None and (which is None or n in which)]
+    test = random_subset(ds.test, max_points, seed)
+    cond = bool(run.num_classes)
+    y_test = test.y if cond else None
+    class_names = run.info["data"].get("class_names") or ds.class_names
+    z: np.ndarray | None = None
+    if any(n in names for n in ("latent_scatter", "latent_histograms", "latent_grid", "traversal")):
+        from vaekit.evaluate import latent_means
+
+        z = latent_means(run.model, test.x, y_test).numpy()
+    out: dict[str, Figure] = {}
+    for name in names:
+        if name == "training_curves":
+            out[name] = training_curves(run.metrics)
+        elif name == "latent_scatter":
+            out[name] = latent_scatter(
+                z,
+                test.y,
+                class_names=class_names,
+                title=f"Latent space of the test set ({len(test)} points)",
+            )
+        elif name == "latent_histograms":
+            out[name] = latent_histograms(z, test.y, class_names=class_names)
+        elif name == "manifold":
+            out[name] = manifold_grid(run, 15)
+        elif name == "latent_grid":
+            assert z is not None
+            rx, ry = _data_range(z, (0, 1))
+            out[name] = latent_grid(run, rx, ry, 15)
+        elif name == "reconstructions":
+            out[name] = reconstructions(
+                run, test.x[:16], y_test[:16] if y_test is not None else None, 16
+            )
+        elif name == "samples":
+            out[name] = prior_samples(run, 100 if cond else 64, seed=seed)
+        elif name == "interpolation":
+            a, b, ya, yb = _interpolation_pairs(test)
+            out[name] = interpolation(
+                run, a, b, ya if cond else None, yb if cond else None, steps=10
+            )
+        elif name == "traversal":
+            y0 = int(test.y[0]) if (cond and test.y is not None) else None
+            # The ten dimensions the data use most (largest spread of the codes), so a
+            # 20-D model shows its active units rather than collapsed ones.
+            assert z is not None
+            dims = sorted(np.argsort(-z.var(0))[: min(run.latent_dim, 10)].tolist())
+            out[name] = latent_traversal(run, test.x[:1], y0, dims=dims)
+        elif name == "class_grid":
+            out[name] = class_grid(run, 10, seed=seed)
+    return out
+
+
+def save_figures(figures: Mapping[str, Figure], out_dir: str | Path, dpi: int = 100) -> list[Path]:
+    """Write each figure as ``out_dir/NAME.png``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths

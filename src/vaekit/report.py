@@ -1,0 +1,531 @@
+"""One self-contained HTML report of a run: config, metrics, every figure that applies,
+and the published numbers of matching settings beside ours.
+
+The file embeds its figures as base64 PNG and its CSS inline; it makes no request of
+any kind, so it opens offline and can be mailed or archived as one file.
+
+Example:
+    >>> import vaekit
+    >>> write_report(vaekit.load("runs/demo"))             # doctest: +SKIP
+    PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from vaekit.config import config_to_dict
+from vaekit.data import Dataset
+from vaekit.rundir import Run, atomic_write, write_json
+
+__all__ = [
+    "Reference",
+    "REFERENCES",
+    "matching_references",
+    "load_or_evaluate",
+    "render_report",
+    "write_report",
+]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published number and the setting it belongs to.
+
+    ``when`` maps dotted config keys to the values a run must have for the number to be
+    shown beside it; ``closest`` adds the keys that make it the same model (that row is
+    highlighted). ``metric`` is ``nll`` (test negative log-likelihood, nats) or
+    ``neg_elbo`` (test negative ELBO, nats).
+    """
+
+    source: str
+    citation: str
+    model: str
+    metric: str
+    value: float
+    approx: bool = False
+    when: Mapping[str, Any] = field(default_factory=dict)
+    closest: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+_STATIC_MNIST = {"data.name": "binarized-mnist"}
+_BURDA = (
+    "Burda, Grosse & Salakhutdinov 2016, Importance Weighted Autoencoders (ICLR), arXiv:1509.00519"
+)
+_VAMP = "Tomczak & Welling 2018, VAE with a VampPrior (AISTATS), arXiv:1705.07120"
+_FLOWS = (
+    "Rezende & Mohamed 2015, Variational Inference with Normalizing Flows (ICML), arXiv:1505.05770"
+)
+_TUT002 = "Tutorial 002: Kingma & Welling's auto-encoding variational Bayes (784-500-500-20, Bernoulli decoder)"
+
+# The literature's numbers, in one place. All on statically binarized MNIST
+# (Larochelle & Murray 2011 split), the test set's average in nats.
+REFERENCES: tuple[Reference, ...] = (
+    Reference(
+        "Burda et al. 2016",
+        _BURDA,
+        "VAE, 1 stochastic layer",
+        "nll",
+        88.71,
+        when=_STATIC_MNIST,
+        closest={
+            "model.posterior": "gaussian",
+            "model.flow": "none",
+            "model.prior": "normal",
+            "objective.name": "elbo",
+        },
+    ),
+    Reference(
+        "Burda et al. 2016",
+        _BURDA,
+        "IWAE k=5, 1 stochastic layer",
+        "nll",
+        87.63,
+        when=_STATIC_MNIST,
+        closest={"objective.name": "iwae", "objective.samples": 5},
+    ),
+    Reference(
+        "Burda et al. 2016",
+        _BURDA,
+        "IWAE k=50, 1 stochastic layer",
+        "nll",
+        87.10,
+        when=_STATIC_MNIST,
+        closest={"objective.name": "iwae", "objective.samples": 50},
+    ),
+    Reference(
+        "Tomczak & Welling 2018",
+        _VAMP,
+        "VAE, standard normal prior",
+        "nll",
+        88.6,
+        approx=True,
+        when=_STATIC_MNIST,
+        closest={"model.prior": "normal", "model.flow": "none", "objective.name": "elbo"},
+    ),
+    Reference(
+        "Tomczak & Welling 2018",
+        _VAMP,
+        "VAE, VampPrior",
+        "nll",
+        85.57,
+        when=_STATIC_MNIST,
+        closest={"model.prior": "vamp"},
+    ),
+    Reference(
+        "Rezende & Mohamed 2015",
+        _FLOWS,
+        "VAE, diagonal Gaussian posterior",
+        "nll",
+        89.9,
+        approx=True,
+        when=_STATIC_MNIST,
+        closest={"model.flow": "none", "model.posterior": "gaussian"},
+    ),
+    Reference(
+        "Rezende & Mohamed 2015",
+        _FLOWS,
+        "planar flow, K=10",
+        "nll",
+        87.5,
+        approx=True,
+        when=_STATIC_MNIST,
+        closest={"model.flow": "planar", "model.flow_length": 10},
+    ),
+    Reference(
+        "Rezende & Mohamed 2015",
+        _FLOWS,
+        "planar flow, K=80",
+        "nll",
+        85.1,
+        approx=True,
+        when=_STATIC_MNIST,
+        closest={"model.flow": "planar", "model.flow_length": 80},
+    ),
+    Reference(
+        "Tutorial 002",
+        _TUT002,
+        "Bernoulli decoder, 75 epochs (test cost)",
+        "neg_elbo",
+        97.75,
+        approx=True,
+        when={
+            "model.latent_dim": 20,
+            "model.encoder.hidden": [500, 500],
+            "model.likelihood": "bernoulli",
+        },
+        closest={"data.name": "binarized-mnist", "model.encoder.activation": "softplus"},
+        note="the tutorial trains on MNIST with a Bernoulli cross-entropy; its number is a negative ELBO",
+    ),
+)
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _matches(cfg: Mapping[str, Any], conditions: Mapping[str, Any]) -> bool:
+    return all(_lookup(cfg, key) == value for key, value in conditions.items())
+
+
+def matching_references(config: Any) -> list[tuple[Reference, bool]]:
+    """The references whose setting the run shares, each with whether it is the same model."""
+    cfg = config_to_dict(config) if not isinstance(config, Mapping) else config
+    return [(r, _matches(cfg, r.closest)) for r in REFERENCES if _matches(cfg, r.when)]
+
+
+def load_or_evaluate(
+    run: Run,
+    *,
+    k: int | None = None,
+    dataset: Dataset | None = None,
+    data_dir: str | None = None,
+    threads: int | None = None,
+    default_k: int = 100,
+) -> dict[str, Any]:
+    """The run's evaluation: RUN/eval.json when it is there and ``k`` is None, else a new
+    evaluation with ``k`` (default ``default_k``) importance samples, saved to eval.json."""
+    from vaekit.evaluate import evaluate_run
+
+    path = run.dir / "eval.json"
+    if k is None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            saved = None
+        # Only a complete evaluation of the test split is reused (older files lack "k").
+        if (
+            isinstance(saved, dict)
+            and "k" in saved
+            and "nll" in saved
+            and saved.get("split") == "test"
+        ):
+            return saved
+    result = evaluate_run(
+        run, k=k or default_k, dataset=dataset, data_dir=data_dir, threads=threads, progress=False
+    )
+    write_json(path, result)
+    return result
+
+
+def _png_data_uri(fig: Figure, dpi: int = 90) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _num(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def _pm(v: Any, se: Any, digits: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    return f"{_num(v, digits)} &plusmn; {_num(se, digits)}" if se is not None else _num(v, digits)
+
+
+def _metric_rows(
+    results: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """(name, value, explanation) rows of the metrics table; values are already HTML."""
+    rows: list[tuple[str, str, str]] = []
+    k = results.get("k")
+    if results.get("nll") is not None:
+        rows.append(
+            (
+                "test NLL",
+                _pm(results["nll"], results.get("nll_se")) + " nats",
+                f"&minus;log p(x), importance sampling with k={k}, mean &plusmn; standard error over {results.get('n')} examples",
+            )
+        )
+    else:
+        rows.append(("test NLL", "undefined", html.escape(str(results.get("nll_note", "")))))
+    if results.get("bits_per_dim") is not None:
+        rows.append(
+            (
+                "bits per dimension",
+                _pm(results["bits_per_dim"], results.get("bits_per_dim_se"), 4),
+                "NLL / (D ln 2)",
+            )
+        )
+    if results.get("elbo") is not None:
+        rows.append(
+            (
+                "test ELBO",
+                _pm(results["elbo"], results.get("elbo_se")) + " nats",
+                "one posterior sample per example",
+            )
+        )
+        rows.append(
+            (
+                "reconstruction",
+                _num(results.get("recon")) + " nats",
+                "&minus;E<sub>q</sub> log p(x|z)",
+            )
+        )
+        rows.append(("KL", _num(results.get("kl")) + " nats", "KL(q(z|x) || p(z))"))
+    elif results.get("recon") is not None:
+        rows.append(
+            (
+                "reconstruction",
+                _pm(results["recon"], results.get("recon_se")) + " nats",
+                "&minus;log p(x|z) at the code",
+            )
+        )
+    if results.get("active_units") is not None:
+        rows.append(
+            (
+                "active units",
+                f"{results['active_units']} of {results.get('latent_dim')}",
+                "Cov<sub>x</sub>(E<sub>q</sub>[z<sub>d</sub>]) &gt; 0.01 (Burda et al. 2016)",
+            )
+        )
+    clf = results.get("classifier")
+    if isinstance(clf, Mapping):
+        rows.append(
+            (
+                "classifier on latent means",
+                f"{clf.get('logistic_regression', 0):.1%} (logistic regression), {clf.get('knn', 0):.1%} (5-NN)",
+                f"trained on {clf.get('train_n')} training codes, scored on the test codes",
+            )
+        )
+    last = metrics[-1] if metrics else None
+    if last is not None:
+        for split in ("train", "test"):
+            terms = last.get(split)
+            if isinstance(terms, Mapping) and terms:
+                text = ", ".join(
+                    f"{html.escape(str(key))} {_num(v)}"
+                    for key, v in terms.items()
+                    if isinstance(v, (int, float))
+                )
+                rows.append(
+                    (
+                        f"last epoch ({last.get('epoch')}), {split}",
+                        text,
+                        "as logged during training (metrics.jsonl)",
+                    )
+                )
+    return rows
+
+
+def _kl_bars(results: Mapping[str, Any]) -> str:
+    kl = results.get("kl_per_dim")
+    if not kl:
+        return ""
+    top = max(max(kl), 1e-9)
+    var = results.get("latent_variance") or [None] * len(kl)
+    rows = []
+    for d, (v, s) in enumerate(zip(kl, var, strict=False)):
+        width = max(0.0, 100.0 * v / top)
+        active = s is not None and s > 0.01
+        rows.append(
+            f'<tr><td>z{d}</td><td class="bar"><span style="width:{width:.1f}%" class="{"on" if active else "off"}"></span></td>'
+            f"<td>{_num(v, 3)}</td><td>{_num(s, 3) if s is not None else ''}</td></tr>"
+        )
+    method = html.escape(str(results.get("kl_per_dim_method", "")))
+    return (
+        f'<h3>KL per latent dimension <span class="muted">({method}; dark bars: active units)</span></h3>'
+        '<table class="kl"><tr><th>dim</th><th></th><th>KL (nats)</th><th>Var<sub>x</sub> E[z]</th></tr>'
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _reference_table(config: Any, results: Mapping[str, Any]) -> str:
+    refs = matching_references(config)
+    if not refs:
+        return ""
+    ours = {
+        "nll": results.get("nll"),
+        "neg_elbo": -results["elbo"] if results.get("elbo") is not None else None,
+    }
+    rows = []
+    for ref, same in refs:
+        value = ours.get(ref.metric)
+        diff = "" if value is None else f"{value - ref.value:+.2f}"
+        label = "test NLL" if ref.metric == "nll" else "test &minus;ELBO"
+        published = ("&asymp; " if ref.approx else "") + f"{ref.value:.2f}"
+        note = f'<div class="muted">{html.escape(ref.note)}</div>' if ref.note else ""
+        rows.append(
+            f'<tr class="{"same" if same else ""}"><td>{html.escape(ref.source)}<div class="muted">{html.escape(ref.citation)}</div></td>'
+            f"<td>{html.escape(ref.model)}{note}</td><td>{label}</td><td>{published}</td><td>{_num(value)}</td><td>{diff}</td></tr>"
+        )
+    k = results.get("k")
+    return (
+        "<h2>Published numbers for this setting</h2>"
+        f'<p class="muted">Ours: k={k} importance samples (the papers use k=5000 for NLL; a smaller k overestimates the NLL). '
+        "Highlighted rows are the same kind of model as this run.</p>"
+        "<table><tr><th>source</th><th>model</th><th>metric</th><th>published</th><th>this run</th><th>difference</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+_CSS = """
+body{font:15px/1.45 -apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;color:#1d232b;background:#f6f7f9;margin:0}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 48px;background:#fff;min-height:100vh;box-shadow:0 0 0 1px #e3e6ea}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:32px 0 10px;border-bottom:1px solid #e3e6ea;padding-bottom:4px}
+h3{font-size:16px;margin:20px 0 8px}.muted{color:#6b7480;font-size:13px;font-weight:normal}
+table{border-collapse:collapse;width:100%;margin:6px 0 12px}th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #eceff2;vertical-align:top}
+th{background:#f3f5f7;font-weight:600}td:first-child{white-space:nowrap}tr.same td{background:#fff7e0}
+table.kl{width:auto}table.kl td{padding:2px 10px}td.bar{width:320px}td.bar span{display:block;height:12px;border-radius:2px}
+td.bar span.on{background:#3b6fb6}td.bar span.off{background:#c4cfdd}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:12px 0}.facts div:nth-child(odd){color:#6b7480}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px 24px;align-items:start}
+figure{margin:10px 0 18px}figure.wide{grid-column:1/-1}figure img{max-width:100%;height:auto;border:1px solid #eceff2}
+figcaption{color:#4b5563;font-size:14px;margin-top:4px}
+pre{background:#f3f5f7;padding:12px;overflow:auto;font-size:12.5px;border-radius:4px}
+ul.skipped{color:#6b7480;font-size:14px}footer{margin-top:40px;color:#8a929c;font-size:12px}
+"""
+
+
+def _yaml(data: Any) -> str:
+    """The config as block-style YAML with lists on one line (hidden: [500, 500])."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _flow_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+
+    _Dumper.add_representer(list, _flow_list)
+    text: str = yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return text
+
+
+def render_report(
+    run: Run,
+    results: Mapping[str, Any],
+    figures: Mapping[str, Figure],
+    skipped: Mapping[str, str] | None = None,
+    *,
+    dpi: int = 90,
+) -> str:
+    """The report as one HTML string (figures embedded as base64 PNG)."""
+    import vaekit
+    from vaekit.plots import CAPTIONS
+
+    cfg = run.config
+    data = run.info.get("data", {})
+    m = cfg.model
+    metrics = run.metrics
+    esc = html.escape
+    model_bits = [
+        f"latent dim {m.latent_dim}",
+        f"encoder {m.encoder.type} {m.encoder.hidden} {m.encoder.activation}",
+        f"posterior {m.posterior}"
+        + (f" + {getattr(m, 'flow', 'none')} flow" if getattr(m, "flow", "none") != "none" else ""),
+        f"prior {m.prior}",
+        f"likelihood {m.likelihood}",
+    ] + (["conditional"] if m.conditional else [])
+    objective = f"{cfg.objective.name} (beta {cfg.objective.beta:g}, {cfg.objective.samples} sample{'s' if cfg.objective.samples != 1 else ''})"
+    sizes = data.get("sizes", {})
+    facts = [
+        (
+            "data",
+            f"{data.get('name')} {tuple(data.get('shape', []))}, {data.get('kind', '')}; train {sizes.get('train', '?')}, test {sizes.get('test', '?')}",
+        ),
+        ("model", ", ".join(model_bits)),
+        ("objective", objective),
+        (
+            "training",
+            f"{len(metrics)} epochs of {cfg.train.epochs}, {cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}, seed {cfg.train.seed}",
+        ),
+        ("run directory", str(run.dir)),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>vaekit report: {esc(run.dir.name)}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        f"<h1>{esc(run.dir.name)}</h1>",
+        f'<div class="muted">{esc(cfg.description)}</div>' if cfg.description else "",
+        '<div class="facts">'
+        + "".join(f"<div>{esc(a)}</div><div>{esc(b)}</div>" for a, b in facts)
+        + "</div>",
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>how</th></tr>",
+        "".join(
+            f"<tr><td>{esc(a)}</td><td>{b}</td><td class='muted'>{c}</td></tr>"
+            for a, b, c in _metric_rows(results, metrics)
+        ),
+        "</table>",
+        _kl_bars(results),
+        _reference_table(cfg, results),
+        "<h2>Figures</h2>" if figures else "",
+        '<div class="figs">' if figures else "",
+    ]
+    for name, fig in figures.items():
+        caption = CAPTIONS.get(name, name.replace("_", " "))
+        # Wide figures (and the many-panel histograms) take the whole row; square ones
+        # sit two to a row.
+        width, height = fig.get_size_inches()
+        wide = "wide" if (width > 1.4 * height or len(fig.axes) > 4) else ""
+        parts.append(
+            f'<figure id="{esc(name)}" class="{wide}"><img alt="{esc(name)}" src="{_png_data_uri(fig, dpi)}">'
+            f"<figcaption><b>{esc(name.replace('_', ' '))}.</b> {esc(caption)}</figcaption></figure>"
+        )
+    if figures:
+        parts.append("</div>")
+    if skipped:
+        parts.append(
+            '<h3>Not shown</h3><ul class="skipped">'
+            + "".join(f"<li>{esc(n)}: {esc(w)}</li>" for n, w in skipped.items())
+            + "</ul>"
+        )
+    parts += [
+        "<h2>Configuration</h2>",
+        '<p class="muted">As saved in config.json (load it with <code>vaekit train --config</code>).</p>',
+        f"<pre>{html.escape(_yaml(config_to_dict(cfg)), quote=False)}</pre>",
+        f"<footer>vaekit {esc(vaekit.__version__)}, written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. "
+        "Self-contained: figures are embedded, nothing is fetched.</footer>",
+        "</main></body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def write_report(
+    run: Run,
+    *,
+    k: int | None = None,
+    out: str | Path | None = None,
+    dataset: Dataset | None = None,
+    data_dir: str | None = None,
+    threads: int | None = None,
+) -> Path:
+    """Evaluate (or reuse RUN/eval.json), draw every applicable figure, and write the
+    report (default RUN/report.html). Returns its path."""
+    from vaekit.plots import applicable_figures, run_figures
+
+    ds = dataset if dataset is not None else run.dataset(data_dir)
+    results = load_or_evaluate(run, k=k, dataset=ds, threads=threads)
+    figures = run_figures(run, ds)
+    skipped = {n: why for n, why in applicable_figures(run, ds).items() if why is not None}
+    text = render_report(run, results, figures, skipped)
+    path = Path(out) if out is not None else run.dir / "report.html"
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return path

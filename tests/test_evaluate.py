@@ -1,0 +1,373 @@
+"""Evaluation: the importance-sampled likelihood is proven on probabilistic PCA, where
+log p(x) is known in closed form; the rest on tiny runs trained here."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Size, Tensor, nn
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+)
+
+import vaekit
+from vaekit.cli import main
+from vaekit.config import load_config
+from vaekit.data import Split
+from vaekit.evaluate import (
+    StreamingLogSumExp,
+    active_units,
+    classifier_accuracy,
+    evaluate_run,
+    has_density,
+    kl_per_dim,
+    log_likelihood,
+    log_likelihood_split,
+    mean_and_se,
+)
+from vaekit.model import VAE, build_model
+from vaekit.objectives import ELBO
+
+# ---------------------------------------------------------------------------
+# probabilistic PCA: z ~ N(0, I), x = W z + b + N(0, sigma^2 I)
+
+D, L, SIGMA = 6, 2, 0.5
+
+
+def _ppca(
+    mean_scale: float = 1.0, var_scale: float = 1.0, n: int = 400
+) -> tuple[VAE, Tensor, Tensor]:
+    """A VAE built from the library's parts (MLPs without hidden layers, Gaussian likelihood)
+    whose decoder is the linear-Gaussian model, with its exact posterior as the encoder.
+
+    W has orthogonal columns, so the exact posterior is diagonal and the library's
+    diagonal Gaussian posterior can represent it. ``mean_scale`` / ``var_scale`` distort
+    the posterior to make importance sampling work for its answer.
+    Returns (model, x, exact log p(x)).
+    """
+    cfg = load_config(
+        None,
+        [
+            f"model.latent_dim={L}",
+            "model.encoder.hidden=[]",
+            "model.likelihood=gaussian",
+            f"model.sigma={SIGMA}",
+        ],
+    )
+    model = build_model(cfg.model, (D,)).double().eval()
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(D, L, generator=g, dtype=torch.float64))
+    s = torch.tensor([2.0, 1.0], dtype=torch.float64)
+    w, b = u * s, torch.randn(D, generator=g, dtype=torch.float64)
+    precision = s**2 + SIGMA**2
+    a = w.T / precision[:, None]  # posterior mean = a (x - b)
+    post_var = SIGMA**2 / precision
+    with torch.no_grad():
+        dec, enc = model.decoder.net.net[0], model.encoder.net.net[0]
+        dec.weight.copy_(w)
+        dec.bias.copy_(b)
+        enc.weight.zero_()
+        enc.bias.zero_()
+        enc.weight[:L] = a * mean_scale
+        enc.bias[:L] = -(a @ b) * mean_scale
+        enc.bias[L:] = torch.log(post_var * var_scale)
+    marginal = MultivariateNormal(b, w @ w.T + SIGMA**2 * torch.eye(D, dtype=torch.float64))
+    x = (
+        torch.randn(n, L, generator=g, dtype=torch.float64) @ w.T
+        + b
+        + SIGMA * torch.randn(n, D, generator=g, dtype=torch.float64)
+    )
+    return model, x, marginal.log_prob(x)
+
+
+def test_ppca_exact_posterior_is_exact_for_any_k() -> None:
+    model, x, exact = _ppca()
+    torch.manual_seed(0)
+    for k in (1, 3, 50):
+        est = log_likelihood(model, x, k=k)
+        assert est.dtype == torch.float64
+        assert float((est - exact).abs().max()) < 1e-9
+
+
+def test_ppca_estimate_converges_to_exact_as_k_grows() -> None:
+    # An inflated, shrunk posterior: importance weights with finite variance, visible error.
+    model, x, exact = _ppca(mean_scale=0.8, var_scale=3.0)
+    errors, biases = [], []
+    for k in (1, 10, 100, 1000, 5000):
+        torch.manual_seed(1)
+        err = log_likelihood(model, x, k=k) - exact
+        errors.append(float(err.abs().mean()))
+        biases.append(float(err.mean()))
+    # Measured: 1.96, 0.29, 0.085, 0.027, 0.012 nats.
+    assert all(a > 1.5 * b for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert errors[0] > 0.5 and errors[-1] < 0.03, errors
+    # k=1 is the ELBO: below log p(x) on average (Jensen).
+    assert biases[0] < -0.5
+
+
+def test_k1_equals_single_sample_elbo_for_the_same_draw() -> None:
+    model, x, _ = _ppca(mean_scale=0.8, var_scale=3.0, n=50)
+    torch.manual_seed(3)
+    is1 = log_likelihood(model, x, k=1)
+    torch.manual_seed(3)
+    elbo = ELBO(samples=1, kl="mc")(model, x).terms["elbo"]
+    assert torch.allclose(is1, elbo.double(), atol=1e-10, rtol=0)
+
+
+class _ReplayPosterior(nn.Module):
+    """A custom posterior head whose draws come from a fixed bank of noise, in order,
+    however the caller chunks them: chunked and unchunked estimates see the same z."""
+
+    def __init__(self, bank: Tensor) -> None:
+        super().__init__()
+        self.bank = bank
+
+    def forward(self, features: Tensor) -> Distribution:
+        mean, logvar = features.chunk(2, dim=-1)
+        return _Replay(Independent(Normal(mean, torch.exp(0.5 * logvar)), 1), self.bank)
+
+
+class _Replay(Distribution):
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, base: Independent, bank: Tensor) -> None:
+        self.base, self.bank, self.cursor = base, bank, 0
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    def rsample(self, sample_shape: Size | tuple[int, ...] = ()) -> Tensor:
+        s = int(sample_shape[0])
+        eps = self.bank[self.cursor : self.cursor + s]
+        self.cursor += s
+        return self.base.mean + self.base.stddev * eps
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.base.log_prob(value)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.base.mean
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 60), chunk=st.integers(1, 70), seed=st.integers(0, 2**16))
+def test_chunked_estimator_equals_unchunked(k: int, chunk: int, seed: int) -> None:
+    model, x, _ = _ppca(mean_scale=0.8, var_scale=3.0, n=7)
+    bank = torch.randn(k, 7, L, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    model.encoder.head = _ReplayPosterior(bank)
+    whole = log_likelihood(model, x, k=k, chunk=k)
+    chunked = log_likelihood(model, x, k=k, chunk=chunk)
+    assert torch.allclose(whole, chunked, atol=1e-12, rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=40
+    ),
+    cut=st.integers(1, 40),
+)
+def test_streaming_logsumexp_is_finite_and_exact_for_extreme_weights(
+    values: list[float], cut: int
+) -> None:
+    a = torch.tensor(values, dtype=torch.float32)[:, None]
+    acc = StreamingLogSumExp()
+    for i in range(0, len(a), cut):
+        acc.update(a[i : i + cut])
+    out = acc.result()
+    assert out.dtype == torch.float64 and bool(torch.isfinite(out).all())
+    expected = torch.logsumexp(a.double(), 0)
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-9)
+    assert float(out) >= float(a.max()) and float(out) <= float(a.max()) + math.log(len(a)) + 1e-9
+    assert acc.count == len(a)
+
+
+def test_streaming_logsumexp_ignores_impossible_samples() -> None:
+    acc = StreamingLogSumExp()
+    acc.update(torch.tensor([[-math.inf, 0.0]]))
+    acc.update(torch.tensor([[-1e4, -math.inf]]))
+    out = acc.result()
+    assert torch.allclose(out, torch.tensor([-1e4, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="before any update"):
+        StreamingLogSumExp().result()
+
+
+def test_bad_arguments_have_clear_errors() -> None:
+    model, x, _ = _ppca(n=3)
+    with pytest.raises(ValueError, match="k .* must be >= 1"):
+        log_likelihood(model, x, k=0)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        log_likelihood(model, x, k=5, chunk=0)
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_and_se([])
+    with pytest.raises(ValueError, match="shape"):
+        active_units(np.zeros(5))
+
+
+def test_mean_and_se_and_active_units() -> None:
+    mean, se = mean_and_se(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert mean == 2.5 and math.isclose(se, np.std([1, 2, 3, 4], ddof=1) / 2)
+    codes = np.stack(
+        [np.linspace(-1, 1, 100), np.full(100, 0.3), 0.05 * np.sin(np.arange(100))], axis=1
+    )
+    count, var = active_units(codes)
+    assert count == 1 and var[0] > 0.3 and var[1] < 1e-20 and var[2] < 0.01
+
+
+def test_classifier_accuracy_separates_clusters() -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(400) % 4
+    z = rng.normal(size=(400, 2)) * 0.1 + np.stack([np.cos(y), np.sin(y)], 1) * 3
+    acc = classifier_accuracy(z[:300], y[:300], z[300:], y[300:])
+    assert acc["knn"] > 0.95 and acc["logistic_regression"] > 0.9
+    with pytest.raises(ValueError, match="two classes"):
+        classifier_accuracy(z[:10], np.zeros(10), z[:5], np.zeros(5))
+
+
+# ---------------------------------------------------------------------------
+# tiny trained runs
+
+
+def _train(tmp: Path, *overrides: str) -> vaekit.Run:
+    from vaekit.train import fit
+
+    fit(tiny_config(*overrides), tmp, log=io.StringIO())
+    return vaekit.load(tmp)
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory: pytest.TempPathFactory) -> vaekit.Run:
+    torch.set_num_threads(1)
+    return _train(tmp_path_factory.mktemp("vae"))
+
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory: pytest.TempPathFactory) -> vaekit.Run:
+    torch.set_num_threads(1)
+    return _train(tmp_path_factory.mktemp("ae"), "model.posterior=point", "objective.name=ae")
+
+
+def test_evaluate_run_reports_every_figure(vae_run: vaekit.Run) -> None:
+    r = evaluate_run(vae_run, k=50, threads=1, progress=False)
+    for key in (
+        "nll",
+        "nll_se",
+        "bits_per_dim",
+        "elbo",
+        "elbo_se",
+        "recon",
+        "kl",
+        "kl_per_dim",
+        "active_units",
+        "classifier",
+    ):
+        assert r[key] is not None, key
+    assert r["n"] == 359 and r["k"] == 50 and r["dataset"] == "digits"
+    assert math.isfinite(r["nll"]) and 0 < r["nll_se"] < 1
+    # The 50-sample bound is tighter than the 1-sample ELBO (up to noise).
+    assert r["nll"] <= -r["elbo"] + 3 * (r["nll_se"] + r["elbo_se"])
+    assert math.isclose(r["bits_per_dim"], r["nll"] / (64 * math.log(2)))
+    assert r["kl_per_dim_method"] == "analytic" and len(r["kl_per_dim"]) == 2
+    # Analytic KL per dimension sums to the KL term of the ELBO.
+    assert math.isclose(sum(r["kl_per_dim"]), r["kl"], rel_tol=1e-4, abs_tol=1e-5)
+    assert 0 <= r["active_units"] <= 2 and len(r["latent_variance"]) == 2
+    assert 0 <= r["classifier"]["knn"] <= 1 and r["classifier"]["train_n"] == 1438
+    json.dumps(r)  # JSON-able
+
+
+def test_log_likelihood_split_is_seeded_and_leaves_global_rng_alone(vae_run: vaekit.Run) -> None:
+    split = vae_run.dataset().test.take(20)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = log_likelihood_split(vae_run, split, k=30, seed=5, progress=False)
+    after = torch.rand(1)
+    b = log_likelihood_split(vae_run, split, k=30, seed=5, batch_size=7, progress=False)
+    assert torch.equal(before, after)
+    assert a.shape == (20,) and bool(torch.isfinite(a).all())
+    # Different batching draws different samples, but the estimates agree closely.
+    assert float((a - b).abs().mean()) < 0.5
+
+
+def test_point_posterior_reports_what_applies(ae_run: vaekit.Run) -> None:
+    r = evaluate_run(ae_run, k=10, threads=1, progress=False)
+    assert r["nll"] is None and "undefined" in r["nll_note"]
+    assert r["kl_per_dim"] is None and "undefined" in r["kl_per_dim_method"]
+    assert "elbo" not in r and math.isfinite(r["recon"]) and r["recon_se"] > 0
+    assert r["classifier"] is not None and isinstance(r["active_units"], int)
+    assert not has_density(ae_run.encode(ae_run.dataset().test.x[:2]))
+    with pytest.raises(ValueError, match="no density"):
+        log_likelihood(ae_run, ae_run.dataset().test.x[:2], k=2)
+
+
+def test_conditional_model_uses_labels(tmp_path: Path) -> None:
+    run = _train(tmp_path / "cvae", "model.conditional=true", "train.epochs=1")
+    r = evaluate_run(run, k=20, threads=1, limit=60, progress=False)
+    assert r["n"] == 60 and math.isfinite(r["nll"])
+    ds = run.dataset()
+    with pytest.raises(ValueError, match="labels"):
+        log_likelihood_split(run, Split(ds.test.x[:5], None), k=2)
+
+
+def test_kl_per_dim_monte_carlo_matches_analytic_for_a_mixture_prior(vae_run: vaekit.Run) -> None:
+    """A one-component mixture prior has no closed-form KL, but the same density as N(0, I):
+    the Monte Carlo per-dimension KL must agree with the analytic one."""
+    split = vae_run.dataset().test.take(100)
+    analytic, method = kl_per_dim(vae_run, split)
+    assert method == "analytic" and analytic is not None
+
+    class OneComponent(nn.Module):
+        def forward(self, encoder: object = None) -> Distribution:
+            comp = Independent(Normal(torch.zeros(1, 2), torch.ones(1, 2)), 1)
+            return MixtureSameFamily(Categorical(logits=torch.zeros(1)), comp)
+
+    original = vae_run.model.prior_module
+    vae_run.model.prior_module = OneComponent()
+    try:
+        mc, method = kl_per_dim(vae_run, split, samples=400)
+    finally:
+        vae_run.model.prior_module = original
+    assert method == "monte carlo" and mc is not None
+    assert torch.allclose(mc, analytic, atol=0.05), (mc, analytic)
+
+
+def test_cli_evaluate_prints_and_writes_json(
+    vae_run: vaekit.Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = vae_run.dir / "eval-cli.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(vae_run.dir),
+                "--k",
+                "10",
+                "--limit",
+                "40",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["k"] == 10 and printed["n"] == 40
+    assert json.loads(out.read_text())["nll"] == printed["nll"]
+    assert main(["evaluate", str(vae_run.dir), "--k", "0", "--limit", "5", "--out", str(out)]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
