@@ -63,7 +63,9 @@ def test_fixed_sigma_gaussian_is_half_squared_error_plus_constant() -> None:
     x = torch.rand(2, *SHAPE)
     mean = px.mean
     d = x[0].numel()
-    expected = -0.5 * ((x - mean) ** 2).flatten(1).sum(1) - 0.5 * d * torch.log(torch.tensor(2 * torch.pi))
+    expected = -0.5 * ((x - mean) ** 2).flatten(1).sum(1) - 0.5 * d * torch.log(
+        torch.tensor(2 * torch.pi)
+    )
     assert torch.allclose(px.log_prob(x), expected, atol=1e-4)
 
 

@@ -25,11 +25,23 @@ def test_every_config_is_valid(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
-def test_tutorial_config_trains_on_real_mnist(path: Path, tmp_path: Path, shared_data_dir: Path) -> None:
+def test_tutorial_config_trains_on_real_mnist(
+    path: Path, tmp_path: Path, shared_data_dir: Path
+) -> None:
     """One short epoch on the labelled MNIST subset (or binarized MNIST for 002-Bernoulli)."""
     dataset = "binarized-mnist" if load_config(path).data.name == "binarized-mnist" else "mnist-10k"
     run = tmp_path / path.stem
-    args = ["train", "--config", str(path), "--dataset", dataset, "--epochs", "1", "--out", str(run)]
+    args = [
+        "train",
+        "--config",
+        str(path),
+        "--dataset",
+        dataset,
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+    ]
     args += ["--data-dir", str(shared_data_dir), "--set", "data.limit=1000"]
     assert main(args) == 0
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

@@ -13,4 +13,14 @@ from vaekit.config import Config, ConfigError, load_config
 from vaekit.model import VAE, build_model
 from vaekit.rundir import Run, RunError, load
 
-__all__ = ["__version__", "Config", "ConfigError", "load_config", "VAE", "build_model", "Run", "RunError", "load"]
+__all__ = [
+    "__version__",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "VAE",
+    "build_model",
+    "Run",
+    "RunError",
+    "load",
+]

@@ -20,14 +20,18 @@ def to_images(x: Tensor | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.clip(a, 0.0, 1.0)
 
 
-def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+def image_grid(
+    images: np.ndarray, ncol: int | None = None, pad: int = 1, pad_value: float = 1.0
+) -> np.ndarray:
     """Tile (N, H, W[, C]) images into one (rows*H, ncol*W[, C]) array, row by row."""
     n = len(images)
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
     h, w = images.shape[1:3]
     extra = images.shape[3:]
-    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *extra), pad_value, dtype=np.float32)
+    grid = np.full(
+        (nrow * (h + pad) + pad, ncol * (w + pad) + pad, *extra), pad_value, dtype=np.float32
+    )
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
