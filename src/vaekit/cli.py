@@ -529,14 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(a, "data_dir", None):
         os.environ["VAEKIT_DATA_DIR"] = a.data_dir
-    from vaekit.config import ConfigError
-    from vaekit.data import DataError
-    from vaekit.rundir import RunError
-    from vaekit.train import TrainingError
+    from vaekit.errors import VaekitError
 
     try:
         return COMMANDS[a.command](a)
-    except (ConfigError, DataError, RunError, TrainingError) as e:
+    except VaekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

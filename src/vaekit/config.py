@@ -31,6 +31,8 @@ from typing import Any, Union
 
 import yaml
 
+from vaekit.errors import VaekitError
+
 __all__ = [
     "ConfigError",
     "NetConfig",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(VaekitError, ValueError):
     """A configuration file or value that cannot be used; the message says how to fix it."""
 
 

@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
+from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 
-class RunError(RuntimeError):
+class RunError(VaekitError, RuntimeError):
     """A run directory that cannot be read; the message says what is missing and what to do."""
 
 
@@ -364,6 +365,11 @@ class Run:
         yt = self._y(y, len(xt))
         if self.config.model.posterior == "point":
             return AutoencoderLoss()(self.model, xt, yt).terms
+        if self.config.model.posterior == "implicit":
+            raise RunError(
+                f"{self.dir}: an implicit (AVB) posterior has no density, so its ELBO needs the "
+                "trained discriminator: read the per-epoch ELBO estimate in metrics.jsonl instead"
+            )
         return ELBO(samples=samples, kl=self.config.objective.kl)(self.model, xt, yt).terms
 
     def dataset(self, data_dir: str | None = None) -> Any:

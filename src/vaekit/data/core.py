@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaekit.errors import VaekitError
+
 __all__ = [
     "DataError",
     "Split",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(VaekitError, ValueError):
     """A dataset that cannot be used; the message names the file and the fix."""
 
 

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
 from vaekit.data import Dataset, Split, load_dataset
+from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model
 from vaekit.objectives import Objective, build_objective
 from vaekit.rundir import RunError, atomic_write, read_metrics, write_json, write_run_files
@@ -85,7 +86,7 @@ __all__ = [
 STOP_SYNC_EVERY = 16
 
 
-class TrainingError(RuntimeError):
+class TrainingError(VaekitError, RuntimeError):
     """Training cannot go on; the message says why and what to do."""
 
 
@@ -212,6 +213,11 @@ def _load_data(cfg: Config, data_dir: str | None) -> Dataset:
         raise ConfigError(
             f"dataset {ds.name} has values outside [0, 1]; a Bernoulli likelihood needs data in [0, 1]: "
             "use model.likelihood=gaussian"
+        )
+    if cfg.model.likelihood in ("categorical", "discretized-logistic") and ds.kind == "real":
+        raise ConfigError(
+            f"dataset {ds.name} has values outside [0, 1]; model.likelihood={cfg.model.likelihood} "
+            "models 8-bit levels of data in [0, 1]: use model.likelihood=gaussian or student-t"
         )
     m = cfg.model
     if m.conditional and ds.num_classes < 2 and not m.num_classes:

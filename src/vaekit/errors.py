@@ -1,0 +1,14 @@
+"""The one base class of every error vaekit raises for a user to read.
+
+Each subclass also derives from the builtin it refines (ValueError, RuntimeError), so
+``except ValueError`` keeps working; the command line catches :class:`VaekitError` and
+prints its message without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["VaekitError"]
+
+
+class VaekitError(Exception):
+    """A problem the user can fix; the message says what and how."""
