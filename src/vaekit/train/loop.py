@@ -115,21 +115,28 @@ def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
 def make_optimizer(
     name: str, params: list[nn.Parameter], lr: float, weight_decay: float, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The optimiser named in ``train.optimizer``."""
-    # foreach kernels batch the per-parameter updates into a few calls: faster on CPU and GPU.
+    """The optimiser named in ``train.optimizer``.
+
+    Adam, AdamW, SGD and Adagrad use torch's fused kernels (one pass over every parameter,
+    on CPU and CUDA): for the tutorial-002 model an Adam step takes 0.4 ms fused, 1.4 ms
+    with foreach and 3.7 ms with the default per-tensor loop (benchmarks/README.md).
+    RMSprop has no fused kernel; it uses foreach.
+    """
+    fused = device.type in ("cpu", "cuda")
+    fast: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "rmsprop":
         # Keras' RMSprop defaults (rho=0.9, eps=1e-7), as in tutorial 001.
         return torch.optim.RMSprop(
             params, lr=lr, alpha=0.9, eps=1e-7, weight_decay=weight_decay, foreach=True
         )
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fast)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, **fast)
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
