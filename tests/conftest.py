@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -43,3 +44,17 @@ def tiny_config(*overrides: str) -> Config:
 @pytest.fixture
 def tiny() -> Config:
     return tiny_config()
+
+
+def train_tiny(out: Path, *overrides: str, data_dir: Path | None = None) -> Path:
+    """Train a :func:`tiny_config` run quietly into ``out`` (extra ``--set`` overrides) and return it."""
+    from vaekit.train import fit
+
+    fit(
+        tiny_config(*overrides),
+        out,
+        data_dir=str(data_dir) if data_dir else None,
+        progress=False,
+        log=io.StringIO(),
+    )
+    return out

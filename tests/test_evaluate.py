@@ -3,7 +3,6 @@ log p(x) is known in closed form; the rest on tiny runs trained here."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import train_tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Size, Tensor, nn
@@ -243,10 +242,7 @@ def test_classifier_accuracy_separates_clusters() -> None:
 
 
 def _train(tmp: Path, *overrides: str) -> vaekit.Run:
-    from vaekit.train import fit
-
-    fit(tiny_config(*overrides), tmp, log=io.StringIO())
-    return vaekit.load(tmp)
+    return vaekit.load(train_tiny(tmp, *overrides))
 
 
 @pytest.fixture(scope="module")

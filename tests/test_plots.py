@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import train_tiny
 from matplotlib.figure import Figure
 
 import vaekit
@@ -38,10 +37,7 @@ GRID = 15 * (8 + 1) + 1  # a 15x15 grid of 8x8 digits with 1-pixel seams
 
 
 def _train(tmp: Path, *overrides: str) -> vaekit.Run:
-    from vaekit.train import fit
-
-    fit(tiny_config(*overrides), tmp, log=io.StringIO())
-    return vaekit.load(tmp)
+    return vaekit.load(train_tiny(tmp, *overrides))
 
 
 @pytest.fixture(scope="module")

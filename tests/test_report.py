@@ -4,14 +4,13 @@ for published settings, the literature's numbers."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import train_tiny
 
 import vaekit
 from vaekit.cli import main
@@ -27,15 +26,7 @@ from vaekit.report import (
 
 
 def _train(tmp: Path, *overrides: str, data_dir: Path | None = None) -> vaekit.Run:
-    from vaekit.train import fit
-
-    fit(
-        tiny_config(*overrides),
-        tmp,
-        log=io.StringIO(),
-        data_dir=str(data_dir) if data_dir else None,
-    )
-    return vaekit.load(tmp)
+    return vaekit.load(train_tiny(tmp, *overrides, data_dir=data_dir))
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import train_tiny
 from PIL import Image
 
 import vaekit
 from vaekit.serve import LIMITS, Explorer, ExplorerServer, make_server
 from vaekit.serve.imaging import tile, to_model_input, to_png
-from vaekit.train import fit
 
 DIGITS_TEST = 359  # the seeded 80/20 split of sklearn's 1797 digits
 
@@ -39,9 +38,7 @@ DIGITS_TEST = 359  # the seeded 80/20 split of sklearn's 1797 digits
 
 
 def _train(root: Path, name: str, *overrides: str) -> Path:
-    out = root / name
-    fit(tiny_config(*overrides), out, progress=False, log=io.StringIO())
-    return out
+    return train_tiny(root / name, *overrides)
 
 
 @pytest.fixture(scope="module")

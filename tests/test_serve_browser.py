@@ -10,7 +10,6 @@ download a browser or a driver: the system's are used.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import threading
@@ -22,11 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import train_tiny
 from PIL import Image
 
 from vaekit.serve import ExplorerServer, make_server
-from vaekit.train import fit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -55,9 +53,7 @@ CHROMIUM_FLAGS = [
 
 
 def _train(root: Path, name: str, *overrides: str) -> Path:
-    out = root / name
-    fit(tiny_config(*overrides), out, progress=False, log=io.StringIO())
-    return out
+    return train_tiny(root / name, *overrides)
 
 
 @pytest.fixture(scope="module")
