@@ -536,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VaekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # The trainer's own interruption has already said how to resume.
+        if not str(e):
+            print("\ninterrupted", file=sys.stderr)
         return 130
