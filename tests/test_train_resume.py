@@ -107,6 +107,7 @@ def quiet_fit(cfg: Config | None, run: Path, **kw: Any) -> list[dict[str, Any]]:
 
 CONFIGS = {
     "adam-elbo": ["train.batch_size=32"],
+    "adamw-burda-schedule": ["train.optimizer=adamw", "train.lr_schedule=burda"],
     "dynamic-rmsprop-mc": [
         "data.binarize=dynamic",
         "train.optimizer=rmsprop",

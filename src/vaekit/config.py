@@ -159,6 +159,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     # 0 leaves torch's default thread count.
     threads: int = 0
+    # Learning-rate schedule, a factor on lr by epoch: none | cosine | burda (Burda et al. 2016).
+    lr_schedule: str = "none"
     # Write a checkpoint every this many epochs (the last epoch always writes one).
     checkpoint_every: int = 1
     # What a step with a non-finite loss or gradient does: skip (drop the update) |
@@ -244,6 +246,7 @@ class Config:
         _positive("train.checkpoint_every", t.checkpoint_every)
         _positive("train.max_bad_steps", t.max_bad_steps)
         _choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
+        _choice("train.lr_schedule", t.lr_schedule, ["none", "cosine", "burda"])
         if not 0 <= t.seed < 2**32:
             raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {t.seed}")
         if t.threads > 4096:

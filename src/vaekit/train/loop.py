@@ -72,6 +72,7 @@ from vaekit.train.distributed import (
     teardown_distributed,
 )
 from vaekit.train.faults import FaultInjector, GracefulStop, weights_digest, write_rank_digest
+from vaekit.train.schedule import lr_factor
 
 __all__ = [
     "TrainingError",
@@ -446,7 +447,12 @@ def _fit(
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_files(run_dir, cfg, ds.info())
             (run_dir / "metrics.jsonl").write_text("")
-    _set_lr(optimizers, t.lr * state.lr_scale)
+
+    def current_lr() -> float:
+        """train.lr x the NaN-recovery scale x the schedule's factor for the epoch in progress."""
+        return t.lr * state.lr_scale * lr_factor(t.lr_schedule, state.epoch + 1, t.epochs)
+
+    _set_lr(optimizers, current_lr())
 
     step_module: nn.Module = loss_module
     if dist.world_size > 1:
@@ -526,9 +532,9 @@ def _fit(
             for k, o in optimizers.items():
                 o.load_state_dict(good["optimizers"][k])
             state.lr_scale *= 0.5
-            _set_lr(optimizers, t.lr * state.lr_scale)
+            _set_lr(optimizers, current_lr())
             ep.rollbacks += 1
-            what = f"rolled back to the start of the epoch and halved the learning rate (now {t.lr * state.lr_scale:g})"
+            what = f"rolled back to the start of the epoch and halved the learning rate (now {current_lr():g})"
             if weights_bad:
                 what = "weights became non-finite: " + what
         else:
@@ -538,7 +544,7 @@ def _fit(
         if ep.bad_steps > t.max_bad_steps:
             raise TrainingError(
                 f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
-                f"training diverged. Lower train.lr (now {t.lr * state.lr_scale:g}), set train.grad_clip, "
+                f"training diverged. Lower train.lr (now {current_lr():g}), set train.grad_clip, "
                 "or check the data for NaN; then start a new run, or edit train.lr in "
                 f"{run_dir / 'config.json'} and continue with `{resume_hint}`"
             )
@@ -551,6 +557,7 @@ def _fit(
         while state.epoch < t.epochs:
             epoch = state.epoch + 1
             start = time.perf_counter()
+            _set_lr(optimizers, current_lr())
             # Objectives with schedules (KL warm-up) read the epoch here.
             objective.set_epoch(epoch)
             # Each rank takes an equal, disjoint, strided shard of this epoch's order.
@@ -641,8 +648,9 @@ def _fit(
                 row["nonfinite"] = {
                     "bad_steps": ep.bad_steps,
                     "rollbacks": ep.rollbacks,
-                    "lr": t.lr * state.lr_scale,
+                    "lr": current_lr(),
                 }
+            row["lr"] = current_lr()
             row["train_seconds"] = round(train_seconds, 3)
             row["seconds"] = round(time.perf_counter() - start, 3)
             state.epoch, state.batch, ep = epoch, 0, EpochProgress()
