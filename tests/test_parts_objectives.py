@@ -14,7 +14,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from vaekit.config import ModelConfig, NetConfig
 from vaekit.data import load_dataset
-from vaekit.distributions import MixturePrior, StandardNormalPrior
+from vaekit.distributions import DiagonalGaussianMixture, MixturePrior, StandardNormalPrior
 from vaekit.model import VAE, build_model
 from vaekit.objectives import AVB, ELBO, IWAE, iwae_bound, kl_per_dim, kl_term
 from vaekit.rundir import save_weights
@@ -67,6 +67,40 @@ def test_vamp_prior_is_the_mean_of_the_pseudo_input_posteriors(tmp_path: Path) -
     )
     with pytest.raises(ValueError, match="ask the VAE"):
         model.prior_module()
+
+
+def _elementwise_mixture_log_prob(
+    logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor
+) -> torch.Tensor:
+    comps = Independent(Normal(loc, scale), 1)
+    return torch.logsumexp(comps.log_prob(z.unsqueeze(-2)) + torch.log_softmax(logits, 0), -1)
+
+
+def test_matmul_mixture_density_matches_the_elementwise_one_in_both_precisions() -> None:
+    # VampPrior-like components: 500 narrow Gaussians (sd 0.02-0.3) away from the origin,
+    # z drawn from the components themselves, so the dominant terms have z near a mean:
+    # the case where the expanded quadratic form cancels most.
+    g = torch.Generator().manual_seed(3)
+    k, d = 500, 40
+    loc = 2.0 + torch.randn(k, d, generator=g, dtype=torch.float64)
+    scale = 0.02 + 0.28 * torch.rand(k, d, generator=g, dtype=torch.float64)
+    logits = torch.randn(k, generator=g, dtype=torch.float64)
+    idx = torch.randint(k, (64,), generator=g)
+    z = loc[idx] + scale[idx] * torch.randn(64, d, generator=g, dtype=torch.float64)
+    ref = _elementwise_mixture_log_prob(logits, loc, scale, z)
+    exact = DiagonalGaussianMixture(logits, loc, scale).log_prob(z)
+    torch.testing.assert_close(exact, ref, rtol=0, atol=1e-9)
+    single = DiagonalGaussianMixture(logits.float(), loc.float(), scale.float())
+    err = (single.log_prob(z.float()).double() - ref).abs().max().item()
+    assert err < 5e-3, err  # nats, against log-densities of about +60
+    # The gradients are those of the elementwise form too.
+    leaves = [t.clone().requires_grad_() for t in (logits, loc, scale, z)]
+    DiagonalGaussianMixture(*leaves[:3]).log_prob(leaves[3]).sum().backward()
+    grads = [t.grad for t in leaves]
+    leaves = [t.clone().requires_grad_() for t in (logits, loc, scale, z)]
+    _elementwise_mixture_log_prob(*leaves).sum().backward()
+    for got, want in zip(grads, (t.grad for t in leaves), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-7)
 
 
 def test_standard_normal_prior_ignores_the_encoder() -> None:

@@ -23,7 +23,12 @@ from vaekit.distributions.posteriors import (
     diagonal_normal,
     sample_with_log_prob,
 )
-from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampPrior
+from vaekit.distributions.priors import (
+    DiagonalGaussianMixture,
+    MixturePrior,
+    StandardNormalPrior,
+    VampPrior,
+)
 from vaekit.distributions.supervised import Predictor, classifier, fit_predictor, regressor
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "PosteriorHead",
     "diagonal_normal",
     "sample_with_log_prob",
+    "DiagonalGaussianMixture",
     "MixturePrior",
     "StandardNormalPrior",
     "VampPrior",

@@ -8,6 +8,7 @@ once (safetensors refuses to save tensors shared between two module paths).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -22,7 +23,50 @@ from torch.distributions import (
 
 from vaekit.distributions.posteriors import LOGVAR_MAX, LOGVAR_MIN
 
-__all__ = ["StandardNormalPrior", "MixturePrior", "VampPrior"]
+__all__ = ["DiagonalGaussianMixture", "StandardNormalPrior", "MixturePrior", "VampPrior"]
+
+
+class DiagonalGaussianMixture(MixtureSameFamily):
+    """A mixture of K diagonal Gaussians whose ``log_prob`` costs two matrix products.
+
+    torch's ``MixtureSameFamily`` evaluates every component at every point elementwise,
+    a ``(N, K, D)`` tensor through a dozen ops forward and back: for the VampPrior
+    (K = 500, D = 40, N = 100) that was two thirds of a training step. Expanding the
+    quadratic form, ``sum_d (z_d - m_kd)^2 / s_kd^2 = z^2 @ (1/s^2)^T - 2 z @ (m/s^2)^T
+    + sum_d m_kd^2 / s_kd^2``, gives the same ``(N, K)`` log-densities from matmuls.
+    z and the means are first centred on the mean of the component means, which keeps
+    the cancellation error of the expansion small (float32: about 1e-3 nats for the
+    VampPrior's components; float64: exact to 1e-10). Sampling, mean and variance are
+    torch's.
+
+    Example:
+        >>> loc, scale = torch.zeros(3, 2), torch.ones(3, 2)
+        >>> p = DiagonalGaussianMixture(torch.zeros(3), loc, scale)
+        >>> round(p.log_prob(torch.zeros(2)).item(), 4)  # log N(0; 0, I) in 2-D
+        -1.8379
+    """
+
+    def __init__(self, logits: Tensor, loc: Tensor, scale: Tensor) -> None:
+        comps = Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+        super().__init__(
+            Categorical(logits=logits, validate_args=False), comps, validate_args=False
+        )
+        self._loc, self._scale = loc, scale
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        loc, scale = self._loc, self._scale
+        d = loc.shape[-1]
+        centre = loc.mean(0).detach()
+        z = (value - centre).reshape(-1, d)
+        m = loc - centre
+        prec = scale.pow(-2)  # (K, D)
+        quad = (z * z) @ prec.T - 2.0 * (z @ (m * prec).T) + (m * m * prec).sum(-1)
+        # Rounding can leave a tiny negative where z sits on a component's mean.
+        quad = quad.clamp_min(0.0)
+        log_norm = scale.log().sum(-1) + 0.5 * d * math.log(2 * math.pi)  # (K,)
+        log_w = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
+        lp = torch.logsumexp(log_w - log_norm - 0.5 * quad, dim=-1)
+        return lp.reshape(value.shape[:-1])
 
 
 class StandardNormalPrior(nn.Module):
@@ -71,10 +115,7 @@ class MixturePrior(nn.Module):
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
         std = torch.exp(0.5 * self.logvars.clamp(LOGVAR_MIN, LOGVAR_MAX))
-        comps = Independent(Normal(self.means, std, validate_args=False), 1, validate_args=False)
-        return MixtureSameFamily(
-            Categorical(logits=self.logits, validate_args=False), comps, validate_args=False
-        )
+        return DiagonalGaussianMixture(self.logits, self.means, std)
 
 
 class VampPrior(nn.Module):
@@ -111,7 +152,5 @@ class VampPrior(nn.Module):
                 f"model.flow=none); this encoder returns {type(q).__name__}"
             )
         k = self.pseudo_inputs.shape[0]
-        weights = Categorical(
-            logits=torch.zeros(k, device=self.pseudo_inputs.device), validate_args=False
-        )
-        return MixtureSameFamily(weights, q, validate_args=False)
+        logits = torch.zeros(k, device=self.pseudo_inputs.device, dtype=q.base_dist.loc.dtype)
+        return DiagonalGaussianMixture(logits, q.base_dist.loc, q.base_dist.scale)
