@@ -36,6 +36,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the run's, or auto)")
 
 
+def _weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        default="last",
+        choices=["last", "best"],
+        help="last: the newest weights (default); best: the epoch with the best validation "
+        "ELBO (RUN/best.safetensors)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaekit", description="Variational autoencoders composed from parts."
@@ -122,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a progress bar (default: when the terminal is interactive)",
     )
     p.add_argument("--out", default=None, help="JSON file to write (default: RUN/eval.json)")
+    _weights(p)
     _common(p)
 
     p = sub.add_parser(
@@ -139,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
     p.add_argument("--dpi", type=int, default=100)
+    _weights(p)
     _common(p)
 
     p = sub.add_parser("compare", help="two runs side by side (autoencoder versus VAE) as one PNG")
@@ -160,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the evaluation")
+    _weights(p)
     _common(p)
 
     p = sub.add_parser(
@@ -179,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output file (.png, .npy or .csv; default: RUN/samples.png or .csv)",
     )
+    _weights(p)
     _common(p)
 
     p = sub.add_parser("reconstruct", help="test examples beside their reconstructions")
@@ -188,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="output file (default: RUN/reconstructions.png or .csv)"
     )
+    _weights(p)
     _common(p)
 
     p = sub.add_parser("encode", help="latent means and variances of a split to .npy or .csv")
@@ -195,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--format", default="npy", choices=["npy", "csv"])
     p.add_argument("--out", default=None, help="output prefix (default: RUN/latents_<split>)")
+    _weights(p)
     _common(p)
 
     p = sub.add_parser(
@@ -260,7 +276,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu")
+    run = load(a.run, device=a.device or "cpu", weights=a.weights)
     ds = run.dataset(a.data_dir)
     split = getattr(ds, a.split)
     if split is None:
@@ -269,10 +285,10 @@ def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from vaekit.evaluate import evaluate_run
+    from vaekit.evaluate import eval_file_name, evaluate_run
     from vaekit.rundir import load, write_json
 
-    run = load(a.run, device=a.device or "cpu")
+    run = load(a.run, device=a.device or "cpu", weights=a.weights)
     try:
         result = evaluate_run(
             run,
@@ -289,7 +305,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out) if a.out else run.dir / "eval.json"
+    out = Path(a.out) if a.out else run.dir / eval_file_name(run)
     write_json(out, result)
     print(json.dumps(result, indent=2))
     return 0
@@ -299,7 +315,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     from vaekit.plots import run_figures, save_figures
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu")
+    run = load(a.run, device=a.device or "cpu", weights=a.weights)
     try:
         figures = run_figures(run, which=a.which, data_dir=a.data_dir)
     except ValueError as e:
@@ -332,7 +348,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     from vaekit.report import write_report
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu")
+    run = load(a.run, device=a.device or "cpu", weights=a.weights)
     try:
         out = write_report(run, k=a.k, out=a.out, data_dir=a.data_dir, threads=a.threads)
     except ValueError as e:
@@ -362,7 +378,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from vaekit.images import image_grid, save_png, to_images
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu")
+    run = load(a.run, device=a.device or "cpu", weights=a.weights)
     torch.manual_seed(a.seed)
     labels = None
     if run.num_classes:

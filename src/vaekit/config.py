@@ -163,6 +163,9 @@ class TrainConfig:
     lr_schedule: str = "none"
     # Write a checkpoint every this many epochs (the last epoch always writes one).
     checkpoint_every: int = 1
+    # Keep RUN/best.safetensors: the weights of the epoch with the best validation ELBO
+    # (early stopping's model, without stopping). Needs a validation split.
+    keep_best: bool = True
     # What a step with a non-finite loss or gradient does: skip (drop the update) |
     # rollback (restore the state at the start of the epoch, halve the learning rate) |
     # stop (end training with an error). Non-finite weights are always rolled back.

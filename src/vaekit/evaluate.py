@@ -52,6 +52,7 @@ __all__ = [
     "latent_means",
     "active_units",
     "classifier_accuracy",
+    "eval_file_name",
     "evaluate_run",
     "num_threads",
     "available_cpus",
@@ -490,6 +491,11 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def eval_file_name(run: Run) -> str:
+    """Where a run's evaluation is saved: ``eval.json``, or ``eval-best.json`` for its best weights."""
+    return "eval-best.json" if getattr(run, "weights", "last") == "best" else "eval.json"
+
+
 def evaluate_run(
     run: Run,
     *,
@@ -528,6 +534,9 @@ def evaluate_run(
     d = int(np.prod(m.data_shape))
     result: dict[str, Any] = {
         "run": str(run.dir),
+        # Which weights: the newest ("last") or the best validation ELBO's ("best").
+        "weights": getattr(run, "weights", "last"),
+        "epoch": getattr(run, "weights_epoch", None),
         "dataset": ds.name,
         "split": split,
         "n": len(part),

@@ -202,9 +202,9 @@ def load_or_evaluate(
 ) -> dict[str, Any]:
     """The run's evaluation: RUN/eval.json when it is there and ``k`` is None, else a new
     evaluation with ``k`` (default ``default_k``) importance samples, saved to eval.json."""
-    from vaekit.evaluate import evaluate_run
+    from vaekit.evaluate import eval_file_name, evaluate_run
 
-    path = run.dir / "eval.json"
+    path = run.dir / eval_file_name(run)
     if k is None and path.is_file():
         try:
             saved = json.loads(path.read_text())
@@ -216,6 +216,7 @@ def load_or_evaluate(
             and "k" in saved
             and "nll" in saved
             and saved.get("split") == "test"
+            and saved.get("weights", "last") == getattr(run, "weights", "last")
         ):
             return saved
     result = evaluate_run(

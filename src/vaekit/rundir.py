@@ -5,6 +5,7 @@ Layout::
     RUN/config.json               the resolved config (loadable by ``vaekit train --config``)
     RUN/model.json                what is needed to rebuild the model: data shape, classes, kind
     RUN/model.safetensors         the latest weights
+    RUN/best.safetensors          the weights of the best validation ELBO (train.keep_best)
     RUN/metrics.jsonl             one JSON line per epoch
     RUN/checkpoints/epoch-NNNN/   model.safetensors + objective.safetensors + trainer_state.pt
 
@@ -32,7 +33,7 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.distributions import Distribution
@@ -42,6 +43,7 @@ from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model
 
 __all__ = [
+    "BEST_WEIGHTS",
     "RunError",
     "Run",
     "load",
@@ -139,6 +141,16 @@ def save_weights(
     _fsync_dir(path.parent)
 
 
+def _weights_epoch(path: Path) -> int | None:
+    """The epoch recorded in a weights file's metadata (None when it has none)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return int(meta["epoch"]) if "epoch" in meta else None
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
 def load_weights(path: Path, module: torch.nn.Module) -> None:
     """Load safetensors weights into ``module``; a corrupt or mismatched file is a RunError."""
     try:
@@ -173,6 +185,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+BEST_WEIGHTS = "best.safetensors"
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?$")
 
 
@@ -237,11 +250,19 @@ class Run:
         self.config = config
         self.info = info
         self.model = model.eval()
+        # Which weights were loaded ("last" or "best") and the epoch that wrote them.
+        self.weights = "last"
+        self.weights_epoch: int | None = None
 
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_dir(cls, run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Run:
+    def from_dir(
+        cls,
+        run_dir: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        weights: str = "last",
+    ) -> Run:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise RunError(
@@ -253,16 +274,29 @@ class Run:
             raise RunError(f"{run_dir / 'config.json'}: {e}") from None
         info = _read_json(run_dir / "model.json", "data shape and classes")
         model = build_model(config.model, info["data"]["shape"], info["data"]["num_classes"])
-        weights = run_dir / "model.safetensors"
-        if not weights.is_file():
-            ckpt = latest_checkpoint(run_dir)
-            if ckpt is None:
+        if weights == "best":
+            path = run_dir / BEST_WEIGHTS
+            if not path.is_file():
                 raise RunError(
-                    f"{run_dir}: no weights yet (model.safetensors is missing); train it first"
+                    f"{run_dir}: no {BEST_WEIGHTS}; it is kept when the data has a validation "
+                    "split (a dataset with one, or data.valid_fraction > 0) and train.keep_best "
+                    "is true; use the last weights instead (weights='last', --weights last)"
                 )
-            weights = ckpt / "model.safetensors"
-        load_weights(weights, model)
-        return cls(run_dir, config, info, model.to(device))
+        elif weights == "last":
+            path = run_dir / "model.safetensors"
+            if not path.is_file():
+                ckpt = latest_checkpoint(run_dir)
+                if ckpt is None:
+                    raise RunError(
+                        f"{run_dir}: no weights yet (model.safetensors is missing); train it first"
+                    )
+                path = ckpt / "model.safetensors"
+        else:
+            raise RunError(f"weights must be 'last' or 'best', got {weights!r}")
+        load_weights(path, model)
+        run = cls(run_dir, config, info, model.to(device))
+        run.weights, run.weights_epoch = weights, _weights_epoch(path)
+        return run
 
     # -- properties -------------------------------------------------------------------------
 
@@ -374,17 +408,25 @@ class Run:
 
     def dataset(self, data_dir: str | None = None) -> Any:
         """The run's dataset, loaded the way training loaded it."""
-        from vaekit.data import load_dataset
+        from vaekit.data import hold_out_validation, load_dataset
 
         d = self.config.data
-        return load_dataset(
+        ds = load_dataset(
             d.name, data_dir_=data_dir, binarization=d.binarize, seed=self.config.train.seed
         )
+        return hold_out_validation(ds, d.valid_fraction)
 
 
-def load(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Run:
-    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``."""
-    return Run.from_dir(run_dir, device)
+def load(
+    run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "last"
+) -> Run:
+    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``.
+
+    ``weights="last"`` takes the newest weights; ``"best"`` those of the epoch with the
+    best validation ELBO (``RUN/best.safetensors``, kept when the data has a validation
+    split and ``train.keep_best`` is on).
+    """
+    return Run.from_dir(run_dir, device, weights)
 
 
 def write_run_files(run_dir: Path, cfg: Config, data_info: dict[str, Any]) -> None:

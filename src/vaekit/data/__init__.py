@@ -18,6 +18,7 @@ from vaekit.data.core import (
     binarize,
     cache_dir,
     data_dir,
+    hold_out_validation,
     make_dataset,
 )
 from vaekit.data.named import NAMED
@@ -29,6 +30,7 @@ __all__ = [
     "NAMED",
     "load_dataset",
     "make_dataset",
+    "hold_out_validation",
     "data_dir",
     "cache_dir",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "data_dir",
     "cache_dir",
     "split_holdout",
+    "hold_out_validation",
 ]
 
 
@@ -168,6 +169,39 @@ def split_holdout(
     nb = min(max(int(round(n * fraction)), 1), n - 1)
     a, b = np.sort(perm[nb:]), np.sort(perm[:nb])
     return x[a], None if y is None else y[a], x[b], None if y is None else y[b]
+
+
+def hold_out_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """``ds`` with a seeded ``fraction`` of its training split moved to a validation split.
+
+    A dataset that has a validation split of its own keeps it (``fraction`` is ignored),
+    as does ``fraction == 0``. The same dataset, fraction and seed always give the same
+    split, so training and a later evaluation of ``--split valid`` see the same examples.
+
+    Example:
+        >>> from vaekit.data import load_dataset
+        >>> ds = hold_out_validation(load_dataset("digits"), 0.25)
+        >>> len(ds.train), len(ds.valid)
+        (1078, 360)
+    """
+    if fraction <= 0 or ds.valid is not None:
+        return ds
+    if not 0 < fraction < 1:
+        raise DataError(f"the validation fraction must be in (0, 1), got {fraction}")
+    n = len(ds.train)
+    if n < 2:
+        raise DataError(
+            f"{n} training example(s) cannot give a validation split; provide more data"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    nb = min(max(int(round(n * fraction)), 1), n - 1)
+    a, b = torch.from_numpy(np.sort(perm[nb:])), torch.from_numpy(np.sort(perm[:nb]))
+    x, y = ds.train.x, ds.train.y
+    return replace(
+        ds,
+        train=Split(x[a], None if y is None else y[a]),
+        valid=Split(x[b], None if y is None else y[b]),
+    )
 
 
 def make_dataset(

@@ -74,6 +74,8 @@ class TrainState:
     step: int = 0  # optimiser steps taken (skipped non-finite steps are not counted)
     lr_scale: float = 1.0  # halved by each rollback after non-finite weights
     bad_steps_total: int = 0
+    best_score: float | None = None  # best validation ELBO so far (train.keep_best)
+    best_epoch: int = 0
 
 
 @dataclass
@@ -187,6 +189,8 @@ def write_checkpoint(
         "step": state.step,
         "lr_scale": state.lr_scale,
         "bad_steps_total": state.bad_steps_total,
+        "best_score": state.best_score,
+        "best_epoch": state.best_epoch,
         "world_size": len(ranks),
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "ranks": ranks,
@@ -328,6 +332,9 @@ def read_checkpoint(
                 int(ts["step"]),
                 float(ts["lr_scale"]),
                 int(ts["bad_steps_total"]),
+                # Absent from checkpoints written before train.keep_best existed.
+                None if ts.get("best_score") is None else float(ts["best_score"]),
+                int(ts.get("best_epoch", 0)),
             )
             saved_world = int(ts["world_size"])
             if state.batch and saved_world != world_size:

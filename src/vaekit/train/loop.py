@@ -48,11 +48,19 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
-from vaekit.data import Dataset, Split, load_dataset
+from vaekit.data import Dataset, Split, hold_out_validation, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model
 from vaekit.objectives import Objective, build_objective
-from vaekit.rundir import RunError, atomic_write, read_metrics, write_json, write_run_files
+from vaekit.rundir import (
+    BEST_WEIGHTS,
+    RunError,
+    atomic_write,
+    read_metrics,
+    save_weights,
+    write_json,
+    write_run_files,
+)
 from vaekit.train.checkpoint import (
     EpochProgress,
     TrainState,
@@ -180,6 +188,19 @@ def evaluate_split(
     return sums
 
 
+def _valid_score(terms: dict[str, float]) -> float:
+    """Higher is better: the validation ELBO, or minus the loss for objectives without one."""
+    return terms["elbo"] if "elbo" in terms else -terms["loss"]
+
+
+def _best_score(terms: dict[str, float] | None, best: float | None) -> bool:
+    """Whether this epoch's validation terms beat the best so far (NaN never does)."""
+    if terms is None:
+        return False
+    score = _valid_score(terms)
+    return math.isfinite(score) and (best is None or score > best)
+
+
 def _fmt(terms: dict[str, float]) -> str:
     main = f"{terms.get('loss', float('nan')):.3f}"
     parts = [f"{k} {v:.3f}" for k, v in terms.items() if k not in ("loss", "elbo")]
@@ -215,6 +236,8 @@ def _load_data(cfg: Config, data_dir: str | None) -> Dataset:
     ds = load_dataset(
         cfg.data.name, data_dir_=data_dir, binarization=cfg.data.binarize, seed=cfg.train.seed
     )
+    # Before the limit, so that Run.dataset (which applies no limit) gives the same split.
+    ds = hold_out_validation(ds, cfg.data.valid_fraction)
     if cfg.data.limit:
         ds.train = ds.train.take(cfg.data.limit)
     if cfg.model.likelihood == "bernoulli" and ds.kind == "real":
@@ -370,6 +393,7 @@ def _fit(
         ds.valid.to(device) if ds.valid else None,
     )
     dynamic = cfg.data.binarize == "dynamic"
+    keep_best = t.keep_best and valid is not None
     n = len(train)
     per_rank = n // dist.world_size
     if per_rank == 0:
@@ -651,6 +675,11 @@ def _fit(
                     "lr": current_lr(),
                 }
             row["lr"] = current_lr()
+            best = keep_best and _best_score(row.get("valid"), state.best_score)
+            if best:
+                state.best_score, state.best_epoch = _valid_score(row["valid"]), epoch
+            if keep_best:
+                row["best_epoch"] = state.best_epoch
             row["train_seconds"] = round(train_seconds, 3)
             row["seconds"] = round(time.perf_counter() - start, 3)
             state.epoch, state.batch, ep = epoch, 0, EpochProgress()
@@ -662,6 +691,14 @@ def _fit(
                     file=log,
                     flush=True,
                 )
+                if best:
+                    # Before the metrics row and the checkpoint: a crash in between redoes
+                    # the epoch, which rewrites the same weights (resume is exact).
+                    save_weights(
+                        run_dir / BEST_WEIGHTS,
+                        model,
+                        {"epoch": str(epoch), "valid_elbo": repr(state.best_score)},
+                    )
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")
                 history.append(row)

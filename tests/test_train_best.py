@@ -1,0 +1,78 @@
+"""The best weights by validation ELBO (``train.keep_best``): written, resumed, loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import train_tiny
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit.cli import main
+from vaekit.rundir import RunError, read_metrics
+
+VALID = "data.valid_fraction=0.25"
+
+
+def _best_so_far(rows: list[dict]) -> list[int]:
+    """The epoch with the highest validation ELBO up to each epoch (ties keep the earlier)."""
+    best, out, score = 0, [], float("-inf")
+    for row in rows:
+        if row["valid"]["elbo"] > score:
+            best, score = row["epoch"], row["valid"]["elbo"]
+        out.append(best)
+    return out
+
+
+def test_best_weights_are_those_of_the_best_validation_epoch(tmp_path: Path) -> None:
+    # A high learning rate makes the validation ELBO go up and down, so the best epoch is
+    # usually not the last one; the test holds either way.
+    overrides = (VALID, "train.lr=0.05", "train.epochs=6")
+    run = train_tiny(tmp_path / "run", *overrides)
+    rows = read_metrics(run)
+    assert [r["best_epoch"] for r in rows] == _best_so_far(rows)
+    best = rows[-1]["best_epoch"]
+    loaded = vaekit.load(run, weights="best")
+    assert loaded.weights == "best" and loaded.weights_epoch == best
+    assert vaekit.load(run).weights_epoch == 6
+    # data.valid_fraction held out a quarter of the digits' training split, the same one
+    # that a loaded run's dataset gives (for `vaekit evaluate --split valid`).
+    ds = loaded.dataset()
+    assert (len(ds.train), len(ds.valid)) == (1078, 360)
+    # The same run trained for only `best` epochs ends with exactly those weights.
+    short = train_tiny(tmp_path / "short", *overrides[:2], f"train.epochs={best}")
+    want, got = load_file(short / "model.safetensors"), load_file(run / "best.safetensors")
+    assert sorted(want) == sorted(got)
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_no_validation_split_means_no_best_weights_and_a_clear_error(tmp_path: Path) -> None:
+    run = train_tiny(tmp_path / "run")
+    assert not (run / "best.safetensors").exists()
+    assert "best_epoch" not in read_metrics(run)[-1]
+    with pytest.raises(RunError, match="valid_fraction"):
+        vaekit.load(run, weights="best")
+    off = train_tiny(tmp_path / "off", VALID, "train.keep_best=false")
+    assert not (off / "best.safetensors").exists()
+    with pytest.raises(RunError, match="'last' or 'best'"):
+        vaekit.load(off, weights="newest")
+
+
+def test_evaluate_best_writes_its_own_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = train_tiny(tmp_path / "run", VALID, "train.epochs=3")
+    assert main(["evaluate", str(run), "--k", "4", "--weights", "best"]) == 0
+    result = json.loads((run / "eval-best.json").read_text())
+    assert result["weights"] == "best"
+    assert result["epoch"] == read_metrics(run)[-1]["best_epoch"]
+    assert not (run / "eval.json").exists()
+    assert main(["evaluate", str(run), "--k", "4"]) == 0
+    assert json.loads((run / "eval.json").read_text())["weights"] == "last"
+    capsys.readouterr()
+    bare = train_tiny(tmp_path / "bare")
+    assert main(["evaluate", str(bare), "--k", "4", "--weights", "best"]) == 2
+    assert "best.safetensors" in capsys.readouterr().err
