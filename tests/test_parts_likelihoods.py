@@ -167,3 +167,31 @@ def test_classification_with_the_label_head() -> None:
         classifier(64, [8], num_classes=1)
     with pytest.raises(ValueError, match="gaussian' or 'student-t"):
         regressor(1, [8], likelihood="laplace")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_fast_log_prob_is_torch_bernoulli_for_binary_and_soft_data(
+    dtype: torch.dtype,
+) -> None:
+    from vaekit.distributions import BernoulliLikelihood
+
+    torch.manual_seed(0)
+    head = BernoulliLikelihood((1, 4, 4))
+    # Logits from saturated to near zero, for samples (S=3) of a batch of 5.
+    params = (torch.randn(3, 5, 1, 1, 4, 4, dtype=dtype) * 12).requires_grad_()
+    logits = params.squeeze(2)
+    ref_dist = torch.distributions.Independent(
+        torch.distributions.Bernoulli(logits=logits, validate_args=False), 3
+    )
+    for x in (
+        (torch.rand(5, 1, 4, 4, dtype=dtype) < 0.5).to(dtype),  # binary
+        torch.rand(5, 1, 4, 4, dtype=dtype),  # grey levels in [0, 1]
+    ):
+        got = head(params).log_prob(x)
+        ref = ref_dist.log_prob(x)
+        assert got.shape == ref.shape == (3, 5)
+        tol = 1e-12 if dtype == torch.float64 else 2e-4
+        torch.testing.assert_close(got, ref, rtol=0, atol=tol * 16 * 12)
+        (g_got,) = torch.autograd.grad(got.sum(), params)
+        (g_ref,) = torch.autograd.grad(ref.sum(), params)
+        torch.testing.assert_close(g_got, g_ref)

@@ -39,6 +39,7 @@ from torch.types import _size
 __all__ = [
     "LikelihoodHead",
     "BernoulliLikelihood",
+    "IndependentBernoulli",
     "GaussianLikelihood",
     "ContinuousBernoulliLikelihood",
     "StudentTLikelihood",
@@ -66,12 +67,41 @@ class LikelihoodHead(nn.Module):
         return Independent(base, len(self.data_shape), validate_args=False)
 
 
+class IndependentBernoulli(Independent):
+    """Independent Bernoulli elements from logits, with a log-density of two passes.
+
+    ``log p(x) = sum(x * logits) - sum(softplus(logits))``: since
+    ``log sigmoid(l) = l - softplus(l)`` and ``log(1 - sigmoid(l)) = -softplus(l)``, this
+    is exactly ``x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))`` for any x in [0, 1],
+    without torch's broadcast copies and the five elementwise passes of
+    ``binary_cross_entropy_with_logits``. It is the hot loop of the k = 5000 likelihood
+    (logits of shape (k, B, 784)) and of every training step. Everything else is torch's.
+
+    Example:
+        >>> p = IndependentBernoulli(Bernoulli(logits=torch.zeros(3, 4), validate_args=False), 1)
+        >>> p.log_prob(torch.ones(4))  # 4 fair coins: 4 log(1/2)
+        tensor([-2.7726, -2.7726, -2.7726])
+    """
+
+    def __init__(self, base: Bernoulli, event_dims: int) -> None:
+        super().__init__(base, event_dims, validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        logits = self.base_dist.logits
+        dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
+        # softplus(l) is taken as l above the threshold; log1p(exp(-20)) = 2e-9 is below
+        # float32's resolution there, not float64's: it needs 40.
+        threshold = 40.0 if logits.dtype == torch.float64 else 20.0
+        return (value * logits).sum(dims) - F.softplus(logits, threshold=threshold).sum(dims)
+
+
 class BernoulliLikelihood(LikelihoodHead):
     """Independent Bernoulli per element, from logits (binary or [0, 1] data)."""
 
     def forward(self, params: Tensor) -> Distribution:
-        return self._independent(
-            Bernoulli(logits=params.squeeze(-len(self.data_shape) - 1), validate_args=False)
+        logits = params.squeeze(-len(self.data_shape) - 1)
+        return IndependentBernoulli(
+            Bernoulli(logits=logits, validate_args=False), len(self.data_shape)
         )
 
 
