@@ -76,3 +76,26 @@ def test_evaluate_best_writes_its_own_file(
     bare = train_tiny(tmp_path / "bare")
     assert main(["evaluate", str(bare), "--k", "4", "--weights", "best"]) == 2
     assert "best.safetensors" in capsys.readouterr().err
+
+
+def test_hold_out_validation_is_seeded_disjoint_and_keeps_an_own_split() -> None:
+    from vaekit.data import DataError, Split, hold_out_validation, load_dataset
+
+    ds = load_dataset("digits")
+    a, b = hold_out_validation(ds, 0.25), hold_out_validation(ds, 0.25)
+    assert a.valid is not None and b.valid is not None
+    assert torch.equal(a.valid.x, b.valid.x)  # the same split every time
+    assert len(a.train) + len(a.valid) == len(ds.train)
+
+    # Together exactly the original training rows (a multiset: digits has duplicates).
+    def rows(*splits: Split) -> list[bytes]:
+        return sorted(r.numpy().tobytes() for s in splits for r in s.x.reshape(len(s), -1))
+
+    assert rows(a.train, a.valid) == rows(ds.train)
+    assert a.valid.y is not None and len(a.valid.y) == len(a.valid)
+    assert hold_out_validation(ds, 0.0) is ds
+    own = hold_out_validation(a, 0.5)  # a split of its own is kept, the fraction ignored
+    assert own is a
+    tiny = ds.__class__(**{**ds.__dict__, "train": Split(ds.train.x[:1], ds.train.y[:1])})
+    with pytest.raises(DataError, match="cannot give a validation split"):
+        hold_out_validation(tiny, 0.5)
