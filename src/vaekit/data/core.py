@@ -164,11 +164,16 @@ def split_holdout(
         )
     if y is not None and len(y) != n:
         raise DataError(f"{n} examples but {len(y)} labels; there must be one label per example")
+    a, b = _holdout_indices(n, fraction, seed)
+    return x[a], None if y is None else y[a], x[b], None if y is None else y[b]
+
+
+def _holdout_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices (kept, held out) of a seeded split of ``n >= 2`` examples."""
     perm = np.random.default_rng(seed).permutation(n)
     # At least one example on each side, so both parts are usable splits.
     nb = min(max(int(round(n * fraction)), 1), n - 1)
-    a, b = np.sort(perm[nb:]), np.sort(perm[:nb])
-    return x[a], None if y is None else y[a], x[b], None if y is None else y[b]
+    return np.sort(perm[nb:]), np.sort(perm[:nb])
 
 
 def hold_out_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
@@ -193,9 +198,7 @@ def hold_out_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
         raise DataError(
             f"{n} training example(s) cannot give a validation split; provide more data"
         )
-    perm = np.random.default_rng(seed).permutation(n)
-    nb = min(max(int(round(n * fraction)), 1), n - 1)
-    a, b = torch.from_numpy(np.sort(perm[nb:])), torch.from_numpy(np.sort(perm[:nb]))
+    a, b = (torch.from_numpy(i) for i in _holdout_indices(n, fraction, seed))
     x, y = ds.train.x, ds.train.y
     return replace(
         ds,

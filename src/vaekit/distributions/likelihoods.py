@@ -63,6 +63,15 @@ class LikelihoodHead(nn.Module):
         super().__init__()
         self.data_shape = tuple(data_shape)
 
+    def _loc_scale(self, params: Tensor, learned: bool, log_sigma: float) -> tuple[Tensor, Tensor]:
+        """Location and scale per element: both from the decoder, or a fixed scale."""
+        axis = -len(self.data_shape) - 1
+        if learned:
+            loc, logscale = params.unbind(axis)
+            return loc, torch.exp(logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX))
+        loc = params.squeeze(axis)
+        return loc, torch.full_like(loc, math.exp(log_sigma))
+
     def _independent(self, base: Distribution) -> Distribution:
         return Independent(base, len(self.data_shape), validate_args=False)
 
@@ -128,13 +137,7 @@ class GaussianLikelihood(LikelihoodHead):
         self.log_sigma = 0.0 if self.learned else math.log(float(sigma))
 
     def forward(self, params: Tensor) -> Distribution:
-        axis = -len(self.data_shape) - 1
-        if self.learned:
-            mean, logscale = params.unbind(axis)
-            scale = torch.exp(logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX))
-        else:
-            mean = params.squeeze(axis)
-            scale = torch.full_like(mean, math.exp(self.log_sigma))
+        mean, scale = self._loc_scale(params, self.learned, self.log_sigma)
         return self._independent(Normal(mean, scale, validate_args=False))
 
 
@@ -178,13 +181,7 @@ class StudentTLikelihood(LikelihoodHead):
         return 1.0 + F.softplus(self.df_raw) if self.learned_df else self.df_fixed
 
     def forward(self, params: Tensor) -> Distribution:
-        axis = -len(self.data_shape) - 1
-        if self.learned_scale:
-            loc, logscale = params.unbind(axis)
-            scale = torch.exp(logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX))
-        else:
-            loc = params.squeeze(axis)
-            scale = torch.full_like(loc, math.exp(self.log_sigma))
+        loc, scale = self._loc_scale(params, self.learned_scale, self.log_sigma)
         return self._independent(StudentT(self.df.expand_as(loc), loc, scale, validate_args=False))
 
 

@@ -51,10 +51,11 @@ class DiagonalGaussianMixture(MixtureSameFamily):
         super().__init__(
             Categorical(logits=logits, validate_args=False), comps, validate_args=False
         )
-        self._loc, self._scale = loc, scale
 
     def log_prob(self, value: Tensor) -> Tensor:
-        loc, scale = self._loc, self._scale
+        comps = self.component_distribution
+        assert isinstance(comps, Independent)  # built so in __init__
+        loc, scale = comps.base_dist.mean, comps.base_dist.stddev
         d = loc.shape[-1]
         centre = loc.mean(0).detach()
         z = (value - centre).reshape(-1, d)

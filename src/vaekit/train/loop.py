@@ -193,14 +193,6 @@ def _valid_score(terms: dict[str, float]) -> float:
     return terms["elbo"] if "elbo" in terms else -terms["loss"]
 
 
-def _best_score(terms: dict[str, float] | None, best: float | None) -> bool:
-    """Whether this epoch's validation terms beat the best so far (NaN never does)."""
-    if terms is None:
-        return False
-    score = _valid_score(terms)
-    return math.isfinite(score) and (best is None or score > best)
-
-
 def _fmt(terms: dict[str, float]) -> str:
     main = f"{terms.get('loss', float('nan')):.3f}"
     parts = [f"{k} {v:.3f}" for k, v in terms.items() if k not in ("loss", "elbo")]
@@ -675,9 +667,11 @@ def _fit(
                     "lr": current_lr(),
                 }
             row["lr"] = current_lr()
-            best = keep_best and _best_score(row.get("valid"), state.best_score)
+            score = _valid_score(row["valid"]) if keep_best else math.nan
+            # NaN never counts as best.
+            best = math.isfinite(score) and (state.best_score is None or score > state.best_score)
             if best:
-                state.best_score, state.best_epoch = _valid_score(row["valid"]), epoch
+                state.best_score, state.best_epoch = score, epoch
             if keep_best:
                 row["best_epoch"] = state.best_epoch
             row["train_seconds"] = round(train_seconds, 3)
