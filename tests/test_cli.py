@@ -77,6 +77,19 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert main(["train", "--config", str(cfg), "--out", str(run)]) == 2
 
 
+def test_patience_flag_sets_early_stopping_for_new_and_resumed_runs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, data={"name": "digits", "valid_fraction": 0.2})
+    assert main(["train", "-c", str(cfg), "--out", str(run), "--patience", "7", *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["patience"] == 7
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--patience", "0"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["patience"] == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    # Without a validation split there is nothing to stop on: a clear error, exit 2.
+    other = write_config(tmp_path)
+    assert main(["train", "-c", str(other), "--out", str(tmp_path / "b"), "--patience", "3"]) == 2
+
+
 def test_python_api_of_a_conditional_run(tmp_path: Path) -> None:
     run = tmp_path / "cvae"
     cfg = write_config(tmp_path, model={"latent_dim": 2, "conditional": True})

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny
+from conftest import tiny_config, train_tiny
 from safetensors.torch import load_file
 
 import vaekit
 from vaekit.cli import main
+from vaekit.config import ConfigError
 from vaekit.rundir import RunError, read_metrics
+from vaekit.train import fit
+from vaekit.train.checkpoint import TrainState
+from vaekit.train.loop import _patience_spent
 
 VALID = "data.valid_fraction=0.25"
 
@@ -99,3 +104,75 @@ def test_hold_out_validation_is_seeded_disjoint_and_keeps_an_own_split() -> None
     tiny = ds.__class__(**{**ds.__dict__, "train": Split(ds.train.x[:1], ds.train.y[:1])})
     with pytest.raises(DataError, match="cannot give a validation split"):
         hold_out_validation(tiny, 0.5)
+
+
+def _drop_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+
+def test_patience_stops_where_the_validation_score_stalls_and_changes_nothing_before(
+    tmp_path: Path,
+) -> None:
+    # lr 0.05 on the tiny config: the validation ELBO improves to epoch 9, then not for two
+    # epochs (checked below, so that the test cannot pass without stopping early).
+    overrides = (VALID, "train.lr=0.05", "train.epochs=12")
+    full = read_metrics(train_tiny(tmp_path / "full", *overrides))
+    patience = 2
+    stop = next(r["epoch"] for r in full if r["epoch"] - r["best_epoch"] >= patience)
+    assert stop < 12
+    log = io.StringIO()
+    fit(tiny_config(*overrides, f"train.patience={patience}"), tmp_path / "early", log=log)
+    early = read_metrics(tmp_path / "early")
+    assert _drop_times(early) == _drop_times(full[:stop])
+    assert f"stopped early after epoch {stop}" in log.getvalue()
+    best = load_file(tmp_path / "early" / "best.safetensors")
+    assert (
+        best.keys()
+        and vaekit.load(tmp_path / "early", weights="best").weights_epoch
+        == (early[-1]["best_epoch"])
+    )
+    # Resuming a run that stopped early trains nothing and says how to go on ...
+    log = io.StringIO()
+    again = fit(None, tmp_path / "early", resume=True, log=log)
+    assert _drop_times(again) == _drop_times(early)
+    assert "--patience N" in log.getvalue()
+    # ... which --patience does, recording the new value for later resumes.
+    more = fit(None, tmp_path / "early", resume=True, patience=0, log=io.StringIO())
+    assert [r["epoch"] for r in more] == list(range(1, 13))
+    config = json.loads((tmp_path / "early" / "config.json").read_text())
+    assert config["train"]["patience"] == 0
+
+
+def test_patience_counts_from_the_end_of_the_kl_warm_up() -> None:
+    state = TrainState(epoch=30, best_epoch=5)
+    assert _patience_spent(state, 20, warmup=0)
+    assert not _patience_spent(state, 20, warmup=20)  # 30 - 20 < 20
+    assert _patience_spent(state, 10, warmup=20)
+    assert not _patience_spent(state, 0, warmup=0)  # 0 = off
+
+
+def test_patience_needs_a_validation_score(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="keep_best"):
+        tiny_config(VALID, "train.patience=5", "train.keep_best=false").validate()
+    with pytest.raises(ConfigError, match="valid_fraction"):
+        train_tiny(tmp_path / "run", "train.patience=5")
+    with pytest.raises(ConfigError, match="train.patience"):
+        tiny_config("train.patience=-1").validate()
+
+
+def test_iwae_runs_keep_the_epoch_with_the_best_validation_iwae_bound(tmp_path: Path) -> None:
+    run = train_tiny(
+        tmp_path / "run",
+        VALID,
+        "objective.name=iwae",
+        "objective.samples=3",
+        "train.lr=0.05",
+        "train.epochs=6",
+    )
+    rows = read_metrics(run)
+    best, score, want = 0, float("-inf"), []
+    for row in rows:
+        if row["valid"]["iwae"] > score:
+            best, score = row["epoch"], row["valid"]["iwae"]
+        want.append(best)
+    assert [r["best_epoch"] for r in rows] == want

@@ -1,7 +1,7 @@
 """Command line: thin subcommands over the library.
 
     vaekit train --config FILE [--dataset NAME_OR_PATH] [--epochs N] [--out RUN] [--seed S] [--set k=v ...]
-    vaekit train --resume RUN [--epochs N]
+    vaekit train --resume RUN [--epochs N] [--patience N]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset name (digits, mnist, fashion-mnist, binarized-mnist, mnist-10k) or a path",
     )
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="early stopping: end after N epochs without a better validation score "
+        "(train.patience; 0 = off)",
+    )
     p.add_argument(
         "--out", "-o", default=None, help="run directory to write (default: runs/<config name>)"
     )
@@ -252,17 +260,28 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
         if a.config or a.overrides or a.dataset or a.seed is not None:
             print(
-                "error: --resume continues a run with its own config; only --epochs may change",
+                "error: --resume continues a run with its own config; only --epochs and "
+                "--patience may change",
                 file=sys.stderr,
             )
             return 2
-        fit(None, a.resume, resume=True, epochs=a.epochs, data_dir=a.data_dir, progress=a.progress)
+        fit(
+            None,
+            a.resume,
+            resume=True,
+            epochs=a.epochs,
+            patience=a.patience,
+            data_dir=a.data_dir,
+            progress=a.progress,
+        )
         return 0
     overrides = list(a.overrides)
     if a.dataset:
         overrides.append(f"data.name={a.dataset}")
     if a.epochs is not None:
         overrides.append(f"train.epochs={a.epochs}")
+    if a.patience is not None:
+        overrides.append(f"train.patience={a.patience}")
     if a.seed is not None:
         overrides.append(f"train.seed={a.seed}")
     if a.device:

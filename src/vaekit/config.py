@@ -166,6 +166,10 @@ class TrainConfig:
     # Keep RUN/best.safetensors: the weights of the epoch with the best validation ELBO
     # (early stopping's model, without stopping). Needs a validation split.
     keep_best: bool = True
+    # Early stopping: end the run when the validation score has not improved for this many
+    # epochs, counted from the end of the objective's KL warm-up (Tomczak & Welling 2018
+    # use 50). 0 = off. Needs keep_best and a validation split.
+    patience: int = 0
     # What a step with a non-finite loss or gradient does: skip (drop the update) |
     # rollback (restore the state at the start of the epoch, halve the learning rate) |
     # stop (end training with an error). Non-finite weights are always rolled back.
@@ -247,6 +251,12 @@ class Config:
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
         _nonneg("train.threads", t.threads)
         _positive("train.checkpoint_every", t.checkpoint_every)
+        _nonneg("train.patience", t.patience)
+        if t.patience and not t.keep_best:
+            raise ConfigError(
+                "train.patience stops on the validation score that train.keep_best tracks; "
+                "set train.keep_best=true or train.patience=0"
+            )
         _positive("train.max_bad_steps", t.max_bad_steps)
         _choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
         _choice("train.lr_schedule", t.lr_schedule, ["none", "cosine", "burda"])

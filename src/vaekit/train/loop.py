@@ -189,8 +189,24 @@ def evaluate_split(
 
 
 def _valid_score(terms: dict[str, float]) -> float:
-    """Higher is better: the validation ELBO, or minus the loss for objectives without one."""
-    return terms["elbo"] if "elbo" in terms else -terms["loss"]
+    """Higher is better: the bound the objective trains (the IWAE bound, else the ELBO), or
+    minus the loss for objectives without one (the autoencoder)."""
+    for bound in ("iwae", "elbo"):
+        if bound in terms:
+            return terms[bound]
+    return -terms["loss"]
+
+
+def _patience_spent(state: TrainState, patience: int, warmup: int) -> bool:
+    """Early stopping: no better validation score in ``patience`` epochs after the warm-up."""
+    return patience > 0 and state.epoch - max(state.best_epoch, warmup) >= patience
+
+
+def _early_stop_text(state: TrainState, patience: int) -> str:
+    return (
+        f"stopped early after epoch {state.epoch}: the validation score has not improved for "
+        f"{patience} epochs (train.patience) since epoch {state.best_epoch}"
+    )
 
 
 def _fmt(terms: dict[str, float]) -> str:
@@ -323,6 +339,7 @@ def fit(
     data_dir: str | None = None,
     progress: bool | None = None,
     log: Any = None,
+    patience: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
 
@@ -330,6 +347,8 @@ def fit(
     ``train.batch_size`` times the number of processes (see the module docstring).
     Raises :class:`TrainingInterrupted` (a KeyboardInterrupt) after SIGINT/SIGTERM once
     a checkpoint is written, and :class:`TrainingError` when training diverges.
+    ``epochs`` and ``patience`` replace ``train.epochs`` and ``train.patience`` (on resume
+    too: the run's config.json records the new values).
 
     Example:
         >>> from vaekit.config import load_config
@@ -340,7 +359,7 @@ def fit(
     log = log or sys.stdout
     dist = setup_distributed()
     try:
-        history = _fit(cfg, run_dir, resume, epochs, data_dir, progress, log, dist)
+        history = _fit(cfg, run_dir, resume, epochs, patience, data_dir, progress, log, dist)
     except TrainingInterrupted:
         teardown_distributed(dist)  # every rank stopped at the same agreed point
         raise
@@ -356,6 +375,7 @@ def _fit(
     run_dir: Path,
     resume: bool,
     epochs: int | None,
+    patience: int | None,
     data_dir: str | None,
     progress: bool | None,
     log: Any,
@@ -366,11 +386,17 @@ def _fit(
         cfg = _read_run_config(run_dir)
     if cfg is None:
         raise ConfigError("fit() needs a config, or resume=True with a run directory")
-    epochs_changed = epochs is not None and epochs != cfg.train.epochs
+    epochs_changed = (epochs is not None and epochs != cfg.train.epochs) or (
+        patience is not None and patience != cfg.train.patience
+    )
     if epochs is not None:
         cfg.train.epochs = epochs
+    if patience is not None:
+        cfg.train.patience = patience
+    if epochs_changed:
         cfg.validate()
     t = cfg.train
+    warmup = cfg.objective.warmup_epochs
     main_rank = dist.rank == 0
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -386,6 +412,11 @@ def _fit(
     )
     dynamic = cfg.data.binarize == "dynamic"
     keep_best = t.keep_best and valid is not None
+    if t.patience and valid is None:
+        raise ConfigError(
+            f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
+            "validation split; set data.valid_fraction (e.g. 0.1) or train.patience=0"
+        )
     n = len(train)
     per_rank = n // dist.world_size
     if per_rank == 0:
@@ -443,6 +474,14 @@ def _fit(
                 print(f"resuming {run_dir} from {ckpt.name}", file=log)
         if main_rank:
             _truncate_metrics(run_dir, state.epoch)
+        if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
+            if main_rank:
+                print(
+                    f"{run_dir} {_early_stop_text(state, t.patience)}; pass --patience N with "
+                    f"N > {state.epoch - max(state.best_epoch, warmup)} (or 0, off) to train further",
+                    file=log,
+                )
+            return read_metrics(run_dir)
         if state.epoch >= t.epochs:
             if main_rank:
                 print(
@@ -506,8 +545,9 @@ def _fit(
             if dist.world_size > 1
             else ""
         )
+        valid_txt = f" valid {len(valid)}" if valid is not None else ""
         print(
-            f"vaekit: {ds.name} {tuple(ds.shape)} train {n} test {len(test)} | "
+            f"vaekit: {ds.name} {tuple(ds.shape)} train {n}{valid_txt} test {len(test)} | "
             f"{nparams:,} parameters | {device}{procs} | run {run_dir}",
             file=log,
             flush=True,
@@ -699,11 +739,21 @@ def _fit(
                 if faults:
                     faults.hit("epoch")
             stopping = any_rank(stop.requested, dist, device)
+            # Every rank holds the same reduced validation score, so all stop together.
+            early = keep_best and _patience_spent(state, t.patience, warmup)
             written = None
-            if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping:
+            if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping or early:
                 written = checkpoint()
             if stopping and epoch < t.epochs:
                 raise interrupted(f"after epoch {epoch}", written)
+            if early and epoch < t.epochs:
+                if main_rank:
+                    print(
+                        f"early stop: {_early_stop_text(state, t.patience)}; "
+                        f"the best weights are in {run_dir / BEST_WEIGHTS}",
+                        file=log,
+                    )
+                break
 
     # -- the end: every rank must hold the same weights ------------------------------------
     write_rank_digest(model, dist.rank)
