@@ -34,6 +34,7 @@ from vaekit.evaluate import (
     evaluate_run,
     has_density,
     kl_per_dim,
+    latent_means,
     log_likelihood,
     log_likelihood_split,
     mean_and_se,
@@ -225,6 +226,36 @@ def test_mean_and_se_and_active_units() -> None:
     )
     count, var = active_units(codes)
     assert count == 1 and var[0] > 0.3 and var[1] < 1e-20 and var[2] < 0.01
+
+
+@pytest.mark.parametrize("posterior", ["flow", "implicit"])
+def test_monte_carlo_means_do_not_invent_active_units(posterior: str) -> None:
+    # Every example is the same image, so every q(z|x) is the same distribution and no unit
+    # is active: the variance of the estimated means across examples is the estimator's
+    # own noise, about Var_q / draws. 128 draws (q.mean) put it near the 0.01 threshold.
+    from vaekit.config import ModelConfig
+    from vaekit.distributions.posteriors import MOMENT_DRAWS
+
+    kw = {"flow": "planar", "flow_length": 2} if posterior == "flow" else {}
+    kw |= {"posterior": "implicit", "noise_dim": 4} if posterior == "implicit" else {}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=3, **kw), (1, 4, 4)).eval()
+    x = torch.rand(1, 1, 4, 4).round().expand(300, 1, 4, 4)
+    with torch.no_grad():
+        q = model.encode(x[:1])
+        spread = float(q.variance.mean())
+    few = latent_means(model, x, batch_size=100)
+    assert torch.equal(few[:100], model.encode(x[:100]).mean)  # the default is q.mean
+    many = latent_means(model, x, batch_size=100, samples=16 * MOMENT_DRAWS + 5)
+    var_few = float(few.var(0).mean())
+    var_many = float(many.var(0).mean())
+    assert 0.5 < var_few / (spread / MOMENT_DRAWS) < 2
+    assert var_few / var_many > 8  # 16.04 x the draws: about 16 x less noise
+    # The chunks are the draws of seeds 0, 1, ... (the last one shorter).
+    with torch.no_grad():
+        q = model.encode(x[:100])
+        want = torch.cat([q.draws(MOMENT_DRAWS, seed=s) for s in range(16)] + [q.draws(5, 16)])
+    torch.testing.assert_close(many[:100], want.mean(0))
 
 
 def test_classifier_accuracy_separates_clusters() -> None:

@@ -34,19 +34,21 @@ from torch.distributions import Distribution, Independent, constraints
 from torch.func import functional_call
 from torch.types import _size
 
-from vaekit.distributions.posteriors import PosteriorHead, diagonal_normal
+from vaekit.distributions.posteriors import (
+    MOMENT_DRAWS,
+    MonteCarloMoments,
+    PosteriorHead,
+    diagonal_normal,
+)
 from vaekit.nn import MADE
 
-__all__ = ["Flow", "PlanarFlow", "IAF", "FlowDistribution", "FlowPosterior"]
+__all__ = ["Flow", "PlanarFlow", "IAF", "FlowDistribution", "FlowPosterior", "MOMENT_DRAWS"]
 
 # Bisection steps for inverting a planar step: the bracket has width 2|m| <= a few units,
 # and 80 halvings reach float64 resolution.
 _BISECT_STEPS = 80
 # How far w . u_hat stays above -1 (Rezende & Mohamed's condition for invertibility).
 _M_FLOOR = 1e-4
-# Draws used for the Monte Carlo mean / variance of a flow posterior (fixed seed, so
-# repeated calls agree: reconstructions and `vaekit encode` are reproducible).
-MOMENT_DRAWS = 128
 
 
 class Flow(nn.Module):
@@ -185,7 +187,7 @@ class IAF(Flow):
         return y.to(z.dtype), logdet.to(z.dtype)
 
 
-class FlowDistribution(Distribution):
+class FlowDistribution(MonteCarloMoments):
     """``q(z)``: a base distribution pushed through a :class:`Flow`.
 
     ``rsample_and_log_prob`` returns a reparameterised sample and its exact log-density
@@ -227,23 +229,13 @@ class FlowDistribution(Distribution):
         bad = torch.isnan(lp) & torch.isfinite(value).all(-1)
         return lp.masked_fill(bad, float("-inf"))
 
-    def _draws(self) -> Tensor:
+    def draws(self, n: int, seed: int = 0) -> Tensor:
         base = self.base
         loc, scale = base.mean, base.stddev
-        gen = torch.Generator(device=loc.device).manual_seed(0)
-        eps = torch.randn(
-            (MOMENT_DRAWS, *loc.shape), generator=gen, device=loc.device, dtype=loc.dtype
-        )
+        gen = torch.Generator(device=loc.device).manual_seed(seed)
+        eps = torch.randn((n, *loc.shape), generator=gen, device=loc.device, dtype=loc.dtype)
         z, _ = self.flow(loc + scale * eps, self.context)
         return z
-
-    @property
-    def mean(self) -> Tensor:
-        return self._draws().mean(0)
-
-    @property
-    def variance(self) -> Tensor:
-        return self._draws().var(0)
 
     def expand(self, batch_shape: _size, _instance: Distribution | None = None) -> FlowDistribution:
         batch_shape = Size(batch_shape)

@@ -21,6 +21,8 @@ __all__ = [
     "PointPosterior",
     "ImplicitPosterior",
     "ImplicitDistribution",
+    "MonteCarloMoments",
+    "MOMENT_DRAWS",
     "diagonal_normal",
     "sample_with_log_prob",
 ]
@@ -29,12 +31,37 @@ __all__ = [
 # exp() finite and the KL term from overflowing (exp(12) ~ 1.6e5, exp(-20) ~ 2e-9).
 LOGVAR_MIN = -20.0
 LOGVAR_MAX = 12.0
+# Draws for the Monte Carlo mean / variance of a posterior without closed-form moments
+# (fixed seed, so repeated calls agree: reconstructions and `vaekit encode` are reproducible).
+MOMENT_DRAWS = 128
 
 
 def diagonal_normal(mean: Tensor, logvar: Tensor) -> Independent:
     """A Gaussian with diagonal covariance over the last dimension, from (mean, log-variance)."""
     std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
     return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+
+class MonteCarloMoments(Distribution):
+    """A distribution whose mean and variance have no closed form (a flow, an implicit
+    posterior): both are estimated from :data:`MOMENT_DRAWS` draws of fixed noise.
+
+    Each estimate of the mean is off by about ``sqrt(variance / n)``. Statistics across
+    examples, such as the active-unit count, need many more draws than that; they call
+    :meth:`draws` with a larger ``n`` (see :func:`vaekit.evaluate.latent_means`).
+    """
+
+    def draws(self, n: int, seed: int = 0) -> Tensor:
+        """``n`` draws ``(n, *batch, D)`` from noise of the given seed (no gradient needed)."""
+        raise NotImplementedError
+
+    @property
+    def mean(self) -> Tensor:
+        return self.draws(MOMENT_DRAWS).mean(0)
+
+    @property
+    def variance(self) -> Tensor:
+        return self.draws(MOMENT_DRAWS).var(0)
 
 
 class PosteriorHead(nn.Module):
@@ -97,7 +124,7 @@ def sample_with_log_prob(q: Distribution, sample_shape: _size = ()) -> tuple[Ten
     return z, q.log_prob(z)
 
 
-class ImplicitDistribution(Distribution):
+class ImplicitDistribution(MonteCarloMoments):
     """q(z | x) defined only by a sampler: ``z = g(h(x), eps)``, ``eps ~ N(0, I)``.
 
     It has ``rsample`` but no density, which is what adversarial variational Bayes
@@ -136,21 +163,13 @@ class ImplicitDistribution(Distribution):
             "with model.flow=planar|iaf)"
         )
 
-    def _draws(self, n: int = 128) -> Tensor:
+    def draws(self, n: int, seed: int = 0) -> Tensor:
         f = self.features
-        gen = torch.Generator(device=f.device).manual_seed(0)
+        gen = torch.Generator(device=f.device).manual_seed(seed)
         eps = torch.randn(
             (n, *self.batch_shape, self.noise_dim), generator=gen, device=f.device, dtype=f.dtype
         )
         return self._push(eps)
-
-    @property
-    def mean(self) -> Tensor:
-        return self._draws().mean(0)
-
-    @property
-    def variance(self) -> Tensor:
-        return self._draws().var(0)
 
 
 class ImplicitPosterior(PosteriorHead):
