@@ -18,6 +18,7 @@ from vaekit.plots import (
     FIGURES,
     applicable_figures,
     class_grid,
+    compare_curves,
     compare_runs,
     interpolation,
     latent_grid,
@@ -263,3 +264,34 @@ def test_cli_plot_and_compare(
     out = tmp_path / "cmp.png"
     assert main(["compare", str(ae.dir), str(vae.dir), "--out", str(out), "--n", "100"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_curves_draws_minus_each_runs_own_bound() -> None:
+    elbo = [{"epoch": e, "valid": {"loss": 9.0, "elbo": -100 - (e - 6) ** 2}} for e in range(1, 12)]
+    iwae = [{"epoch": e, "valid": {"elbo": -95.0, "iwae": -90 - 1 / e}} for e in range(1, 5)]
+    ae = [{"epoch": e, "valid": {"loss": 30.0 / e}} for e in range(1, 4)]
+    fig = compare_curves({"vae": elbo, "iwae": iwae, "ae": ae})
+    ax = fig.axes[0]
+    lines = ax.get_lines()  # a curve and its best-epoch marker per run
+    assert list(lines[0].get_ydata()) == [100 + (e - 6) ** 2 for e in range(1, 12)]
+    assert (lines[1].get_xdata()[0], lines[1].get_ydata()[0]) == (6, 100)
+    assert lines[2].get_ydata()[-1] == pytest.approx(90.25)
+    assert list(lines[4].get_ydata()) == [30.0, 15.0, 10.0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "vae (-ELBO): best 100.00 at epoch 6 of 11"
+    assert labels[1].startswith("iwae (-IWAE bound): best 90.25 at epoch 4")
+    assert ax.get_ylabel() == "-ELBO / -IWAE bound / loss on valid (nats)"
+    with pytest.raises(ValueError, match="no test scores"):
+        compare_curves({"vae": elbo}, "test")
+
+
+def test_cli_curves(
+    vae: vaekit.Run, ae: vaekit.Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "c.png"
+    assert main(["curves", str(vae.dir), str(ae.dir), "--split", "test", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["curves", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["curves", str(vae.dir), "--split", "valid", "--out", str(out)]) == 2
+    assert "no valid scores" in capsys.readouterr().err

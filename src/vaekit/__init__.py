@@ -3,7 +3,8 @@
 Example:
     >>> import vaekit
     >>> run = vaekit.load("runs/demo")          # doctest: +SKIP
-    >>> q = run.encode(x)                       # q(z|x), a torch Distribution
+    >>> # q(z|x) is a torch Distribution; its mean decodes to a reconstruction.
+    >>> q = run.encode(x)                       # doctest: +SKIP
     >>> x_hat = run.decode(q.mean).mean         # doctest: +SKIP
 """
 

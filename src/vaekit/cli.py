@@ -5,6 +5,7 @@
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
+    vaekit curves RUN [RUN ...] [--split valid|test|train] [--out FILE]
     vaekit report RUN [--k K]
     vaekit sample RUN [--n 64] [--label K]
     vaekit reconstruct RUN [--n 16]
@@ -169,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=2000, help="test examples to scatter")
     _common(p)
+
+    p = sub.add_parser(
+        "curves",
+        help="learning curves of several runs in one PNG (the bound each trains, by epoch)",
+        description="Minus the bound each run trains (the IWAE bound, else the ELBO; nats) on "
+        "one split, by epoch, with each run's best epoch marked: where long runs stand.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    p.add_argument("--out", default=None, help="PNG file to write (default: curves-SPLIT.png)")
+    p.add_argument("--dpi", type=int, default=100)
 
     p = sub.add_parser("report", help="one self-contained HTML report of a run (RUN/report.html)")
     p.add_argument("run")
@@ -342,6 +354,34 @@ def cmd_plot(a: argparse.Namespace) -> int:
         return 2
     paths = save_figures(figures, Path(a.out) if a.out else run.dir / "plots", dpi=a.dpi)
     print("\n".join(f"wrote {p}" for p in paths))
+    return 0
+
+
+def cmd_curves(a: argparse.Namespace) -> int:
+    from vaekit.plots import compare_curves
+    from vaekit.rundir import read_metrics
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for run in a.runs:
+        path = Path(run)
+        rows = read_metrics(path)
+        if not rows:
+            what = "has no metrics.jsonl rows yet" if path.is_dir() else "is not a run directory"
+            print(
+                f"error: {run} {what}; pass directories that `vaekit train` wrote", file=sys.stderr
+            )
+            return 2
+        name = path.resolve().name
+        runs[name if name not in runs else str(path)] = rows
+    try:
+        fig = compare_curves(runs, a.split)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out or f"curves-{a.split}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=a.dpi)
+    print(f"wrote {out}")
     return 0
 
 
@@ -543,6 +583,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "plot": cmd_plot,
     "compare": cmd_compare,
+    "curves": cmd_curves,
     "report": cmd_report,
     "sample": cmd_sample,
     "reconstruct": cmd_reconstruct,

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from vaekit.data import Dataset, Split
 from vaekit.images import image_grid, to_images
-from vaekit.rundir import Run
+from vaekit.rundir import Run, trained_bound
 
 __all__ = [
     "FIGURES",
@@ -61,6 +61,7 @@ __all__ = [
     "latent_traversal",
     "class_grid",
     "compare_runs",
+    "compare_curves",
     "applicable_figures",
     "run_figures",
     "random_subset",
@@ -558,6 +559,66 @@ def training_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
     for ax in axes[len(terms) :]:
         fig.delaxes(ax)
     return fig
+
+
+def compare_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], split: str = "valid") -> Figure:
+    """Learning curves of several runs in one panel: minus the bound each run trains (the
+    IWAE bound, else the ELBO; nats, lower is better) on ``split``, by epoch, with each
+    run's best epoch marked. It shows where a long run stands and whether it still improves.
+
+    ``runs`` maps a name to the rows of that run's ``metrics.jsonl``. The y-axis starts
+    where the curves have come down from their first epochs, so the part that matters is
+    readable.
+
+    Example:
+        >>> rows = [{"epoch": e, "valid": {"elbo": -100 + 10 / e}} for e in range(1, 9)]
+        >>> fig = compare_curves({"a": rows})
+        >>> float(fig.axes[0].get_lines()[0].get_ydata()[-1])  # -ELBO at the last epoch
+        98.75
+    """
+    if not runs:
+        raise ValueError("compare_curves needs at least one run")
+    fig = Figure(figsize=(8.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    lows: list[float] = []
+    highs: list[float] = []
+    bounds: dict[str, None] = {}  # in the order of the runs
+    shown = {"iwae": "-IWAE bound", "elbo": "-ELBO", "-loss": "loss"}
+    for colour, (name, metrics) in zip(_CURVE_COLOURS, runs.items(), strict=False):
+        pts = [
+            (int(r["epoch"]), trained_bound(r[split]))
+            for r in metrics
+            if isinstance(r, Mapping) and isinstance(r.get(split), Mapping)
+        ]
+        if not pts:
+            raise ValueError(
+                f"{name} has no {split} scores in its metrics.jsonl (choose another split: "
+                "train, valid or test)"
+            )
+        epochs = np.array([e for e, _ in pts])
+        values = np.array([-v for _, (_, v) in pts])
+        bound = pts[0][1][0]
+        bounds[bound] = None
+        i = int(np.nanargmin(values))
+        label = (
+            f"{name} ({shown[bound]}): best {values[i]:.2f} at epoch {epochs[i]} of {epochs[-1]}"
+        )
+        ax.plot(epochs, values, color=colour, lw=1.2, label=label)
+        ax.plot([epochs[i]], [values[i]], "o", color=colour, ms=5)
+        lows.append(values[i])
+        highs.append(values[min(len(values) - 1, len(values) // 20)])
+    low, high = min(lows), max(highs)
+    pad = 0.05 * max(high - low, 1e-6)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_ylabel(f"{' / '.join(shown[b] for b in bounds)} on {split} (nats)")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+_CURVE_COLOURS = [colormaps["tab10"](i) for i in range(10)] * 10
 
 
 def latent_traversal(

@@ -26,7 +26,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +52,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_metrics",
+    "trained_bound",
     "checkpoint_dirs",
     "latest_checkpoint",
 ]
@@ -165,6 +166,22 @@ def load_weights(path: Path, module: torch.nn.Module) -> None:
         raise RunError(
             f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0]})"
         ) from None
+
+
+def trained_bound(terms: Mapping[str, float]) -> tuple[str, float]:
+    """The bound an objective trains, from one split's terms (higher is better): the IWAE
+    bound, else the ELBO, else minus the loss (the plain autoencoder has no bound).
+
+    It picks a run's best epoch (``train.keep_best``) and draws ``vaekit curves``.
+
+    Example:
+        >>> trained_bound({"loss": 90.0, "elbo": -91.0, "iwae": -90.0})
+        ('iwae', -90.0)
+    """
+    for name in ("iwae", "elbo"):
+        if name in terms:
+            return name, float(terms[name])
+    return "-loss", -float(terms["loss"])
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ from vaekit.rundir import (
     atomic_write,
     read_metrics,
     save_weights,
+    trained_bound,
     write_json,
     write_run_files,
 )
@@ -186,15 +187,6 @@ def evaluate_split(
             sums[k] = sums[k] + s if k in sums else s
     model.train()
     return sums
-
-
-def _valid_score(terms: dict[str, float]) -> float:
-    """Higher is better: the bound the objective trains (the IWAE bound, else the ELBO), or
-    minus the loss for objectives without one (the autoencoder)."""
-    for bound in ("iwae", "elbo"):
-        if bound in terms:
-            return terms[bound]
-    return -terms["loss"]
 
 
 def _patience_spent(state: TrainState, patience: int, warmup: int) -> bool:
@@ -707,7 +699,7 @@ def _fit(
                     "lr": current_lr(),
                 }
             row["lr"] = current_lr()
-            score = _valid_score(row["valid"]) if keep_best else math.nan
+            score = trained_bound(row["valid"])[1] if keep_best else math.nan
             # NaN never counts as best.
             best = math.isfinite(score) and (state.best_score is None or score > state.best_score)
             if best:
