@@ -1,7 +1,7 @@
 """One contract for every combination of parts that makes sense.
 
 posterior (gaussian, +planar, +iaf, implicit, point) x prior (normal, mog, vamp) x
-likelihood (six heads) x objective (elbo, iwae, avb, ae) x network (mlp, conv); the
+likelihood (six heads) x objective (elbo, iwae, iwae with DReG, avb, ae) x network (mlp, conv); the
 combinations the config validator accepts are the ones that make sense (a point or
 implicit posterior has no density, the VampPrior needs the Gaussian posterior, ...),
 so the list below is built by asking it.
@@ -40,7 +40,8 @@ LIKELIHOODS = [
     "categorical",
     "discretized-logistic",
 ]
-OBJECTIVES = ["elbo", "iwae", "avb", "ae"]
+# iwae-dreg: the IWAE bound with the doubly reparameterised gradient (objective.gradient).
+OBJECTIVES = ["elbo", "iwae", "iwae-dreg", "avb", "ae"]
 NETS = ["mlp", "conv"]
 
 
@@ -50,7 +51,8 @@ def _overrides(post: str, flow: str, prior: str, lik: str, obj: str, net: str) -
         f"model.flow={flow}",
         f"model.prior={prior}",
         f"model.likelihood={lik}",
-        f"objective.name={obj}",
+        f"objective.name={obj.removesuffix('-dreg')}",
+        f"objective.gradient={'dreg' if obj.endswith('-dreg') else 'standard'}",
         f"model.encoder.type={net}",
         "model.latent_dim=3",
         "model.encoder.hidden=[24]",

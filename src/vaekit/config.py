@@ -141,6 +141,10 @@ class ObjectiveConfig:
     free_bits: float = 0.0
     # avb: hidden widths of the discriminator T(x, z).
     discriminator: list[int] = field(default_factory=lambda: [256, 256])
+    # iwae: the encoder's gradient estimator: standard, or dreg (doubly reparameterised,
+    # Tucker et al. 2019): the same expectation with less variance, which grows with k;
+    # with samples = 1 it is "sticking the landing" (Roeder et al. 2017). Gaussian posterior.
+    gradient: str = "standard"
 
 
 @dataclass
@@ -336,6 +340,13 @@ def _check_objective(m: ModelConfig, o: ObjectiveConfig) -> None:
         raise ConfigError(
             "objective.beta, warmup_epochs and free_bits weight the ELBO's KL term; the IWAE bound has "
             "no separate KL term: leave them at 1, 0 and 0 (or use objective.name=elbo)"
+        )
+    _choice("objective.gradient", o.gradient, ["standard", "dreg"])
+    if o.gradient == "dreg" and (o.name != "iwae" or m.posterior != "gaussian" or m.flow != "none"):
+        raise ConfigError(
+            "objective.gradient=dreg is the IWAE bound's estimator for a Gaussian posterior: it "
+            "needs objective.name=iwae, model.posterior=gaussian and model.flow=none (use "
+            "objective.samples=1 for the single-sample ELBO)"
         )
     if o.free_bits and o.name != "elbo":
         raise ConfigError(

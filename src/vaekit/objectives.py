@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaekit.distributions import sample_with_log_prob
 from vaekit.nn import MLP
@@ -242,9 +242,10 @@ class IWAE(Objective):
         True
     """
 
-    def __init__(self, samples: int = 1) -> None:
+    def __init__(self, samples: int = 1, gradient: str = "standard") -> None:
         super().__init__()
         self.samples = samples
+        self.gradient = gradient
 
     def log_weights(
         self, model: VAE, x: Tensor, y: Tensor | None = None
@@ -257,12 +258,51 @@ class IWAE(Objective):
         return log_px + log_pz - log_q, log_px, log_pz, log_q
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        if self.gradient == "dreg":
+            return self._dreg(model, x, y)
         log_w, log_px, log_pz, log_q = self.log_weights(model, x, y)
         iwae = iwae_bound(log_w)
+        return ObjectiveOutput(-iwae.mean(), self._terms(iwae, log_px, log_pz, log_q))
+
+    @staticmethod
+    def _terms(iwae: Tensor, log_px: Tensor, log_pz: Tensor, log_q: Tensor) -> dict[str, Tensor]:
         recon = -log_px.mean(0)
         kl = (log_q - log_pz).mean(0)
-        terms = {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
-        return ObjectiveOutput(-iwae.mean(), terms)
+        return {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
+
+    def _dreg(self, model: VAE, x: Tensor, y: Tensor | None) -> ObjectiveOutput:
+        """The bound with the doubly reparameterised gradient (Tucker et al. 2019).
+
+        With normalised weights ``w_s = softmax(log w)``, the encoder's gradient is
+        ``sum_s w_s^2 d log w_s / dz_s  dz_s / dphi`` with q's parameters held fixed in
+        ``log q(z_s)``; every other parameter (decoder, prior) gets the usual
+        ``sum_s w_s grad log w_s``. One backward does both: the surrogate
+        ``sum_s w_s log w_s`` gives the second, and a hook on z multiplies the gradient that
+        reaches z by ``w_s`` once more. The loss's value is still minus the bound.
+        """
+        q = model.encode(x, y)
+        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+            raise TypeError(
+                f"objective.gradient=dreg needs a diagonal Gaussian posterior, got {type(q).__name__}"
+            )
+        z = q.rsample((self.samples,))
+        fixed = Independent(
+            Normal(q.base_dist.loc.detach(), q.base_dist.scale.detach(), validate_args=False),
+            q.reinterpreted_batch_ndims,
+            validate_args=False,
+        )
+        log_q = fixed.log_prob(z)
+        log_px = model.decode(z, y).log_prob(x)
+        log_pz = model.prior.log_prob(z)
+        log_w = log_px + log_pz - log_q
+        iwae = iwae_bound(log_w)
+        w = torch.softmax(log_w.detach(), dim=0)
+        if z.requires_grad:
+            z.register_hook(lambda g: g * w.unsqueeze(-1))
+        surrogate = (w * log_w).sum(0)
+        # Value: minus the bound; gradient: minus the surrogate's.
+        loss = -(iwae.detach() + surrogate - surrogate.detach()).mean()
+        return ObjectiveOutput(loss, self._terms(iwae, log_px, log_pz, log_q))
 
 
 class Discriminator(nn.Module):
@@ -383,7 +423,7 @@ class AutoencoderLoss(Objective):
 
 OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     "elbo": lambda o: ELBO(o.samples, o.beta, o.kl, o.warmup_epochs, o.free_bits),
-    "iwae": lambda o: IWAE(o.samples),
+    "iwae": lambda o: IWAE(o.samples, o.gradient),
     "avb": lambda o: AVB(o.samples, o.beta, o.warmup_epochs, o.discriminator),
     "ae": lambda o: AutoencoderLoss(),
 }
