@@ -48,7 +48,7 @@ def test_train_then_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert cfg["model"]["encoder"]["hidden"] == [16]  # the resolved config, overrides applied
 
     assert main(["evaluate", str(run), "--k", "50"]) == 0
-    result = json.loads((run / "eval.json").read_text())
+    result = json.loads((run / "eval-k50.json").read_text())
     assert result["n"] == 359 and np.isclose(result["elbo"], -(result["recon"] + result["kl"]))
 
     assert main(["sample", str(run), "--n", "16"]) == 0
@@ -121,7 +121,7 @@ def test_autoencoder_run(tmp_path: Path) -> None:
     q = r.encode(torch.rand(3, 1, 8, 8))
     assert torch.equal(q.variance, torch.zeros(3, 2))
     assert main(["evaluate", str(run), "--k", "50"]) == 0
-    assert "recon" in json.loads((run / "eval.json").read_text())
+    assert "recon" in json.loads((run / "eval-k50.json").read_text())
 
 
 @pytest.mark.parametrize(

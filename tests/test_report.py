@@ -48,7 +48,7 @@ def test_report_is_self_contained_with_metrics_and_figures(vae: vaekit.Run) -> N
     assert path == vae.dir / "report.html"
     text = path.read_text()
     _assert_self_contained(text)
-    results = json.loads((vae.dir / "eval.json").read_text())
+    results = json.loads((vae.dir / "eval-k5.json").read_text())
     assert results["k"] == 5
     # The metrics table holds our numbers as shown.
     assert (
@@ -65,16 +65,35 @@ def test_report_is_self_contained_with_metrics_and_figures(vae: vaekit.Run) -> N
     assert "latent_dim: 2" in text  # the config
 
 
-def test_report_reuses_eval_json(vae: vaekit.Run) -> None:
-    (vae.dir / "eval.json").write_text(
-        json.dumps({**json.loads((vae.dir / "eval.json").read_text()), "nll": 12345.678})
-    )
+def test_report_reuses_the_most_thorough_saved_evaluation(vae: vaekit.Run) -> None:
+    k5 = json.loads((vae.dir / "eval-k5.json").read_text())
+    (vae.dir / "eval-k5.json").write_text(json.dumps({**k5, "nll": 12345.678}))
     assert load_or_evaluate(vae)["nll"] == 12345.678
-    # A new k re-evaluates and overwrites it.
-    assert load_or_evaluate(vae, k=3, threads=1)["nll"] != 12345.678
-    # An old-style eval.json (no k) is not trusted.
+    # A new k evaluates anew, beside the saved one; the highest k is the one reused.
+    assert load_or_evaluate(vae, k=7, threads=1)["nll"] != 12345.678
+    assert json.loads((vae.dir / "eval-k5.json").read_text())["nll"] == 12345.678
+    assert load_or_evaluate(vae)["k"] == 7
+    # Files it cannot trust are passed over: no k, another split, an earlier epoch.
+    for path in vae.dir.glob("eval*.json"):
+        path.unlink()
     (vae.dir / "eval.json").write_text(json.dumps({"elbo": -1.0}))
+    (vae.dir / "eval-k9.json").write_text(json.dumps({**k5, "k": 9, "split": "valid"}))
+    (vae.dir / "eval-k8.json").write_text(json.dumps({**k5, "k": 8, "epoch": 1}))
     assert load_or_evaluate(vae, threads=1, default_k=2)["k"] == 2
+
+
+def test_evaluations_with_other_settings_never_replace_each_other(
+    vae: vaekit.Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = str(vae.dir)
+    assert main(["evaluate", run, "--k", "6", "--threads", "1"]) == 0
+    first = (vae.dir / "eval-k6.json").read_text()
+    assert main(["evaluate", run, "--k", "3", "--limit", "40", "--threads", "1"]) == 0
+    assert main(["evaluate", run, "--k", "3", "--split", "train", "--limit", "40"]) == 0
+    capsys.readouterr()
+    assert (vae.dir / "eval-k6.json").read_text() == first
+    assert json.loads((vae.dir / "eval-n40-k3.json").read_text())["n"] == 40
+    assert json.loads((vae.dir / "eval-train-n40-k3.json").read_text())["split"] == "train"
 
 
 def test_published_numbers_appear_for_binarized_mnist(vae: vaekit.Run) -> None:

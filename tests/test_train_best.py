@@ -71,12 +71,12 @@ def test_evaluate_best_writes_its_own_file(
 ) -> None:
     run = train_tiny(tmp_path / "run", VALID, "train.epochs=3")
     assert main(["evaluate", str(run), "--k", "4", "--weights", "best"]) == 0
-    result = json.loads((run / "eval-best.json").read_text())
+    result = json.loads((run / "eval-best-k4.json").read_text())
     assert result["weights"] == "best"
     assert result["epoch"] == read_metrics(run)[-1]["best_epoch"]
-    assert not (run / "eval.json").exists()
+    assert not (run / "eval-k4.json").exists()
     assert main(["evaluate", str(run), "--k", "4"]) == 0
-    assert json.loads((run / "eval.json").read_text())["weights"] == "last"
+    assert json.loads((run / "eval-k4.json").read_text())["weights"] == "last"
     capsys.readouterr()
     bare = train_tiny(tmp_path / "bare")
     assert main(["evaluate", str(bare), "--k", "4", "--weights", "best"]) == 2

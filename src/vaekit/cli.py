@@ -140,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show a progress bar (default: when the terminal is interactive)",
     )
-    p.add_argument("--out", default=None, help="JSON file to write (default: RUN/eval.json)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON file to write (default: RUN/eval.json for the whole test split at k = 5000, "
+        "else a name with the settings, e.g. RUN/eval-k100.json)",
+    )
     _weights(p)
     _common(p)
 
@@ -188,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--k",
         type=int,
         default=None,
-        help="evaluate with k importance samples (default: reuse RUN/eval.json, else k=100)",
+        help="evaluate with k importance samples (default: reuse the run's saved evaluation "
+        "with the highest k, else k=100)",
     )
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the evaluation")
@@ -336,7 +342,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out) if a.out else run.dir / eval_file_name(run)
+    name = eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
+    out = Path(a.out) if a.out else run.dir / name
     write_json(out, result)
     print(json.dumps(result, indent=2))
     return 0

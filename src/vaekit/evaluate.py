@@ -21,12 +21,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +56,8 @@ __all__ = [
     "active_units",
     "classifier_accuracy",
     "eval_file_name",
+    "saved_evaluation",
+    "STANDARD_K",
     "evaluate_run",
     "num_threads",
     "available_cpus",
@@ -509,9 +514,62 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def eval_file_name(run: Run) -> str:
-    """Where a run's evaluation is saved: ``eval.json``, or ``eval-best.json`` for its best weights."""
-    return "eval-best.json" if getattr(run, "weights", "last") == "best" else "eval.json"
+# The literature's importance-sample count for test NLL; its evaluation is RUN/eval.json.
+STANDARD_K = 5000
+
+
+def eval_file_name(run: Run, *, split: str = "test", k: int = STANDARD_K, limit: int = 0) -> str:
+    """Where an evaluation is saved, named by what it is, so that a quick check never
+    replaces a long evaluation.
+
+    The standard one, the whole test split at k = 5000, is ``eval.json`` (``eval-best.json``
+    for the best weights); any other setting adds itself to the name.
+
+    Example:
+        >>> class R:  # a loaded run of its last weights
+        ...     weights = "last"
+        >>> eval_file_name(R()), eval_file_name(R(), k=100), eval_file_name(R(), split="valid", limit=500)
+        ('eval.json', 'eval-k100.json', 'eval-valid-n500.json')
+    """
+    parts = ["eval"]
+    if getattr(run, "weights", "last") == "best":
+        parts.append("best")
+    if split != "test":
+        parts.append(split)
+    if limit:
+        parts.append(f"n{limit}")
+    if k != STANDARD_K:
+        parts.append(f"k{k}")
+    return "-".join(parts) + ".json"
+
+
+def saved_evaluation(run: Run) -> dict[str, Any] | None:
+    """The most thorough saved evaluation (highest k) of the whole test split for the
+    run's loaded weights, or None when there is none; files of other weights, of an
+    earlier epoch, of part of the split or of another split are ignored."""
+    weights = getattr(run, "weights", "last")
+    prefix = "eval-best" if weights == "best" else "eval"
+    pattern = re.compile(re.escape(prefix) + r"(?:-k(\d+))?\.json")
+    found: dict[str, Any] | None = None
+    for path in sorted(Path(run.dir).glob(prefix + "*.json")):
+        if not pattern.fullmatch(path.name):
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not (
+            isinstance(saved, dict)
+            and isinstance(saved.get("k"), int)
+            and "nll" in saved
+            and saved.get("split") == "test"
+            and saved.get("weights", "last") == weights
+            and saved.get("epoch") == getattr(run, "weights_epoch", None)
+        ):
+            continue
+        if found is None or saved["k"] > found["k"]:
+            found = saved
+    return found
 
 
 def evaluate_run(

@@ -16,7 +16,6 @@ import base64
 import datetime as _dt
 import html
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,29 +199,21 @@ def load_or_evaluate(
     threads: int | None = None,
     default_k: int = 100,
 ) -> dict[str, Any]:
-    """The run's evaluation: RUN/eval.json when it is there and ``k`` is None, else a new
-    evaluation with ``k`` (default ``default_k``) importance samples, saved to eval.json."""
-    from vaekit.evaluate import eval_file_name, evaluate_run
+    """The run's evaluation: when ``k`` is None, the most thorough one saved for these
+    weights (:func:`vaekit.evaluate.saved_evaluation`); else, or when there is none, a new
+    evaluation with ``k`` (default ``default_k``) importance samples, saved beside the
+    others (``eval-k100.json``, say)."""
+    from vaekit.evaluate import eval_file_name, evaluate_run, saved_evaluation
 
-    path = run.dir / eval_file_name(run)
-    if k is None and path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            saved = None
-        # Only a complete evaluation of the test split is reused (older files lack "k").
-        if (
-            isinstance(saved, dict)
-            and "k" in saved
-            and "nll" in saved
-            and saved.get("split") == "test"
-            and saved.get("weights", "last") == getattr(run, "weights", "last")
-        ):
+    if k is None:
+        saved = saved_evaluation(run)
+        if saved is not None:
             return saved
+    k = k or default_k
     result = evaluate_run(
-        run, k=k or default_k, dataset=dataset, data_dir=data_dir, threads=threads, progress=False
+        run, k=k, dataset=dataset, data_dir=data_dir, threads=threads, progress=False
     )
-    write_json(path, result)
+    write_json(run.dir / eval_file_name(run, k=k), result)
     return result
 
 
@@ -517,7 +508,7 @@ def write_report(
     data_dir: str | None = None,
     threads: int | None = None,
 ) -> Path:
-    """Evaluate (or reuse RUN/eval.json), draw every applicable figure, and write the
+    """Evaluate (or reuse the run's most thorough saved evaluation), draw every applicable figure, and write the
     report (default RUN/report.html). Returns its path."""
     from vaekit.plots import applicable_figures, run_figures
 
