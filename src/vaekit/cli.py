@@ -6,6 +6,7 @@
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
     vaekit curves RUN [RUN ...] [--split valid|test|train] [--out FILE]
+    vaekit summary RUN [RUN ...] [--format markdown|csv|json] [--out FILE]
     vaekit report RUN [--k K]
     vaekit sample RUN [--n 64] [--label K]
     vaekit reconstruct RUN [--n 16]
@@ -186,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
     p.add_argument("--out", default=None, help="PNG file to write (default: curves-SPLIT.png)")
     p.add_argument("--dpi", type=int, default=100)
+
+    p = sub.add_parser(
+        "summary",
+        help="one table of many runs: epochs, best epoch, time, saved NLL / ELBO / bits per dim",
+        description="A row per run from what training and `vaekit evaluate` saved (it "
+        "evaluates nothing): the README's benchmark tables, rebuilt from your runs.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+    p.add_argument("--out", default=None, help="file to write (default: print)")
 
     p = sub.add_parser("report", help="one self-contained HTML report of a run (RUN/report.html)")
     p.add_argument("run")
@@ -392,6 +403,26 @@ def cmd_curves(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(a: argparse.Namespace) -> int:
+    from vaekit.rundir import RunError
+    from vaekit.summary import format_rows, summarize
+
+    try:
+        text = format_rows(summarize(a.runs), a.format)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.out:
+        from vaekit.rundir import atomic_write
+
+        with atomic_write(Path(a.out), "w") as f:
+            f.write(text)
+        print(f"wrote {a.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_compare(a: argparse.Namespace) -> int:
     from vaekit.plots import compare_runs, random_subset
     from vaekit.rundir import load
@@ -591,6 +622,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plot": cmd_plot,
     "compare": cmd_compare,
     "curves": cmd_curves,
+    "summary": cmd_summary,
     "report": cmd_report,
     "sample": cmd_sample,
     "reconstruct": cmd_reconstruct,

@@ -1,0 +1,164 @@
+"""One table of many runs: what each one trains, how far it got, and its saved evaluation.
+
+``vaekit summary runs/*`` prints it as Markdown (the way to rebuild the README's
+benchmark tables from your own runs), CSV or JSON. It reads only what training and
+``vaekit evaluate`` wrote; it evaluates nothing.
+
+Example:
+    >>> rows = summarize(["runs/bmnist_vamp"])                # doctest: +SKIP
+    >>> print(format_rows(rows, "markdown"))                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vaekit.rundir import BEST_WEIGHTS, RunError, load, read_metrics, trained_bound
+
+__all__ = ["COLUMNS", "summarize", "summarize_run", "format_rows"]
+
+# The columns of a row, in order.
+COLUMNS = (
+    "run",
+    "dataset",
+    "model",
+    "objective",
+    "epochs",
+    "best_epoch",
+    "train_hours",
+    "test_bound",
+    "weights",
+    "k",
+    "nll",
+    "nll_se",
+    "elbo",
+    "bits_per_dim",
+    "active_units",
+)
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    enc = model.get("encoder") or {}
+    widths = "-".join(str(w) for w in enc.get("hidden", [])) if enc.get("type") == "mlp" else ""
+    net = f"mlp {widths}".strip() if enc.get("type") == "mlp" else str(enc.get("type", "?"))
+    post = model.get("posterior", "?")
+    if model.get("flow", "none") != "none":
+        post += f"+{model['flow']}{model.get('flow_length', '')}"
+    return f"{net}, z={model.get('latent_dim')}, {post}, {model.get('prior')} prior, {model.get('likelihood')}"
+
+
+def _objective_text(obj: dict[str, Any]) -> str:
+    name = str(obj.get("name", "?"))
+    if name == "iwae":
+        grad = " dreg" if obj.get("gradient") == "dreg" else ""
+        return f"iwae k={obj.get('samples')}{grad}"
+    extra = []
+    if name in ("elbo", "avb"):
+        if obj.get("beta", 1.0) != 1.0:
+            extra.append(f"beta={obj['beta']:g}")
+        if obj.get("warmup_epochs"):
+            extra.append(f"warm-up {obj['warmup_epochs']}")
+        if obj.get("samples", 1) != 1:
+            extra.append(f"S={obj['samples']}")
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """One row (see :data:`COLUMNS`) for a run directory.
+
+    The evaluation is the most thorough saved one of the best weights when there is one,
+    else of the last weights (:func:`vaekit.evaluate.saved_evaluation`); ``test_bound``
+    is the bound the run trains on the test split at its best epoch (else its last).
+    """
+    from vaekit.evaluate import saved_evaluation
+
+    path = Path(run_dir)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise RunError(
+            f"{path} is not a run directory (no config.json); pass what `vaekit train` wrote"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise RunError(f"{config_path} is not valid JSON ({e})") from e
+    rows = read_metrics(path)
+    last = rows[-1] if rows else {}
+    best_epoch = last.get("best_epoch")
+    at = rows[best_epoch - 1] if best_epoch and best_epoch <= len(rows) else last
+    test = at.get("test")
+    saved = None
+    for weights in ("best", "last"):
+        if weights == "best" and not (path / BEST_WEIGHTS).is_file():
+            continue
+        saved = saved_evaluation(load(path, weights=weights))
+        if saved is not None:
+            break
+    row: dict[str, Any] = {
+        "run": path.resolve().name,
+        "dataset": config.get("data", {}).get("name"),
+        "model": _model_text(config.get("model", {})),
+        "objective": _objective_text(config.get("objective", {})),
+        "epochs": last.get("epoch", 0),
+        "best_epoch": best_epoch,
+        "train_hours": sum(float(r.get("train_seconds", 0.0)) for r in rows) / 3600,
+        "test_bound": trained_bound(test)[1] if isinstance(test, dict) else None,
+        "weights": None,
+        "k": None,
+        "nll": None,
+        "nll_se": None,
+        "elbo": None,
+        "bits_per_dim": None,
+        "active_units": None,
+    }
+    if saved is not None:
+        row["weights"] = f"{saved.get('weights', 'last')}@{saved.get('epoch')}"
+        for key in ("k", "nll", "nll_se", "elbo", "bits_per_dim", "active_units"):
+            row[key] = saved.get(key)
+    return row
+
+
+def summarize(run_dirs: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """A row per run directory, in the order given."""
+    return [summarize_run(d) for d in run_dirs]
+
+
+def _cell(key: str, row: dict[str, Any]) -> str:
+    v = row.get(key)
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if key == "nll":
+        se = row.get("nll_se")
+        return f"{v:.2f} ± {se:.2f}" if isinstance(se, float) else f"{v:.2f}"
+    if key == "train_hours":
+        return f"{v:.2f}"
+    if key == "bits_per_dim":
+        return f"{v:.3f}"
+    if isinstance(v, float):
+        return f"{v:.2f}".replace("-", "−")
+    return str(v)
+
+
+def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "markdown") -> str:
+    """The rows as a Markdown table (NLL with its standard error), CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    if fmt != "markdown":
+        raise ValueError(f"format must be markdown, csv or json, got {fmt!r}")
+    shown = [c for c in COLUMNS if c != "nll_se"]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(_cell(c, r) for c in shown) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
