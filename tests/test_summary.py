@@ -64,3 +64,9 @@ def test_cli_summary(
     assert out.read_text().startswith("run,dataset,")
     assert main(["summary", str(tmp_path / "missing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+    # A run killed before its first epoch has a config and nothing else: still a row.
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "config.json").write_text((runs[1] / "config.json").read_text())
+    (row,) = summarize([early])
+    assert (row["epochs"], row["nll"], row["test_bound"]) == (0, None, None)

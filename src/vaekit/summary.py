@@ -98,7 +98,10 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     for weights in ("best", "last"):
         if weights == "best" and not (path / BEST_WEIGHTS).is_file():
             continue
-        saved = saved_evaluation(load(path, weights=weights))
+        try:
+            saved = saved_evaluation(load(path, weights=weights))
+        except RunError:  # no weights yet (killed before its first epoch): no evaluation
+            saved = None
         if saved is not None:
             break
     row: dict[str, Any] = {
