@@ -126,3 +126,31 @@ def test_gradients_reach_every_parameter() -> None:
     ELBO(samples=2)(model, torch.rand(4, *SHAPE).round()).loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+def test_network_precision_runs_only_the_networks_in_bfloat16(net: str) -> None:
+    from vaekit.model import network_precision
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=3, encoder=NetConfig(type=net, hidden=[16], channels=[4, 8]))
+    model = build_model(cfg, (1, 8, 8))
+    seen: list[torch.dtype] = []
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            layer.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.rand(5, 1, 8, 8).round()
+    with network_precision(torch.bfloat16):
+        q = model.encode(x)
+        px = model.decode(q.rsample((2,)))
+        log_px = px.log_prob(x)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert q.mean.dtype == log_px.dtype == torch.float32
+    # The same model in float32 (outside the block) agrees to bfloat16's precision.
+    seen.clear()
+    with torch.no_grad():
+        q32 = model.encode(x)
+    assert set(seen) == {torch.float32}
+    torch.testing.assert_close(q.mean, q32.mean, atol=0.05, rtol=0.05)
+    with network_precision(None):
+        assert model.encode(x).mean.dtype == torch.float32

@@ -139,6 +139,14 @@ CONFIGS = {
         "objective.name=iwae",
         "objective.samples=4",
     ],
+    # Networks in bfloat16 (autocast) and the IWAE bound's doubly reparameterised gradient.
+    "bf16-iwae-dreg": [
+        "train.precision=bf16",
+        "objective.name=iwae",
+        "objective.samples=3",
+        "objective.gradient=dreg",
+        "data.valid_fraction=0.25",
+    ],
     "conditional-ae-sgd": [
         "model.posterior=point",
         "objective.name=ae",

@@ -163,6 +163,10 @@ class TrainConfig:
     eval_batch_size: int = 1000
     # 0 leaves torch's default thread count.
     threads: int = 0
+    # fp32 | bf16: the encoder and decoder networks' matrix products in bfloat16 during
+    # training steps (autocast); posteriors, priors, flows, likelihoods and every
+    # evaluation stay in float32. About 1.4x faster steps on CPUs with AVX-512 BF16.
+    precision: str = "fp32"
     # Learning-rate schedule, a factor on lr by epoch: none | cosine | burda (Burda et al. 2016).
     lr_schedule: str = "none"
     # Write a checkpoint every this many epochs (the last epoch always writes one).
@@ -264,6 +268,7 @@ class Config:
         _positive("train.max_bad_steps", t.max_bad_steps)
         _choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
         _choice("train.lr_schedule", t.lr_schedule, ["none", "cosine", "burda"])
+        _choice("train.precision", t.precision, ["fp32", "bf16"])
         if not 0 <= t.seed < 2**32:
             raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {t.seed}")
         if t.threads > 4096:

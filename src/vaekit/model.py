@@ -16,7 +16,9 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,43 @@ from torch.distributions import Distribution
 from vaekit.config import ModelConfig
 from vaekit.nn import build_decoder_net, build_encoder_net
 
-__all__ = ["Encoder", "Decoder", "VAE", "build_model"]
+__all__ = ["Encoder", "Decoder", "VAE", "build_model", "network_precision"]
+
+# The dtype the encoder and decoder networks compute in (None: their parameters' own).
+_NETWORK_DTYPE: ContextVar[torch.dtype | None] = ContextVar("vaekit_network_dtype", default=None)
+
+
+@contextmanager
+def network_precision(dtype: torch.dtype | None) -> Iterator[None]:
+    """Run the encoder and decoder *networks* in ``dtype`` (torch.bfloat16) inside the block.
+
+    Only the networks' matrix products and convolutions go to the lower precision (by
+    autocast); their outputs come back as float32 before any posterior, prior, flow or
+    likelihood sees them, so every log-density is computed in float32. ``None`` is a
+    no-op. The trainer uses it for ``train.precision=bf16``; evaluation never does.
+
+    Example:
+        >>> model = build_model(ModelConfig(latent_dim=2), data_shape=(1, 8, 8))
+        >>> with network_precision(torch.bfloat16):
+        ...     q = model.encode(torch.rand(5, 1, 8, 8))
+        >>> q.mean.dtype
+        torch.float32
+    """
+    token = _NETWORK_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _NETWORK_DTYPE.reset(token)
+
+
+def _run_net(net: nn.Module, x: Tensor, ctx: Tensor | None) -> Tensor:
+    dtype = _NETWORK_DTYPE.get()
+    if dtype is None:
+        out: Tensor = net(x, ctx)
+        return out
+    with torch.autocast(device_type=x.device.type, dtype=dtype):
+        out = net(x, ctx)
+    return out.float()
 
 
 def _one_hot(y: Tensor | None, num_classes: int) -> Tensor | None:
@@ -56,7 +94,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         ctx = _one_hot(y, self.num_classes)
-        dist: Distribution = self.head(self.net(x, ctx))
+        dist: Distribution = self.head(_run_net(self.net, x, ctx))
         return dist
 
 
@@ -81,9 +119,9 @@ class Decoder(nn.Module):
         ctx = _one_hot(y, self.num_classes)
         if ctx is not None:
             ctx = ctx.expand(*batch, ctx.shape[-1]).reshape(-1, ctx.shape[-1])
-        params = self.net(z.reshape(-1, z.shape[-1]), ctx)
-        k = self.head.params_per_element
-        dist: Distribution = self.head(params.reshape(*batch, k, *self.data_shape))
+        params = _run_net(self.net, z.reshape(-1, z.shape[-1]), ctx)
+        # (..., params_per_element, *data_shape): the head's k raw outputs per element.
+        dist: Distribution = self.head(params.reshape(*batch, -1, *self.data_shape))
         return dist
 
 

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
 from vaekit.data import Dataset, Split, hold_out_validation, load_dataset
 from vaekit.errors import VaekitError
-from vaekit.model import VAE, build_model
+from vaekit.model import VAE, build_model, network_precision
 from vaekit.objectives import Objective, build_objective
 from vaekit.rundir import (
     BEST_WEIGHTS,
@@ -393,6 +393,12 @@ def _fit(
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device, dist)
+    compute_dtype = torch.bfloat16 if t.precision == "bf16" else None
+    if compute_dtype is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"train.precision=bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+            "has none: use train.precision=fp32"
+        )
     faults = FaultInjector.from_env()
 
     # -- data: every split a tensor on the device; batches are index slices ----------------
@@ -625,7 +631,8 @@ def _fit(
                 y = None if train.y is None else train.y[idx]
                 if dynamic:
                     x = torch.bernoulli(x)
-                loss, terms, losses = step_module(x, y)
+                with network_precision(compute_dtype):
+                    loss, terms, losses = step_module(x, y)
                 for o in optimizers.values():
                     o.zero_grad(set_to_none=True)
                 if losses is None:
