@@ -82,8 +82,10 @@ def test_patience_flag_sets_early_stopping_for_new_and_resumed_runs(tmp_path: Pa
     cfg = write_config(tmp_path, data={"name": "digits", "valid_fraction": 0.2})
     assert main(["train", "-c", str(cfg), "--out", str(run), "--patience", "7", *TINY]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["patience"] == 7
-    assert main(["train", "--resume", str(run), "--epochs", "3", "--patience", "0"]) == 0
-    assert json.loads((run / "config.json").read_text())["train"]["patience"] == 0
+    resume = ["train", "--resume", str(run), "--epochs", "3", "--patience", "0", "--threads", "1"]
+    assert main(resume) == 0
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["patience"], train["threads"]) == (0, 1)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     # Without a validation split there is nothing to stop on: a clear error, exit 2.
     other = write_config(tmp_path)

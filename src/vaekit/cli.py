@@ -1,7 +1,7 @@
 """Command line: thin subcommands over the library.
 
     vaekit train --config FILE [--dataset NAME_OR_PATH] [--epochs N] [--out RUN] [--seed S] [--set k=v ...]
-    vaekit train --resume RUN [--epochs N] [--patience N]
+    vaekit train --resume RUN [--epochs N] [--patience N] [--threads N]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="early stopping: end after N epochs without a better validation score "
         "(train.patience; 0 = off)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads (train.threads; 0 = torch's default); may change on --resume",
     )
     p.add_argument(
         "--out", "-o", default=None, help="run directory to write (default: runs/<config name>)"
@@ -289,8 +296,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
         if a.config or a.overrides or a.dataset or a.seed is not None:
             print(
-                "error: --resume continues a run with its own config; only --epochs and "
-                "--patience may change",
+                "error: --resume continues a run with its own config; only --epochs, "
+                "--patience and --threads may change",
                 file=sys.stderr,
             )
             return 2
@@ -300,6 +307,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             resume=True,
             epochs=a.epochs,
             patience=a.patience,
+            threads=a.threads,
             data_dir=a.data_dir,
             progress=a.progress,
         )
@@ -311,6 +319,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         overrides.append(f"train.epochs={a.epochs}")
     if a.patience is not None:
         overrides.append(f"train.patience={a.patience}")
+    if a.threads is not None:
+        overrides.append(f"train.threads={a.threads}")
     if a.seed is not None:
         overrides.append(f"train.seed={a.seed}")
     if a.device:

@@ -332,6 +332,7 @@ def fit(
     progress: bool | None = None,
     log: Any = None,
     patience: int | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
 
@@ -339,8 +340,10 @@ def fit(
     ``train.batch_size`` times the number of processes (see the module docstring).
     Raises :class:`TrainingInterrupted` (a KeyboardInterrupt) after SIGINT/SIGTERM once
     a checkpoint is written, and :class:`TrainingError` when training diverges.
-    ``epochs`` and ``patience`` replace ``train.epochs`` and ``train.patience`` (on resume
-    too: the run's config.json records the new values).
+    ``epochs``, ``patience`` and ``threads`` replace those ``train.*`` settings (on resume
+    too: the run's config.json records the new values). A resumed run is bit-identical
+    to an uninterrupted one at the same thread count; another count changes the order of
+    floating-point sums, so only the last bits.
 
     Example:
         >>> from vaekit.config import load_config
@@ -351,7 +354,8 @@ def fit(
     log = log or sys.stdout
     dist = setup_distributed()
     try:
-        history = _fit(cfg, run_dir, resume, epochs, patience, data_dir, progress, log, dist)
+        changes = {"epochs": epochs, "patience": patience, "threads": threads}
+        history = _fit(cfg, run_dir, resume, changes, data_dir, progress, log, dist)
     except TrainingInterrupted:
         teardown_distributed(dist)  # every rank stopped at the same agreed point
         raise
@@ -366,8 +370,7 @@ def _fit(
     cfg: Config | None,
     run_dir: Path,
     resume: bool,
-    epochs: int | None,
-    patience: int | None,
+    changes: dict[str, int | None],
     data_dir: str | None,
     progress: bool | None,
     log: Any,
@@ -378,14 +381,13 @@ def _fit(
         cfg = _read_run_config(run_dir)
     if cfg is None:
         raise ConfigError("fit() needs a config, or resume=True with a run directory")
-    epochs_changed = (epochs is not None and epochs != cfg.train.epochs) or (
-        patience is not None and patience != cfg.train.patience
-    )
-    if epochs is not None:
-        cfg.train.epochs = epochs
-    if patience is not None:
-        cfg.train.patience = patience
-    if epochs_changed:
+    # Settings a resume may change (train.epochs / patience / threads).
+    changed = False
+    for key, value in changes.items():
+        if value is not None and value != getattr(cfg.train, key):
+            setattr(cfg.train, key, value)
+            changed = True
+    if changed:
         cfg.validate()
     t = cfg.train
     warmup = cfg.objective.warmup_epochs
@@ -487,8 +489,8 @@ def _fit(
                     file=log,
                 )
             return read_metrics(run_dir)
-        if main_rank and epochs_changed:
-            # config.json records how far the run is meant to go, so a later plain --resume continues to N.
+        if main_rank and changed:
+            # config.json records the new settings, so a later plain --resume keeps them.
             write_json(run_dir / "config.json", config_to_dict(cfg))
     else:
         ckdir = run_dir / "checkpoints"
