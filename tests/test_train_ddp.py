@@ -129,3 +129,23 @@ def test_sigterm_then_resume_under_torchrun_is_exact(
     r = _torchrun(["--resume", str(run)], {})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert_same_run(straight, run)
+
+
+@pytest.mark.slow
+def test_early_stopping_under_torchrun_stops_every_rank_together(
+    ddp_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    # Every rank holds the same all-reduced validation score, so all of them reach the
+    # patience limit at the same epoch and write the last checkpoint together.
+    cfg_file, _, _ = ddp_run
+    run, digests = tmp_path / "run", tmp_path / "digests"
+    args = ["--config", str(cfg_file), "--out", str(run), "--epochs", "12", "--patience", "2"]
+    args += ["--set", "data.valid_fraction=0.25", "--set", "train.lr=0.05"]
+    r = _torchrun(args, {"VAEKIT_RANK_DIGEST_DIR": str(digests)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = read_metrics(run)
+    gaps = [row["epoch"] - row["best_epoch"] for row in rows]
+    assert len(rows) < 12 and gaps[-1] == 2 and max(gaps[:-1]) < 2, gaps
+    assert r.stdout.count(f"stopped early after epoch {len(rows)}") == 1
+    d0, d1 = ((digests / f"rank-{k}.sha256").read_text() for k in (0, 1))
+    assert d0 == d1
