@@ -543,15 +543,17 @@ def eval_file_name(run: Run, *, split: str = "test", k: int = STANDARD_K, limit:
     return "-".join(parts) + ".json"
 
 
-def saved_evaluation(run: Run) -> dict[str, Any] | None:
+def saved_evaluation(
+    run_dir: str | os.PathLike[str], weights: str = "last", epoch: int | None = None
+) -> dict[str, Any] | None:
     """The most thorough saved evaluation (highest k) of the whole test split for the
-    run's loaded weights, or None when there is none; files of other weights, of an
-    earlier epoch, of part of the split or of another split are ignored."""
-    weights = getattr(run, "weights", "last")
+    given weights ("last" or "best") of the given epoch, or None when there is none;
+    files of other weights, of another epoch, of part of the split or of another split
+    are ignored. For a loaded run: ``saved_evaluation(run.dir, run.weights, run.weights_epoch)``."""
     prefix = "eval-best" if weights == "best" else "eval"
     pattern = re.compile(re.escape(prefix) + r"(?:-k(\d+))?\.json")
     found: dict[str, Any] | None = None
-    for path in sorted(Path(run.dir).glob(prefix + "*.json")):
+    for path in sorted(Path(run_dir).glob(prefix + "*.json")):
         if not pattern.fullmatch(path.name):
             continue
         try:
@@ -564,7 +566,7 @@ def saved_evaluation(run: Run) -> dict[str, Any] | None:
             and "nll" in saved
             and saved.get("split") == "test"
             and saved.get("weights", "last") == weights
-            and saved.get("epoch") == getattr(run, "weights_epoch", None)
+            and saved.get("epoch") == epoch
         ):
             continue
         if found is None or saved["k"] > found["k"]:

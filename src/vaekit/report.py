@@ -206,7 +206,7 @@ def load_or_evaluate(
     from vaekit.evaluate import eval_file_name, evaluate_run, saved_evaluation
 
     if k is None:
-        saved = saved_evaluation(run)
+        saved = saved_evaluation(run.dir, run.weights, run.weights_epoch)
         if saved is not None:
             return saved
     k = k or default_k

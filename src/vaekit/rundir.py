@@ -53,6 +53,8 @@ __all__ = [
     "load_weights",
     "read_metrics",
     "trained_bound",
+    "weights_path",
+    "read_weights_epoch",
     "checkpoint_dirs",
     "latest_checkpoint",
 ]
@@ -130,7 +132,32 @@ def save_weights(
         f.write(save(tensors, metadata=metadata))
 
 
-def _weights_epoch(path: Path) -> int | None:
+def weights_path(run_dir: Path, weights: str = "last") -> Path:
+    """The weights file that ``load(run_dir, weights=...)`` reads: ``best.safetensors``, or
+    ``model.safetensors`` (else the newest checkpoint's); a RunError says what is missing."""
+    if weights == "best":
+        path = run_dir / BEST_WEIGHTS
+        if not path.is_file():
+            raise RunError(
+                f"{run_dir}: no {BEST_WEIGHTS}; it is kept when the data has a validation "
+                "split (a dataset with one, or data.valid_fraction > 0) and train.keep_best "
+                "is true; use the last weights instead (weights='last', --weights last)"
+            )
+        return path
+    if weights == "last":
+        path = run_dir / "model.safetensors"
+        if not path.is_file():
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is None:
+                raise RunError(
+                    f"{run_dir}: no weights yet (model.safetensors is missing); train it first"
+                )
+            path = ckpt / "model.safetensors"
+        return path
+    raise RunError(f"weights must be 'last' or 'best', got {weights!r}")
+
+
+def read_weights_epoch(path: Path) -> int | None:
     """The epoch recorded in a weights file's metadata (None when it has none)."""
     try:
         with safe_open(str(path), "pt") as f:
@@ -279,28 +306,10 @@ class Run:
             raise RunError(f"{run_dir / 'config.json'}: {e}") from None
         info = _read_json(run_dir / "model.json", "data shape and classes")
         model = build_model(config.model, info["data"]["shape"], info["data"]["num_classes"])
-        if weights == "best":
-            path = run_dir / BEST_WEIGHTS
-            if not path.is_file():
-                raise RunError(
-                    f"{run_dir}: no {BEST_WEIGHTS}; it is kept when the data has a validation "
-                    "split (a dataset with one, or data.valid_fraction > 0) and train.keep_best "
-                    "is true; use the last weights instead (weights='last', --weights last)"
-                )
-        elif weights == "last":
-            path = run_dir / "model.safetensors"
-            if not path.is_file():
-                ckpt = latest_checkpoint(run_dir)
-                if ckpt is None:
-                    raise RunError(
-                        f"{run_dir}: no weights yet (model.safetensors is missing); train it first"
-                    )
-                path = ckpt / "model.safetensors"
-        else:
-            raise RunError(f"weights must be 'last' or 'best', got {weights!r}")
+        path = weights_path(run_dir, weights)
         load_weights(path, model)
         run = cls(run_dir, config, info, model.to(device))
-        run.weights, run.weights_epoch = weights, _weights_epoch(path)
+        run.weights, run.weights_epoch = weights, read_weights_epoch(path)
         return run
 
     # -- properties -------------------------------------------------------------------------

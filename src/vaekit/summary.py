@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vaekit.rundir import BEST_WEIGHTS, RunError, load, read_metrics, trained_bound
+from vaekit.rundir import (
+    RunError,
+    read_metrics,
+    read_weights_epoch,
+    trained_bound,
+    weights_path,
+)
 
 __all__ = ["COLUMNS", "summarize", "summarize_run", "format_rows"]
 
@@ -96,12 +102,11 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     test = at.get("test")
     saved = None
     for weights in ("best", "last"):
-        if weights == "best" and not (path / BEST_WEIGHTS).is_file():
-            continue
         try:
-            saved = saved_evaluation(load(path, weights=weights))
+            epoch = read_weights_epoch(weights_path(path, weights))
         except RunError:  # no weights yet (killed before its first epoch): no evaluation
-            saved = None
+            continue
+        saved = saved_evaluation(path, weights, epoch)
         if saved is not None:
             break
     row: dict[str, Any] = {

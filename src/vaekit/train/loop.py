@@ -741,7 +741,8 @@ def _fit(
                     faults.hit("epoch")
             stopping = any_rank(stop.requested, dist, device)
             # Every rank holds the same reduced validation score, so all stop together.
-            early = keep_best and _patience_spent(state, t.patience, warmup)
+            # (patience > 0 implies keep_best and a validation split: checked above.)
+            early = _patience_spent(state, t.patience, warmup)
             written = None
             if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping or early:
                 written = checkpoint()
