@@ -63,7 +63,10 @@ def test_cli_summary(
     assert main(["summary", str(runs[0]), "--format", "csv", "--out", str(out)]) == 0
     assert out.read_text().startswith("run,dataset,")
     assert main(["summary", str(tmp_path / "missing")]) == 2
-    assert "not a run directory" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["summary", str(tmp_path / "empty")]) == 2
+    assert "not a vaekit run directory: config.json is missing" in capsys.readouterr().err
     # A run killed before its first epoch has a config and nothing else: still a row.
     early = tmp_path / "early"
     early.mkdir()

@@ -253,11 +253,28 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         )
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: not valid JSON ({e}); the file is corrupt") from None
     if not isinstance(data, dict):
         raise RunError(f"{path}: expected a JSON object")
     return data
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
+    """The resolved config a run directory was trained with (``RUN/config.json``).
+
+    Every reader of a run goes through here (loading, resuming, summaries), so a missing,
+    corrupt or invalid file gets the same :class:`RunError`.
+    """
+    if not Path(run_dir).is_dir():
+        raise RunError(
+            f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
+        )
+    path = Path(run_dir) / "config.json"
+    try:
+        return config_from_dict(_read_json(path, "the resolved config"))
+    except ConfigError as e:
+        raise RunError(f"{path}: {e}") from None
 
 
 def _as_tensor(x: Any, device: torch.device) -> Tensor:
@@ -296,14 +313,7 @@ class Run:
         weights: str = "last",
     ) -> Run:
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise RunError(
-                f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
-            )
-        try:
-            config = config_from_dict(_read_json(run_dir / "config.json", "the resolved config"))
-        except ConfigError as e:
-            raise RunError(f"{run_dir / 'config.json'}: {e}") from None
+        config = read_run_config(run_dir)
         info = _read_json(run_dir / "model.json", "data shape and classes")
         model = build_model(config.model, info["data"]["shape"], info["data"]["num_classes"])
         path = weights_path(run_dir, weights)

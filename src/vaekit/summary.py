@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vaekit.config import config_to_dict
 from vaekit.rundir import (
     RunError,
     read_metrics,
+    read_run_config,
     read_weights_epoch,
     trained_bound,
     weights_path,
@@ -86,15 +88,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from vaekit.evaluate import saved_evaluation
 
     path = Path(run_dir)
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise RunError(
-            f"{path} is not a run directory (no config.json); pass what `vaekit train` wrote"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as e:
-        raise RunError(f"{config_path} is not valid JSON ({e})") from e
+    config = config_to_dict(read_run_config(path))
     rows = read_metrics(path)
     last = rows[-1] if rows else {}
     best_epoch = last.get("best_epoch")

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
+from vaekit.config import Config, ConfigError, config_to_dict
 from vaekit.data import Dataset, Split, hold_out_validation, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, network_precision
@@ -57,6 +57,7 @@ from vaekit.rundir import (
     RunError,
     atomic_write,
     read_metrics,
+    read_run_config,
     save_weights,
     trained_bound,
     write_json,
@@ -292,22 +293,6 @@ def _check_one_batch(
             ) from None
 
 
-def _read_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise RunError(
-            f"cannot resume {run_dir}: it has no config.json (is it a vaekit run directory?)"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: not valid JSON ({e}); the file is corrupt") from None
-    try:
-        return config_from_dict(data)
-    except ConfigError as e:
-        raise RunError(f"{path}: {e}") from None
-
-
 def _truncate_metrics(run_dir: Path, epoch: int) -> None:
     """Drop metric lines of epochs after the checkpoint we resume from (and a torn last line)."""
     rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= epoch]
@@ -378,7 +363,7 @@ def _fit(
 ) -> list[dict[str, Any]]:
     # -- config ------------------------------------------------------------------------------
     if resume:
-        cfg = _read_run_config(run_dir)
+        cfg = read_run_config(run_dir)
     if cfg is None:
         raise ConfigError("fit() needs a config, or resume=True with a run directory")
     # Settings a resume may change (train.epochs / patience / threads).
