@@ -25,20 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from _machine import machine_record
 
-import vaekit
 from vaekit.rundir import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,14 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     result = {
         "benchmark": "ddp_throughput",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "vaekit": vaekit.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average": list(os.getloadavg()),
+        "machine": machine_record(),
         "config": str(a.config.relative_to(ROOT) if a.config.is_relative_to(ROOT) else a.config),
         "epochs": a.epochs,
         "limit": a.limit,

@@ -25,18 +25,17 @@ import http.client
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _machine import machine_record
 from PIL import Image
 
 import vaekit
@@ -314,13 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     decode = rows[0]
     result = {
         "benchmark": "explorer_latency",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "vaekit": vaekit.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "machine": machine_record(a.threads),
         "server_threads": a.threads,
         "run": what,
         "latent_dim": dim,
@@ -340,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         f"explorer latency: {what}, latent {dim}, data {'x'.join(map(str, shape))}, server threads {a.threads}"
     )
     print(
-        f"load average {result['load_average']}, {result['cpus']} CPUs, torch {torch.__version__}"
+        f"load average {result['machine']['load_average']}, {result['machine']['cpus']} CPUs, torch {torch.__version__}"
     )
     print()
     head = f"{'case':<48} {'n':>5} {'median':>8} {'p90':>8} {'p99':>8} {'max':>8} {'KB':>7}"

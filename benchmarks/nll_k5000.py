@@ -22,14 +22,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from _machine import machine_record
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -171,13 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_rows": a.max_rows,
         "load_average_before": load_before,
         "load_average_after": load_after,
-        "machine": {
-            "cpu": _cpu_name(),
-            "cpus": available_cpus(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_record(threads),
     }
     rows_out = [
         ("run", f"{run.dir} ({ds.name}, {n} test examples)"),
@@ -203,16 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

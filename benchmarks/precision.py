@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _machine import machine_record
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE.parent / "configs" / "002_aevb_bernoulli.yaml"
@@ -94,13 +94,7 @@ def main() -> None:
         print(f"{c}: test ELBO after {a.epochs} epochs {rows[-1]['test']['elbo']:.3f}", flush=True)
 
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "threads": a.threads,
-            "torch": torch.__version__,
-            "load_average": list(os.getloadavg()),
-        },
+        "machine": machine_record(a.threads),
         "config": str(a.config.name),
         "limit": a.limit,
         "epoch_seconds": seconds,

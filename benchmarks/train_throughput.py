@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import machine_record
 from torch import nn
 
 if TYPE_CHECKING:
@@ -573,12 +573,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="vaekit-bench-"))
     ceiling = statistics.median(matmul_ceiling() for _ in range(3))
     results: dict[str, object] = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "threads": a.threads,
-            "torch": torch.__version__,
-        },
+        "machine": machine_record(a.threads),
         "model": a.model,
     }
     if a.model == "conv":
