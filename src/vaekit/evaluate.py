@@ -551,7 +551,7 @@ def saved_evaluation(
     files of other weights, of another epoch, of part of the split or of another split
     are ignored. For a loaded run: ``saved_evaluation(run.dir, run.weights, run.weights_epoch)``."""
     prefix = "eval-best" if weights == "best" else "eval"
-    pattern = re.compile(re.escape(prefix) + r"(?:-k(\d+))?\.json")
+    pattern = re.compile(re.escape(prefix) + r"(?:-k\d+)?\.json")
     found: dict[str, Any] | None = None
     for path in sorted(Path(run_dir).glob(prefix + "*.json")):
         if not pattern.fullmatch(path.name):
