@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vaekit
 from vaekit.evaluate import (
-    DEFAULT_MAX_ROWS,
     available_cpus,
     elbo_terms,
+    fitted_max_rows,
     log_likelihood_split,
     mean_and_se,
     num_threads,
@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default: every CPU this process may use)",
     )
     p.add_argument(
-        "--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="samples x examples per decoder pass"
+        "--max-rows",
+        type=int,
+        default=None,
+        help="samples x examples per decoder pass (default: fitted to the decoder)",
     )
     p.add_argument(
         "--data-dir", default=None, help="where the dataset's files are (default: $VAEKIT_DATA_DIR)"
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     test = ds.test.take(a.limit) if a.limit else ds.test
     n, k = len(test), a.k
     threads = a.threads or available_cpus()
+    max_rows = a.max_rows or fitted_max_rows(run)
     load_before = os.getloadavg()
 
     with num_threads(threads):
@@ -128,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         # Peak: the best of a square product and the run's own layer shapes at the row
         # count the evaluation uses.
         # The pass size log_likelihood_split uses: batch examples x equal chunks of samples.
-        batch = min(n, max(1, a.max_rows // k), 1000)
-        cap = max(1, a.max_rows // batch)
+        batch = min(n, max(1, max_rows // k), 1000)
+        cap = max(1, max_rows // batch)
         rows = batch * math.ceil(k / math.ceil(k / cap))
         rates = {"2048x2048x2048": gemm_gflops(2048, 2048, 2048)}
         for fan_in, fan_out in linear_shapes(run.model.decoder):
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = max(rates.values())
 
         t, c = time.perf_counter(), time.process_time()
-        ll = log_likelihood_split(run, test, k, max_rows=a.max_rows, progress=a.progress)
+        ll = log_likelihood_split(run, test, k, max_rows=max_rows, progress=a.progress)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         terms = elbo_terms(run, test)
     nll, se = mean_and_se(-ll)
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "flop_bound_seconds": bound,
         "ratio_to_bound": wall / bound,
         "threads": threads,
-        "max_rows": a.max_rows,
+        "max_rows": max_rows,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "machine": machine_record(threads),

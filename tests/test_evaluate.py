@@ -398,3 +398,37 @@ def test_cli_evaluate_prints_and_writes_json(
     assert json.loads(out.read_text())["nll"] == printed["nll"]
     assert main(["evaluate", str(vae_run.dir), "--k", "0", "--limit", "5", "--out", str(out)]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("net", "likelihood", "conditional", "rows"),
+    [
+        ("mlp", "bernoulli", False, 2048),  # 784 logits per row: the measured 2048
+        ("mlp", "categorical", False, 16),  # 784 x 256 logits per row: the floor
+        ("conv", "bernoulli", True, 128),  # 64 x 14 x 14 maps per row
+    ],
+)
+def test_fitted_max_rows_follows_the_widest_decoder_activation(
+    net: str, likelihood: str, conditional: bool, rows: int
+) -> None:
+    from vaekit.config import ModelConfig, NetConfig
+    from vaekit.evaluate import ROW_FLOATS, fitted_max_rows
+
+    cfg = ModelConfig(
+        latent_dim=3,
+        encoder=NetConfig(type=net, hidden=[64], channels=[64, 128]),
+        likelihood=likelihood,
+        conditional=conditional,
+        num_classes=10 if conditional else 0,
+    )
+    model = build_model(cfg, (1, 28, 28), 10 if conditional else 0)
+    assert fitted_max_rows(model) == rows
+    if net == "conv":
+        assert rows == ROW_FLOATS // (64 * 14 * 14)
+    # The evaluation's passes stay within it: every decoder call sees at most `rows` rows.
+    seen: list[int] = []
+    model.decoder.register_forward_hook(lambda m, i, o: seen.append(i[0][..., 0].numel()))
+    x = torch.rand(5, 1, 28, 28).round()
+    y = torch.arange(5) if conditional else None
+    log_likelihood_split(model, Split(x, y), k=300)
+    assert seen and max(seen) <= rows

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-rows",
         type=int,
         default=None,
-        help="samples x examples per decoder pass (default 2048; bounds memory)",
+        help="samples x examples per decoder pass (default: fitted to the decoder, at most 2048; bounds memory)",
     )
     p.add_argument(
         "--threads",
