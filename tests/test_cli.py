@@ -77,7 +77,9 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert main(["train", "--config", str(cfg), "--out", str(run)]) == 2
 
 
-def test_patience_flag_sets_early_stopping_for_new_and_resumed_runs(tmp_path: Path) -> None:
+def test_patience_threads_and_device_flags_for_new_and_resumed_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     cfg = write_config(tmp_path, data={"name": "digits", "valid_fraction": 0.2})
     assert main(["train", "-c", str(cfg), "--out", str(run), "--patience", "7", *TINY]) == 0
@@ -87,6 +89,15 @@ def test_patience_flag_sets_early_stopping_for_new_and_resumed_runs(tmp_path: Pa
     train = json.loads((run / "config.json").read_text())["train"]
     assert (train["patience"], train["threads"]) == (0, 1)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    # --device may change too (a CPU run continued on a GPU); one this machine lacks is a
+    # clear error that leaves the run as it was.
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--device", "cpu"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["device"] == "cpu"
+    if not torch.cuda.is_available():
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        assert main(["train", "--resume", str(run), "--epochs", "5", "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     # Without a validation split there is nothing to stop on: a clear error, exit 2.
     other = write_config(tmp_path)
     assert main(["train", "-c", str(other), "--out", str(tmp_path / "b"), "--patience", "3"]) == 2

@@ -297,7 +297,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.config or a.overrides or a.dataset or a.seed is not None:
             print(
                 "error: --resume continues a run with its own config; only --epochs, "
-                "--patience and --threads may change",
+                "--patience, --threads and --device may change",
                 file=sys.stderr,
             )
             return 2
@@ -308,6 +308,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             epochs=a.epochs,
             patience=a.patience,
             threads=a.threads,
+            device=a.device,
             data_dir=a.data_dir,
             progress=a.progress,
         )

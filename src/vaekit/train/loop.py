@@ -318,6 +318,7 @@ def fit(
     log: Any = None,
     patience: int | None = None,
     threads: int | None = None,
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
 
@@ -325,10 +326,11 @@ def fit(
     ``train.batch_size`` times the number of processes (see the module docstring).
     Raises :class:`TrainingInterrupted` (a KeyboardInterrupt) after SIGINT/SIGTERM once
     a checkpoint is written, and :class:`TrainingError` when training diverges.
-    ``epochs``, ``patience`` and ``threads`` replace those ``train.*`` settings (on resume
-    too: the run's config.json records the new values). A resumed run is bit-identical
-    to an uninterrupted one at the same thread count; another count changes the order of
-    floating-point sums, so only the last bits.
+    ``epochs``, ``patience``, ``threads`` and ``device`` replace those ``train.*`` settings
+    (on resume too: the run's config.json records the new values). A resumed run is
+    bit-identical to an uninterrupted one at the same thread count and device; another
+    thread count changes the order of floating-point sums, so only the last bits, and
+    another device (a CPU run continued on a GPU) its random draws as well.
 
     Example:
         >>> from vaekit.config import load_config
@@ -339,7 +341,7 @@ def fit(
     log = log or sys.stdout
     dist = setup_distributed()
     try:
-        changes = {"epochs": epochs, "patience": patience, "threads": threads}
+        changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
         history = _fit(cfg, run_dir, resume, changes, data_dir, progress, log, dist)
     except TrainingInterrupted:
         teardown_distributed(dist)  # every rank stopped at the same agreed point
@@ -355,7 +357,7 @@ def _fit(
     cfg: Config | None,
     run_dir: Path,
     resume: bool,
-    changes: dict[str, int | None],
+    changes: dict[str, int | str | None],
     data_dir: str | None,
     progress: bool | None,
     log: Any,
@@ -366,7 +368,7 @@ def _fit(
         cfg = read_run_config(run_dir)
     if cfg is None:
         raise ConfigError("fit() needs a config, or resume=True with a run directory")
-    # Settings a resume may change (train.epochs / patience / threads).
+    # Settings a resume may change (train.epochs / patience / threads / device).
     changed = False
     for key, value in changes.items():
         if value is not None and value != getattr(cfg.train, key):
