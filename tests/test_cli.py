@@ -91,6 +91,8 @@ def test_patience_threads_and_device_flags_for_new_and_resumed_runs(
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     # --device may change too (a CPU run continued on a GPU); one this machine lacks is a
     # clear error that leaves the run as it was.
+    assert main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert "drop --out" in capsys.readouterr().err and not (tmp_path / "elsewhere").exists()
     assert main(["train", "--resume", str(run), "--epochs", "4", "--device", "cpu"]) == 0
     assert json.loads((run / "config.json").read_text())["train"]["device"] == "cpu"
     if not torch.cuda.is_available():

@@ -294,6 +294,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     from vaekit.train import fit
 
     if a.resume:
+        if a.out is not None:
+            print(
+                f"error: --resume continues {a.resume} in place; drop --out (to start a new run "
+                f"from its settings: vaekit train --config {Path(a.resume) / 'config.json'} --out DIR)",
+                file=sys.stderr,
+            )
+            return 2
         if a.config or a.overrides or a.dataset or a.seed is not None:
             print(
                 "error: --resume continues a run with its own config; only --epochs, "
