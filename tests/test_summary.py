@@ -73,3 +73,20 @@ def test_cli_summary(
     (early / "config.json").write_text((runs[1] / "config.json").read_text())
     (row,) = summarize([early])
     assert (row["epochs"], row["nll"], row["test_bound"]) == (0, None, None)
+
+
+def test_model_column_names_the_network() -> None:
+    from vaekit.summary import _model_text
+
+    conv = {
+        "latent_dim": 32,
+        "encoder": {"type": "conv", "channels": [64, 128], "blocks": 1, "hidden": [512]},
+        "posterior": "gaussian",
+        "flow": "iaf",
+        "flow_length": 4,
+        "prior": "normal",
+        "likelihood": "bernoulli",
+    }
+    assert _model_text(conv).startswith("conv 64-128 x1 res + 512, z=32, gaussian+iaf4,")
+    mlp = conv | {"encoder": {"type": "mlp", "hidden": [300, 300]}, "flow": "none"}
+    assert _model_text(mlp).startswith("mlp 300-300, z=32, gaussian,")

@@ -54,8 +54,16 @@ COLUMNS = (
 
 def _model_text(model: dict[str, Any]) -> str:
     enc = model.get("encoder") or {}
-    widths = "-".join(str(w) for w in enc.get("hidden", [])) if enc.get("type") == "mlp" else ""
-    net = f"mlp {widths}".strip() if enc.get("type") == "mlp" else str(enc.get("type", "?"))
+    hidden = "-".join(str(w) for w in enc.get("hidden", []))
+    if enc.get("type") == "conv":
+        # Channels of the stride-2 stages, residual blocks per stage, then the dense widths.
+        channels = "-".join(str(c) for c in enc.get("channels", []))
+        blocks = f" x{enc['blocks']} res" if enc.get("blocks") else ""
+        net = f"conv {channels}{blocks}" + (f" + {hidden}" if hidden else "")
+    elif enc.get("type") == "mlp":
+        net = f"mlp {hidden}".strip()
+    else:
+        net = str(enc.get("type", "?"))
     post = model.get("posterior", "?")
     if model.get("flow", "none") != "none":
         post += f"+{model['flow']}{model.get('flow_length', '')}"
