@@ -6,6 +6,7 @@ same load. ``load_average`` is there to show when a run shared its cores.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import UTC, datetime
@@ -27,6 +28,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's JSON result (creating its folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def machine_record(threads: int | None = None) -> dict[str, Any]:

@@ -19,7 +19,6 @@ other processes on the same cores slow it down (the load average is recorded).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _machine import machine_record
+from _machine import machine_record, write_result
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -196,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     out = (
         Path(a.out) if a.out else RESULTS / (f"nll_k{k}" + (f"_n{n}" if a.limit else "") + ".json")
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     return 0
 
 

@@ -12,14 +12,13 @@ the pass size, so the NLLs differ by Monte Carlo noise only).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _machine import machine_record
+from _machine import machine_record, write_result
 
 import vaekit
 from vaekit.evaluate import fitted_max_rows, log_likelihood_split, num_threads
@@ -69,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "nll": {str(r): v for r, v in nll.items()},
     }
     out = Path(a.out) if a.out else RESULTS / f"nll_rows_{run.dir.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     return 0
 
 

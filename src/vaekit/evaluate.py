@@ -71,7 +71,7 @@ __all__ = [
 DEFAULT_MAX_ROWS = 2048
 # Wider decoders get fewer rows, so that the widest activation of a pass stays this many
 # floats (2048 rows of the tutorial-002 decoder's 784 logits): a conv decoder's 64 x 14 x
-# 14 maps give 128 rows, 20% faster than 2048 (`python benchmarks/nll_k5000.py`), and a
+# 14 maps give 128 rows, 1.5x faster than 2048 (`python benchmarks/nll_rows.py`), and a
 # 256-way categorical head's 200,704 logits per row 16 instead of 3 GB per pass.
 ROW_FLOATS = DEFAULT_MAX_ROWS * 784
 MIN_ROWS = 16
