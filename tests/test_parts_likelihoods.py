@@ -195,3 +195,90 @@ def test_bernoulli_fast_log_prob_is_torch_bernoulli_for_binary_and_soft_data(
         (g_got,) = torch.autograd.grad(got.sum(), params)
         (g_ref,) = torch.autograd.grad(ref.sum(), params)
         torch.testing.assert_close(g_got, g_ref)
+
+
+def _registry_head(name: str, shape: tuple[int, ...]) -> torch.nn.Module:
+    from vaekit.config import ModelConfig
+    from vaekit.registry import LIKELIHOODS
+
+    return LIKELIHOODS[name](ModelConfig(likelihood=name, levels=16), shape)
+
+
+def _likelihood_names() -> list[str]:
+    from vaekit.registry import LIKELIHOODS
+
+    return sorted(LIKELIHOODS)
+
+
+@pytest.mark.parametrize("name", _likelihood_names())
+def test_every_likelihood_takes_x_flat_shaped_or_numpy_with_the_same_numbers(name: str) -> None:
+    # Issue 13: x of shape (N, 28, 28) against a (1, 28, 28) event broadcast across the
+    # batch in Bernoulli's sum(x * logits) and gave positive "log-likelihoods".
+    shape = (1, 4, 4)
+    torch.manual_seed(0)
+    head = _registry_head(name, shape)
+    p = head(torch.randn(3, 5, head.params_per_element, *shape))  # S=3 samples of N=5
+    x = torch.randint(0, 16, (5, *shape)) / 15.0  # on every head's grid, in [0, 1]
+    expected = p.log_prob(x)
+    assert expected.shape == (3, 5) and bool(torch.isfinite(expected).all())
+    for value in (
+        x.reshape(5, 16),  # flat, as tables and Keras' Dense inputs hold it
+        x.reshape(5, 4, 4),  # the channel left out, as Keras users hold MNIST
+        x.reshape(5, 4, 4, 1),  # channels last
+        x.numpy(),
+        x.reshape(5, 16).numpy().astype(np.float64),  # x / 255.0 in numpy is float64
+    ):
+        got = p.log_prob(value)
+        assert got.dtype == expected.dtype
+        torch.testing.assert_close(got, expected)
+    # One example, flat, scored under every z.
+    torch.testing.assert_close(p.log_prob(x[0].flatten()), p.log_prob(x[:1].expand(5, *shape)))
+
+
+@pytest.mark.parametrize("name", _likelihood_names())
+def test_every_likelihood_names_both_shapes_when_x_does_not_fit(name: str) -> None:
+    from vaekit.data import DataError
+
+    shape = (1, 4, 4)
+    head = _registry_head(name, shape)
+    p = head(torch.zeros(5, head.params_per_element, *shape))
+    x = torch.full((5, *shape), 0.5)
+    for bad in (x.reshape(5, 16)[:, :15], x.reshape(5, 2, 8), x.reshape(10, 8)):
+        with pytest.raises(DataError, match=r"\(1, 4, 4\) \(16 values\)") as e:
+            p.log_prob(bad)
+        assert str(tuple(bad.shape)) in str(e.value)
+    with pytest.raises(DataError, match=r"\(4, 1, 4, 4\).*\(5,\)"):
+        p.log_prob(x[:4])  # four examples for five codes
+
+
+@pytest.mark.parametrize("name", _likelihood_names())
+def test_likelihoods_of_0_to_1_data_refuse_8_bit_values(name: str) -> None:
+    from vaekit.data import DataError
+
+    shape = (1, 4, 4)
+    head = _registry_head(name, shape)
+    p = head(torch.zeros(5, head.params_per_element, *shape))
+    x8 = torch.arange(5 * 16).reshape(5, *shape).to(torch.uint8) * 3  # 0..237
+    if head.unit_interval:
+        for value in (x8, x8.float(), x8.numpy()):
+            with pytest.raises(DataError, match=r"\[0, 237\]: they look 8-bit.*divide them by 255"):
+                p.log_prob(value)
+        with pytest.raises(DataError, match=r"\[-1, 0.8588\]: scale them to \[0, 1\]"):
+            p.log_prob(x8.float() / 127.5 - 1)
+        # Rounding may land a hair above 1: still [0, 1] data.
+        assert bool(torch.isfinite(p.log_prob(torch.full((5, *shape), 1 + 1e-7))).all())
+    else:  # real-valued heads take any value
+        assert bool(torch.isfinite(p.log_prob(x8)).all())
+
+
+@pytest.mark.parametrize("name", _likelihood_names())
+def test_every_likelihood_says_when_its_nll_is_no_likelihood_of_the_data(name: str) -> None:
+    head = _registry_head(name, (1, 4, 4))
+    notes = {kind: head.nll_caveat(kind) for kind in ("binary", "grey", "real")}
+    if name in ("categorical", "discretized-logistic"):
+        assert set(notes.values()) == {None}  # probabilities of the 8-bit levels
+    elif name == "bernoulli":
+        assert notes["binary"] is None and "cross-entropy" in str(notes["grey"])
+    else:  # continuous densities: nats of a density on pixels do not compare
+        assert notes["real"] is None and "a density" in str(notes["binary"])
+        assert notes["grey"] == notes["binary"]

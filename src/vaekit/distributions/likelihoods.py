@@ -15,12 +15,20 @@ is bits per dimension as the literature reports it. Real-valued columns take
 :class:`GaussianLikelihood` or the heavy-tailed :class:`StudentTLikelihood`; class
 labels take :class:`LabelLikelihood`. The same heads serve regression and
 classification outside a VAE (see :mod:`vaekit.distributions.supervised`).
+
+Every distribution a head returns takes ``x`` in ``log_prob`` the way users hold data:
+a tensor or a numpy array, shaped like one example or flat, or with an image's size-1
+channel left out (``(N, 28, 28)`` for ``(1, 28, 28)``); :func:`event_value` views it as
+the event shape. A value that does not fit, or 8-bit values given to a head that models
+[0, 1], is a :class:`~vaekit.data.DataError` that says so.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Size, Tensor, nn
@@ -36,8 +44,13 @@ from torch.distributions import (
 )
 from torch.types import _size
 
+from vaekit.data.core import DataError
+
 __all__ = [
     "LikelihoodHead",
+    "IndependentData",
+    "event_value",
+    "check_unit_interval",
     "BernoulliLikelihood",
     "IndependentBernoulli",
     "GaussianLikelihood",
@@ -53,11 +66,141 @@ __all__ = [
 LOGSCALE_MIN = -7.0
 LOGSCALE_MAX = 5.0
 
+# float32 rounding of x / 255 or of a min-max scaling can land a hair above 1.
+_UNIT_TOLERANCE = 1e-5
+
+
+def check_unit_interval(value: Tensor, lead: str = "p(x|z) models data in [0, 1]") -> None:
+    """Raise a DataError when ``value`` leaves [0, 1]; 8-bit data (0..255) get the hint to
+    divide by 255. One pass over the value (and, on an accelerator, one device sync).
+
+    Example:
+        >>> check_unit_interval(torch.tensor([0.0, 255.0]))
+        Traceback (most recent call last):
+        ...
+        vaekit.data.core.DataError: p(x|z) models data in [0, 1], got values in [0, 255]: they look 8-bit (0..255); divide them by 255
+    """
+    if value.numel() == 0:
+        return
+    lo_t, hi_t = torch.aminmax(value.detach())
+    lo, hi = float(lo_t), float(hi_t)
+    if lo >= -_UNIT_TOLERANCE and hi <= 1.0 + _UNIT_TOLERANCE:
+        return
+    hint = (
+        "they look 8-bit (0..255); divide them by 255"
+        if lo >= 0 and 2 <= hi <= 255
+        else "scale them to [0, 1]"
+    )
+    raise DataError(f"{lead}, got values in [{lo:.4g}, {hi:.4g}]: {hint}")
+
+
+def _squeezed(shape: Size | tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(s for s in shape if s != 1)
+
+
+def event_value(value: Tensor, event_shape: Size, batch_shape: Size | None = None) -> Tensor:
+    """``value`` viewed so that it ends in ``event_shape``: examples may come flat
+    (``(..., D)``), shaped, or shaped with size-1 dimensions left out or added
+    (``(N, 28, 28)`` or ``(N, 28, 28, 1)`` for ``(1, 28, 28)``); the leading dimensions
+    are kept. A value already ending in the event shape is returned as it is (no copy).
+    A value that cannot be one example per leading index, or whose leading dimensions do
+    not broadcast with ``batch_shape``, is a DataError naming both shapes.
+
+    Example:
+        >>> event_value(torch.zeros(5, 64), Size([1, 8, 8])).shape
+        torch.Size([5, 1, 8, 8])
+    """
+    k = len(event_shape)
+    if value.dim() >= k and value.shape[value.dim() - k :] == event_shape:
+        lead = value.shape[: value.dim() - k]
+    else:
+        # The trailing dimensions that hold one example: the fewest whose sizes multiply to D.
+        n = event_shape.numel()
+        start, size = value.dim(), 1
+        while start > 0 and size < n:
+            start -= 1
+            size *= value.shape[start]
+        block = value.shape[start:]
+        if size != n or (len(block) != 1 and _squeezed(block) != _squeezed(event_shape)):
+            raise DataError(
+                f"x of shape {tuple(value.shape)} does not fit: each example has shape "
+                f"{tuple(event_shape)} ({n} values); pass (N, {', '.join(map(str, event_shape))}) "
+                f"or flat (N, {n})"
+            )
+        lead = value.shape[:start]
+        value = value.reshape(*lead, *event_shape)
+    if batch_shape is not None:
+        try:
+            torch.broadcast_shapes(lead, batch_shape)
+        except RuntimeError:
+            raise DataError(
+                f"x of shape {tuple(value.shape)} holds examples {tuple(lead)}, which do not "
+                f"match the {tuple(batch_shape)} distributions of p(x|z); pass one example "
+                "per z"
+            ) from None
+    return value
+
+
+def _as_value(value: Any, like: Tensor, unit_interval: bool) -> Tensor:
+    """A value for ``log_prob``: a tensor on ``like``'s device (numpy arrays and integer
+    data become ``like``'s float dtype), range-checked when it models [0, 1]."""
+    if not isinstance(value, Tensor):
+        value = torch.as_tensor(np.asarray(value), dtype=like.dtype)
+    elif not value.is_floating_point():
+        value = value.to(like.dtype)
+    # The range check reads the values back, free on the CPU but a device sync on an
+    # accelerator, where the training step would pay it every time: values already there
+    # are the trainer's, whose data were checked once when loaded. Under torch.compile
+    # the branch would break the graph.
+    if unit_interval and value.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_unit_interval(value)
+    return value.to(like.device)
+
+
+class IndependentData(Independent):
+    """``Independent`` whose ``log_prob`` takes data as users hold them (see the module).
+
+    ``like`` is a parameter tensor of the base distribution (its device and dtype are
+    the value's); ``unit_interval`` says the distribution models values in [0, 1].
+
+    Example:
+        >>> p = IndependentData(Normal(torch.zeros(2, 1, 2, 2), 1.0), 3, like=torch.zeros(()))
+        >>> p.log_prob(np.zeros((2, 4))).shape     # flat numpy rows, event (1, 2, 2)
+        torch.Size([2])
+    """
+
+    def __init__(
+        self, base: Distribution, event_dims: int, like: Tensor, unit_interval: bool = False
+    ) -> None:
+        super().__init__(base, event_dims, validate_args=False)
+        self.like = like
+        self.unit_interval = unit_interval
+
+    def as_event(self, x: Any) -> Tensor:
+        """``x`` as a tensor ending in the event shape (a DataError when it does not fit)."""
+        return event_value(
+            _as_value(x, self.like, self.unit_interval), self.event_shape, self.batch_shape
+        )
+
+    def log_prob(self, value: Any) -> Tensor:
+        return super().log_prob(self.as_event(value))
+
+    def expand(self, batch_shape: _size, _instance: Any = None) -> IndependentData:
+        new = self._get_checked_instance(type(self), _instance)
+        new.like, new.unit_interval = self.like, self.unit_interval
+        out: IndependentData = super().expand(batch_shape, _instance=new)
+        return out
+
 
 class LikelihoodHead(nn.Module):
-    """Base class: ``params_per_element`` raw outputs per data element."""
+    """Base class: ``params_per_element`` raw outputs per data element.
+
+    ``unit_interval``: the head models data in [0, 1] (its distributions refuse other
+    values, and training refuses real-valued data for it).
+    """
 
     params_per_element: int = 1
+    unit_interval: bool = False
 
     def __init__(self, data_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -72,11 +215,17 @@ class LikelihoodHead(nn.Module):
         loc = params.squeeze(axis)
         return loc, torch.full_like(loc, math.exp(log_sigma))
 
-    def _independent(self, base: Distribution) -> Distribution:
-        return Independent(base, len(self.data_shape), validate_args=False)
+    def _independent(self, base: Distribution, like: Tensor) -> Distribution:
+        return IndependentData(base, len(self.data_shape), like, self.unit_interval)
+
+    def nll_caveat(self, data_kind: str) -> str | None:
+        """What the NLL (and bits per dimension) of this likelihood on data of ``data_kind``
+        (binary / grey / real) is, where it is not a probability of the data; None where it
+        is."""
+        return None
 
 
-class IndependentBernoulli(Independent):
+class IndependentBernoulli(IndependentData):
     """Independent Bernoulli elements from logits, with a log-density of two passes.
 
     ``log p(x) = sum(x * logits) - sum(softplus(logits))``: since
@@ -93,9 +242,10 @@ class IndependentBernoulli(Independent):
     """
 
     def __init__(self, base: Bernoulli, event_dims: int) -> None:
-        super().__init__(base, event_dims, validate_args=False)
+        super().__init__(base, event_dims, base.logits, unit_interval=True)
 
-    def log_prob(self, value: Tensor) -> Tensor:
+    def log_prob(self, value: Any) -> Tensor:
+        value = self.as_event(value)
         logits = self.base_dist.logits
         dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
         # softplus(l) is taken as l above the threshold; log1p(exp(-20)) = 2e-9 is below
@@ -107,6 +257,18 @@ class IndependentBernoulli(Independent):
 class BernoulliLikelihood(LikelihoodHead):
     """Independent Bernoulli per element, from logits (binary or [0, 1] data)."""
 
+    unit_interval = True
+
+    def nll_caveat(self, data_kind: str) -> str | None:
+        if data_kind != "grey":
+            return None
+        return (
+            "a cross-entropy, not a likelihood: a Bernoulli likelihood on grey-level data "
+            "gives no probability of the data, so this NLL (and bits per dimension) does not "
+            "compare with published likelihoods; binarize the data, or use the categorical "
+            "or discretized-logistic likelihood for nats of the 8-bit levels"
+        )
+
     def forward(self, params: Tensor) -> Distribution:
         logits = params.squeeze(-len(self.data_shape) - 1)
         return IndependentBernoulli(
@@ -117,9 +279,24 @@ class BernoulliLikelihood(LikelihoodHead):
 class ContinuousBernoulliLikelihood(LikelihoodHead):
     """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): a proper density on [0, 1]."""
 
+    unit_interval = True
+
     def forward(self, params: Tensor) -> Distribution:
         logits = params.squeeze(-len(self.data_shape) - 1)
-        return self._independent(ContinuousBernoulli(logits=logits, validate_args=False))
+        return self._independent(ContinuousBernoulli(logits=logits, validate_args=False), logits)
+
+    def nll_caveat(self, data_kind: str) -> str | None:
+        return _density_caveat(data_kind)
+
+
+def _density_caveat(data_kind: str) -> str | None:
+    if data_kind not in ("binary", "grey"):
+        return None
+    return (
+        "a density, not a probability: a continuous likelihood on pixel values in [0, 1] "
+        "gives nats (and bits per dimension) that do not compare with published likelihoods "
+        "of discrete data; use the categorical or discretized-logistic likelihood for those"
+    )
 
 
 class GaussianLikelihood(LikelihoodHead):
@@ -138,7 +315,10 @@ class GaussianLikelihood(LikelihoodHead):
 
     def forward(self, params: Tensor) -> Distribution:
         mean, scale = self._loc_scale(params, self.learned, self.log_sigma)
-        return self._independent(Normal(mean, scale, validate_args=False))
+        return self._independent(Normal(mean, scale, validate_args=False), mean)
+
+    def nll_caveat(self, data_kind: str) -> str | None:
+        return _density_caveat(data_kind)
 
 
 class StudentTLikelihood(LikelihoodHead):
@@ -182,23 +362,30 @@ class StudentTLikelihood(LikelihoodHead):
 
     def forward(self, params: Tensor) -> Distribution:
         loc, scale = self._loc_scale(params, self.learned_scale, self.log_sigma)
-        return self._independent(StudentT(self.df.expand_as(loc), loc, scale, validate_args=False))
+        return self._independent(
+            StudentT(self.df.expand_as(loc), loc, scale, validate_args=False), loc
+        )
+
+    def nll_caveat(self, data_kind: str) -> str | None:
+        return _density_caveat(data_kind)
 
 
 class _Quantized(Distribution):
     """Base of distributions over ``levels`` evenly spaced values ``0, 1/(L-1), ..., 1``.
 
     The last ``event_dims`` dimensions form one example. ``log_prob(x)`` rounds
-    ``x * (L-1)`` to the level index (values off the grid or outside [0, 1] are
-    clamped to the nearest level) and sums the per-element log-probabilities.
+    ``x * (L-1)`` to the level index (values off the grid go to the nearest level;
+    values outside [0, 1] are a DataError) and sums the per-element log-probabilities.
     Subclasses give the log-probability of a level index per element.
     """
 
     arg_constraints: dict[str, constraints.Constraint] = {}
     support = constraints.unit_interval
 
-    def __init__(self, shape: Size, event_dims: int, levels: int) -> None:
+    def __init__(self, shape: Size, event_dims: int, levels: int, like: Tensor) -> None:
         self.levels = levels
+        # A parameter tensor: the device and dtype of values and of the moments.
+        self.like = like
         split = len(shape) - event_dims
         super().__init__(shape[:split], shape[split:], validate_args=False)
 
@@ -209,7 +396,8 @@ class _Quantized(Distribution):
         n = len(self.event_shape)
         return t.sum(tuple(range(-n, 0))) if n else t
 
-    def log_prob(self, value: Tensor) -> Tensor:
+    def log_prob(self, value: Any) -> Tensor:
+        value = event_value(_as_value(value, self.like, True), self.event_shape, self.batch_shape)
         idx = torch.round(value * (self.levels - 1)).clamp(0, self.levels - 1).long()
         return self._sum_event(self._level_log_prob(idx))
 
@@ -217,7 +405,7 @@ class _Quantized(Distribution):
         # One level at a time keeps memory at one element-sized tensor (no L-fold table);
         # level 0 has value 0 and adds nothing.
         top = self.levels - 1
-        device = self._device()
+        device = self.like.device
         mean = second = torch.zeros((), device=device)
         for j in range(1, top + 1):
             p = self._level_log_prob(torch.tensor(j, device=device)).exp()
@@ -225,9 +413,6 @@ class _Quantized(Distribution):
             mean = mean + p * v
             second = second + p * (v * v)
         return mean, (second - mean * mean).clamp_min(0.0)
-
-    def _device(self) -> torch.device:  # pragma: no cover
-        raise NotImplementedError
 
     @property
     def mean(self) -> Tensor:
@@ -249,10 +434,7 @@ class QuantizedCategorical(_Quantized):
 
     def __init__(self, logits: Tensor, event_dims: int) -> None:
         self.logits = logits
-        super().__init__(logits.shape[:-1], event_dims, logits.shape[-1])
-
-    def _device(self) -> torch.device:
-        return self.logits.device
+        super().__init__(logits.shape[:-1], event_dims, logits.shape[-1], logits)
 
     def _level_log_prob(self, idx: Tensor) -> Tensor:
         lse = torch.logsumexp(self.logits, dim=-1)
@@ -290,10 +472,7 @@ class DiscretizedLogisticMixture(_Quantized):
         self.logits = logits
         self.means = means
         self.log_scales = log_scales.clamp_min(-7.0)
-        super().__init__(means.shape[:-1], event_dims, levels)
-
-    def _device(self) -> torch.device:
-        return self.means.device
+        super().__init__(means.shape[:-1], event_dims, levels, means)
 
     def _level_log_prob(self, idx: Tensor) -> Tensor:
         top = self.levels - 1
@@ -338,6 +517,8 @@ class CategoricalLikelihood(LikelihoodHead):
         torch.Size([3])
     """
 
+    unit_interval = True
+
     def __init__(self, data_shape: tuple[int, ...], levels: int = 256) -> None:
         super().__init__(data_shape)
         self.levels = levels
@@ -359,6 +540,8 @@ class DiscretizedLogisticLikelihood(LikelihoodHead):
         >>> head.params_per_element
         9
     """
+
+    unit_interval = True
 
     def __init__(self, data_shape: tuple[int, ...], levels: int = 256, components: int = 1) -> None:
         super().__init__(data_shape)
