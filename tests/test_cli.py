@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import train_tiny
 
 import vaekit
 from vaekit.cli import main
+from vaekit.data import DataError
 
 TINY = [
     "--set",
@@ -124,6 +126,55 @@ def test_python_api_of_a_conditional_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="labels"):
         r.encode(x)
     assert main(["sample", str(run), "--label", "7", "--n", "8"]) == 0
+    # One-hot rows of any dtype are labels too (int64 ones raised a shape error).
+    torch.testing.assert_close(r.encode(x, np.eye(10, dtype=np.int64)[y.numpy()]).mean, q.mean)
+    with pytest.raises(DataError, match=r"got 3 labels \(shape \(3,\)\) for 5 examples"):
+        r.encode(x, y[:3])
+    # Without a label the draws cycle through the classes, as `vaekit sample` does.
+    torch.manual_seed(0)
+    cycled = r.sample(12)
+    torch.manual_seed(0)
+    assert torch.equal(cycled, r.sample(12, torch.arange(12) % 10))
+    assert "conditional on 10 classes" in repr(r)
+
+
+def test_python_api_takes_data_as_users_hold_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = train_tiny(tmp_path / "vae", "train.epochs=1")
+    r = vaekit.load(run)
+    x = r.dataset().test.x[:100]  # (100, 1, 8, 8) grey digits in [0, 1]
+    px = r.decode(r.transform(x))
+    expected = px.log_prob(x)
+    assert bool((expected < 0).all())
+    # Issue 13: (N, 8, 8) broadcast across the batch and gave positive numbers; flat and
+    # numpy input raised.
+    for value in (x[:, 0], x.reshape(100, 64), x.numpy(), x[:, 0].numpy()):
+        torch.testing.assert_close(px.log_prob(value), expected)
+    torch.testing.assert_close(r.transform(x[:, 0].numpy()), r.transform(x))
+    with pytest.raises(DataError, match=r"\(100, 63\) does not fit.*\(1, 8, 8\) \(64 values\)"):
+        px.log_prob(x.reshape(100, 64)[:, :63])
+    with pytest.raises(DataError, match="divide them by 255"):
+        px.log_prob(x * 255)
+    with pytest.raises(DataError, match=r"trained on data in \[0, 1\].*divide them by 255"):
+        r.transform(x * 255)
+    # Labels given to an unconditional model are refused, not ignored.
+    with pytest.raises(DataError, match="not conditional"):
+        r.encode(x, np.zeros(100))
+    with pytest.raises(DataError, match="not conditional"):
+        r.sample(4, 3)
+    assert main(["sample", str(run), "--label", "3"]) == 2
+    assert "not conditional" in capsys.readouterr().err
+    # print(run) says what it is, not where it lives in memory.
+    text = repr(r)
+    for part in (
+        repr(str(run)),
+        "mlp 16, z=2",
+        "bernoulli",
+        "last weights, epoch 1",
+        "digits (1, 8, 8) grey",
+    ):
+        assert part in text, part
 
 
 def test_autoencoder_run(tmp_path: Path) -> None:
@@ -149,6 +200,13 @@ def test_autoencoder_run(tmp_path: Path) -> None:
         (["--dataset", "no-such-data"], "unknown dataset 'no-such-data'"),
         (["--config", "missing.yaml"], "does not exist"),
         (["--set", "model.conditional=true", "--dataset", "{npy}"], "needs labels"),
+        # Real-valued columns: a learned Gaussian scale, not sigma=1 (146.0 against 39.9
+        # nats in issue 13); continuous-bernoulli models [0, 1] too.
+        (["--dataset", "{real}"], "--set model.likelihood=gaussian --set model.sigma=learned"),
+        (
+            ["--dataset", "{real}", "--set", "model.likelihood=continuous-bernoulli"],
+            "sigma=learned",
+        ),
     ],
 )
 def test_bad_input_gives_a_clear_error(
@@ -156,7 +214,9 @@ def test_bad_input_gives_a_clear_error(
 ) -> None:
     npy = tmp_path / "unlabelled.npy"
     np.save(npy, np.random.default_rng(0).random((50, 6)).astype(np.float32))
-    args = [a.replace("{npy}", str(npy)) for a in args]
+    real = tmp_path / "real.npy"
+    np.save(real, np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32))
+    args = [a.replace("{npy}", str(npy)).replace("{real}", str(real)) for a in args]
     code = main(["train", "--out", str(tmp_path / "run"), *args])
     err = capsys.readouterr().err
     assert code == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig, NetConfig
@@ -119,6 +120,37 @@ def test_conditional_model_uses_the_label() -> None:
     px = model.decode(torch.zeros(3, 2, 3), torch.tensor([4, 5]))
     assert px.batch_shape == (3, 2)
     assert model.sample(6, y=7).shape == (6, *SHAPE)
+
+
+def test_conditional_model_takes_class_indices_or_one_hot_rows_of_any_dtype() -> None:
+    import numpy as np
+
+    from vaekit.data import DataError
+
+    model = make(conditional=True)
+    x, y = torch.rand(4, *SHAPE), torch.tensor([0, 3, 9, 3])
+    expected = model.encode(x, y).mean
+    for labels in (
+        F.one_hot(y, 10),  # int64 one-hot rows (a shape error before)
+        F.one_hot(y, 10).float(),
+        np.eye(10)[y.numpy()],  # numpy float64 one-hot, as Keras' to_categorical
+        y.float(),  # whole-number float labels
+    ):
+        torch.testing.assert_close(model.encode(x, torch.as_tensor(labels)).mean, expected)
+    with pytest.raises(DataError, match="class indices 0..9 or one-hot rows"):
+        model.encode(x, torch.tensor([0.5, 1.0, 2.0, 3.0]))
+
+
+def test_sample_cycles_through_the_classes_and_refuses_labels_without_them() -> None:
+    from vaekit.data import DataError
+
+    cvae = make(conditional=True)
+    torch.manual_seed(0)
+    cycled = cvae.sample(12)
+    torch.manual_seed(0)
+    assert torch.equal(cycled, cvae.sample(12, torch.arange(12) % 10))
+    with pytest.raises(DataError, match="not conditional"):
+        make().sample(4, 3)
 
 
 def test_gradients_reach_every_parameter() -> None:

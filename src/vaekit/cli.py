@@ -495,17 +495,9 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     torch.manual_seed(a.seed)
-    labels = None
-    if run.num_classes:
-        labels = (
-            torch.full((a.n,), a.label)
-            if a.label is not None
-            else torch.arange(a.n) % run.num_classes
-        )
-    elif a.label is not None:
-        print("error: --label needs a conditional model (model.conditional=true)", file=sys.stderr)
-        return 2
-    x = run.sample(a.n, labels)
+    # A conditional model cycles through its classes unless --label picks one, as
+    # Run.sample does; an unconditional one refuses --label.
+    x = run.sample(a.n, a.label)
     is_image = run.info["data"].get("is_image", False)
     out = Path(a.out) if a.out else run.dir / ("samples.png" if is_image else "samples.csv")
     if out.suffix == ".png":

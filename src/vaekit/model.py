@@ -26,9 +26,11 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig
+from vaekit.data.core import DataError
+from vaekit.distributions.likelihoods import LikelihoodHead
 from vaekit.nn import build_decoder_net, build_encoder_net
 
-__all__ = ["Encoder", "Decoder", "VAE", "build_model", "network_precision"]
+__all__ = ["Encoder", "Decoder", "VAE", "build_model", "network_precision", "NOT_CONDITIONAL"]
 
 # The dtype the encoder and decoder networks compute in (None: their parameters' own).
 _NETWORK_DTYPE: ContextVar[torch.dtype | None] = ContextVar("vaekit_network_dtype", default=None)
@@ -67,17 +69,34 @@ def _run_net(net: nn.Module, x: Tensor, ctx: Tensor | None) -> Tensor:
     return out.float()
 
 
+NOT_CONDITIONAL = (
+    "this model is not conditional (trained with model.conditional=false): "
+    "it takes no labels, so drop y (--label)"
+)
+
+
 def _one_hot(y: Tensor | None, num_classes: int) -> Tensor | None:
+    """The network's label context: class indices ``(...,)`` or one-hot (or soft) rows
+    ``(..., num_classes)`` -> float one-hot rows; None for an unconditional model, which
+    ignores labels (the trainer passes a labelled dataset's y to every model)."""
     if num_classes == 0:
         return None
     if y is None:
-        raise ValueError("this is a conditional model: pass the labels y as well")
+        raise DataError(
+            "this is a conditional model: pass the labels y as well "
+            f"(class indices 0..{num_classes - 1} or one-hot rows)"
+        )
     y = torch.as_tensor(y)
-    if y.dtype.is_floating_point and y.dim() >= 1 and y.shape[-1] == num_classes:
-        return y  # already one-hot (or soft) labels
+    if y.dim() >= 2 and y.shape[-1] == num_classes:
+        return y.float()  # one-hot (or soft) rows, of any dtype
+    if y.dtype.is_floating_point and y.numel() and not bool((y == y.round()).all()):
+        raise DataError(
+            f"labels must be class indices 0..{num_classes - 1} or one-hot rows of length "
+            f"{num_classes}, got non-integer values of shape {tuple(y.shape)}"
+        )
     y = y.long()
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(
+        raise DataError(
             f"labels must be integers in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}"
         )
     return F.one_hot(y, num_classes).float()
@@ -106,7 +125,11 @@ class Decoder(nn.Module):
     """
 
     def __init__(
-        self, net: nn.Module, head: nn.Module, data_shape: Sequence[int], num_classes: int = 0
+        self,
+        net: nn.Module,
+        head: LikelihoodHead,
+        data_shape: Sequence[int],
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.net = net
@@ -179,14 +202,21 @@ class VAE(nn.Module):
     def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
         """``n`` draws from the model: z ~ p(z), then the mean of (or a sample from) p(x|z).
 
-        For a conditional model, ``y`` is one class for all draws or one label per draw.
+        For a conditional model, ``y`` is one class for all draws, one label per draw, or
+        None: the draws cycle through the classes (0, 1, ..., C-1, 0, ...). An
+        unconditional model refuses a label.
         """
+        if not self.conditional and y is not None:
+            raise DataError(NOT_CONDITIONAL)
         z = self.prior.sample((n,))
         labels: Tensor | None = None
-        if y is not None:
-            labels = torch.as_tensor(y, device=z.device)
-            if labels.dim() == 0:
-                labels = labels.expand(n)
+        if self.conditional:
+            if y is None:
+                labels = torch.arange(n, device=z.device) % self.num_classes
+            else:
+                labels = torch.as_tensor(y, device=z.device)
+                if labels.dim() == 0:
+                    labels = labels.expand(n)
         px = self.decode(z, labels)
         return px.mean if mean else px.sample()
 

@@ -39,8 +39,10 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
+from vaekit.data.core import DataError
+from vaekit.distributions.likelihoods import check_unit_interval, event_value
 from vaekit.errors import VaekitError
-from vaekit.model import VAE, build_model
+from vaekit.model import NOT_CONDITIONAL, VAE, build_model
 
 __all__ = [
     "BEST_WEIGHTS",
@@ -322,6 +324,26 @@ class Run:
         run.weights, run.weights_epoch = weights, read_weights_epoch(path)
         return run
 
+    def __repr__(self) -> str:
+        from vaekit.summary import _model_text, _objective_text
+
+        cfg = config_to_dict(self.config)
+        data = self.info.get("data", {})
+        epoch = f", epoch {self.weights_epoch}" if self.weights_epoch is not None else ""
+        classes = (
+            f", conditional on {self.num_classes} classes"
+            if self.num_classes
+            else f", {data.get('num_classes')} classes (not conditional)"
+            if data.get("num_classes")
+            else ""
+        )
+        return (
+            f"<vaekit.Run {str(self.dir)!r}: {_model_text(cfg['model'])}; "
+            f"{_objective_text(cfg['objective'])}; {self.weights} weights{epoch}; "
+            f"data {data.get('name')} {tuple(self.data_shape)} {data.get('kind', '')}{classes}; "
+            f"on {self.device}>"
+        )
+
     # -- properties -------------------------------------------------------------------------
 
     @property
@@ -351,25 +373,39 @@ class Run:
         return read_metrics(self.dir)
 
     def _x(self, x: Any) -> Tensor:
-        t = _as_tensor(x, self.device)
-        n = int(np.prod(self.data_shape))
-        if t.dim() == 1 and t.numel() == n:
+        """Examples ``(N, *data_shape)`` on the run's device from what a user holds: flat or
+        shaped (the rule of the likelihoods' ``log_prob``), one example or many; values
+        outside [0, 1] for a model trained on [0, 1] data are refused (8-bit data, mostly)."""
+        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        t = event_value(t if t.is_floating_point() else t.float(), torch.Size(self.data_shape))
+        k = len(self.data_shape)
+        if t.dim() == k:
             t = t.unsqueeze(0)
-        if t[0].numel() != n:
-            raise ValueError(
-                f"expected examples of shape {self.data_shape} ({n} values each), got {tuple(t.shape[1:])}"
+        elif t.dim() != k + 1:
+            raise DataError(
+                f"x of shape {tuple(t.shape)}: expected one example or a batch (N, ...) of "
+                f"examples of shape {self.data_shape}"
             )
-        return t.reshape(t.shape[0], *self.data_shape)
+        if self.info["data"].get("kind") in ("binary", "grey"):
+            check_unit_interval(
+                t, f"this run was trained on data in [0, 1] ({self.info['data'].get('name')})"
+            )
+        return t.to(device=self.device, dtype=torch.float32)
 
     def _y(self, y: Any, n: int | None = None) -> Tensor | None:
-        if not self.num_classes:
-            return None
+        """Labels for ``n`` examples (a single class is repeated): class indices or one-hot
+        rows; refused by a model that is not conditional, required by one that is."""
+        if not self.num_classes and y is not None:
+            raise DataError(NOT_CONDITIONAL)
         if y is None:
-            raise ValueError("this is a conditional model: pass the labels y as well")
+            return None  # a conditional model's encoder or decoder says what is missing
         t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y, device=self.device)
         if t.dim() == 0 and n is not None:
             t = t.expand(n)
-        return t.long() if not t.dtype.is_floating_point or t.dim() == 1 else t
+        count = t.shape[0] if t.dim() else None
+        if n is not None and count is not None and count != n:
+            raise DataError(f"got {count} labels (shape {tuple(t.shape)}) for {n} examples")
+        return t
 
     # -- the encoder ------------------------------------------------------------------------
 
@@ -393,8 +429,18 @@ class Run:
             raise ValueError(
                 f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}"
             )
-        n = zt.shape[0] if zt.dim() > 1 else None
-        return self.model.decode(zt, self._y(y, n))
+        # One label (a class index or a one-hot row) decodes every z; else one per z.
+        yt = self._y(y)
+        if yt is not None:
+            lead = yt.shape[:-1] if yt.dim() >= 2 and yt.shape[-1] == self.num_classes else yt.shape
+            try:
+                torch.broadcast_shapes(lead, zt.shape[:-1])
+            except RuntimeError:
+                raise DataError(
+                    f"labels of shape {tuple(yt.shape)} do not match z of shape {tuple(zt.shape)}: "
+                    "pass one label, or one per z"
+                ) from None
+        return self.model.decode(zt, yt)
 
     def generate(self, z: Any, y: Any = None) -> Tensor:
         """The mean of p(x | z): the generator model of the tutorials (z -> x)."""
@@ -402,8 +448,9 @@ class Run:
 
     @torch.inference_mode()
     def sample(self, n: int, y: Any = None, mean: bool = True) -> Tensor:
-        """``n`` examples from the model (for a conditional model, of class ``y``)."""
-        labels = self._y(y, n) if self.num_classes else None
+        """``n`` examples from the model. A conditional model draws class ``y`` (one class or
+        one label each), or cycles through its classes when ``y`` is None."""
+        labels = None if (y is None and self.num_classes) else self._y(y, n)
         return self.model.sample(n, labels, mean=mean)
 
     # -- the whole model --------------------------------------------------------------------
