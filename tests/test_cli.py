@@ -52,6 +52,9 @@ def test_train_then_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["evaluate", str(run), "--k", "50"]) == 0
     result = json.loads((run / "eval-k50.json").read_text())
     assert result["n"] == 359 and np.isclose(result["elbo"], -(result["recon"] + result["kl"]))
+    # A Bernoulli likelihood on grey digits: the NLL is a cross-entropy, said beside it.
+    assert "cross-entropy, not a likelihood" in result["nll_note"]
+    assert "cross-entropy, not a likelihood" in capsys.readouterr().err
 
     assert main(["sample", str(run), "--n", "16"]) == 0
     assert (run / "samples.png").stat().st_size > 100

@@ -304,6 +304,8 @@ def test_evaluate_run_reports_every_figure(vae_run: vaekit.Run) -> None:
     ):
         assert r[key] is not None, key
     assert r["n"] == 359 and r["k"] == 50 and r["dataset"] == "digits"
+    # Bernoulli on grey digits: the number is a cross-entropy, and the JSON says so.
+    assert r["nll_note"].startswith("a cross-entropy, not a likelihood")
     assert math.isfinite(r["nll"]) and 0 < r["nll_se"] < 1
     # The 50-sample bound is tighter than the 1-sample ELBO (up to noise).
     assert r["nll"] <= -r["elbo"] + 3 * (r["nll_se"] + r["elbo_se"])

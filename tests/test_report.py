@@ -63,6 +63,11 @@ def test_report_is_self_contained_with_metrics_and_figures(vae: vaekit.Run) -> N
     # digits is not a published setting: no reference table.
     assert "Published numbers" not in text
     assert "latent_dim: 2" in text  # the config
+    # Bernoulli on grey digits: the NLL row says it is a cross-entropy, even for an
+    # evaluation saved without the note.
+    assert "Caveat: a cross-entropy, not a likelihood" in text
+    (vae.dir / "eval-k5.json").write_text(json.dumps({**results, "nll_note": None}))
+    assert "Caveat: a cross-entropy" in write_report(vae, threads=1).read_text()
 
 
 def test_report_reuses_the_most_thorough_saved_evaluation(vae: vaekit.Run) -> None:
@@ -168,5 +173,6 @@ def test_report_of_a_binarized_mnist_run(tmp_path: Path, shared_data_dir: Path) 
     text = write_report(run, k=2, data_dir=str(shared_data_dir), threads=1).read_text()
     _assert_self_contained(text)
     assert "Burda et al. 2016" in text and "88.71" in text
+    assert "Caveat" not in text  # binary data: a likelihood
     # Not labelled: no histograms; 2-D latent on images: the manifold is there.
     assert 'alt="latent_histograms"' not in text and 'alt="manifold"' in text

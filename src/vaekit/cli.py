@@ -375,6 +375,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else run.dir / name
     write_json(out, result)
     print(json.dumps(result, indent=2))
+    if result.get("nll") is not None and result.get("nll_note"):
+        # Beside the JSON (stdout stays JSON), so that the caveat is read with the number.
+        print(f"note: the NLL of {result['nll']:.2f} nats is {result['nll_note']}", file=sys.stderr)
     return 0
 
 

@@ -635,7 +635,9 @@ def evaluate_run(
     """Every evaluation figure of a run as one JSON-able dict.
 
     Keys: ``nll`` and ``nll_se`` (nats, k-sample importance sampling; None with
-    ``nll_note`` for a plain autoencoder), ``bits_per_dim`` (image data), ``elbo``,
+    ``nll_note`` for a plain autoencoder; ``nll_note`` also says when the number is not a
+    likelihood of the data, e.g. a Bernoulli cross-entropy on grey levels, see
+    :meth:`~vaekit.distributions.LikelihoodHead.nll_caveat`), ``bits_per_dim`` (image data), ``elbo``,
     ``elbo_se``, ``recon``, ``kl``, ``kl_per_dim`` (+ ``kl_per_dim_method``),
     ``active_units`` with ``latent_variance``, ``classifier`` (accuracies on latent
     means, where labels exist) and ``seconds``.
@@ -693,6 +695,9 @@ def evaluate_run(
             if ds.is_image:
                 result["bits_per_dim"] = nll / (d * math.log(2))
                 result["bits_per_dim_se"] = se / (d * math.log(2))
+            caveat = m.decoder.head.nll_caveat(ds.kind)
+            if caveat:
+                result["nll_note"] = caveat
         else:
             result["nll"] = result["nll_se"] = None
             result["nll_note"] = (

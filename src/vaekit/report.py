@@ -236,17 +236,25 @@ def _pm(v: Any, se: Any, digits: int = 2) -> str:
 
 
 def _metric_rows(
-    results: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
+    results: Mapping[str, Any],
+    metrics: Sequence[Mapping[str, Any]],
+    caveat: str | None = None,
 ) -> list[tuple[str, str, str]]:
-    """(name, value, explanation) rows of the metrics table; values are already HTML."""
+    """(name, value, explanation) rows of the metrics table; values are already HTML.
+
+    ``caveat`` says what the NLL is when it is not a likelihood of the data (see
+    :meth:`~vaekit.distributions.LikelihoodHead.nll_caveat`); it stands beside the NLL
+    and bits per dimension."""
     rows: list[tuple[str, str, str]] = []
     k = results.get("k")
+    warn = f"<strong>Caveat: {html.escape(caveat)}.</strong> " if caveat else ""
     if results.get("nll") is not None:
         rows.append(
             (
                 "test NLL",
                 _pm(results["nll"], results.get("nll_se")) + " nats",
-                f"&minus;log p(x), importance sampling with k={k}, mean &plusmn; standard error over {results.get('n')} examples",
+                warn
+                + f"&minus;log p(x), importance sampling with k={k}, mean &plusmn; standard error over {results.get('n')} examples",
             )
         )
     else:
@@ -256,7 +264,7 @@ def _metric_rows(
             (
                 "bits per dimension",
                 _pm(results["bits_per_dim"], results.get("bits_per_dim_se"), 4),
-                "NLL / (D ln 2)",
+                "NLL / (D ln 2)" + ("; the NLL's caveat applies" if caveat else ""),
             )
         )
     if results.get("elbo") is not None:
@@ -408,6 +416,14 @@ def _yaml(data: Any) -> str:
     return text
 
 
+def _nll_caveat(run: Run) -> str | None:
+    # From the run, not the saved evaluation: an eval.json written before the note
+    # existed gets it too.
+    head = run.model.decoder.head
+    caveat: str | None = head.nll_caveat(str(run.info.get("data", {}).get("kind", "")))
+    return caveat
+
+
 def render_report(
     run: Run,
     results: Mapping[str, Any],
@@ -462,7 +478,7 @@ def render_report(
         "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>how</th></tr>",
         "".join(
             f"<tr><td>{esc(a)}</td><td>{b}</td><td class='muted'>{c}</td></tr>"
-            for a, b, c in _metric_rows(results, metrics)
+            for a, b, c in _metric_rows(results, metrics, _nll_caveat(run))
         ),
         "</table>",
         _kl_bars(results),
