@@ -133,6 +133,12 @@ def test_manifold_grid_is_15_by_15(vae: vaekit.Run) -> None:
     assert labels[0] == "-1.64" and labels[-1] == "1.64"
 
 
+def test_grids_of_a_conditional_model_name_their_class(cvae: vaekit.Run, vae: vaekit.Run) -> None:
+    assert manifold_grid(cvae, 3, y=7).axes[0].get_title().endswith("(3x3, class 7)")
+    assert latent_grid(cvae, n=2).axes[0].get_title().endswith(", class 0")
+    assert "class" not in manifold_grid(vae, 2).axes[0].get_title()
+
+
 def test_latent_grid_over_a_chosen_range(vae: vaekit.Run) -> None:
     fig = latent_grid(vae, (-2, 2), (-1, 1), n=5)
     assert _one_image(fig).shape == (5 * 9 + 1, 5 * 9 + 1)

@@ -324,12 +324,14 @@ def test_sliders_traverse_and_traversal_strip(
     slider = d.find_element("id", "slider-0")
     for _ in range(60):
         slider.send_keys(Keys.ARROW_RIGHT)
-    wait_for(lambda: state(d, "z[0]") > 0.3, "z1 to move right")
-    wait_for(lambda: decoded(d) != first, "the picture to change with z1")
+    wait_for(lambda: state(d, "z[0]") > 0.3, "z0 to move right")
+    wait_for(lambda: decoded(d) != first, "the picture to change with z0")
     d.find_element("css selector", "#sliders .slider-row:nth-child(2) button").click()
-    wait_for(lambda: images_loaded(d, "#strip img") == 11, "the traversal of z2")
+    wait_for(lambda: images_loaded(d, "#strip img") == 11, "the traversal of z1")
     assert d.find_element("id", "strip").get_attribute("data-kind") == "traversal"
-    assert "z2" in d.find_element("id", "strip-title").text
+    # Latent dimensions are named from z0, as in the plots and the CSV of `vaekit encode`.
+    assert "z1 from" in d.find_element("id", "strip-title").text
+    assert d.find_element("id", "slider-name-0").text == "z0"
     assert console_errors(d) == []
 
 
@@ -450,11 +452,12 @@ def test_more_latent_dimensions_offer_projection_and_dimension_choice(
     Select(d.find_element("id", "view-mode")).select_by_value("dims")
     assert d.find_element("id", "dims-pick").is_displayed()
     Select(d.find_element("id", "dim-y")).select_by_value("2")
-    wait_for(lambda: state(d, "dy") == 2, "the y axis to show z3")
+    wait_for(lambda: state(d, "dy") == 2, "the y axis to show z2")
+    assert Select(d.find_element("id", "dim-y")).first_selected_option.text == "z2"
     codes0 = state(d, "codes[0]")
     assert state(d, "proj[0]") == [codes0[0], codes0[2]]
     first = decoded(d)
     x0, y0, x1, y1 = plot_box(d)
     map_action(d, x0 + 0.3 * (x1 - x0), y0 + 0.3 * (y1 - y0)).perform()
-    wait_for(lambda: decoded(d) != first, "decoding in the (z1, z3) plane")
+    wait_for(lambda: decoded(d) != first, "decoding in the (z0, z2) plane")
     assert console_errors(d) == []

@@ -314,6 +314,17 @@ def _class_label(run: Run, y: Any) -> Tensor | None:
     return torch.as_tensor(0 if y is None else y)
 
 
+def _class_title(run: Run, y: Any) -> str:
+    """``", class NAME"`` for the class a conditional model decodes (the figure's grid
+    shows that class only); empty for an unconditional model."""
+    label = _class_label(run, y)
+    if label is None:
+        return ""
+    c = int(label.reshape(-1)[0])
+    names = run.info["data"].get("class_names")
+    return f", class {names[c] if names and c < len(names) else c}"
+
+
 def _decoded_grid(
     ax: Axes,
     run: Run,
@@ -366,7 +377,8 @@ def manifold_grid(
 ) -> Figure:
     """The 2-D manifold of tutorial 001: decode an ``n`` x ``n`` grid whose coordinates are
     the inverse normal CDF of evenly spaced quantiles, so the grid covers the prior's mass
-    evenly. Other latent dimensions stay at 0; a conditional model decodes class ``y`` (0).
+    evenly. Other latent dimensions stay at 0; a conditional model decodes class ``y`` (0),
+    which the title names.
     """
     from scipy.stats import norm
 
@@ -380,7 +392,7 @@ def manifold_grid(
     fig = Figure(figsize=(7, 7), layout="constrained")
     ax = fig.subplots()
     _decoded_grid(ax, run, g, g, dims, None, y)
-    ax.set_title(f"Manifold through the inverse normal CDF ({n}x{n})")
+    ax.set_title(f"Manifold through the inverse normal CDF ({n}x{n}{_class_title(run, y)})")
     return fig
 
 
@@ -397,7 +409,7 @@ def latent_grid(
     """Decode a uniform ``n`` x ``n`` grid over ``x_range`` x ``y_range`` (tutorial 003).
 
     ``base`` fixes the other latent dimensions (default 0); a conditional model decodes
-    class ``y`` (default 0).
+    class ``y`` (default 0), which the title names.
     """
     _require_images(run, "latent_grid")
     y_range = y_range or x_range
@@ -419,6 +431,7 @@ def latent_grid(
     )
     ax.set_title(
         f"Decoded uniform grid, z{dims[0]} in [{x_range[0]:.3g}, {x_range[1]:.3g}], z{dims[1]} in [{y_range[0]:.3g}, {y_range[1]:.3g}]"
+        + _class_title(run, y)
     )
     return fig
 
@@ -448,12 +461,9 @@ def prior_samples(
     """Means of p(x|z) for ``n`` draws z ~ p(z) (a conditional model cycles through classes
     unless ``y`` picks one)."""
     _require_images(run, "prior_samples")
-    labels = None
-    if run.num_classes:
-        labels = torch.full((n,), int(y)) if y is not None else torch.arange(n) % run.num_classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        x = run.sample(n, labels)
+        x = run.sample(n, y)
     ncol = ncol or (run.num_classes if (run.num_classes and y is None) else math.ceil(math.sqrt(n)))
     fig = Figure(figsize=(6, 6 * math.ceil(n / ncol) / ncol + 0.5), layout="constrained")
     ax = fig.subplots()
@@ -750,22 +760,18 @@ def compare_runs(
             dims = (0, 1)
             rx, ry = _data_range(z, dims)
             base = z.mean(0) if run.latent_dim > 2 else None
+            label = None if ys is None else ys[0]
             _decoded_grid(
-                axes[row, col],
-                run,
-                np.linspace(*rx, n),
-                np.linspace(*ry, n),
-                dims,
-                base,
-                None if ys is None else ys[0],
+                axes[row, col], run, np.linspace(*rx, n), np.linspace(*ry, n), dims, base, label
             )
-            axes[row, col].set_title("decoded grid over the codes' range")
+            axes[row, col].set_title(
+                "decoded grid over the codes' range" + _class_title(run, label)
+            )
             row += 1
         if images:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                lab = None if not run.num_classes else torch.arange(64) % run.num_classes
-                samples = run.sample(64, lab)
+                samples = run.sample(64)  # a conditional model cycles through its classes
             _show_images(axes[row, col], to_images(samples, run.data_shape), 8)
             axes[row, col].set_title("decoded draws z ~ N(0, I)")
     return fig

@@ -207,7 +207,7 @@
       const e = S.info.pca.explained;
       return [`PC1 (${Math.round(100 * e[0])}% of variance)`, `PC2 (${Math.round(100 * e[1])}%)`];
     }
-    return [`z${S.dx + 1}`, S.D > 1 ? `z${S.dy + 1}` : "(spread)"];
+    return [`z${S.dx}`, S.D > 1 ? `z${S.dy}` : "(spread)"];
   }
 
   function drawAxes() {
@@ -501,20 +501,20 @@
     S.info.slider_range.forEach(([lo, hi], k) => {
       const input = el("input", {
         type: "range", id: `slider-${k}`, min: String(lo), max: String(hi),
-        step: String((hi - lo) / 400), value: String(S.z[k]), "aria-label": `latent dimension ${k + 1}`,
+        step: String((hi - lo) / 400), value: String(S.z[k]), "aria-label": `latent dimension z${k}`,
       });
       input.addEventListener("input", () => {
         S.z[k] = parseFloat(input.value);
         $(`slider-val-${k}`).textContent = fmt(S.z[k]);
-        S.source = `z${k + 1} moved`;
+        S.source = `z${k} moved`;
         requestDecode(S.z, S.source);
         planeMaybeChanged();
         draw();
       });
-      const trav = el("button", { type: "button", title: `traversal of z${k + 1}: decode it from ${lo} to ${hi}`, text: "⇆" });
+      const trav = el("button", { type: "button", title: `traversal of z${k}: decode it from ${lo} to ${hi}`, text: "⇆" });
       trav.addEventListener("click", () => showTraversal(k));
       box.appendChild(el("div", { class: "slider-row" }, [
-        el("span", { class: "name", id: `slider-name-${k}`, text: `z${k + 1}` }),
+        el("span", { class: "name", id: `slider-name-${k}`, text: `z${k}` }),
         input,
         el("span", { class: "val", id: `slider-val-${k}`, text: fmt(S.z[k]) }),
         trav,
@@ -630,12 +630,12 @@
     za[k] = lo; zb[k] = hi;
     S.strip = { kind: "traversal", k };
     $("strip-title").textContent = "Traversal";
-    $("strip-title").appendChild(el("span", { class: "muted", text: `  z${k + 1} from ${fmt(lo)} to ${fmt(hi)}, the other dimensions held at the marker` }));
+    $("strip-title").appendChild(el("span", { class: "muted", text: `  z${k} from ${fmt(lo)} to ${fmt(hi)}, the other dimensions held at the marker` }));
     const box = $("strip");
     try {
       const r = await api("/api/interpolate", withLabel({ a: za, b: zb, steps: 11 }));
       box.textContent = "";
-      r.images.forEach((src, i) => box.appendChild(figure(src, `z${k + 1}=${fmt(r.z[i][k])}`)));
+      r.images.forEach((src, i) => box.appendChild(figure(src, `z${k}=${fmt(r.z[i][k])}`)));
       box.dataset.kind = "traversal";
     } catch (e) {
       toast(e.message);
@@ -772,8 +772,8 @@
     }
     if (D > 1) {
       for (let k = 0; k < D; k++) {
-        $("dim-x").appendChild(el("option", { value: String(k), text: `z${k + 1}` }));
-        $("dim-y").appendChild(el("option", { value: String(k), text: `z${k + 1}` }));
+        $("dim-x").appendChild(el("option", { value: String(k), text: `z${k}` }));
+        $("dim-y").appendChild(el("option", { value: String(k), text: `z${k}` }));
       }
       $("dim-x").value = "0";
       $("dim-y").value = "1";
