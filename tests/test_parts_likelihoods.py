@@ -254,6 +254,7 @@ def test_every_likelihood_names_both_shapes_when_x_does_not_fit(name: str) -> No
 @pytest.mark.parametrize("name", _likelihood_names())
 def test_likelihoods_of_0_to_1_data_refuse_8_bit_values(name: str) -> None:
     from vaekit.data import DataError
+    from vaekit.distributions.likelihoods import check_unit_interval
 
     shape = (1, 4, 4)
     head = _registry_head(name, shape)
@@ -267,6 +268,8 @@ def test_likelihoods_of_0_to_1_data_refuse_8_bit_values(name: str) -> None:
             p.log_prob(x8.float() / 127.5 - 1)
         # Rounding may land a hair above 1: still [0, 1] data.
         assert bool(torch.isfinite(p.log_prob(torch.full((5, *shape), 1 + 1e-7))).all())
+        # NaN is not a question of scale: no "scale them to [0, 1]" for it.
+        check_unit_interval(torch.tensor([float("nan"), 0.5]))
     else:  # real-valued heads take any value
         assert bool(torch.isfinite(p.log_prob(x8)).all())
 

@@ -84,8 +84,8 @@ def check_unit_interval(value: Tensor, lead: str = "p(x|z) models data in [0, 1]
         return
     lo_t, hi_t = torch.aminmax(value.detach())
     lo, hi = float(lo_t), float(hi_t)
-    if lo >= -_UNIT_TOLERANCE and hi <= 1.0 + _UNIT_TOLERANCE:
-        return
+    if not (lo < -_UNIT_TOLERANCE or hi > 1.0 + _UNIT_TOLERANCE):
+        return  # in range (or NaN, which is not a question of scale)
     hint = (
         "they look 8-bit (0..255); divide them by 255"
         if lo >= 0 and 2 <= hi <= 255
