@@ -129,15 +129,15 @@ def event_value(value: Tensor, event_shape: Size, batch_shape: Size | None = Non
             )
         lead = value.shape[:start]
         value = value.reshape(*lead, *event_shape)
-    if batch_shape is not None:
-        try:
-            torch.broadcast_shapes(lead, batch_shape)
-        except RuntimeError:
-            raise DataError(
-                f"x of shape {tuple(value.shape)} holds examples {tuple(lead)}, which do not "
-                f"match the {tuple(batch_shape)} distributions of p(x|z); pass one example "
-                "per z"
-            ) from None
+    # Pairwise, not torch.broadcast_shapes: that costs 14 us a call, this one 1 us.
+    if batch_shape is not None and any(
+        a != b and a != 1 and b != 1
+        for a, b in zip(reversed(lead), reversed(batch_shape), strict=False)
+    ):
+        raise DataError(
+            f"x of shape {tuple(value.shape)} holds examples {tuple(lead)}, which do not "
+            f"match the {tuple(batch_shape)} distributions of p(x|z); pass one example per z"
+        )
     return value
 
 
