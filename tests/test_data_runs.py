@@ -18,6 +18,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.data import DataError, Dataset, Split, limit_split, load_dataset, training_data
 from vaekit.serve import Explorer
+from vaekit.summary import summarize_run
 from vaekit.train import fit, loop
 
 TABLE = ["height", "weight", "age"]
@@ -177,6 +178,7 @@ def test_a_run_finds_its_data_from_any_directory_and_moved_data_by_dataset(
     assert main(["train", *args, "--set", "model.encoder.hidden=[8]", "--out", "run"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"]["name"] == str(tmp_path / "data" / "table.csv")
+    assert summarize_run(tmp_path / "run")["dataset"] == "table.csv"
     monkeypatch.chdir(tmp_path / "elsewhere")
     run = "../run"
     assert len(vaekit.load(run).dataset().test) == 60
