@@ -28,6 +28,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -503,8 +504,6 @@ def run_data(
     path (moved data pass the check as long as they are the same). Data that changed
     since training are a DataError saying what changed, unless ``allow_changed``.
     """
-    from dataclasses import replace
-
     from vaekit.data import NAMED, DataError, data_change, training_data
 
     d = config.data
