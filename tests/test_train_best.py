@@ -44,9 +44,10 @@ def test_best_weights_are_those_of_the_best_validation_epoch(tmp_path: Path) -> 
     assert loaded.weights == "best" and loaded.weights_epoch == best
     assert vaekit.load(run).weights_epoch == 6
     # data.valid_fraction held out a quarter of the digits' training split, the same one
-    # that a loaded run's dataset gives (for `vaekit evaluate --split valid`).
+    # that a loaded run's dataset gives (for `vaekit evaluate --split valid`), and
+    # data.limit=256 kept 256 of the rest, as in training.
     ds = loaded.dataset()
-    assert (len(ds.train), len(ds.valid)) == (1078, 360)
+    assert (len(ds.train), len(ds.valid)) == (256, 360)
     # The same run trained for only `best` epochs ends with exactly those weights.
     short = train_tiny(tmp_path / "short", *overrides[:2], f"train.epochs={best}")
     want, got = load_file(short / "model.safetensors"), load_file(run / "best.safetensors")
@@ -113,9 +114,9 @@ def _drop_times(rows: list[dict]) -> list[dict]:
 def test_patience_stops_where_the_validation_score_stalls_and_changes_nothing_before(
     tmp_path: Path,
 ) -> None:
-    # lr 0.05 on the tiny config: the validation ELBO improves to epoch 9, then not for two
+    # lr 0.08 on the tiny config: the validation ELBO improves to epoch 8, then not for two
     # epochs (checked below, so that the test cannot pass without stopping early).
-    overrides = (VALID, "train.lr=0.05", "train.epochs=12")
+    overrides = (VALID, "train.lr=0.08", "train.epochs=12")
     full = read_metrics(train_tiny(tmp_path / "full", *overrides))
     patience = 2
     stop = next(r["epoch"] for r in full if r["epoch"] - r["best_epoch"] >= patience)

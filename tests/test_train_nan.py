@@ -30,8 +30,8 @@ NAN_ROW = 17  # one training example; it lands in exactly one batch of every epo
 def _poison_rows(monkeypatch: pytest.MonkeyPatch, rows: slice | int) -> None:
     original = loop._load_data
 
-    def load(cfg: Any, data_dir: str | None) -> Dataset:
-        ds = original(cfg, data_dir)
+    def load(cfg: Any, data_dir: str | None, *args: Any) -> Dataset:
+        ds = original(cfg, data_dir, *args)
         x = ds.train.x.clone()
         x[rows] = float("nan")
         ds.train = Split(x, ds.train.y)

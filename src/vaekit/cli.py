@@ -1,7 +1,7 @@
 """Command line: thin subcommands over the library.
 
     vaekit train --config FILE [--dataset NAME_OR_PATH] [--epochs N] [--out RUN] [--seed S] [--set k=v ...]
-    vaekit train --resume RUN [--epochs N] [--patience N] [--threads N]
+    vaekit train --resume RUN [--epochs N] [--patience N] [--threads N] [--allow-changed-data]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
@@ -12,6 +12,10 @@
     vaekit reconstruct RUN [--n 16]
     vaekit encode RUN [--split test] [--format npy|csv]
     vaekit explore RUN [--host 127.0.0.1] [--port 0|N] [--data-dir DIR]
+
+Commands that read a run's data again (evaluate, plot, report, reconstruct, encode,
+explore) take ``--dataset PATH`` for data that have moved, and refuse data that changed
+since training unless ``--allow-changed-data`` (so does ``train --resume``).
 
 ``python -m vaekit`` is the same program.
 """
@@ -36,6 +40,24 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="where named datasets' files are found (default: $VAEKIT_DATA_DIR)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the run's, or auto)")
+
+
+def _run_data_flags(p: argparse.ArgumentParser, moved: bool = True) -> None:
+    """Flags for commands that read a run's data again."""
+    if moved:
+        p.add_argument(
+            "--dataset",
+            default=None,
+            metavar="PATH",
+            help="where the run's data file or folder is now, when it has moved "
+            "(it must hold the same data)",
+        )
+    p.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="go on when the data differ from those the run was trained on (rows added, "
+        "values edited); the splits then hold other examples than training used",
+    )
 
 
 def _weights(p: argparse.ArgumentParser) -> None:
@@ -105,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show a progress bar (default: when the terminal is interactive)",
     )
+    _run_data_flags(p, moved=False)
     _common(p)
 
     p = sub.add_parser(
@@ -154,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON file to write (default: RUN/eval.json for the whole test split at k = 5000, "
         "else a name with the settings, e.g. RUN/eval-k100.json)",
     )
+    _run_data_flags(p)
     _weights(p)
     _common(p)
 
@@ -172,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
     p.add_argument("--dpi", type=int, default=100)
+    _run_data_flags(p)
     _weights(p)
     _common(p)
 
@@ -216,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the evaluation")
+    _run_data_flags(p)
     _weights(p)
     _common(p)
 
@@ -246,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="output file (default: RUN/reconstructions.png or .csv)"
     )
+    _run_data_flags(p)
     _weights(p)
     _common(p)
 
@@ -254,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--format", default="npy", choices=["npy", "csv"])
     p.add_argument("--out", default=None, help="output prefix (default: RUN/latents_<split>)")
+    _run_data_flags(p)
     _weights(p)
     _common(p)
 
@@ -275,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch threads for decoding (default 1, the fastest for single points; 0 leaves torch's default)",
     )
+    _run_data_flags(p)
     _common(p)
     return parser
 
@@ -318,6 +347,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             device=a.device,
             data_dir=a.data_dir,
             progress=a.progress,
+            allow_changed_data=a.allow_changed_data,
         )
         return 0
     overrides = list(a.overrides)
@@ -339,15 +369,16 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
+    """The run's splits as training used them, from --dataset when the data have moved."""
+    return run.dataset(a.data_dir, path=a.dataset, allow_changed=a.allow_changed_data)
+
+
 def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
     from vaekit.rundir import load
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
-    ds = run.dataset(a.data_dir)
-    split = getattr(ds, a.split)
-    if split is None:
-        raise SystemExit(f"error: dataset {ds.name} has no {a.split} split")
-    return run, split
+    return run, _run_dataset(a, run).split(a.split)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -355,12 +386,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from vaekit.rundir import load, write_json
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    ds = _run_dataset(a, run)
     try:
         result = evaluate_run(
             run,
             k=a.k,
             split=a.split,
-            data_dir=a.data_dir,
+            dataset=ds,
             limit=a.limit,
             batch_size=a.batch_size,
             max_rows=a.max_rows,
@@ -387,7 +419,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     try:
-        figures = run_figures(run, which=a.which, data_dir=a.data_dir)
+        figures = run_figures(run, _run_dataset(a, run), which=a.which)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -467,8 +499,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     from vaekit.rundir import load
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    ds = _run_dataset(a, run)
     try:
-        out = write_report(run, k=a.k, out=a.out, data_dir=a.data_dir, threads=a.threads)
+        out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -487,6 +520,17 @@ def _write_table(path: Path, x: Any, header: list[str]) -> None:
         comments="",
         fmt="%.6g",
     )
+
+
+def _columns(run: Any) -> tuple[list[str], bool]:
+    """The data's own column names (a CSV's header) and True, else x0, x1, ... and False."""
+    d = 1
+    for n in run.data_shape:
+        d *= int(n)
+    named = run.info["data"].get("columns")
+    if isinstance(named, list) and len(named) == d:
+        return [str(c) for c in named], True
+    return [f"x{i}" for i in range(d)], False
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
@@ -516,7 +560,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     elif out.suffix == ".npy":
         np.save(out, x.cpu().numpy())
     else:
-        _write_table(out, x.cpu().numpy(), [f"x{i}" for i in range(int(np.prod(run.data_shape)))])
+        _write_table(out, x.cpu().numpy(), _columns(run)[0])
     print(f"wrote {a.n} samples to {out}")
     return 0
 
@@ -558,7 +602,9 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
         both = np.concatenate(
             [x.cpu().numpy().reshape(n, d), xr.cpu().numpy().reshape(n, d)], axis=1
         )
-        _write_table(out, both, [f"x{i}" for i in range(d)] + [f"recon{i}" for i in range(d)])
+        names, named = _columns(run)
+        recon = [f"recon_{c}" for c in names] if named else [f"recon{i}" for i in range(d)]
+        _write_table(out, both, names + recon)
     print(f"wrote {n} originals and reconstructions to {out}")
     return 0
 
@@ -618,7 +664,14 @@ def cmd_explore(a: argparse.Namespace) -> int:
         return 2
     try:
         serve(
-            a.run, a.host, a.port, data_dir=a.data_dir, device=a.device or "cpu", threads=a.threads
+            a.run,
+            a.host,
+            a.port,
+            data_dir=a.data_dir,
+            device=a.device or "cpu",
+            threads=a.threads,
+            data_path=a.dataset,
+            allow_changed_data=a.allow_changed_data,
         )
     except OSError as e:
         # Binding fails this way: the port is taken, or the host is not an address here.

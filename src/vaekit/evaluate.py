@@ -648,9 +648,7 @@ def evaluate_run(
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0 = every example), got {limit}")
     ds = dataset if dataset is not None else run.dataset(data_dir)
-    part = getattr(ds, split, None) if split in ("train", "valid", "test") else None
-    if part is None:
-        raise ValueError(f"dataset {ds.name} has no {split!r} split; use train, valid or test")
+    part = ds.split(split)
     if limit:
         part = part.take(limit)
     m = run.model

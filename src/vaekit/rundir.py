@@ -28,8 +28,9 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,11 +45,16 @@ from vaekit.distributions.likelihoods import check_unit_interval, event_value
 from vaekit.errors import VaekitError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
 
+if TYPE_CHECKING:
+    from vaekit.data import Dataset
+
 __all__ = [
     "BEST_WEIGHTS",
     "RunError",
     "Run",
     "load",
+    "run_data",
+    "read_data_info",
     "atomic_write",
     "write_json",
     "save_weights",
@@ -268,6 +274,11 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
     Every reader of a run goes through here (loading, resuming, summaries), so a missing,
     corrupt or invalid file gets the same :class:`RunError`.
     """
+    if Path(run_dir).is_file():
+        raise RunError(
+            f"{str(run_dir)!r} is a file, not a run directory; pass the directory that "
+            "`vaekit train --out RUN` wrote (it holds config.json and model.json)"
+        )
     if not Path(run_dir).is_dir():
         raise RunError(
             f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
@@ -477,15 +488,26 @@ class Run:
             )
         return ELBO(samples=samples, kl=self.config.objective.kl)(self.model, xt, yt).terms
 
-    def dataset(self, data_dir: str | None = None) -> Any:
-        """The run's dataset, loaded the way training loaded it."""
-        from vaekit.data import hold_out_validation, load_dataset
+    def dataset(
+        self,
+        data_dir: str | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        allow_changed: bool = False,
+    ) -> Dataset:
+        """The run's splits: exactly the examples training used (see :func:`run_data`).
 
-        d = self.config.data
-        ds = load_dataset(
-            d.name, data_dir_=data_dir, binarization=d.binarize, seed=self.config.train.seed
+        ``path`` is where the data are now when they have moved; data that changed since
+        training are an error unless ``allow_changed``.
+        """
+        return run_data(
+            self.dir,
+            self.config,
+            self.info.get("data"),
+            data_dir=data_dir,
+            path=path,
+            allow_changed=allow_changed,
         )
-        return hold_out_validation(ds, d.valid_fraction)
 
 
 def load(
@@ -498,6 +520,62 @@ def load(
     split and ``train.keep_best`` is on).
     """
     return Run.from_dir(run_dir, device, weights)
+
+
+def read_data_info(run_dir: Path) -> dict[str, Any] | None:
+    """``model.json``'s ``data`` section (None when it is missing or unreadable)."""
+    try:
+        info = json.loads((Path(run_dir) / "model.json").read_text())
+    except (OSError, ValueError):
+        return None
+    data = info.get("data") if isinstance(info, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+_MOVED_HINT = "pass where they are now with --dataset PATH (Python: run.dataset(path=...))"
+
+
+def run_data(
+    run_dir: Path,
+    config: Config,
+    data_info: Mapping[str, Any] | None,
+    *,
+    data_dir: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    allow_changed: bool = False,
+    moved_hint: str = _MOVED_HINT,
+) -> Dataset:
+    """The splits a run was trained on, checked against the fingerprint in its model.json.
+
+    ``data_info`` is model.json's ``data`` section; ``path`` replaces the recorded data
+    path (moved data pass the check as long as they are the same). Data that changed
+    since training are a DataError saying what changed, unless ``allow_changed``.
+    """
+    from vaekit.data import NAMED, DataError, data_change, training_data
+
+    d = config.data
+    name = str(path) if path is not None else d.name
+    if path is None and name not in NAMED and not Path(name).expanduser().exists():
+        raise DataError(
+            f"{run_dir} was trained on {name}, which is not there any more; {moved_hint}"
+        )
+    saved = (data_info or {}).get("fingerprint")
+    seed = config.train.seed
+    if data_info is not None and saved is None and d.limit:
+        # Runs from before fingerprints trained on the first data.limit examples.
+        ds = training_data(replace(d, limit=0), seed, data_dir_=data_dir, name=name)
+        ds.train = ds.train.take(d.limit)
+    else:
+        ds = training_data(d, seed, data_dir_=data_dir, name=name)
+    assert ds.fingerprint is not None
+    change = data_change(saved, ds.fingerprint)
+    if change is not None and not allow_changed:
+        raise DataError(
+            f"the data of {run_dir} changed since it was trained: {change}. Its splits would "
+            "no longer hold the examples training used; restore the data, or pass "
+            "--allow-changed-data (Python: allow_changed=True) to go on with them as they are now"
+        )
+    return ds
 
 
 def write_run_files(run_dir: Path, cfg: Config, data_info: dict[str, Any]) -> None:

@@ -111,9 +111,11 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         saved = saved_evaluation(path, weights, epoch)
         if saved is not None:
             break
+    dataset = str(config.get("data", {}).get("name"))
     row: dict[str, Any] = {
         "run": path.resolve().name,
-        "dataset": config.get("data", {}).get("name"),
+        # A file's name, not the absolute path that config.json records.
+        "dataset": Path(dataset).name if Path(dataset).is_absolute() else dataset,
         "model": _model_text(config.get("model", {})),
         "objective": _objective_text(config.get("objective", {})),
         "epochs": last.get("epoch", 0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ __all__ = [
     "cache_dir",
     "split_holdout",
     "hold_out_validation",
+    "limit_split",
+    "check_finite_rows",
 ]
 
 
@@ -44,6 +47,10 @@ class Split:
     def take(self, n: int) -> Split:
         return Split(self.x[:n], None if self.y is None else self.y[:n])
 
+    def select(self, idx: Tensor) -> Split:
+        """The examples at ``idx``, in that order."""
+        return Split(self.x[idx], None if self.y is None else self.y[idx])
+
 
 @dataclass
 class Dataset:
@@ -62,22 +69,45 @@ class Dataset:
     kind: str
     is_image: bool
     class_names: list[str] | None = None
+    # A table's column names (CSV header), one per feature; None for other data.
+    columns: list[str] | None = None
+    # What the data were when a run was trained on them (see data.fingerprint); None
+    # until training_data() computes it.
+    fingerprint: dict[str, Any] | None = None
 
     def info(self) -> dict[str, object]:
         """What a run directory records about its data (enough to rebuild the model)."""
-        return {
+        info: dict[str, object] = {
             "name": self.name,
             "shape": list(self.shape),
             "num_classes": self.num_classes,
             "kind": self.kind,
             "is_image": self.is_image,
             "class_names": self.class_names,
+            "columns": self.columns,
             "sizes": {
                 "train": len(self.train),
                 "valid": len(self.valid) if self.valid is not None else 0,
                 "test": len(self.test),
             },
         }
+        if self.fingerprint is not None:
+            info["fingerprint"] = self.fingerprint
+        return info
+
+    def split(self, name: str) -> Split:
+        """The split ``train``, ``valid`` or ``test``; a DataError names the splits there are."""
+        part = getattr(self, name, None) if name in ("train", "valid", "test") else None
+        if isinstance(part, Split):
+            return part
+        there = [k for k in ("train", "valid", "test") if getattr(self, k) is not None]
+        why = (
+            " (a validation split is held out of the training data when a run is trained "
+            "with data.valid_fraction > 0)"
+            if name == "valid"
+            else ""
+        )
+        raise DataError(f"dataset {self.name} has no {name!r} split{why}; use {' or '.join(there)}")
 
 
 def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -106,15 +136,33 @@ def _as_float(x: np.ndarray, source: str) -> np.ndarray:
         return x.astype(np.float32)
     if np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
         out = x.astype(np.float32)
-        bad = ~np.isfinite(out)
-        if bad.any():
-            idx = np.argwhere(bad)[0]
-            raise DataError(
-                f"{source}: {int(bad.sum())} values are NaN or infinite (first at index {tuple(int(i) for i in idx)}); "
-                "clean or impute them before training"
-            )
+        check_finite_rows(out, source)
         return out
     raise DataError(f"{source}: unsupported array type {x.dtype}; expected numbers")
+
+
+def check_finite_rows(x: np.ndarray, source: str, what: str = "row") -> None:
+    """A DataError naming the first NaN/Inf by its row (counting from 0) and place in the row.
+
+    Call it on the array as the file holds it, before any split shuffles the rows, so
+    that the row is the file's.
+    """
+    if not np.issubdtype(x.dtype, np.floating):
+        return  # integers are always finite
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    row, *rest = (int(i) for i in np.argwhere(bad)[0])
+    where = f"{what} {row}"
+    if len(rest) == 1:
+        where += f", column {rest[0]}"
+    elif rest:
+        where += f", position {tuple(rest)}"
+    where += ", counting from 0"
+    raise DataError(
+        f"{source}: {int(bad.sum())} values are NaN or infinite (first at {where}); "
+        "clean or impute them before training"
+    )
 
 
 def _labels(y: np.ndarray | None, n: int, source: str) -> Tensor | None:
@@ -199,12 +247,43 @@ def hold_out_validation(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
             f"{n} training example(s) cannot give a validation split; provide more data"
         )
     a, b = (torch.from_numpy(i) for i in _holdout_indices(n, fraction, seed))
-    x, y = ds.train.x, ds.train.y
-    return replace(
-        ds,
-        train=Split(x[a], None if y is None else y[a]),
-        valid=Split(x[b], None if y is None else y[b]),
-    )
+    return replace(ds, train=ds.train.select(a), valid=ds.train.select(b))
+
+
+def limit_split(split: Split, n: int, seed: int) -> Split:
+    """A seeded random subset of ``n`` examples, stratified by label, in the split's order.
+
+    Each class keeps its share of the split (largest remainders round the counts), so
+    the first ``n`` rows of a file sorted by class cannot leave classes out. The same
+    split, ``n`` and ``seed`` always give the same subset: a resumed run and a later
+    evaluation see the examples that training saw.
+
+    Example:
+        >>> s = Split(torch.zeros(10, 1), torch.tensor([0] * 6 + [1] * 4))
+        >>> limit_split(s, 5, seed=0).y.tolist()
+        [0, 0, 0, 1, 1]
+    """
+    total = len(split)
+    if n >= total:
+        return split
+    rng = np.random.default_rng(seed)
+    if split.y is None:
+        keep = rng.choice(total, n, replace=False)
+    else:
+        labels = split.y.cpu().numpy()
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        # Integer arithmetic keeps the shares exact: floor(n * count / total) each, and
+        # the examples left over go to the largest remainders (ties: the lower label).
+        quota, remainder = np.divmod(counts * n, total)
+        order = np.argsort(-remainder, kind="stable")
+        quota[order[: n - int(quota.sum())]] += 1
+        keep = np.concatenate(
+            [
+                rng.choice(np.flatnonzero(inverse == c), int(k), replace=False)
+                for c, k in enumerate(quota)
+            ]
+        )
+    return split.select(torch.from_numpy(np.sort(keep)))
 
 
 def make_dataset(
@@ -217,6 +296,7 @@ def make_dataset(
     is_image: bool | None = None,
     scale: float | None = None,
     class_names: list[str] | None = None,
+    columns: list[str] | None = None,
 ) -> Dataset:
     """Check and convert numpy splits into a :class:`Dataset`.
 
@@ -274,6 +354,7 @@ def make_dataset(
         kind=kind,
         is_image=len(shape) == 3,
         class_names=class_names,
+        columns=columns if columns is not None and len(columns) == int(np.prod(shape)) else None,
     )
 
 

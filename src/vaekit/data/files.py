@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.data.core import DataError, Dataset, make_dataset, split_holdout
+from vaekit.data.core import DataError, Dataset, check_finite_rows, make_dataset, split_holdout
 from vaekit.data.readers import (
     read_amat,
     read_csv,
@@ -89,7 +89,8 @@ def _name(stem: str) -> str:
 
 def _csv(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     table = read_csv(path)
-    return table.x, table.y, {"class_names": table.class_names, "is_image": False}
+    kw = {"class_names": table.class_names, "is_image": False, "columns": table.columns}
+    return table.x, table.y, kw
 
 
 def _holdout(name: str, x: np.ndarray, y: np.ndarray | None, source: str, **kw: Any) -> Dataset:
@@ -102,6 +103,8 @@ def _holdout(name: str, x: np.ndarray, y: np.ndarray | None, source: str, **kw: 
             f"{source}: {len(x)} examples but labels of shape {y.shape}; "
             "there must be one label per example"
         )
+    # Before the holdout shuffles the rows, so that a NaN is named by the file's row.
+    check_finite_rows(x, source, "row" if x.ndim <= 2 else "example")
     xa, ya, xb, yb = split_holdout(x, y, HOLDOUT, seed=0)
     return make_dataset(name, (xa, ya), (xb, yb), source=source, **kw)
 

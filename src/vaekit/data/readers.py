@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from vaekit.data.core import DataError
+from vaekit.data.fingerprint import note_read
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,6 +55,7 @@ _AGAIN = "download or copy it again"
 
 def read_bytes(path: Path) -> bytes:
     """The content of a file, decompressed when it is gzip data."""
+    note_read(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -293,9 +295,16 @@ def read_csv(path: Path) -> CsvTable:
         except ValueError:
             j = next(j for j in feature_cols if not _is_number(row[j]))
             what = "is empty" if not row[j] else f"holds {row[j][:40]!r}, which is not a number"
+            labels = ""
+            if label_col is None and row[j]:
+                # Text in an unnamed column is most often the class names.
+                labels = (
+                    f"; if {names[j]!r} holds the class labels, rename the column to "
+                    f"{' or '.join(map(repr, LABEL_COLUMNS))} (those names mark the labels)"
+                )
             raise DataError(
                 f"{path}: line {line}, column {j + 1} ({names[j]!r}) {what}; every feature must be numeric "
-                "(fill in or drop missing values, encode categories as numbers)"
+                f"(fill in or drop missing values, encode categories as numbers){labels}"
             ) from None
     _check_finite(x, path, [names[j] for j in feature_cols], lines)
     y, class_names = None, None
@@ -419,6 +428,7 @@ def read_images(folder: Path, classes: Sequence[str] | None = None) -> ImageSet:
     for i, a in enumerate(arrays):
         x[i] = a.transpose(2, 0, 1) if a.ndim == 3 else a[None]
     y = None if labels is None else np.array(labels, dtype=np.int64)
+    note_read(folder, files)
     return ImageSet(x=x, y=y, class_names=names, files=files)
 
 
@@ -483,6 +493,7 @@ def read_npz_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.nd
     """All arrays of an ``.npz`` file (never unpickling objects)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path")
+    note_read(path)
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
@@ -507,6 +518,7 @@ def read_npy(path: Path) -> np.ndarray:
     """One array from an ``.npy`` file (never unpickling objects)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path")
+    note_read(path)
     if zipfile.is_zipfile(path):
         raise DataError(f"{path}: an .npz archive named .npy; rename it to .npz")
     try:

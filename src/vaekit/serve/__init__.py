@@ -40,6 +40,8 @@ def serve(
     device: str = "cpu",
     threads: int = 1,
     out: TextIO | None = None,
+    data_path: str | None = None,
+    allow_changed_data: bool = False,
 ) -> None:
     """Serve the explorer for ``run_dir`` until interrupted, printing its address first.
 
@@ -47,6 +49,8 @@ def serve(
     authentication, so everyone who can reach the port can use it. ``threads`` sets
     torch's thread count for this process (0 leaves it): one thread decodes a single
     point fastest, and several threads spin against each other on a busy machine.
+    ``data_path`` and ``allow_changed_data`` are :meth:`vaekit.Run.dataset`'s ``path``
+    (data that have moved) and ``allow_changed``.
     """
     out = out or sys.stdout
     if threads > 0:
@@ -60,7 +64,15 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    server = make_server(str(run_dir), host, port, data_dir=data_dir, device=device)
+    server = make_server(
+        str(run_dir),
+        host,
+        port,
+        data_dir=data_dir,
+        device=device,
+        data_path=data_path,
+        allow_changed_data=allow_changed_data,
+    )
     try:
         print(
             f"vaekit explorer for {run_dir} at {server.url}  (Ctrl+C to stop)", file=out, flush=True

@@ -91,10 +91,13 @@ class Explorer:
         data_dir: str | None = None,
         device: str = "cpu",
         max_points: int = 2000,
+        data_path: str | None = None,
+        allow_changed_data: bool = False,
     ) -> Explorer:
-        """Load a run with :func:`vaekit.load` and encode its test split."""
+        """Load a run with :func:`vaekit.load` and encode its test split (``data_path``:
+        where moved data are now; ``allow_changed_data``: see :meth:`vaekit.Run.dataset`)."""
         run = load(run_dir, device=device)
-        ds = run.dataset(data_dir)
+        ds = run.dataset(data_dir, path=data_path, allow_changed=allow_changed_data)
         return cls(run, ds.test, max_points=max_points)
 
     # -- set-up ---------------------------------------------------------------------------------

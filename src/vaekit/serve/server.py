@@ -564,6 +564,8 @@ def make_server(
     max_points: int = 2000,
     verbose: bool = False,
     quiet: bool = False,
+    data_path: str | None = None,
+    allow_changed_data: bool = False,
 ) -> ExplorerServer:
     """An explorer server for a run directory (or a prepared :class:`Explorer`), not yet serving.
 
@@ -574,6 +576,13 @@ def make_server(
     ex = (
         run
         if isinstance(run, Explorer)
-        else Explorer.from_run_dir(run, data_dir=data_dir, device=device, max_points=max_points)
+        else Explorer.from_run_dir(
+            run,
+            data_dir=data_dir,
+            device=device,
+            max_points=max_points,
+            data_path=data_path,
+            allow_changed_data=allow_changed_data,
+        )
     )
     return ExplorerServer(ex, host, port, verbose=verbose, quiet=quiet)

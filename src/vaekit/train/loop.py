@@ -40,6 +40,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import Config, ConfigError, config_to_dict
-from vaekit.data import Dataset, Split, hold_out_validation, load_dataset
+from vaekit.data import Dataset, Split, data_change, resolve_data_name, training_data
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, network_precision
 from vaekit.objectives import Objective, build_objective
@@ -57,8 +58,10 @@ from vaekit.rundir import (
     BEST_WEIGHTS,
     RunError,
     atomic_write,
+    read_data_info,
     read_metrics,
     read_run_config,
+    run_data,
     save_weights,
     trained_bound,
     write_json,
@@ -234,14 +237,27 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def _load_data(cfg: Config, data_dir: str | None) -> Dataset:
-    ds = load_dataset(
-        cfg.data.name, data_dir_=data_dir, binarization=cfg.data.binarize, seed=cfg.train.seed
-    )
-    # Before the limit, so that Run.dataset (which applies no limit) gives the same split.
-    ds = hold_out_validation(ds, cfg.data.valid_fraction)
-    if cfg.data.limit:
-        ds.train = ds.train.take(cfg.data.limit)
+def _load_data(
+    cfg: Config,
+    data_dir: str | None,
+    resumed: tuple[Path, dict[str, Any] | None] | None = None,
+    allow_changed: bool = False,
+) -> Dataset:
+    """The training data (a resumed run's: ``resumed`` is its directory and model.json's
+    data section, checked against the data found now) and the checks they allow."""
+    if resumed is None:
+        ds = training_data(cfg.data, cfg.train.seed, data_dir_=data_dir)
+    else:
+        run_dir, info = resumed
+        ds = run_data(
+            run_dir,
+            cfg,
+            info,
+            data_dir=data_dir,
+            allow_changed=allow_changed,
+            moved_hint=f"move them back, or set data.name in {run_dir / 'config.json'} to "
+            "where they are now (they are checked to be the same data)",
+        )
     if ds.kind == "real" and LIKELIHOODS[cfg.model.likelihood](cfg.model, ds.shape).unit_interval:
         # A learned scale, not the default sigma=1, which fits real-valued columns badly
         # (issue 13: 146.0 nats with sigma=1 where sigma=learned scored 39.9).
@@ -319,6 +335,7 @@ def fit(
     patience: int | None = None,
     threads: int | None = None,
     device: str | None = None,
+    allow_changed_data: bool = False,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
 
@@ -330,7 +347,8 @@ def fit(
     (on resume too: the run's config.json records the new values). A resumed run is
     bit-identical to an uninterrupted one at the same thread count and device; another
     thread count changes the order of floating-point sums, so only the last bits, and
-    another device (a CPU run continued on a GPU) its random draws as well.
+    another device (a CPU run continued on a GPU) its random draws as well. A resumed run
+    whose data changed since it was trained is refused unless ``allow_changed_data``.
 
     Example:
         >>> from vaekit.config import load_config
@@ -342,7 +360,9 @@ def fit(
     dist = setup_distributed()
     try:
         changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
-        history = _fit(cfg, run_dir, resume, changes, data_dir, progress, log, dist)
+        history = _fit(
+            cfg, run_dir, resume, changes, data_dir, progress, log, dist, allow_changed_data
+        )
     except TrainingInterrupted:
         teardown_distributed(dist)  # every rank stopped at the same agreed point
         raise
@@ -362,12 +382,16 @@ def _fit(
     progress: bool | None,
     log: Any,
     dist: DistInfo,
+    allow_changed_data: bool = False,
 ) -> list[dict[str, Any]]:
     # -- config ------------------------------------------------------------------------------
     if resume:
         cfg = read_run_config(run_dir)
     if cfg is None:
         raise ConfigError("fit() needs a config, or resume=True with a run directory")
+    if not resume:
+        # config.json records the data's absolute path: the run works from any directory.
+        cfg = replace(cfg, data=replace(cfg.data, name=resolve_data_name(cfg.data.name)))
     # Settings a resume may change (train.epochs / patience / threads / device).
     changed = False
     for key, value in changes.items():
@@ -391,7 +415,8 @@ def _fit(
     faults = FaultInjector.from_env()
 
     # -- data: every split a tensor on the device; batches are index slices ----------------
-    ds = _load_data(cfg, data_dir)
+    saved_data = read_data_info(run_dir) if resume else None
+    ds = _load_data(cfg, data_dir, (run_dir, saved_data) if resume else None, allow_changed_data)
     train, test, valid = (
         ds.train.to(device),
         ds.test.to(device),
@@ -479,6 +504,15 @@ def _fit(
         if main_rank and changed:
             # config.json records the new settings, so a later plain --resume keeps them.
             write_json(run_dir / "config.json", config_to_dict(cfg))
+        assert ds.fingerprint is not None
+        if main_rank and data_change((saved_data or {}).get("fingerprint"), ds.fingerprint):
+            # Allowed by allow_changed_data: from here on the run trains on these data.
+            print(
+                f"warning: {run_dir}: training goes on with changed data (--allow-changed-data); "
+                "model.json now records them",
+                file=sys.stderr,
+            )
+            write_run_files(run_dir, cfg, ds.info())
     else:
         ckdir = run_dir / "checkpoints"
         if ckdir.is_dir() and any(ckdir.iterdir()):
