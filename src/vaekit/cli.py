@@ -61,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model from a config file and/or flags.",
     )
     p.add_argument(
-        "--config", "-c", default=None, help="YAML, TOML or JSON config file (see configs/)"
+        "--config",
+        "-c",
+        default=None,
+        metavar="FILE_OR_NAME",
+        help="a YAML, TOML or JSON config file, or the name of a bundled config (demo, "
+        "003_vae, bmnist_iwae_k5, ...; an unknown name lists them) (default: the built-in "
+        "defaults)",
     )
     p.add_argument(
         "--resume", default=None, metavar="RUN", help="continue the run in this directory"
