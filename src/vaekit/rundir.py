@@ -386,6 +386,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _no_run_dir(run_dir: str | os.PathLike[str]) -> RunError:
+    if Path(run_dir).exists():
+        return RunError(
+            f"{str(run_dir)!r} is a file, not a run directory; give the folder that "
+            "`vaekit train --out` wrote"
+        )
     return RunError(
         f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
     )
@@ -444,7 +449,18 @@ class Run:
         run_dir = Path(run_dir)
         config = read_run_config(run_dir)
         info = _read_json(run_dir / "model.json", "data shape and classes")
-        model = build_model(config.model, info["data"]["shape"], info["data"]["num_classes"])
+        data = info.get("data")
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("shape"), list)
+            and all(isinstance(d, int) and d > 0 for d in data["shape"])
+            and isinstance(data.get("num_classes"), int)
+        ):
+            raise RunError(
+                f"{run_dir / 'model.json'}: no valid data.shape and data.num_classes; the file "
+                "was edited or is corrupt (`vaekit train` writes it)"
+            )
+        model = build_model(config.model, data["shape"], data["num_classes"])
         path = weights_path(run_dir, weights)
         load_weights(path, model)
         run = cls(run_dir, config, info, model.to(device))
