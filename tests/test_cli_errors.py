@@ -1,8 +1,11 @@
 """Every command, given bad numbers, wrong files or Ctrl-C, says what to do instead of
-printing a traceback; and --out's extension chooses the format that is written."""
+printing a traceback; --out's extension chooses the format that is written; and the
+smaller things a new user meets: readable image grids, a summary that skips strays,
+help for every command and option."""
 
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
 import sys
@@ -12,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import train_tiny
+from PIL import Image
 
-from vaekit.cli import main
+from vaekit.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +196,72 @@ def test_figures_refuse_an_extension_matplotlib_cannot_write(
     assert main(["curves", plain, "--split", "test", "--out", str(tmp_path / "c.svg")]) == 0
     assert (tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
     assert not list(tmp_path.glob("*.xyz"))
+
+
+# -- the smaller things ------------------------------------------------------------------
+
+
+def test_a_missing_split_is_a_usage_error(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was SystemExit with a string: exit status 1.
+    for cmd in ("encode", "reconstruct"):
+        err = _fails([cmd, str(runs["plain"]), "--split", "valid"], capsys)
+        assert "dataset digits has no valid split; choose another --split" in err
+
+
+def test_summary_skips_what_is_not_a_run(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stray, empty = tmp_path / "summary.md", tmp_path / "empty"
+    stray.write_text("an earlier table")
+    empty.mkdir()
+    assert main(["summary", str(runs["plain"]), str(stray), str(empty), str(runs["cvae"])]) == 0
+    out, err = capsys.readouterr()
+    assert "| plain |" in out and "| cvae |" in out
+    assert f"warning: skipped {stray}" in err and f"warning: skipped {empty}" in err
+    err = _fails(["summary", str(stray), str(empty)], capsys)
+    assert "none of the 2 arguments is a run directory" in err
+    assert "is a file, not a run directory" in _fails(["summary", str(stray)], capsys)
+
+
+def test_image_grids_are_readable(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = str(runs["plain"])
+    # 8x8 digits were written 2x: 16 samples in 146 px. Now each is at least 56 px.
+    assert main(["sample", plain, "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.size[0] >= 4 * 56 and im.size[1] >= 4 * 56
+    # Reconstructions: a left margin labels the rows of originals and of reconstructions.
+    assert main(["reconstruct", plain, "--n", "8", "--out", str(tmp_path / "r.png")]) == 0
+    with Image.open(tmp_path / "r.png") as im:
+        pixels = np.asarray(im.convert("L"))
+    grid_width = 8 * (8 + 1) * 7 + 7  # 8 images of 8 px and 1 px gaps, all 7x
+    margin = pixels[:, : pixels.shape[1] - grid_width]
+    assert margin.shape[1] >= 40
+    half = pixels.shape[0] // 2
+    # Text in each band: "original" on the top row, "reconstruction" (wider) below it.
+    top_ink = np.nonzero((margin[:half] < 128).any(axis=0))[0]
+    bottom_ink = np.nonzero((margin[half:] < 128).any(axis=0))[0]
+    assert len(top_ink) and len(bottom_ink) and bottom_ink.max() > top_ink.max()
+    capsys.readouterr()
+
+
+def test_every_command_and_option_is_described() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, command in [("vaekit", parser), *sub.choices.items()]:
+        if not command.description:
+            missing.append(f"{name}: no description")
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                missing.append(f"{what}: no help")
+            # A default that is a value must be shown, e.g. "(default: 64)".
+            elif action.default not in (None, False, []) and "default" not in action.help:
+                missing.append(f"{what}: help does not show its default {action.default!r}")
+    assert not missing, "\n".join(missing)

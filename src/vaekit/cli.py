@@ -52,19 +52,21 @@ def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return integer
 
 
+RUN_HELP = "a run directory (what `vaekit train --out` wrote)"
+
 COUNT = _int_range(1)
 SEED = _int_range(0, 2**32 - 1)  # as train.seed
 THREADS = _int_range(1, 4096)  # as train.threads; torch crashes on absurd counts
 DPI = _int_range(1, 1000)  # matplotlib refuses images over 2**16 pixels a side
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument(
         "--data-dir",
         default=None,
         help="where named datasets' files are found (default: $VAEKIT_DATA_DIR)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the run's, or auto)")
+    p.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N (default: {device})")
 
 
 def _weights(p: argparse.ArgumentParser) -> None:
@@ -82,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vaekit", description="Variational autoencoders composed from parts."
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="`vaekit COMMAND --help` describes each"
+    )
 
     p = sub.add_parser(
         "train",
@@ -106,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dataset name (digits, mnist, fashion-mnist, binarized-mnist, mnist-10k) or a path",
     )
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="epochs to train (train.epochs; default: the config's); with --resume, the new total",
+    )
     p.add_argument(
         "--patience",
         type=int,
@@ -125,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", "-o", default=None, help="run directory to write (default: runs/<config name>)"
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed (train.seed; default: the config's)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -140,23 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show a progress bar (default: when the terminal is interactive)",
     )
-    _common(p)
+    _common(p, "train.device of the config or run; auto: cuda when there is one")
 
     p = sub.add_parser(
         "evaluate",
         help="importance-sampled NLL, ELBO, bits/dim, active units, ... as JSON",
         description="Evaluate a run: k-sample importance-sampled NLL with its standard error, test ELBO with its terms, bits/dim, KL per dimension, active units, latent classifier accuracy.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--k",
         type=int,
         default=5000,
         help="importance samples per example (default 5000, the literature's standard)",
     )
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument(
-        "--limit", type=int, default=0, help="evaluate only the first N examples (0 = all)"
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to evaluate (default: test)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="evaluate only the first N examples (default: 0 = all)",
     )
     p.add_argument(
         "--batch-size",
@@ -176,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch threads (default: torch's own, one per physical core)",
     )
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--seed", type=SEED, default=0, help="seed of the importance samples (default: 0)"
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -197,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's figures as PNG",
         description="Write every figure that applies to the run (or those named with --which) as PNG files.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--which",
         nargs="+",
@@ -206,17 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="figures to write (default: all that apply): training_curves latent_scatter latent_histograms manifold latent_grid reconstructions samples interpolation traversal class_grid",
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
-    p.add_argument("--dpi", type=DPI, default=100)
+    p.add_argument("--dpi", type=DPI, default=100, help="resolution of the PNGs (default: 100)")
     _weights(p)
     _common(p)
 
-    p = sub.add_parser("compare", help="two runs side by side (autoencoder versus VAE) as one PNG")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument(
-        "--out", default=None, help="PNG file to write (default: RUN_B/compare-<RUN_A name>.png)"
+    p = sub.add_parser(
+        "compare",
+        help="two runs side by side (autoencoder versus VAE) as one PNG",
+        description="Two runs side by side, as in tutorial 003 (autoencoder versus VAE): "
+        "for each, the latent scatter of test examples by class, a decoded grid over the "
+        "latent range, and decoded draws from the prior.",
     )
-    p.add_argument("--n", type=COUNT, default=2000, help="test examples to scatter")
+    p.add_argument("run_a", metavar="RUN_A", help="the run drawn on the left")
+    p.add_argument(
+        "run_b", metavar="RUN_B", help="the run drawn on the right (its test split is used)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="figure file; .png, .pdf, .svg, ... by the extension "
+        "(default: RUN_B/compare-<RUN_A name>.png)",
+    )
+    p.add_argument("--n", type=COUNT, default=2000, help="test examples to scatter (default: 2000)")
     _common(p)
 
     p = sub.add_parser(
@@ -225,10 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Minus the bound each run trains (the IWAE bound, else the ELBO; nats) on "
         "one split, by epoch, with each run's best epoch marked: where long runs stand.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
-    p.add_argument("--out", default=None, help="PNG file to write (default: curves-SPLIT.png)")
-    p.add_argument("--dpi", type=DPI, default=100)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one curve each")
+    p.add_argument(
+        "--split",
+        default="valid",
+        choices=["train", "valid", "test"],
+        help="the split whose scores are drawn (default: valid)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="figure file; .png, .pdf, .svg, ... by the extension (default: curves-SPLIT.png)",
+    )
+    p.add_argument("--dpi", type=DPI, default=100, help="resolution of a PNG (default: 100)")
 
     p = sub.add_parser(
         "summary",
@@ -236,12 +278,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="A row per run from what training and `vaekit evaluate` saved (it "
         "evaluates nothing): the README's benchmark tables, rebuilt from your runs.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories, a row each (of several, those that are not runs are skipped "
+        "with a warning)",
+    )
+    p.add_argument(
+        "--format",
+        default="markdown",
+        choices=["markdown", "csv", "json"],
+        help="the table's format (default: markdown)",
+    )
     p.add_argument("--out", default=None, help="file to write (default: print)")
 
-    p = sub.add_parser("report", help="one self-contained HTML report of a run (RUN/report.html)")
-    p.add_argument("run")
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a run (RUN/report.html)",
+        description="One self-contained HTML file about a run: its settings, learning "
+        "curves, the evaluation (the saved one, else a new one with --k) and every figure "
+        "that applies.",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--k",
         type=COUNT,
@@ -250,45 +309,94 @@ def build_parser() -> argparse.ArgumentParser:
         "with the highest k, else k=100)",
     )
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
-    p.add_argument("--threads", type=THREADS, default=None, help="torch threads for the evaluation")
+    p.add_argument(
+        "--threads",
+        type=THREADS,
+        default=None,
+        help="torch threads for the evaluation (default: torch's own)",
+    )
     _weights(p)
     _common(p)
 
     p = sub.add_parser(
-        "sample", help="draw examples from the prior and write them (PNG grid for images)"
+        "sample",
+        help="draw examples from the prior and write them (PNG grid for images)",
+        description="Draw examples from the model (z from the prior, decoded to the mean of "
+        "p(x|z)) and write them: an image grid, or the values as .npy or .csv.",
     )
-    p.add_argument("run")
-    p.add_argument("--n", type=COUNT, default=64)
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--n", type=COUNT, default=64, help="examples to draw (default: 64)")
     p.add_argument(
         "--label",
         type=int,
         default=None,
         help="class to sample (conditional models; default: every class in turn)",
     )
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
     p.add_argument(
         "--out",
         default=None,
-        help="output file (.png, .npy or .csv; default: RUN/samples.png or .csv)",
+        help="output file; the extension picks the format: .png or .jpg (an image grid), "
+        ".npy (shape (N, *data shape)) or .csv (a row per example) (default: "
+        "RUN/samples.png for images, else RUN/samples.csv)",
     )
     _weights(p)
     _common(p)
 
-    p = sub.add_parser("reconstruct", help="test examples beside their reconstructions")
-    p.add_argument("run")
-    p.add_argument("--n", type=COUNT, default=16)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p = sub.add_parser(
+        "reconstruct",
+        help="test examples beside their reconstructions",
+        description="The first --n examples of a split and their reconstructions (decoded "
+        "at the posterior mean): an image grid with labelled rows, or the values.",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
-        "--out", default=None, help="output file (default: RUN/reconstructions.png or .csv)"
+        "--n", type=COUNT, default=16, help="examples (default: 16; at most the split's size)"
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to take them from (default: test)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output file; the extension picks the format: .png or .jpg (originals above "
+        "their reconstructions), .npy (shape (2, N, *data shape): originals, then "
+        "reconstructions) or .csv (x0.. then recon0.. per row) (default: "
+        "RUN/reconstructions.png for images, else RUN/reconstructions.csv)",
     )
     _weights(p)
     _common(p)
 
-    p = sub.add_parser("encode", help="latent means and variances of a split to .npy or .csv")
-    p.add_argument("run")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--format", default=None, choices=["npy", "csv"])
-    p.add_argument("--out", default=None, help="output prefix (default: RUN/latents_<split>)")
+    p = sub.add_parser(
+        "encode",
+        help="latent means and variances of a split to .npy or .csv",
+        description="Encode every example of a split: the means and variances of q(z|x) "
+        "(and the labels, when the data have them), as .npy files or one .csv.",
+    )
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to encode (default: test)",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=["npy", "csv"],
+        help="npy: PREFIX_mean.npy, PREFIX_var.npy and PREFIX_labels.npy; csv: one PREFIX.csv "
+        "(default: the extension of --out, else npy)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PREFIX",
+        help="output prefix; ending it in .npy or .csv chooses the format "
+        "(default: RUN/latents_SPLIT)",
+    )
     _weights(p)
     _common(p)
 
@@ -297,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the latent-space explorer in the browser",
         description="Serve a web page to explore a run's latent space: the encoded test set, live decoding, interpolation, traversals, samples, and your own drawings. Prints the address.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -381,7 +489,7 @@ def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
     ds = run.dataset(a.data_dir)
     split = getattr(ds, a.split)
     if split is None:
-        raise SystemExit(f"error: dataset {ds.name} has no {a.split} split")
+        raise CommandError(f"dataset {ds.name} has no {a.split} split; choose another --split")
     return run, split
 
 
@@ -458,13 +566,21 @@ def cmd_curves(a: argparse.Namespace) -> int:
 
 def cmd_summary(a: argparse.Namespace) -> int:
     from vaekit.rundir import RunError
-    from vaekit.summary import format_rows, summarize
+    from vaekit.summary import format_rows, summarize_run
 
-    try:
-        text = format_rows(summarize(a.runs), a.format)
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if len(a.runs) == 1:
+        rows = [summarize_run(a.runs[0])]  # the one run must be one: its error is the error
+    else:
+        # `vaekit summary runs/*` may name a stray file or an empty folder: skip those.
+        rows = []
+        for run in a.runs:
+            try:
+                rows.append(summarize_run(run))
+            except RunError as e:
+                print(f"warning: skipped {run}: {e}", file=sys.stderr)
+        if not rows:
+            raise CommandError(f"none of the {len(a.runs)} arguments is a run directory")
+    text = format_rows(rows, a.format)
     if a.out:
         from vaekit.rundir import atomic_write
 
