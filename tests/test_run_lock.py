@@ -30,7 +30,7 @@ from vaekit.rundir import (
 
 
 def test_the_lock_names_its_holder_and_goes_with_it(tmp_path: Path) -> None:
-    run = tmp_path / "run"
+    run = tmp_path / "runs" / "run"
     with run_lock(run, "vaekit train") as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
         # flock locks belong to an open file, so a second open in this process conflicts too.
@@ -38,9 +38,10 @@ def test_the_lock_names_its_holder_and_goes_with_it(tmp_path: Path) -> None:
         with pytest.raises(RunBusyError, match=busy), run_lock(run):
             pass
         assert path.is_file()  # the refused one leaves the holder's lock alone
-    assert not path.exists() and not run.exists()  # still empty: a failed start leaves nothing
+    # Still empty: a run that failed to start leaves no folder (nor runs/ made for it).
+    assert not path.exists() and not (tmp_path / "runs").exists()
     # A stale lock file (its holder was killed) holds nothing: it is taken over.
-    run.mkdir()
+    run.mkdir(parents=True)
     (run / LOCK_FILE).write_text('{"pid": 999999999, "command": "vaekit train"}\n')
     with run_lock(run) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()

@@ -96,10 +96,10 @@ def run_lock(
     The lock is ``flock`` on the file, which the kernel releases when its holder exits in
     any way (``kill -9`` included), so a stale ``.lock`` left by a killed process is simply
     taken over. The holder writes its PID, host, command and start time into the file for
-    the refusal message, and removes it when done. ``RUN`` is created when missing (else,
-    with ``create=False``, that is a RunError), and removed again on exit if it is still
-    empty (a run that failed to start). Where there is no ``fcntl`` (Windows) nothing is
-    locked.
+    the refusal message, and removes it when done. ``RUN`` (and missing parents) is created
+    when missing (else, with ``create=False``, that is a RunError), and removed again on
+    exit if still empty (a run that failed to start). Where there is no ``fcntl``
+    (Windows) nothing is locked.
 
     Example:
         >>> with run_lock("runs/demo"):                 # doctest: +SKIP
@@ -107,7 +107,12 @@ def run_lock(
     """
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
-    created = not run_dir.exists()
+    # The folders this creates, innermost first (RUN, and any missing parents such as runs/).
+    created = []
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created.append(folder)
     if created and not create:
         raise _no_run_dir(run_dir)
     try:
@@ -158,9 +163,11 @@ def run_lock(
         # Removed while still held, so that no one ever locks a file that is gone.
         path.unlink(missing_ok=True)
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):  # not empty: the run started
-                run_dir.rmdir()
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run started (or someone else wrote there)
+                break
 
 
 def _lock_holder(fd: int) -> dict[str, Any]:
