@@ -150,3 +150,43 @@ def test_conv_vae_reconstructs_images_of_its_shape(shape: tuple[int, int, int]) 
     model = build_model(cfg.model, shape)
     assert model.reconstruct(torch.rand(3, *shape)).shape == (3, *shape)
     assert model.sample(2).shape == (2, *shape)
+
+
+def test_the_configs_ship_inside_the_package() -> None:
+    # pyproject's package data must match files (it listed configs/*.yaml while they lay
+    # outside src/vaekit, so a pip-installed vaekit had none); configs/ at the top of the
+    # repository is a link to them, so the README's paths still work there.
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    package = root / "src" / "vaekit"
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for pattern in data["package-data"]["vaekit"]:
+        assert list(package.glob(pattern)), f"package data {pattern!r} matches no file"
+    assert {p.name for p in (package / "configs").glob("*.yaml")} == {
+        p.name for p in CONFIGS.glob("*.yaml")
+    }
+    assert CONFIGS.resolve() == (package / "configs").resolve()
+
+
+def test_a_bundled_config_is_found_by_name_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vaekit.cli import main
+    from vaekit.config import BUNDLED_CONFIGS, config_to_dict
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    want = config_to_dict(load_config(BUNDLED_CONFIGS / "003_vae.yaml"))
+    for name in ("003_vae", "003_vae.yaml", "configs/003_vae.yaml"):  # the last: the README's
+        assert config_to_dict(load_config(name)) == want, name
+    with pytest.raises(ConfigError, match=r"Did you mean '003_vae'\?.*demo, .*tabular_student_t"):
+        load_config("003_vea")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("elsewhere/003_vae.yaml")  # a path elsewhere is not a bundled name
+    # A file in the working directory wins over the bundled config of the same name.
+    (tmp_path / "demo").write_text("train: {epochs: 7}\n")
+    assert load_config("demo").train.epochs == 7
+    run = tmp_path / "run"
+    args = ["train", "-c", "demo.yaml", "--out", str(run), "--epochs", "1"]
+    assert main([*args, "--set", "data.limit=64"]) == 0
+    assert (run / "model.safetensors").is_file()

@@ -8,11 +8,17 @@ Example:
     >>> x_hat = run.decode(q.mean).mean         # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from vaekit.config import Config, ConfigError, load_config
-from vaekit.model import VAE, build_model
-from vaekit.rundir import Run, RunError, load
+if TYPE_CHECKING:
+    from vaekit.config import Config, ConfigError, load_config
+    from vaekit.model import VAE, build_model
+    from vaekit.rundir import Run, RunError, load
 
 __all__ = [
     "__version__",
@@ -25,3 +31,29 @@ __all__ = [
     "RunError",
     "load",
 ]
+
+# Where each name lives. They are imported on first use (PEP 562), so that importing
+# vaekit.cli does not import torch: `vaekit --help` is quick, and a Ctrl-C while torch
+# loads reaches the command line's handler instead of printing a traceback.
+_LAZY = {
+    "Config": "vaekit.config",
+    "ConfigError": "vaekit.config",
+    "load_config": "vaekit.config",
+    "VAE": "vaekit.model",
+    "build_model": "vaekit.model",
+    "Run": "vaekit.rundir",
+    "RunError": "vaekit.rundir",
+    "load": "vaekit.rundir",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

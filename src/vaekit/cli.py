@@ -30,16 +30,47 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser"]
+# Only light imports here: torch loads inside the commands, where main() catches a Ctrl-C.
+from vaekit.errors import VaekitError
+
+__all__ = ["main", "build_parser", "CommandError"]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+class CommandError(VaekitError, ValueError):
+    """A command's arguments that cannot be carried out as given; the message says why."""
+
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``lo..hi``; anything else is a usage error (exit 2)."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"at least {lo}" if hi is None else f"in {lo}..{hi}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return integer
+
+
+RUN_HELP = "a run directory (what `vaekit train --out` wrote)"
+
+COUNT = _int_range(1)
+SEED = _int_range(0, 2**32 - 1)  # as train.seed
+THREADS = _int_range(1, 4096)  # as train.threads; torch crashes on absurd counts
+DPI = _int_range(1, 1000)  # matplotlib refuses images over 2**16 pixels a side
+
+
+def _common(p: argparse.ArgumentParser, device: str = "cpu") -> None:
     p.add_argument(
         "--data-dir",
         default=None,
         help="where named datasets' files are found (default: $VAEKIT_DATA_DIR)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the run's, or auto)")
+    p.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N (default: {device})")
 
 
 def _run_data_flags(p: argparse.ArgumentParser, moved: bool = True) -> None:
@@ -75,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vaekit", description="Variational autoencoders composed from parts."
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="`vaekit COMMAND --help` describes each"
+    )
 
     p = sub.add_parser(
         "train",
@@ -83,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model from a config file and/or flags.",
     )
     p.add_argument(
-        "--config", "-c", default=None, help="YAML, TOML or JSON config file (see configs/)"
+        "--config",
+        "-c",
+        default=None,
+        metavar="FILE_OR_NAME",
+        help="a YAML, TOML or JSON config file, or the name of a bundled config (demo, "
+        "003_vae, bmnist_iwae_k5, ...; an unknown name lists them) (default: the built-in "
+        "defaults)",
     )
     p.add_argument(
         "--resume", default=None, metavar="RUN", help="continue the run in this directory"
@@ -93,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dataset name (digits, mnist, fashion-mnist, binarized-mnist, mnist-10k) or a path",
     )
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="epochs to train (train.epochs; default: the config's); with --resume, the new total",
+    )
     p.add_argument(
         "--patience",
         type=int,
@@ -112,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", "-o", default=None, help="run directory to write (default: runs/<config name>)"
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed (train.seed; default: the config's)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -128,23 +175,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a progress bar (default: when the terminal is interactive)",
     )
     _run_data_flags(p, moved=False)
-    _common(p)
+    _common(p, "train.device of the config or run; auto: cuda when there is one")
 
     p = sub.add_parser(
         "evaluate",
         help="importance-sampled NLL, ELBO, bits/dim, active units, ... as JSON",
         description="Evaluate a run: k-sample importance-sampled NLL with its standard error, test ELBO with its terms, bits/dim, KL per dimension, active units, latent classifier accuracy.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--k",
         type=int,
         default=5000,
         help="importance samples per example (default 5000, the literature's standard)",
     )
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument(
-        "--limit", type=int, default=0, help="evaluate only the first N examples (0 = all)"
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to evaluate (default: test)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="evaluate only the first N examples (default: 0 = all)",
     )
     p.add_argument(
         "--batch-size",
@@ -160,11 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=THREADS,
         default=None,
         help="torch threads (default: torch's own, one per physical core)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=SEED, default=0, help="seed of the importance samples (default: 0)"
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -186,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's figures as PNG",
         description="Write every figure that applies to the run (or those named with --which) as PNG files.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--which",
         nargs="+",
@@ -195,18 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="figures to write (default: all that apply): training_curves latent_scatter latent_histograms manifold latent_grid reconstructions samples interpolation traversal class_grid",
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=DPI, default=100, help="resolution of the PNGs (default: 100)")
     _run_data_flags(p)
     _weights(p)
     _common(p)
 
-    p = sub.add_parser("compare", help="two runs side by side (autoencoder versus VAE) as one PNG")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument(
-        "--out", default=None, help="PNG file to write (default: RUN_B/compare-<RUN_A name>.png)"
+    p = sub.add_parser(
+        "compare",
+        help="two runs side by side (autoencoder versus VAE) as one PNG",
+        description="Two runs side by side, as in tutorial 003 (autoencoder versus VAE): "
+        "for each, the latent scatter of test examples by class, a decoded grid over the "
+        "latent range, and decoded draws from the prior.",
     )
-    p.add_argument("--n", type=int, default=2000, help="test examples to scatter")
+    p.add_argument("run_a", metavar="RUN_A", help="the run drawn on the left")
+    p.add_argument(
+        "run_b", metavar="RUN_B", help="the run drawn on the right (its test split is used)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="figure file; .png, .pdf, .svg, ... by the extension "
+        "(default: RUN_B/compare-<RUN_A name>.png)",
+    )
+    p.add_argument("--n", type=COUNT, default=2000, help="test examples to scatter (default: 2000)")
     _common(p)
 
     p = sub.add_parser(
@@ -215,10 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Minus the bound each run trains (the IWAE bound, else the ELBO; nats) on "
         "one split, by epoch, with each run's best epoch marked: where long runs stand.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
-    p.add_argument("--out", default=None, help="PNG file to write (default: curves-SPLIT.png)")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one curve each")
+    p.add_argument(
+        "--split",
+        default="valid",
+        choices=["train", "valid", "test"],
+        help="the split whose scores are drawn (default: valid)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="figure file; .png, .pdf, .svg, ... by the extension (default: curves-SPLIT.png)",
+    )
+    p.add_argument("--dpi", type=DPI, default=100, help="resolution of a PNG (default: 100)")
 
     p = sub.add_parser(
         "summary",
@@ -226,61 +303,127 @@ def build_parser() -> argparse.ArgumentParser:
         description="A row per run from what training and `vaekit evaluate` saved (it "
         "evaluates nothing): the README's benchmark tables, rebuilt from your runs.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories, a row each (of several, those that are not runs are skipped "
+        "with a warning)",
+    )
+    p.add_argument(
+        "--format",
+        default="markdown",
+        choices=["markdown", "csv", "json"],
+        help="the table's format (default: markdown)",
+    )
     p.add_argument("--out", default=None, help="file to write (default: print)")
 
-    p = sub.add_parser("report", help="one self-contained HTML report of a run (RUN/report.html)")
-    p.add_argument("run")
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a run (RUN/report.html)",
+        description="One self-contained HTML file about a run: its settings, learning "
+        "curves, the evaluation (the saved one, else a new one with --k) and every figure "
+        "that applies.",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--k",
-        type=int,
+        type=COUNT,
         default=None,
         help="evaluate with k importance samples (default: reuse the run's saved evaluation "
         "with the highest k, else k=100)",
     )
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the evaluation")
+    p.add_argument(
+        "--threads",
+        type=THREADS,
+        default=None,
+        help="torch threads for the evaluation (default: torch's own)",
+    )
     _run_data_flags(p)
     _weights(p)
     _common(p)
 
     p = sub.add_parser(
-        "sample", help="draw examples from the prior and write them (PNG grid for images)"
+        "sample",
+        help="draw examples from the prior and write them (PNG grid for images)",
+        description="Draw examples from the model (z from the prior, decoded to the mean of "
+        "p(x|z)) and write them: an image grid, or the values as .npy or .csv.",
     )
-    p.add_argument("run")
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--n", type=COUNT, default=64, help="examples to draw (default: 64)")
     p.add_argument(
         "--label",
         type=int,
         default=None,
         help="class to sample (conditional models; default: every class in turn)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
     p.add_argument(
         "--out",
         default=None,
-        help="output file (.png, .npy or .csv; default: RUN/samples.png or .csv)",
+        help="output file; the extension picks the format: .png or .jpg (an image grid), "
+        ".npy (shape (N, *data shape)) or .csv (a row per example) (default: "
+        "RUN/samples.png for images, else RUN/samples.csv)",
     )
     _weights(p)
     _common(p)
 
-    p = sub.add_parser("reconstruct", help="test examples beside their reconstructions")
-    p.add_argument("run")
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p = sub.add_parser(
+        "reconstruct",
+        help="test examples beside their reconstructions",
+        description="The first --n examples of a split and their reconstructions (decoded "
+        "at the posterior mean): an image grid with labelled rows, or the values.",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
-        "--out", default=None, help="output file (default: RUN/reconstructions.png or .csv)"
+        "--n", type=COUNT, default=16, help="examples (default: 16; at most the split's size)"
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to take them from (default: test)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output file; the extension picks the format: .png or .jpg (originals above "
+        "their reconstructions), .npy (shape (2, N, *data shape): originals, then "
+        "reconstructions) or .csv (x0.. then recon0.. per row) (default: "
+        "RUN/reconstructions.png for images, else RUN/reconstructions.csv)",
     )
     _run_data_flags(p)
     _weights(p)
     _common(p)
 
-    p = sub.add_parser("encode", help="latent means and variances of a split to .npy or .csv")
-    p.add_argument("run")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--format", default="npy", choices=["npy", "csv"])
-    p.add_argument("--out", default=None, help="output prefix (default: RUN/latents_<split>)")
+    p = sub.add_parser(
+        "encode",
+        help="latent means and variances of a split to .npy or .csv",
+        description="Encode every example of a split: the means and variances of q(z|x) "
+        "(and the labels, when the data have them), as .npy files or one .csv.",
+    )
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to encode (default: test)",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=["npy", "csv"],
+        help="npy: PREFIX_mean.npy, PREFIX_var.npy and PREFIX_labels.npy; csv: one PREFIX.csv "
+        "(default: the extension of --out, else npy)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PREFIX",
+        help="output prefix; ending it in .npy or .csv chooses the format "
+        "(default: RUN/latents_SPLIT)",
+    )
     _run_data_flags(p)
     _weights(p)
     _common(p)
@@ -290,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the latent-space explorer in the browser",
         description="Serve a web page to explore a run's latent space: the encoded test set, live decoding, interpolation, traversals, samples, and your own drawings. Prints the address.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -299,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free one)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_int_range(0, 4096),
         default=1,
         help="torch threads for decoding (default 1, the fastest for single points; 0 leaves torch's default)",
     )
@@ -387,6 +530,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     ds = _run_dataset(a, run)
+    out = _out_file(a.out, "eval.json") if a.out else None  # checked before the long part
     try:
         result = evaluate_run(
             run,
@@ -403,8 +547,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
-    out = Path(a.out) if a.out else run.dir / name
+    out = out or run.dir / eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
     write_json(out, result)
     print(json.dumps(result, indent=2))
     if result.get("nll") is not None and result.get("nll_note"):
@@ -418,6 +561,8 @@ def cmd_plot(a: argparse.Namespace) -> int:
     from vaekit.rundir import load
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
+        raise CommandError(f"--out {a.out} is a file; plot writes one PNG per figure into a folder")
     try:
         figures = run_figures(run, _run_dataset(a, run), which=a.which)
     except ValueError as e:
@@ -449,26 +594,33 @@ def cmd_curves(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out or f"curves-{a.split}.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=a.dpi)
+    out = _save_figure(fig, a.out or f"curves-{a.split}.png", a.dpi)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_summary(a: argparse.Namespace) -> int:
     from vaekit.rundir import RunError
-    from vaekit.summary import format_rows, summarize
+    from vaekit.summary import format_rows, summarize_run
 
-    try:
-        text = format_rows(summarize(a.runs), a.format)
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if len(a.runs) == 1:
+        rows = [summarize_run(a.runs[0])]  # the one run must be one: its error is the error
+    else:
+        # `vaekit summary runs/*` may name a stray file or an empty folder: skip those.
+        rows = []
+        for run in a.runs:
+            try:
+                rows.append(summarize_run(run))
+            except RunError as e:
+                print(f"warning: skipped {run}: {e}", file=sys.stderr)
+        if not rows:
+            raise CommandError(f"none of the {len(a.runs)} arguments is a run directory")
+    text = format_rows(rows, a.format)
     if a.out:
         from vaekit.rundir import atomic_write
 
-        with atomic_write(Path(a.out), "w") as f:
+        example = "summary." + {"markdown": "md"}.get(a.format, a.format)
+        with atomic_write(_out_file(a.out, example), "w") as f:
             f.write(text)
         print(f"wrote {a.out}")
     else:
@@ -487,9 +639,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out) if a.out else run_b.dir / f"compare-{run_a.dir.name}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    out = _save_figure(fig, a.out or str(run_b.dir / f"compare-{run_a.dir.name}.png"), 100)
     print(f"wrote {out}")
     return 0
 
@@ -500,6 +650,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     ds = _run_dataset(a, run)
+    if a.out:
+        _out_file(a.out, "report.html")
     try:
         out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
     except ValueError as e:
@@ -509,17 +661,70 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(path: Path, x: Any, header: list[str]) -> None:
+# What sample and reconstruct write, by --out's extension.
+EXAMPLE_FORMATS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".npy": "npy", ".csv": "csv"}
+
+
+def _out_file(
+    out: str, example: str, suffixes: Sequence[str] | None = None, what: str = "it"
+) -> Path:
+    """``--out`` as a file to write: not a folder (``example`` names a file to suggest),
+    and, given ``suffixes``, with one of those extensions: the extension picks the format."""
+    path = Path(out)
+    if path.is_dir():
+        raise CommandError(f"--out {out} is a folder; name a file in it, e.g. {path / example}")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise CommandError(
+            f"--out {out}: unknown extension {path.suffix or '(none)'}; {what} can be written "
+            f"as {', '.join(suffixes)} (the extension chooses the format)"
+        )
+    return path
+
+
+def _examples_out(out: str | None, run: Any, name: str) -> tuple[Path, str]:
+    """Where sample / reconstruct write (``--out``, else ``RUN/NAME.png`` for images and
+    ``RUN/NAME.csv`` for other data) and the format its extension picks: image, npy, csv."""
+    is_image = bool(run.info["data"].get("is_image", False))
+    if out is None:
+        path = run.dir / (name + (".png" if is_image else ".csv"))
+    else:
+        path = _out_file(out, f"{name}.png", list(EXAMPLE_FORMATS), name)
+    kind = EXAMPLE_FORMATS[path.suffix.lower()]
+    if kind == "image" and not is_image:
+        raise CommandError(f"this run's data are not images; write {name} as .npy or .csv")
+    return path, kind
+
+
+def _write_array(path: Path, kind: str, x: Any, header: list[str]) -> None:
+    """An array as .npy (its shape kept) or .csv (a row per example under ``header``)."""
     import numpy as np
 
-    np.savetxt(
-        path,
-        np.asarray(x).reshape(len(x), -1),
-        delimiter=",",
-        header=",".join(header),
-        comments="",
-        fmt="%.6g",
-    )
+    from vaekit.rundir import atomic_write
+
+    x = np.asarray(x)
+    with atomic_write(path, "wb") as f:
+        if kind == "npy":
+            np.save(f, x)
+        else:
+            np.savetxt(
+                f,
+                x.reshape(len(x), -1),
+                delimiter=",",
+                header=",".join(header),
+                comments="",
+                fmt="%.6g",
+            )
+
+
+def _save_figure(fig: Any, out: str, dpi: int) -> Path:
+    """A matplotlib figure to ``out`` in the format of its extension (png, pdf, svg, ...)."""
+    from vaekit.rundir import atomic_write
+
+    suffixes = [f".{k}" for k in fig.canvas.get_supported_filetypes()]
+    path = _out_file(out, "figure.png", suffixes, "a figure")
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format=path.suffix[1:].lower())
+    return path
 
 
 def _columns(run: Any) -> tuple[list[str], bool]:
@@ -534,33 +739,25 @@ def _columns(run: Any) -> tuple[list[str], bool]:
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from vaekit.images import image_grid, save_png, to_images
+    from vaekit.images import display_scale, image_grid, save_image, to_images
     from vaekit.rundir import load
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    out, kind = _examples_out(a.out, run, "samples")
     torch.manual_seed(a.seed)
+    if a.label is not None and run.num_classes and not 0 <= a.label < run.num_classes:
+        raise CommandError(f"--label must be a class of this model, 0..{run.num_classes - 1}")
     # A conditional model cycles through its classes unless --label picks one, as
     # Run.sample does; an unconditional one refuses --label.
     x = run.sample(a.n, a.label)
-    is_image = run.info["data"].get("is_image", False)
-    out = Path(a.out) if a.out else run.dir / ("samples.png" if is_image else "samples.csv")
-    if out.suffix == ".png":
-        if not is_image:
-            print("error: this run's data are not images; write .csv or .npy", file=sys.stderr)
-            return 2
+    if kind == "image":
         ncol = run.num_classes if (run.num_classes and a.label is None) else None
-        save_png(
-            image_grid(to_images(x, run.data_shape), ncol=ncol),
-            out,
-            scale=2 if run.data_shape[-1] <= 16 else 1,
-        )
-    elif out.suffix == ".npy":
-        np.save(out, x.cpu().numpy())
+        grid = image_grid(to_images(x, run.data_shape), ncol=ncol)
+        save_image(grid, out, scale=display_scale(run.data_shape))
     else:
-        _write_table(out, x.cpu().numpy(), _columns(run)[0])
+        _write_array(out, kind, x.cpu().numpy(), _columns(run)[0])
     print(f"wrote {a.n} samples to {out}")
     return 0
 
@@ -568,21 +765,16 @@ def cmd_sample(a: argparse.Namespace) -> int:
 def cmd_reconstruct(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from vaekit.images import image_grid, save_png, to_images
+    from vaekit.images import display_scale, image_grid, save_image, to_images
 
     run, split = _run_and_split(a)
+    out, kind = _examples_out(a.out, run, "reconstructions")
     n = min(a.n, len(split))
     x = split.x[:n].to(run.device)
     y = split.y[:n] if (split.y is not None and run.num_classes) else None
     xr = run.reconstruct(x, y)
-    is_image = run.info["data"].get("is_image", False)
-    out = (
-        Path(a.out)
-        if a.out
-        else run.dir / ("reconstructions.png" if is_image else "reconstructions.csv")
-    )
-    if out.suffix == ".png" and is_image:
-        # Originals in the odd rows, reconstructions under them.
+    if kind == "image":
+        # Originals in the odd rows, reconstructions under them, each row labelled.
         ncol = min(n, 16)
         rows = []
         for i in range(0, n, ncol):
@@ -596,7 +788,12 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
                 for r in rows
             ]
         )
-        save_png(image_grid(imgs, ncol=ncol), out, scale=2 if run.data_shape[-1] <= 16 else 1)
+        labels = ["original", "reconstruction"] * (len(rows) // 2)
+        grid = image_grid(imgs, ncol=ncol)
+        save_image(grid, out, scale=display_scale(run.data_shape), row_labels=labels)
+    elif kind == "npy":
+        # (2, n, *shape): the originals, then their reconstructions.
+        _write_array(out, kind, np.stack([x.cpu().numpy(), xr.cpu().numpy()]), [])
     else:
         d = int(np.prod(run.data_shape))
         both = np.concatenate(
@@ -604,9 +801,31 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
         )
         names, named = _columns(run)
         recon = [f"recon_{c}" for c in names] if named else [f"recon{i}" for i in range(d)]
-        _write_table(out, both, names + recon)
+        _write_array(out, kind, both, names + recon)
     print(f"wrote {n} originals and reconstructions to {out}")
     return 0
+
+
+def _encode_out(a: argparse.Namespace, run_dir: Path) -> tuple[Path, str]:
+    """The prefix encode writes to and its format: ``--out`` may end in .npy or .csv,
+    which then chooses the format (``--format`` must agree); default npy."""
+    if a.out is None:
+        return run_dir / f"latents_{a.split}", a.format or "npy"
+    path = Path(a.out)
+    if path.is_dir():
+        raise CommandError(
+            f"--out {a.out} is a folder; give a file prefix in it, e.g. {path / 'latents'}"
+        )
+    suffix = path.suffix.lower()
+    if suffix not in ("", ".npy", ".csv"):
+        raise CommandError(
+            f"--out {a.out}: unknown extension {path.suffix}; give a prefix without one "
+            "(PREFIX_mean.npy, ... or PREFIX.csv are written), or end it in .npy or .csv"
+        )
+    fmt = suffix[1:] or a.format or "npy"
+    if a.format and a.format != fmt:
+        raise CommandError(f"--out {a.out} is a .{fmt} file but --format is {a.format}")
+    return path.with_suffix(""), fmt
 
 
 def cmd_encode(a: argparse.Namespace) -> int:
@@ -614,6 +833,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
     import torch
 
     run, split = _run_and_split(a)
+    prefix, fmt = _encode_out(a, run.dir)
     means, variances = [], []
     for i in range(0, len(split), 1000):
         x = split.x[i : i + 1000]
@@ -623,19 +843,17 @@ def cmd_encode(a: argparse.Namespace) -> int:
         variances.append(q.variance.cpu())
     mean = torch.cat(means).numpy()
     var = torch.cat(variances).numpy()
-    prefix = Path(a.out) if a.out else run.dir / f"latents_{a.split}"
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     labels = split.y.numpy() if split.y is not None else None
-    if a.format == "npy":
+    if fmt == "npy":
         files = [
             prefix.with_name(prefix.name + "_mean.npy"),
             prefix.with_name(prefix.name + "_var.npy"),
         ]
-        np.save(files[0], mean)
-        np.save(files[1], var)
+        _write_array(files[0], "npy", mean, [])
+        _write_array(files[1], "npy", var, [])
         if labels is not None:
             files.append(prefix.with_name(prefix.name + "_labels.npy"))
-            np.save(files[-1], labels)
+            _write_array(files[-1], "npy", labels, [])
     else:
         d = mean.shape[1]
         cols = [mean, var] + ([labels[:, None].astype(np.float64)] if labels is not None else [])
@@ -644,8 +862,8 @@ def cmd_encode(a: argparse.Namespace) -> int:
             + [f"var_{i}" for i in range(d)]
             + (["label"] if labels is not None else [])
         )
-        files = [prefix.with_suffix(".csv")]
-        _write_table(files[0], np.concatenate(cols, axis=1), header)
+        files = [prefix.with_name(prefix.name + ".csv")]
+        _write_array(files[0], "csv", np.concatenate(cols, axis=1), header)
     print(
         f"encoded {len(mean)} {a.split} examples into {run.latent_dim} dimensions: "
         + ", ".join(map(str, files))
@@ -658,9 +876,6 @@ def cmd_explore(a: argparse.Namespace) -> int:
 
     if not 0 <= a.port <= 65535:
         print("error: --port must be in 0..65535 (0 picks a free port)", file=sys.stderr)
-        return 2
-    if a.threads < 0:
-        print("error: --threads must be >= 0", file=sys.stderr)
         return 2
     try:
         serve(
@@ -698,6 +913,50 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (2: a request to correct, 130: Ctrl-C).
+
+    Every failure a user can meet prints one ``error:`` line, never a traceback: vaekit's
+    own errors, running out of memory, a file that cannot be read or written, Ctrl-C at
+    any moment (torch loads inside the commands, so start-up is covered too).
+    """
+    try:
+        return _main(argv)
+    except VaekitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        # The trainer's own interruption has already said how to resume.
+        if not str(e):
+            print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(
+            f"error: out of memory ({_first_line(e)}); ask for less: a smaller --n, --k, "
+            "--batch-size or --max-rows",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as e:
+        where = e.filename2 or e.filename
+        print(f"error: {where}: {e.strerror}" if where else f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    # torch's CPU allocator raises a RuntimeError ("can't allocate memory"), CUDA's
+    # torch.OutOfMemoryError (also a RuntimeError) says "out of memory".
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.version:
@@ -710,15 +969,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(a, "data_dir", None):
         os.environ["VAEKIT_DATA_DIR"] = a.data_dir
-    from vaekit.errors import VaekitError
-
-    try:
-        return COMMANDS[a.command](a)
-    except VaekitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        # The trainer's own interruption has already said how to resume.
-        if not str(e):
-            print("\ninterrupted", file=sys.stderr)
-        return 130
+    return COMMANDS[a.command](a)

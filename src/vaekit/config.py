@@ -42,6 +42,8 @@ __all__ = [
     "TrainConfig",
     "Config",
     "load_config",
+    "bundled_configs",
+    "find_config",
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
@@ -533,15 +535,56 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into plain data."""
+BUNDLED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def bundled_configs() -> dict[str, Path]:
+    """The configs installed with vaekit, by name (``demo``, ``003_vae``, ...).
+
+    Example:
+        >>> "demo" in bundled_configs()
+        True
+    """
+    return {p.stem: p for p in sorted(BUNDLED_CONFIGS.glob("*.yaml"))}
+
+
+def find_config(path: str | Path) -> Path:
+    """The config file ``path`` names: the file itself when it exists, else a bundled
+    config by name, with or without ``.yaml`` (``demo``, ``003_vae.yaml``).
+
+    A missing ``configs/NAME.yaml`` (the repository's path, as the README writes it) also
+    finds the bundled ``NAME``, so its examples work from any directory. An unknown name
+    is a :class:`ConfigError` that lists the bundled configs.
+
+    Example:
+        >>> find_config("demo").name
+        'demo.yaml'
+    """
     p = Path(path)
+    if p.exists():
+        return p
+    bundled = bundled_configs()
+    name = p.name.removesuffix(".yaml")
+    if name in bundled and (len(p.parts) == 1 or p.parent == Path("configs")):
+        return bundled[name]
+    hint = difflib.get_close_matches(name, list(bundled), n=1)
+    extra = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise ConfigError(
+        f"config file {str(p)!r} does not exist, nor is it a bundled config.{extra} "
+        f"Bundled configs (vaekit train -c NAME): {', '.join(bundled)}"
+    )
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file (or a bundled config by name) into plain data."""
+    p = find_config(path)
     if p.is_dir():
         raise ConfigError(
-            f"config file {str(p)!r} is a directory; give a YAML, TOML or JSON file (see configs/)"
+            f"config file {str(p)!r} is a directory; give a YAML, TOML or JSON file, "
+            "or a bundled config's name (vaekit train -c demo)"
         )
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist (look in configs/ for examples)")
+        raise ConfigError(f"config file {str(p)!r} is not a regular file")
     try:
         text = p.read_bytes().decode("utf-8")
         if p.suffix == ".toml":
@@ -561,7 +604,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"could not parse config file {str(p)!r}: {str(e)[:500]}") from None
     if data is None or not text.strip():
         raise ConfigError(
-            f"config file {str(p)!r} is empty; put settings in it (see configs/), "
+            f"config file {str(p)!r} is empty; put settings in it (start from a bundled one, "
+            f"e.g. {BUNDLED_CONFIGS / 'demo.yaml'}), "
             "or leave out --config to train with the defaults"
         )
     if not isinstance(data, dict):
@@ -572,7 +616,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a config file (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Load a config file (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    ``path`` is a file, or the name of a bundled config (:func:`find_config`).
+    """
     data = read_config_file(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     try:

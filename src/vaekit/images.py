@@ -1,14 +1,19 @@
-"""Image grids as arrays and PNG files (no plotting library state involved)."""
+"""Image grids as arrays, and PNG or JPEG files of them (no plotting library state involved)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-__all__ = ["to_images", "image_grid", "save_png"]
+__all__ = ["IMAGE_SUFFIXES", "to_images", "image_grid", "display_scale", "save_image"]
+
+# The image files save_image writes, by extension.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def to_images(x: Tensor | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -39,16 +44,64 @@ def image_grid(
     return grid
 
 
-def save_png(grid: np.ndarray, path: str | Path, scale: int = 1) -> Path:
-    """Write a grid as a PNG (grey or RGB), optionally enlarged by an integer factor."""
-    import matplotlib.image
+def display_scale(shape: tuple[int, ...], min_pixels: int = 56) -> int:
+    """The integer enlargement that shows images of data ``shape`` (``(C, H, W)`` or
+    ``(H, W)``) at least ``min_pixels`` a side: 7 for 8x8 digits, 2 for MNIST, 1 from 56.
+
+    Example:
+        >>> display_scale((1, 8, 8)), display_scale((1, 28, 28)), display_scale((3, 64, 64))
+        (7, 2, 1)
+    """
+    return max(1, math.ceil(min_pixels / min(shape[-2:])))
+
+
+def save_image(
+    grid: np.ndarray,
+    path: str | Path,
+    scale: int = 1,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Write a grid (grey or RGB, values in [0, 1]) as PNG or JPEG, by the extension.
+
+    ``scale`` enlarges every pixel to a ``scale x scale`` block. ``row_labels`` (one per
+    grid row: the grid's height is split into that many equal bands) are written in a
+    white margin on the left. The file is written atomically.
+    """
+    from PIL import Image, ImageDraw
+
+    from vaekit.rundir import atomic_write
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: images are written as {', '.join(IMAGE_SUFFIXES)}")
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    if grid.ndim == 2:
-        matplotlib.image.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
-    else:
-        matplotlib.image.imsave(path, grid)
+    pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    image = Image.fromarray(pixels).convert("L" if pixels.ndim == 2 else "RGB")
+    if row_labels:
+        band = image.height / len(row_labels)
+        font = _font(int(min(16, max(10, band // 4))))
+        draw = ImageDraw.Draw(image)
+        width = max(int(draw.textlength(t, font=font)) for t in row_labels) + 12
+        labelled = Image.new(image.mode, (image.width + width, image.height), "white")
+        labelled.paste(image, (width, 0))
+        draw = ImageDraw.Draw(labelled)
+        for i, text in enumerate(row_labels):
+            top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
+            y = (i + 0.5) * band - (top + bottom) / 2  # centred in its band
+            draw.text((6, y), text, fill="black", font=font)
+        image = labelled
+    with atomic_write(path, "wb") as f:
+        image.save(f, format="PNG" if path.suffix.lower() == ".png" else "JPEG")
     return path
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
+    except TypeError:  # pragma: no cover - older Pillow: the small bitmap font
+        return ImageFont.load_default()

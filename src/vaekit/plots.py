@@ -45,7 +45,7 @@ from torch import Tensor
 
 from vaekit.data import Dataset, Split
 from vaekit.images import image_grid, to_images
-from vaekit.rundir import Run, trained_bound
+from vaekit.rundir import Run, atomic_write, trained_bound
 
 __all__ = [
     "FIGURES",
@@ -923,12 +923,13 @@ def run_figures(
 
 
 def save_figures(figures: Mapping[str, Figure], out_dir: str | Path, dpi: int = 100) -> list[Path]:
-    """Write each figure as ``out_dir/NAME.png``; returns the paths."""
+    """Write each figure as ``out_dir/NAME.png`` (atomically); returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figures.items():
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=dpi, format="png")
         paths.append(path)
     return paths

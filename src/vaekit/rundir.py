@@ -13,6 +13,16 @@ Everything is written atomically (temporary file, fsync, rename), so a crash lea
 either the old file or the new one, never half of one. Nothing here imports the
 trainer.
 
+Who may write at the same time: one trainer. ``vaekit train`` (new run or ``--resume``)
+holds ``RUN/.lock`` (:func:`run_lock`, an OS lock the kernel drops when the process
+dies, so a killed trainer leaves no lock behind) and a second trainer is refused with
+the first one's PID. The trainer's files (config.json, model.json, the weights,
+metrics.jsonl, checkpoints/) are written by the trainer only. Every other command
+(evaluate, plot, report, sample, reconstruct, encode, explore) reads those files, which
+are always whole, and writes only files of its own (eval*.json, plots/, report.html,
+...), atomically; so they may run beside training and beside each other, and two that
+write the same file leave the one that finished last.
+
 Example:
     >>> run = load("runs/demo")                      # doctest: +SKIP
     >>> q = run.encode(x)                            # doctest: +SKIP
@@ -25,7 +35,9 @@ import contextlib
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -51,6 +63,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BEST_WEIGHTS",
     "RunError",
+    "RunBusyError",
+    "LOCK_FILE",
+    "run_lock",
     "Run",
     "load",
     "run_data",
@@ -70,6 +85,123 @@ __all__ = [
 
 class RunError(VaekitError, RuntimeError):
     """A run directory that cannot be read; the message says what is missing and what to do."""
+
+
+class RunBusyError(RunError):
+    """Another process holds the run directory's lock (it is training it)."""
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def run_lock(
+    run_dir: str | os.PathLike[str], command: str = "vaekit train", create: bool = True
+) -> Iterator[Path]:
+    """Hold ``RUN/.lock`` exclusively for the block; raise :class:`RunBusyError` at once
+    (naming the holder's PID) when another process holds it.
+
+    The lock is ``flock`` on the file, which the kernel releases when its holder exits in
+    any way (``kill -9`` included), so a stale ``.lock`` left by a killed process is simply
+    taken over. The holder writes its PID, host, command and start time into the file for
+    the refusal message, and removes it when done. ``RUN`` (and missing parents) is created
+    when missing (else, with ``create=False``, that is a RunError), and removed again on
+    exit if still empty (a run that failed to start). Where there is no ``fcntl``
+    (Windows) nothing is locked.
+
+    Example:
+        >>> with run_lock("runs/demo"):                 # doctest: +SKIP
+        ...     train_into("runs/demo")
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    # The folders this creates, innermost first (RUN, and any missing parents such as runs/).
+    created = []
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created.append(folder)
+    if created and not create:
+        raise _no_run_dir(run_dir)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock; run without a lock
+        run_dir.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    for _ in range(100):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder vanished in between (a failed start removed it)
+            continue
+        except OSError as e:
+            raise RunError(f"cannot lock {path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise RunBusyError(_busy_text(run_dir, holder)) from None
+        except OSError as e:
+            os.close(fd)
+            raise RunError(f"cannot lock {path}: {e.strerror or e}") from None
+        # The previous holder may have removed the file between our open and our flock:
+        # then we hold a lock on a file no one else can find, so open the path again.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:
+        raise RunError(f"cannot lock {path}: it keeps being removed by another process")
+    try:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command,
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        yield path
+    finally:
+        # Removed while still held, so that no one ever locks a file that is gone.
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run started (or someone else wrote there)
+                break
+
+
+def _lock_holder(fd: int) -> dict[str, Any]:
+    """What the holder of a lock file wrote into it (empty if it has not written yet)."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _busy_text(run_dir: Path, holder: dict[str, Any]) -> str:
+    pid = holder.get("pid")
+    if pid is None:
+        who = "another process"
+    else:
+        who = f"{holder.get('command') or 'another process'} (PID {pid}"
+        if holder.get("host") and holder["host"] != socket.gethostname():
+            who += f" on {holder['host']}"
+        who += f", since {holder['since']})" if holder.get("since") else ")"
+    stop = f"kill -INT {pid}" if pid is not None else "Ctrl-C"
+    return (
+        f"{run_dir} is being written by {who}; only one process may train a run at a time. "
+        f"Wait for it to finish, or stop it ({stop}: it writes a checkpoint) and then "
+        f"continue with `vaekit train --resume {run_dir}`"
+    )
 
 
 @contextmanager
@@ -268,6 +400,17 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _no_run_dir(run_dir: str | os.PathLike[str]) -> RunError:
+    if Path(run_dir).exists():
+        return RunError(
+            f"{str(run_dir)!r} is a file, not a run directory; give the folder that "
+            "`vaekit train --out` wrote"
+        )
+    return RunError(
+        f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
+    )
+
+
 def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
     """The resolved config a run directory was trained with (``RUN/config.json``).
 
@@ -280,9 +423,7 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
             "`vaekit train --out RUN` wrote (it holds config.json and model.json)"
         )
     if not Path(run_dir).is_dir():
-        raise RunError(
-            f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
-        )
+        raise _no_run_dir(run_dir)
     path = Path(run_dir) / "config.json"
     try:
         return config_from_dict(_read_json(path, "the resolved config"))
@@ -328,7 +469,18 @@ class Run:
         run_dir = Path(run_dir)
         config = read_run_config(run_dir)
         info = _read_json(run_dir / "model.json", "data shape and classes")
-        model = build_model(config.model, info["data"]["shape"], info["data"]["num_classes"])
+        data = info.get("data")
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("shape"), list)
+            and all(isinstance(d, int) and d > 0 for d in data["shape"])
+            and isinstance(data.get("num_classes"), int)
+        ):
+            raise RunError(
+                f"{run_dir / 'model.json'}: no valid data.shape and data.num_classes; the file "
+                "was edited or is corrupt (`vaekit train` writes it)"
+            )
+        model = build_model(config.model, data["shape"], data["num_classes"])
         path = weights_path(run_dir, weights)
         load_weights(path, model)
         run = cls(run_dir, config, info, model.to(device))

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.rundir import (
+    BEST_WEIGHTS,
     RunError,
     _fsync_dir,
     atomic_write,
@@ -231,8 +232,14 @@ def write_checkpoint(
     return final
 
 
+# The files in RUN that only the trainer writes; other commands' files (eval*.json,
+# report.html, ...) may be mid-write by a command running beside the trainer.
+TRAINER_FILES = ("config.json", "model.json", "model.safetensors", BEST_WEIGHTS, "metrics.jsonl")
+
+
 def remove_partial_writes(run_dir: Path) -> list[Path]:
-    """Delete what a crash mid-write leaves: ``.tmp-*``/``.old-*`` folders and ``.*.tmp`` files."""
+    """Delete what a crash of the trainer mid-write leaves: ``.tmp-*``/``.old-*`` checkpoint
+    folders and the ``.*.tmp`` files of the trainer's own files (never another command's)."""
     removed = []
     root = run_dir / "checkpoints"
     if root.is_dir():
@@ -240,10 +247,12 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
             if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
+    ours = tuple(f".{name}." for name in TRAINER_FILES)
     for folder in [run_dir, *checkpoint_dirs(run_dir)]:
         for p in folder.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
-            removed.append(p)
+            if folder != run_dir or p.name.startswith(ours):
+                p.unlink(missing_ok=True)
+                removed.append(p)
     return removed
 
 

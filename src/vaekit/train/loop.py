@@ -32,6 +32,7 @@ writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -40,6 +41,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ from vaekit.rundir import (
     read_metrics,
     read_run_config,
     run_data,
+    run_lock,
     save_weights,
     trained_bound,
     write_json,
@@ -323,6 +326,26 @@ def _resume_hint(run_dir: Path, dist: DistInfo) -> str:
     return f"vaekit train --resume {run_dir}"
 
 
+@contextlib.contextmanager
+def _hold_run_dir(run_dir: Path, dist: DistInfo, create: bool) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock (:func:`vaekit.rundir.run_lock`) while
+    training; under torchrun every rank learns whether it got it, so all stop together."""
+    with contextlib.ExitStack() as held:
+        refused: RunError | None = None
+        if dist.rank == 0:
+            try:
+                held.enter_context(run_lock(run_dir, "vaekit train", create=create))
+            except RunError as e:
+                refused = e
+        if dist.world_size > 1:
+            text = all_gather_objects(None if refused is None else str(refused), dist)[0]
+            if text is not None and refused is None:
+                refused = RunError(text)
+        if refused is not None:
+            raise refused
+        yield
+
+
 def fit(
     cfg: Config | None,
     run_dir: str | os.PathLike[str],
@@ -360,9 +383,19 @@ def fit(
     dist = setup_distributed()
     try:
         changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
-        history = _fit(
-            cfg, run_dir, resume, changes, data_dir, progress, log, dist, allow_changed_data
-        )
+        with contextlib.ExitStack() as held:
+            history = _fit(
+                cfg,
+                run_dir,
+                resume,
+                changes,
+                data_dir,
+                progress,
+                log,
+                dist,
+                held,
+                allow_changed_data,
+            )
     except TrainingInterrupted:
         teardown_distributed(dist)  # every rank stopped at the same agreed point
         raise
@@ -382,8 +415,12 @@ def _fit(
     progress: bool | None,
     log: Any,
     dist: DistInfo,
+    held: contextlib.ExitStack,
     allow_changed_data: bool = False,
 ) -> list[dict[str, Any]]:
+    # One trainer per run directory, held until fit() returns: a second `train --out RUN`
+    # or `--resume RUN` is refused here, before it reads or writes anything of the run.
+    held.enter_context(_hold_run_dir(run_dir, dist, create=not resume))
     # -- config ------------------------------------------------------------------------------
     if resume:
         cfg = read_run_config(run_dir)

@@ -1,0 +1,267 @@
+"""Every command, given bad numbers, wrong files or Ctrl-C, says what to do instead of
+printing a traceback; --out's extension chooses the format that is written; and the
+smaller things a new user meets: readable image grids, a summary that skips strays,
+help for every command and option."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import train_tiny
+from PIL import Image
+
+from vaekit.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    vectors = root / "vectors.npy"  # data that are not images
+    np.save(vectors, np.random.default_rng(0).random((64, 6)).astype(np.float32))
+    return {
+        "plain": train_tiny(root / "plain"),
+        "cvae": train_tiny(root / "cvae", "model.conditional=true"),
+        "vectors": train_tiny(
+            root / "vectors", f"data.name={vectors}", "model.likelihood=gaussian", "data.limit=0"
+        ),
+    }
+
+
+def _fails(args: list[str], capsys: pytest.CaptureFixture[str], code: int = 2) -> str:
+    """Run the command line in-process; it must exit with ``code`` and no traceback."""
+    try:
+        status = main(args)
+    except SystemExit as e:  # argparse's usage errors
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == code, err
+    assert "Traceback" not in err and "error:" in err, err
+    return err
+
+
+BAD_NUMBERS = [
+    (["sample", "{plain}", "--n", "0"], "--n: must be at least 1, got 0"),
+    (["sample", "{plain}", "--n", "-3"], "--n: must be at least 1"),
+    (["sample", "{plain}", "--seed", str(2**70)], "--seed: must be in 0..4294967295"),
+    (["sample", "{cvae}", "--label", "12"], "--label must be a class of this model, 0..9"),
+    (["sample", "{cvae}", "--label", "-1"], "--label must be a class of this model, 0..9"),
+    (["reconstruct", "{plain}", "--n", "0"], "--n: must be at least 1"),
+    (["reconstruct", "{plain}", "--n", "-2"], "--n: must be at least 1"),
+    (["compare", "{plain}", "{cvae}", "--n", "0"], "--n: must be at least 1"),
+    (["compare", "{plain}", "{cvae}", "--n", "-1"], "--n: must be at least 1"),
+    (["plot", "{plain}", "--dpi", "0"], "--dpi: must be in 1..1000"),
+    (["plot", "{plain}", "--dpi", "100000"], "--dpi: must be in 1..1000"),
+    (["curves", "{plain}", "--dpi", "-1"], "--dpi: must be in 1..1000"),
+    (["evaluate", "{plain}", "--threads", "100000"], "--threads: must be in 1..4096"),
+    (["evaluate", "{plain}", "--threads", "0"], "--threads: must be in 1..4096"),
+    (["report", "{plain}", "--k", "0"], "--k: must be at least 1"),
+    (["report", "{plain}", "--threads", "-1"], "--threads: must be in 1..4096"),
+    (["explore", "{plain}", "--threads", "-1"], "--threads: must be in 0..4096"),
+    (["sample", "{plain}", "--n", "lots"], "--n: expected an integer, got 'lots'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_NUMBERS, ids=[" ".join(a) for a, _ in BAD_NUMBERS]
+)
+def test_bad_numbers_are_usage_errors(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert message in _fails([a.format(**runs) for a in args], capsys)
+
+
+def test_wrong_files_and_folders(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = str(runs["plain"])
+    err = _fails(["sample", str(runs["plain"] / "metrics.jsonl")], capsys)
+    assert "is a file, not a run directory" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (broken / name).write_bytes((runs["plain"] / name).read_bytes())
+    (broken / "model.json").write_text('{"data": 1}')
+    assert "no valid data.shape" in _fails(["sample", str(broken)], capsys)
+    # --out a folder where a file is meant (and the reverse for plot).
+    for args in (
+        ["sample", plain, "--out", str(tmp_path)],
+        ["summary", plain, "--out", str(tmp_path)],
+        ["report", plain, "--out", str(tmp_path)],
+        ["evaluate", plain, "--k", "2", "--out", str(tmp_path)],
+    ):
+        assert f"--out {tmp_path} is a folder; name a file in it" in _fails(args, capsys)
+    err = _fails(["plot", plain, "--out", str(runs["plain"] / "metrics.jsonl")], capsys)
+    assert "plot writes one PNG per figure into a folder" in err
+    # A file where a folder is needed: the operating system's message, no traceback.
+    inside_a_file = str(runs["plain"] / "config.json" / "x.md")
+    assert "config.json: " in _fails(["summary", plain, "--out", inside_a_file], capsys, 1)
+
+
+def test_running_out_of_memory_is_a_message(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 10^12 samples: torch's allocator refuses at once.
+    err = _fails(["sample", str(runs["plain"]), "--n", str(10**12), "--out", "x.npy"], capsys, 1)
+    assert "out of memory" in err and "a smaller --n" in err
+
+
+def test_importing_the_command_line_does_not_load_torch() -> None:
+    # torch loads inside the commands, where main() handles a Ctrl-C.
+    code = "import sys, vaekit.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+def test_ctrl_c_while_torch_loads_is_not_a_traceback(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "train", "--out", str(tmp_path / "run")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    # torch's shared library is mapped at the start of `import torch`, which then runs
+    # Python code for a second or more: the interrupt lands inside the import.
+    while "libtorch" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "interrupted" in err, err
+    # 130, or killed by SIGINT: CPython reports the latter when the interrupt ran through
+    # code that C called (a Python convention for shells); either way no traceback.
+    assert proc.returncode in (130, -signal.SIGINT)
+    assert not (tmp_path / "run").exists()
+
+
+# -- --out: the extension chooses the format ------------------------------------------------
+
+
+def test_sample_and_reconstruct_write_the_format_of_the_extension(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = str(runs["plain"])
+    out = tmp_path / "out"
+    for cmd in ("sample", "reconstruct"):
+        n = "8"
+        assert main([cmd, plain, "--n", n, "--out", str(out / f"{cmd}.jpg")]) == 0
+        assert (out / f"{cmd}.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not CSV text
+        assert main([cmd, plain, "--n", n, "--out", str(out / f"{cmd}.png")]) == 0
+        assert (out / f"{cmd}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert main([cmd, plain, "--n", n, "--out", str(out / f"{cmd}.npy")]) == 0
+        assert main([cmd, plain, "--n", n, "--out", str(out / f"{cmd}.csv")]) == 0
+        err = _fails([cmd, plain, "--out", str(out / f"{cmd}.xyz")], capsys)
+        assert "unknown extension .xyz" in err and ".png, .jpg, .jpeg, .npy, .csv" in err
+        assert not (out / f"{cmd}.xyz").exists()
+        # Data that are not images cannot be written as one.
+        err = _fails([cmd, str(runs["vectors"]), "--out", str(out / "v.png")], capsys)
+        assert "not images" in err
+    assert np.load(out / "sample.npy").shape == (8, 1, 8, 8)
+    assert np.load(out / "reconstruct.npy").shape == (2, 8, 1, 8, 8)  # originals, reconstructions
+    assert (out / "sample.csv").read_text().startswith("x0,x1,")
+    assert (out / "reconstruct.csv").read_text().splitlines()[0].endswith(",recon63")
+    capsys.readouterr()
+
+
+def test_encode_takes_its_format_from_the_extension(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = str(runs["plain"])
+    assert main(["encode", plain, "--out", str(tmp_path / "z.csv")]) == 0
+    assert (tmp_path / "z.csv").read_text().startswith("mean_0,mean_1,var_0,var_1,label")
+    assert main(["encode", plain, "--out", str(tmp_path / "z.npy")]) == 0
+    assert np.load(tmp_path / "z_mean.npy").shape == (359, 2)
+    assert main(["encode", plain, "--out", str(tmp_path / "p"), "--format", "csv"]) == 0
+    assert (tmp_path / "p.csv").is_file()
+    err = _fails(["encode", plain, "--out", str(tmp_path / "z.csv"), "--format", "npy"], capsys)
+    assert "is a .csv file but --format is npy" in err
+    assert "unknown extension .txt" in _fails(["encode", plain, "--out", "z.txt"], capsys)
+    assert not any(p.name.startswith("z.csv_") or p.suffix == ".txt" for p in tmp_path.iterdir())
+
+
+def test_figures_refuse_an_extension_matplotlib_cannot_write(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = str(runs["plain"])
+    for args in (["compare", plain, plain], ["curves", plain, "--split", "test"]):
+        err = _fails([*args, "--out", str(tmp_path / "f.xyz")], capsys)
+        assert "unknown extension .xyz" in err and ".svg" in err
+    assert main(["curves", plain, "--split", "test", "--out", str(tmp_path / "c.svg")]) == 0
+    assert (tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
+    assert not list(tmp_path.glob("*.xyz"))
+
+
+# -- the smaller things ------------------------------------------------------------------
+
+
+def test_a_missing_split_is_a_usage_error(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was SystemExit with a string: exit status 1.
+    for cmd in ("encode", "reconstruct"):
+        err = _fails([cmd, str(runs["plain"]), "--split", "valid"], capsys)
+        assert "dataset digits has no valid split; choose another --split" in err
+
+
+def test_summary_skips_what_is_not_a_run(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stray, empty = tmp_path / "summary.md", tmp_path / "empty"
+    stray.write_text("an earlier table")
+    empty.mkdir()
+    assert main(["summary", str(runs["plain"]), str(stray), str(empty), str(runs["cvae"])]) == 0
+    out, err = capsys.readouterr()
+    assert "| plain |" in out and "| cvae |" in out
+    assert f"warning: skipped {stray}" in err and f"warning: skipped {empty}" in err
+    err = _fails(["summary", str(stray), str(empty)], capsys)
+    assert "none of the 2 arguments is a run directory" in err
+    assert "is a file, not a run directory" in _fails(["summary", str(stray)], capsys)
+
+
+def test_image_grids_are_readable(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = str(runs["plain"])
+    # 8x8 digits were written 2x: 16 samples in 146 px. Now each is at least 56 px.
+    assert main(["sample", plain, "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.size[0] >= 4 * 56 and im.size[1] >= 4 * 56
+    # Reconstructions: a left margin labels the rows of originals and of reconstructions.
+    assert main(["reconstruct", plain, "--n", "8", "--out", str(tmp_path / "r.png")]) == 0
+    with Image.open(tmp_path / "r.png") as im:
+        pixels = np.asarray(im.convert("L"))
+    grid_width = 8 * (8 + 1) * 7 + 7  # 8 images of 8 px and 1 px gaps, all 7x
+    margin = pixels[:, : pixels.shape[1] - grid_width]
+    assert margin.shape[1] >= 40
+    half = pixels.shape[0] // 2
+    # Text in each band: "original" on the top row, "reconstruction" (wider) below it.
+    top_ink = np.nonzero((margin[:half] < 128).any(axis=0))[0]
+    bottom_ink = np.nonzero((margin[half:] < 128).any(axis=0))[0]
+    assert len(top_ink) and len(bottom_ink) and bottom_ink.max() > top_ink.max()
+    capsys.readouterr()
+
+
+def test_every_command_and_option_is_described() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, command in [("vaekit", parser), *sub.choices.items()]:
+        if not command.description:
+            missing.append(f"{name}: no description")
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                missing.append(f"{what}: no help")
+            # A default that is a value must be shown, e.g. "(default: 64)".
+            elif action.default not in (None, False, []) and "default" not in action.help:
+                missing.append(f"{what}: help does not show its default {action.default!r}")
+    assert not missing, "\n".join(missing)
