@@ -207,7 +207,7 @@ def test_a_missing_split_is_a_usage_error(
     # It was SystemExit with a string: exit status 1.
     for cmd in ("encode", "reconstruct"):
         err = _fails([cmd, str(runs["plain"]), "--split", "valid"], capsys)
-        assert "dataset digits has no valid split; choose another --split" in err
+        assert "dataset digits has no 'valid' split" in err and "use train or test" in err
 
 
 def test_summary_skips_what_is_not_a_run(
