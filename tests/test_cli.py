@@ -205,7 +205,10 @@ def test_autoencoder_run(tmp_path: Path) -> None:
         (["--set", "model.conditional=true", "--dataset", "{npy}"], "needs labels"),
         # Real-valued columns: a learned Gaussian scale, not sigma=1 (146.0 against 39.9
         # nats in issue 13); continuous-bernoulli models [0, 1] too.
-        (["--dataset", "{real}"], "--set model.likelihood=gaussian --set model.sigma=learned"),
+        (
+            ["--dataset", "{real}"],
+            "--set model.likelihood=gaussian --set model.likelihood.sigma=learned",
+        ),
         (
             ["--dataset", "{real}", "--set", "model.likelihood=continuous-bernoulli"],
             "sigma=learned",

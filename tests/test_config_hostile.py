@@ -27,10 +27,20 @@ from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict,
 
 
 def _dotted_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every setting as a dotted key (sections of dataclass type are walked into)."""
+    """Every setting as a dotted key (sections of dataclass type are walked into; a part's
+    keys are its name and the options of the part it defaults to)."""
+    from vaekit.registry import REGISTRIES
+
     keys = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        kind = f.metadata.get("part")
+        if kind is not None:
+            keys.append(f"{prefix}{f.name}.name")
+            if f.default_factory is not dataclasses.MISSING:
+                options = REGISTRIES[kind].get(f.default_factory()).options
+                keys += [f"{prefix}{f.name}.{o.name}" for o in dataclasses.fields(options)]
+            continue
         tp = hints[f.name]
         inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or (
             [tp] if dataclasses.is_dataclass(tp) else []
@@ -201,15 +211,14 @@ def test_typo_in_a_key_is_unknown_with_a_suggestion(key: str, data: st.DataObjec
 
 
 def _part_choices() -> dict[str, list[str]]:
-    from vaekit.objectives import OBJECTIVES
-    from vaekit.registry import LIKELIHOODS, POSTERIORS, PRIORS
+    from vaekit.registry import LIKELIHOODS, OBJECTIVES, POSTERIORS, PRIORS
 
     return {
-        "model.posterior": sorted(POSTERIORS),
-        "model.prior": sorted(PRIORS),
-        "model.likelihood": sorted(LIKELIHOODS),
-        "objective.name": sorted(OBJECTIVES),
-        "model.encoder.type": ["mlp", "conv"],
+        "model.posterior": POSTERIORS.names(),
+        "model.prior": PRIORS.names(),
+        "model.likelihood": LIKELIHOODS.names(),
+        "objective.name": OBJECTIVES.names(),
+        "model.encoder.name": ["mlp", "conv"],
         "model.encoder.channels": ["[4]", "[4, 4, 4, 4, 4]"],
         "model.encoder.hidden": ["[]", "[8]"],
         "data.binarize": ["none", "static", "dynamic", "threshold"],
@@ -281,7 +290,11 @@ SET_CASES = {
     "data.name=": "data.name is empty",
     "data.binarize=dynamc": "did you mean 'dynamic'",
     "data.valid_fraction=1.5": r"data.valid_fraction must be in \[0, 1\)",
-    "model.sigma=-1": "model.sigma must be a positive number or 'learned'",
+    "model.likelihood.sigma=-1": "Options of the likelihood 'bernoulli': \\(none\\)",
+    "model.prior=vampp": "did you mean 'vamp'",
+    "model.prior=": "model.prior.name must be a prior name",
+    "model.prior=[1]": "model.prior must be a prior name or a mapping",
+    "model.flow=pkg:": "model.flow needs a name",
     "trian.lr=0.1": "unknown setting 'trian'. Did you mean 'train'",
     "train.learning_rate=0.1": "unknown setting 'train.learning_rate'",
     "train.ephocs=3": "Did you mean 'epochs'",

@@ -65,7 +65,7 @@ def _ppca(
             f"model.latent_dim={L}",
             "model.encoder.hidden=[]",
             "model.likelihood=gaussian",
-            f"model.sigma={SIGMA}",
+            f"model.likelihood.sigma={SIGMA}",
         ],
     )
     model = build_model(cfg.model, (D,)).double().eval()
@@ -239,8 +239,8 @@ def test_monte_carlo_means_do_not_invent_active_units(posterior: str) -> None:
     from vaekit.config import ModelConfig
     from vaekit.distributions.posteriors import MOMENT_DRAWS
 
-    kw = {"flow": "planar", "flow_length": 2} if posterior == "flow" else {}
-    kw |= {"posterior": "implicit", "noise_dim": 4} if posterior == "implicit" else {}
+    kw = {"flow": {"name": "planar", "length": 2}} if posterior == "flow" else {}
+    kw |= {"posterior": {"name": "implicit", "noise_dim": 4}} if posterior == "implicit" else {}
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=3, **kw), (1, 4, 4)).eval()
     x = torch.rand(1, 1, 4, 4).round().expand(300, 1, 4, 4)
@@ -342,7 +342,7 @@ def test_point_posterior_reports_what_applies(ae_run: vaekit.Run) -> None:
     assert r["kl_per_dim"] is None and "undefined" in r["kl_per_dim_method"]
     assert "elbo" not in r and math.isfinite(r["recon"]) and r["recon_se"] > 0
     assert r["classifier"] is not None and isinstance(r["active_units"], int)
-    assert not has_density(ae_run.encode(ae_run.dataset().test.x[:2]))
+    assert not has_density(ae_run)
     with pytest.raises(ValueError, match="no density"):
         log_likelihood(ae_run, ae_run.dataset().test.x[:2], k=2)
 
@@ -417,12 +417,14 @@ def test_cli_evaluate_prints_and_writes_json(
 def test_fitted_max_rows_follows_the_widest_decoder_activation(
     net: str, likelihood: str, conditional: bool, rows: int
 ) -> None:
-    from vaekit.config import ModelConfig, NetConfig
+    from vaekit.config import ModelConfig, part
     from vaekit.evaluate import ROW_FLOATS, fitted_max_rows
 
     cfg = ModelConfig(
         latent_dim=3,
-        encoder=NetConfig(type=net, hidden=[64], channels=[64, 128]),
+        encoder=part(net, hidden=[64], channels=[64, 128])
+        if net == "conv"
+        else part(net, hidden=[64]),
         likelihood=likelihood,
         conditional=conditional,
         num_classes=10 if conditional else 0,

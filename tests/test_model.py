@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution
 
-from vaekit.config import ModelConfig, NetConfig
+from vaekit.config import ModelConfig, part
 from vaekit.model import build_model
 from vaekit.objectives import ELBO, AutoencoderLoss, kl_term
 
@@ -15,7 +15,7 @@ SHAPE = (1, 8, 8)
 
 
 def make(**kw: object) -> torch.nn.Module:
-    cfg = ModelConfig(latent_dim=3, encoder=NetConfig(hidden=[16]), **kw)  # type: ignore[arg-type]
+    cfg = ModelConfig(latent_dim=3, encoder=part("mlp", hidden=[16]), **kw)  # type: ignore[arg-type]
     return build_model(cfg, SHAPE, num_classes=10)
 
 
@@ -49,7 +49,7 @@ def test_bernoulli_log_prob_is_exact_for_saturated_logits() -> None:
 
 
 def test_learned_sigma_has_two_outputs_per_pixel() -> None:
-    model = make(likelihood="gaussian", sigma="learned")
+    model = make(likelihood=part("gaussian", sigma="learned"))
     assert model.decoder.head.params_per_element == 2
     px = model.decode(torch.zeros(4, 3))
     assert px.base_dist.scale.shape == (4, *SHAPE)
@@ -58,7 +58,7 @@ def test_learned_sigma_has_two_outputs_per_pixel() -> None:
 
 
 def test_fixed_sigma_gaussian_is_half_squared_error_plus_constant() -> None:
-    model = make(likelihood="gaussian", sigma=1.0)
+    model = make(likelihood=part("gaussian", sigma=1.0))
     z = torch.zeros(2, 3)
     px = model.decode(z)
     x = torch.rand(2, *SHAPE)
@@ -165,7 +165,8 @@ def test_network_precision_runs_only_the_networks_in_bfloat16(net: str) -> None:
     from vaekit.model import network_precision
 
     torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=3, encoder=NetConfig(type=net, hidden=[16], channels=[4, 8]))
+    encoder = part(net, hidden=[16], channels=[4, 8]) if net == "conv" else part(net, hidden=[16])
+    cfg = ModelConfig(latent_dim=3, encoder=encoder)
     model = build_model(cfg, (1, 8, 8))
     seen: list[torch.dtype] = []
     for layer in model.modules():

@@ -37,26 +37,42 @@ NEW_CONFIGS = sorted(
         ),
         (["model.prior=vamp", "model.flow=planar"], "model.flow=none"),
         (["model.prior=vamp", "model.conditional=true"], "cannot be conditional"),
-        (["objective.name=iwae", "objective.beta=2"], "IWAE bound has no separate KL"),
-        (["objective.name=iwae", "objective.warmup_epochs=5"], "IWAE bound has no separate KL"),
+        # The IWAE bound has no separate KL term, so it has no options that weigh one.
+        (["objective.name=iwae", "objective.beta=2"], "unknown setting 'objective.beta'"),
+        (["objective.name=iwae", "objective.warmup_epochs=5"], "Options of the objective 'iwae'"),
         (
             ["objective.name=avb", "model.posterior=implicit", "objective.free_bits=0.5"],
-            "elbo only",
+            "unknown setting 'objective.free_bits'",
         ),
-        (["objective.kl=analytic", "model.flow=iaf"], "objective.kl=auto"),
-        (["objective.kl=analytic", "model.prior=mog"], "objective.kl=auto"),
-        (["model.levels=1"], "at least 2"),
-        (["model.df=-1"], "model.df must be a positive number"),
-        (["model.df=lots"], "model.df must be a positive number"),
-        (["model.flow_length=0", "model.flow=planar"], "model.flow_length must be a positive"),
-        (["model.prior_components=0"], "model.prior_components must be a positive"),
-        (["model.likelihood_components=0"], "model.likelihood_components"),
+        (["model.likelihood=categorical", "model.likelihood.levels=1"], "at least 2"),
+        (
+            ["model.likelihood=student-t", "model.likelihood.df=-1"],
+            "model.likelihood.df must be a positive number",
+        ),
+        (
+            ["model.likelihood=student-t", "model.likelihood.df=lots"],
+            "model.likelihood.df must be a positive number",
+        ),
+        (["model.flow=planar", "model.flow.length=0"], "model.flow.length must be a positive"),
+        (["model.prior=mog", "model.prior.components=0"], "model.prior.components must be"),
+        (
+            ["model.likelihood=discretized-logistic", "model.likelihood.components=0"],
+            "model.likelihood.components",
+        ),
         (["objective.free_bits=-1"], "objective.free_bits must be >= 0"),
         (["objective.warmup_epochs=-2"], "objective.warmup_epochs must be >= 0"),
-        (["objective.discriminator=[0]"], "objective.discriminator[0]"),
-        (["model.encoder.blocks=-1"], "model.encoder.blocks must be >= 0"),
-        (["model.flow_lenght=3"], "Did you mean 'flow_length'"),
+        (["objective.name=avb", "objective.discriminator=[0]"], "objective.discriminator[0]"),
+        (["model.encoder.name=conv", "model.encoder.blocks=-1"], "model.encoder.blocks must be"),
+        (["model.flow=planar", "model.flow.lenght=3"], "Did you mean 'length'"),
         (["objective.freebits=0.1"], "Did you mean 'free_bits'"),
+        (["model.prior.components=5"], "Options of the prior 'normal': (none)"),
+        (["model.flow.length=5"], "model.flow needs a name"),
+        (["model.encoder.blocks=1"], "Options of the network 'mlp'"),
+        (["model.prior=userparts_nowhere:Prior"], "put the folder that holds"),
+        (["train.trackers=[tensorbord]"], "did you mean 'tensorboard'"),
+        # 0.1's flat settings are converted, and still checked.
+        (["model.flow=planar", "model.flow_length=0"], "model.flow.length must be a positive"),
+        (["model.prior=mog", "model.prior_components=0"], "model.prior.components must be"),
     ],
 )
 def test_bad_settings_are_explained(overrides: list[str], message: str) -> None:
@@ -67,7 +83,7 @@ def test_bad_settings_are_explained(overrides: list[str], message: str) -> None:
 
 def test_good_combinations_validate() -> None:
     for overrides in (
-        ["model.flow=planar", "model.flow_length=10", "objective.name=iwae", "objective.samples=5"],
+        ["model.flow=planar", "model.flow.length=10", "objective.name=iwae", "objective.samples=5"],
         [
             "model.flow=iaf",
             "model.prior=mog",
@@ -75,15 +91,58 @@ def test_good_combinations_validate() -> None:
             "objective.warmup_epochs=3",
         ],
         ["model.posterior=implicit", "objective.name=avb", "model.prior=mog"],
-        ["model.prior=vamp", "model.prior_components=50", "objective.kl=mc"],
-        ["model.likelihood=student-t", "model.sigma=learned", "model.df=4"],
+        ["model.prior=vamp", "model.prior.components=50", "objective.kl=mc"],
+        ["model.likelihood=student-t", "model.likelihood.sigma=learned", "model.likelihood.df=4"],
         [
             "model.likelihood=discretized-logistic",
-            "model.likelihood_components=10",
-            "model.levels=17",
+            "model.likelihood.components=10",
+            "model.likelihood.levels=17",
         ],
+        # kl=analytic is accepted wherever torch has the closed form; checked when built.
+        ["objective.kl=analytic", "model.prior=mog"],
     ):
         load_config(None, overrides)
+
+
+def test_legacy_flat_settings_move_to_their_parts() -> None:
+    cfg = load_config(
+        None,
+        [
+            "model.flow=iaf",
+            "model.flow_length=3",
+            "model.flow_hidden=16",
+            "model.prior=mog",
+            "model.prior_components=7",
+            "model.likelihood=discretized-logistic",
+            "model.likelihood_components=2",
+            "model.levels=17",
+            "model.sigma=learned",  # the likelihood has no sigma: 0.1 ignored it too
+            "model.encoder.type=conv",
+        ],
+    )
+    m = cfg.model
+    assert (m.flow.name, m.flow.options.length, m.flow.options.hidden) == ("iaf", 3, 16)
+    assert (m.prior.name, m.prior.options.components) == ("mog", 7)
+    assert (m.likelihood.options.components, m.likelihood.options.levels) == (2, 17)
+    assert m.encoder.name == "conv"
+
+
+def test_kl_analytic_asks_torch_when_the_model_is_built() -> None:
+    from vaekit.objectives import build_objective
+
+    for overrides, ok in (
+        (["objective.kl=analytic"], True),
+        (["objective.kl=analytic", "model.prior=mog"], False),
+        (["objective.kl=analytic", "model.flow=iaf"], False),
+    ):
+        cfg = load_config(None, overrides)
+        model = build_model(cfg.model, (1, 8, 8))
+        objective = build_objective(cfg.objective)
+        if ok:
+            objective.param_groups(model)
+        else:
+            with pytest.raises(ConfigError, match="objective.kl=auto"):
+                objective.param_groups(model)
 
 
 def test_there_is_a_config_for_every_row_of_the_table() -> None:
@@ -141,7 +200,7 @@ def test_conv_vae_reconstructs_images_of_its_shape(shape: tuple[int, int, int]) 
     cfg = load_config(
         None,
         [
-            "model.encoder.type=conv",
+            "model.encoder.name=conv",
             "model.encoder.channels=[8, 16]",
             "model.latent_dim=4",
             "model.encoder.blocks=1",

@@ -1,93 +1,74 @@
-"""One contract for every combination of parts that makes sense.
+"""One contract for every combination of registered parts that makes sense.
 
-posterior (gaussian, +planar, +iaf, implicit, point) x prior (normal, mog, vamp) x
-likelihood (six heads) x objective (elbo, iwae, iwae with DReG, avb, ae) x network (mlp, conv); the
-combinations the config validator accepts are the ones that make sense (a point or
-implicit posterior has no density, the VampPrior needs the Gaussian posterior, ...),
-so the list below is built by asking it.
+The combinations come from the registries (:mod:`vaekit.registry`) and the config
+validator, which accepts only those that make sense (a point or implicit posterior has
+no density, the VampPrior needs the Gaussian posterior, ...): a part added to a registry
+is checked here without being listed. The checks are the public ones of
+:mod:`vaekit.testing`, which users run on their own parts.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import dataclasses
+from typing import Any
 
 import pytest
 import torch
-from torch.distributions import Distribution
 
-from vaekit.config import Config, ConfigError, load_config
+from vaekit.config import config_from_dict
 from vaekit.data import load_dataset
-from vaekit.distributions import sample_with_log_prob
-from vaekit.model import VAE, build_model
-from vaekit.objectives import ELBO, IWAE, Objective, build_objective, kl_term
+from vaekit.model import build_model
+from vaekit.objectives import build_objective
+from vaekit.registry import REGISTRIES
+from vaekit.testing import (
+    ContractError,
+    check_model,
+    check_part,
+    check_training,
+    contract_combinations,
+)
 
 SHAPE = (1, 8, 8)
 LEVELS = 17  # the UCI digits have 17 grey levels: 0, 1/16, ..., 1
-POSTERIORS = [
-    ("gaussian", "none"),
-    ("gaussian", "planar"),
-    ("gaussian", "iaf"),
-    ("implicit", "none"),
-    ("point", "none"),
-]
-PRIORS = ["normal", "mog", "vamp"]
-LIKELIHOODS = [
-    "bernoulli",
-    "continuous-bernoulli",
-    "gaussian",
-    "student-t",
-    "categorical",
-    "discretized-logistic",
-]
-# iwae-dreg: the IWAE bound with the doubly reparameterised gradient (objective.gradient).
-OBJECTIVES = ["elbo", "iwae", "iwae-dreg", "avb", "ae"]
-NETS = ["mlp", "conv"]
 
 
-def _overrides(post: str, flow: str, prior: str, lik: str, obj: str, net: str) -> list[str]:
-    return [
-        f"model.posterior={post}",
-        f"model.flow={flow}",
-        f"model.prior={prior}",
-        f"model.likelihood={lik}",
-        f"objective.name={obj.removesuffix('-dreg')}",
-        f"objective.gradient={'dreg' if obj.endswith('-dreg') else 'standard'}",
-        f"model.encoder.type={net}",
-        "model.latent_dim=3",
-        "model.encoder.hidden=[24]",
-        "model.encoder.channels=[4, 8]",
+def _variants(kind: str, name: str) -> list[dict[str, Any]]:
+    """Small options for a part, chosen by option name (so new parts get them too), and
+    the variants of an option that changes the maths (an estimator)."""
+    fields = {f.name for f in dataclasses.fields(REGISTRIES[kind].get(name).options)}
+    small: dict[str, Any] = {}
+    sizes = {
+        "length": 2,
+        "samples": 3,
+        "levels": LEVELS,
+        "sigma": "learned",
+        "discriminator": [24],
+        "hidden": [24] if kind == "network" else 12,
+        "channels": [4, 8],
         # tanh: no dead units at initialisation, so every parameter gets a gradient.
-        "model.encoder.activation=tanh",
-        "model.flow_length=2",
-        "model.flow_hidden=12",
-        "model.prior_components=3",
-        f"model.levels={LEVELS}",
-        "model.likelihood_components=2",
-        "model.sigma=learned",
-        "objective.samples=3",
-        "objective.discriminator=[24]",
-    ]
-
-
-def _combos() -> list[tuple[str, ...]]:
-    out = []
-    for (post, flow), prior, lik, obj, net in itertools.product(
-        POSTERIORS, PRIORS, LIKELIHOODS, OBJECTIVES, NETS
-    ):
-        # The plain autoencoder ignores the prior: one prior is enough for it.
-        if obj == "ae" and prior != "normal":
-            continue
-        try:
-            load_config(None, _overrides(post, flow, prior, lik, obj, net))
-        except ConfigError:
-            continue
-        out.append((post, flow, prior, lik, obj, net))
+        "activation": "tanh",
+        "components": 3 if kind == "prior" else 2,
+    }
+    small = {k: v for k, v in sizes.items() if k in fields}
+    out = [small]
+    if "gradient" in fields:
+        out.append(small | {"gradient": "dreg"})
     return out
 
 
-COMBOS = _combos()
-IDS = ["-".join(p for p in c if p != "none") for c in COMBOS]
+COMBOS = contract_combinations(_variants)
+
+
+def _id(data: dict[str, Any]) -> str:
+    m = data["model"]
+    names = [m["posterior"]["name"], (m["flow"] or {}).get("name"), m["prior"]["name"]]
+    names += [m["likelihood"]["name"], data["objective"]["name"], m["encoder"]["name"]]
+    if data["objective"].get("gradient") == "dreg":
+        names.append("dreg")
+    return "-".join(n for n in names if n)
+
+
+IDS = [_id(c) for c in COMBOS]
 
 
 @pytest.fixture(scope="module")
@@ -95,139 +76,89 @@ def batch() -> torch.Tensor:
     return load_dataset("digits").train.x[:48]
 
 
-def _build(combo: tuple[str, ...], seed: int = 0) -> tuple[Config, VAE, Objective]:
+def _build(data: dict[str, Any], seed: int = 0) -> tuple[Any, Any]:
+    cfg = config_from_dict(data)
     torch.manual_seed(seed)
-    cfg = load_config(None, _overrides(*combo))
-    model = build_model(cfg.model, SHAPE)
-    objective = build_objective(cfg.objective)
-    return cfg, model, objective
+    return build_model(cfg.model, SHAPE), build_objective(cfg.objective)
 
 
-def _backward(
-    objective: Objective, model: VAE, x: torch.Tensor
-) -> dict[str, list[torch.nn.Parameter]]:
-    groups = objective.param_groups(model)
-    out = objective(model, x)
-    if out.losses is None:
-        out.loss.backward()
-    else:  # as the trainer does it: each group's loss into its own parameters only
-        for name, params in groups.items():
-            out.losses[name].backward(inputs=params, retain_graph=True)
-    return groups
+def test_the_combinations_cover_every_registered_part() -> None:
+    seen: dict[str, set[str]] = {kind: set() for kind in REGISTRIES}
+    for c in COMBOS:
+        m = c["model"]
+        seen["network"].add(m["encoder"]["name"])
+        seen["posterior"].add(m["posterior"]["name"])
+        if m["flow"]:
+            seen["flow"].add(m["flow"]["name"])
+        seen["prior"].add(m["prior"]["name"])
+        seen["likelihood"].add(m["likelihood"]["name"])
+        seen["objective"].add(c["objective"]["name"])
+    for kind, registry in REGISTRIES.items():
+        assert seen[kind] == set(registry.names()), kind
+    assert len(COMBOS) >= 300
 
 
-def test_the_combinations_cover_every_part() -> None:
-    seen = {part for combo in COMBOS for part in combo}
-    assert seen >= {p for pf in POSTERIORS for p in pf} | set(PRIORS) | set(LIKELIHOODS) | set(
-        OBJECTIVES
-    ) | set(NETS)
-    assert len(COMBOS) >= 250
+@pytest.mark.parametrize("data", COMBOS, ids=IDS)
+def test_contract(data: dict[str, Any], batch: torch.Tensor) -> None:
+    model, objective = _build(data)
+    unused = ("prior_module.",) if not objective.abilities.needs_stochastic else ()
+    check_model(model, objective, batch[:6], unused=unused)
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=IDS)
-def test_contract(combo: tuple[str, ...], batch: torch.Tensor) -> None:
-    post, flow, prior_name, lik, obj, net = combo
-    cfg, model, objective = _build(combo)
-    x = batch[:6]
-    s, b, d = 3, 6, cfg.model.latent_dim
-
-    # -- shapes: q(z|x) batch (B,), samples (S, B, D), p(x|z) batch (S, B), p(z) event (D,)
-    q = model.encode(x)
-    assert isinstance(q, Distribution)
-    assert q.batch_shape == (b,) and q.event_shape == (d,)
-    z = q.rsample((s,))
-    assert z.shape == (s, b, d)
-    px = model.decode(z)
-    assert px.batch_shape == (s, b) and px.event_shape == SHAPE
-    assert px.log_prob(x).shape == (s, b)
-    prior = model.prior
-    assert isinstance(prior, Distribution) and prior.event_shape == (d,)
-    zp = prior.sample((5,))
-    assert zp.shape == (5, d)
-    assert torch.isfinite(prior.log_prob(zp)).all() and prior.log_prob(z).shape == (s, b)
-
-    # -- sampling and densities agree with each other
-    xs = px.sample()
-    assert xs.shape == (s, b, *SHAPE)
-    assert torch.isfinite(px.log_prob(xs)).all()
-    if post == "gaussian":
-        z2, log_q = sample_with_log_prob(q, (s,))
-        assert log_q.shape == (s, b)
-        # log q of a value q did not just draw (a copy) must agree: flows invert exactly.
-        torch.testing.assert_close(
-            q.log_prob(z2.detach().clone()), log_q.detach(), atol=2e-3, rtol=1e-4
-        )
-
-    # -- the objective: finite loss, per-example terms (B,)
-    out = objective(model, x)
-    assert out.loss.shape == () and torch.isfinite(out.loss)
-    for name, t in out.terms.items():
-        assert t.shape == (b,), name
-        assert torch.isfinite(t).all(), name
-    assert {"loss", "recon"} <= set(out.terms)
-    if obj != "ae":
-        assert {"kl", "elbo"} <= set(out.terms)
-
-    # -- gradients reach every parameter of the model and of the objective
-    model.zero_grad()
-    groups = _backward(objective, model, x)
-    named = dict(model.named_parameters()) | {
-        f"objective.{k}": v for k, v in objective.named_parameters()
-    }
-    if obj == "ae":
-        # The autoencoder loss has no prior term: its prior's parameters are unused by design.
-        named = {k: v for k, v in named.items() if not k.startswith("prior_module.")}
-    dead = [k for k, p in named.items() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
-    assert not dead, f"no gradient reaches {dead}"
-    assert all(bool(torch.isfinite(p.grad).all()) for p in named.values() if p.grad is not None)
-    assert sum(len(v) for v in groups.values()) == len({id(p) for v in groups.values() for p in v})
-
-    # -- KL >= 0 where it is defined (posteriors with a density)
-    if post == "gaussian":
-        with torch.no_grad():
-            q = model.encode(x)
-            zz, lq = sample_with_log_prob(q, (4000,))
-            ratio = lq - prior.log_prob(zz)  # (S, B)
-            stderr = ratio.std(0) / math.sqrt(ratio.shape[0])
-            assert (ratio.mean(0) > -4 * stderr - 1e-4).all()
-            kl = kl_term(q, prior, zz, "auto")
-            assert kl.shape == (b,)
-            if flow == "none" and prior_name == "normal":
-                assert (kl >= 0).all()  # analytic
-
-    # -- IWAE with k = 1 is the single-sample ELBO of the same draw
-    if post == "gaussian":
-        with torch.no_grad():
-            torch.manual_seed(7)
-            iwae = IWAE(samples=1)(model, x).terms["iwae"]
-            torch.manual_seed(7)
-            elbo = ELBO(samples=1, kl="mc")(model, x).terms["elbo"]
-        torch.testing.assert_close(iwae, elbo, atol=1e-4, rtol=1e-5)
+@pytest.mark.parametrize("data", COMBOS, ids=IDS)
+def test_short_training_lowers_the_loss(data: dict[str, Any], batch: torch.Tensor) -> None:
+    model, objective = _build(data, seed=1)
+    torch.manual_seed(2)
+    check_training(model, objective, batch)
 
 
-def _eval_loss(objective: Objective, model: VAE, x: torch.Tensor, key: str) -> float:
-    with torch.no_grad():
-        vals = []
-        for seed in range(4):
-            torch.manual_seed(100 + seed)
-            vals.append(float(objective(model, x).terms[key].mean()))
-    return sum(vals) / len(vals)
+# -- the checks fail where a part breaks the contract ------------------------------------------
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=IDS)
-def test_short_training_lowers_the_loss(combo: tuple[str, ...], batch: torch.Tensor) -> None:
-    post, flow, prior_name, lik, obj, net = combo
-    _, model, objective = _build(combo, seed=1)
-    groups = objective.param_groups(model)
-    opts = {k: torch.optim.Adam(ps, lr=3e-3) for k, ps in groups.items()}
-    # AVB's loss uses the discriminator's moving KL estimate: judge it by the reconstruction.
-    key = "recon" if obj == "avb" else "loss"
-    before = _eval_loss(objective, model, batch, key)
-    for _ in range(25):
-        for o in opts.values():
-            o.zero_grad(set_to_none=True)
-        _backward(objective, model, batch)
-        for o in opts.values():
-            o.step()
-    after = _eval_loss(objective, model, batch, key)
-    assert math.isfinite(after) and after < before, (before, after)
+class WrongShapePrior(torch.nn.Module):
+    """A prior whose distribution has no event dimension (a common mistake)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def forward(self, encoder: Any = None) -> torch.distributions.Distribution:
+        return torch.distributions.Normal(torch.zeros(self.latent_dim), 1.0)
+
+
+class ShiftedPosterior(torch.nn.Module):
+    """A Gaussian posterior whose log_prob is off by one nat from what it samples."""
+
+    in_features = 6
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.in_features = 2 * latent_dim
+
+    def forward(self, features: torch.Tensor) -> torch.distributions.Distribution:
+        from vaekit.distributions import diagonal_normal
+
+        q = diagonal_normal(*features.chunk(2, dim=-1))
+        q.log_prob = lambda z: torch.distributions.Independent(q.base_dist, 1).log_prob(z) + 1.0  # type: ignore[method-assign]
+        return q
+
+
+def test_the_checks_catch_broken_parts() -> None:
+    with pytest.raises(ContractError, match="event shape"):
+        check_part("prior", WrongShapePrior, training=False)
+    with pytest.raises(ContractError, match="does not integrate to one"):
+        check_part("posterior", ShiftedPosterior, training=False)
+
+
+def test_check_part_runs_on_a_user_class_and_reports() -> None:
+    from vaekit.distributions.priors import MixturePrior
+
+    report = check_part("prior", MixturePrior, {"components": 2})
+    assert report["shapes"] == "ok" and "->" in report["training"]
+
+
+def test_check_part_resumes_bit_identically() -> None:
+    assert check_part("flow", "planar", {"length": 2}, training=False, resume=True)["resume"] == (
+        "bit-identical"
+    )

@@ -198,16 +198,21 @@ def test_bernoulli_fast_log_prob_is_torch_bernoulli_for_binary_and_soft_data(
 
 
 def _registry_head(name: str, shape: tuple[int, ...]) -> torch.nn.Module:
-    from vaekit.config import ModelConfig
+    import dataclasses
+
     from vaekit.registry import LIKELIHOODS
 
-    return LIKELIHOODS[name](ModelConfig(likelihood=name, levels=16), shape)
+    part = LIKELIHOODS.get(name)
+    fields = {f.name for f in dataclasses.fields(part.options)}
+    options = part.options(**({"levels": 16} if "levels" in fields else {}))
+    head: torch.nn.Module = part.build(options, shape)
+    return head
 
 
 def _likelihood_names() -> list[str]:
     from vaekit.registry import LIKELIHOODS
 
-    return sorted(LIKELIHOODS)
+    return LIKELIHOODS.names()
 
 
 @pytest.mark.parametrize("name", _likelihood_names())

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaekit.config import ModelConfig, NetConfig
+from vaekit.config import ModelConfig, part
 from vaekit.data import load_dataset
 from vaekit.distributions import DiagonalGaussianMixture, MixturePrior, StandardNormalPrior
 from vaekit.model import VAE, build_model
@@ -24,7 +24,7 @@ SHAPE = (1, 8, 8)
 
 def _model(**kw: object) -> VAE:
     torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=3, encoder=NetConfig(hidden=[32], activation="tanh"), **kw)  # type: ignore[arg-type]
+    cfg = ModelConfig(latent_dim=3, encoder=part("mlp", hidden=[32], activation="tanh"), **kw)  # type: ignore[arg-type]
     return build_model(cfg, SHAPE)
 
 
@@ -53,7 +53,7 @@ def test_mixture_prior_is_the_weighted_sum_of_its_gaussians() -> None:
 
 
 def test_vamp_prior_is_the_mean_of_the_pseudo_input_posteriors(tmp_path: Path) -> None:
-    model = _model(prior="vamp", prior_components=5)
+    model = _model(prior=part("vamp", components=5))
     z = torch.randn(4, 3, 3)
     q = model.encoder(model.prior_module.pseudo_inputs)
     ref = torch.logsumexp(q.log_prob(z.unsqueeze(-2)), -1) - math.log(5)
@@ -139,7 +139,9 @@ def test_iwae_bound_is_finite_for_extreme_weights(values: list[float], shift: fl
 
 @pytest.mark.parametrize("flow", ["none", "planar", "iaf"])
 def test_iwae_is_at_least_the_elbo_of_the_same_draws(flow: str, x: torch.Tensor) -> None:
-    model = _model(flow=flow, flow_length=2, flow_hidden=8)
+    model = _model(
+        flow={"iaf": part("iaf", length=2, hidden=8), "planar": part("planar", length=2)}.get(flow)
+    )
     with torch.no_grad():
         out = IWAE(samples=10)(model, x)
     assert (out.terms["iwae"] >= out.terms["elbo"] - 1e-4).all()
@@ -211,11 +213,13 @@ def test_dreg_needs_a_gaussian_iwae(x: torch.Tensor) -> None:
 
     ok = ["objective.name=iwae", "objective.samples=3", "objective.gradient=dreg"]
     load_config(None, ok).validate()
-    for extra in (["model.flow=planar"], ["objective.name=elbo"]):
-        with pytest.raises(ConfigError, match="gradient=dreg"):
-            load_config(None, ok + extra).validate()
+    with pytest.raises(ConfigError, match="gradient=dreg"):
+        load_config(None, [*ok, "model.flow=planar"]).validate()
+    # The gradient is an option of the IWAE objective only.
+    with pytest.raises(ConfigError, match="unknown setting 'objective.gradient'"):
+        load_config(None, [*ok, "objective.name=elbo"]).validate()
     with pytest.raises(ConfigError, match="objective.gradient must be one of"):
-        load_config(None, ["objective.gradient=dregs"]).validate()
+        load_config(None, ["objective.name=iwae", "objective.gradient=dregs"]).validate()
 
 
 def test_warmup_ramps_beta_from_zero(x: torch.Tensor) -> None:
@@ -264,7 +268,7 @@ def test_free_bits_floor_each_dimension_and_stop_its_gradient(x: torch.Tensor) -
 
 
 def test_free_bits_on_a_flow_floor_the_total_kl(x: torch.Tensor) -> None:
-    model = _model(flow="planar", flow_length=2)
+    model = _model(flow=part("planar", length=2))
     q = model.encode(x)
     assert kl_per_dim(q, model.prior, q.rsample((1,))) is None
     torch.manual_seed(0)
@@ -284,7 +288,7 @@ def test_avb_declares_two_groups_and_its_discriminator_learns_the_kl(x: torch.Te
         last.bias[3:] = -1.5
     for p in model.parameters():
         p.requires_grad_(False)
-    avb = AVB(samples=8, hidden=[64, 64])
+    avb = AVB(samples=8, discriminator=[64, 64])
     groups = avb.param_groups(model)
     assert set(groups) == {"model", "discriminator"}
     assert {id(p) for p in groups["discriminator"]}.isdisjoint(id(p) for p in groups["model"])
@@ -309,8 +313,8 @@ def test_avb_declares_two_groups_and_its_discriminator_learns_the_kl(x: torch.Te
 
 
 def test_avb_model_loss_reaches_a_learnable_prior(x: torch.Tensor) -> None:
-    model = _model(posterior="implicit", prior="mog", prior_components=3)
-    avb = AVB(hidden=[16])
+    model = _model(posterior="implicit", prior=part("mog", components=3))
+    avb = AVB(discriminator=[16])
     groups = avb.param_groups(model)
     out = avb(model, x)
     assert out.losses is not None

@@ -49,10 +49,10 @@ def test_avb_trains_two_optimisers_and_resumes(tmp_path: Path) -> None:
 def test_flow_and_vamp_prior_round_trip_through_the_run_directory(tmp_path: Path) -> None:
     cfg = tiny_config(
         "model.flow=iaf",
-        "model.flow_length=2",
-        "model.flow_hidden=16",
+        "model.flow.length=2",
+        "model.flow.hidden=16",
         "model.prior=mog",
-        "model.prior_components=4",
+        "model.prior.components=4",
         "objective.warmup_epochs=2",
         "objective.free_bits=0.05",
     )
@@ -67,7 +67,7 @@ def test_flow_and_vamp_prior_round_trip_through_the_run_directory(tmp_path: Path
     assert torch.isfinite(q.log_prob(z)).all() and torch.isfinite(loaded.prior.log_prob(z)).all()
     assert set(loaded.elbo(x)) >= {"elbo", "recon", "kl"}
 
-    vamp = tiny_config("model.prior=vamp", "model.prior_components=6")
+    vamp = tiny_config("model.prior=vamp", "model.prior.components=6")
     run = tmp_path / "vamp"
     _fit(vamp, run)
     weights = load_file(str(run / "model.safetensors"))
@@ -84,18 +84,18 @@ def test_iwae_and_discrete_likelihoods_train_on_conv_nets(tmp_path: Path) -> Non
                 "objective.name=iwae",
                 "objective.samples=4",
                 "model.flow=planar",
-                "model.flow_length=2",
+                "model.flow.length=2",
             ],
-            ["model.likelihood=categorical", "model.levels=17"],
+            ["model.likelihood=categorical", "model.likelihood.levels=17"],
             [
                 "model.likelihood=discretized-logistic",
-                "model.levels=17",
-                "model.likelihood_components=3",
+                "model.likelihood.levels=17",
+                "model.likelihood.components=3",
             ],
         )
     ):
         cfg = tiny_config(
-            "model.encoder.type=conv",
+            "model.encoder.name=conv",
             "model.encoder.channels=[8, 16]",
             "model.encoder.blocks=1",
             *extra,

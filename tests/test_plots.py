@@ -276,7 +276,12 @@ def test_compare_curves_draws_minus_each_runs_own_bound() -> None:
     elbo = [{"epoch": e, "valid": {"loss": 9.0, "elbo": -100 - (e - 6) ** 2}} for e in range(1, 12)]
     iwae = [{"epoch": e, "valid": {"elbo": -95.0, "iwae": -90 - 1 / e}} for e in range(1, 5)]
     ae = [{"epoch": e, "valid": {"loss": 30.0 / e}} for e in range(1, 4)]
-    fig = compare_curves({"vae": elbo, "iwae": iwae, "ae": ae})
+    from vaekit.registry import OBJECTIVES
+
+    bound = {name: OBJECTIVES.get(name).abilities for name in ("elbo", "iwae", "ae")}
+    fig = compare_curves(
+        {"vae": (elbo, bound["elbo"]), "iwae": (iwae, bound["iwae"]), "ae": (ae, bound["ae"])}
+    )
     ax = fig.axes[0]
     lines = ax.get_lines()  # a curve and its best-epoch marker per run
     assert list(lines[0].get_ydata()) == [100 + (e - 6) ** 2 for e in range(1, 12)]
@@ -288,7 +293,7 @@ def test_compare_curves_draws_minus_each_runs_own_bound() -> None:
     assert labels[1].startswith("iwae (-IWAE bound): best 90.25 at epoch 4")
     assert ax.get_ylabel() == "-ELBO / -IWAE bound / loss on valid (nats)"
     with pytest.raises(ValueError, match="no test scores"):
-        compare_curves({"vae": elbo}, "test")
+        compare_curves({"vae": (elbo, bound["elbo"])}, "test")
 
 
 def test_cli_curves(

@@ -137,7 +137,7 @@ def test_published_numbers_appear_for_binarized_mnist(vae: vaekit.Run) -> None:
 def test_matching_references_highlights_the_same_model() -> None:
     vamp = {
         "data": {"name": "binarized-mnist"},
-        "model": {"prior": "vamp", "flow": "none", "posterior": "gaussian"},
+        "model": {"prior": {"name": "vamp"}, "flow": None, "posterior": {"name": "gaussian"}},
         "objective": {"name": "elbo"},
     }
     same = {r.model for r, s in matching_references(vamp) if s}

@@ -76,17 +76,18 @@ def test_cli_summary(
 
 
 def test_model_column_names_the_network() -> None:
-    from vaekit.summary import _model_text
+    from vaekit.config import config_from_dict
+    from vaekit.rundir import model_label as _model_text
 
     conv = {
         "latent_dim": 32,
-        "encoder": {"type": "conv", "channels": [64, 128], "blocks": 1, "hidden": [512]},
+        "encoder": {"name": "conv", "channels": [64, 128], "blocks": 1, "hidden": [512]},
         "posterior": "gaussian",
-        "flow": "iaf",
-        "flow_length": 4,
+        "flow": {"name": "iaf", "length": 4},
         "prior": "normal",
         "likelihood": "bernoulli",
     }
-    assert _model_text(conv).startswith("conv 64-128 x1 res + 512, z=32, gaussian+iaf4,")
-    mlp = conv | {"encoder": {"type": "mlp", "hidden": [300, 300]}, "flow": "none"}
-    assert _model_text(mlp).startswith("mlp 300-300, z=32, gaussian,")
+    text = _model_text(config_from_dict({"model": conv}))
+    assert text.startswith("conv 64-128 x1 res + 512, z=32, gaussian+iaf4,"), text
+    mlp = conv | {"encoder": {"name": "mlp", "hidden": [300, 300]}, "flow": "none"}
+    assert _model_text(config_from_dict({"model": mlp})).startswith("mlp 300-300, z=32, gaussian,")

@@ -128,14 +128,14 @@ CONFIGS = {
     "avb": ["model.posterior=implicit", "objective.name=avb", "objective.discriminator=[16]"],
     "iaf-mog-warmup": [
         "model.flow=iaf",
-        "model.flow_hidden=16",
+        "model.flow.hidden=16",
         "model.prior=mog",
         "objective.warmup_epochs=3",
         "objective.free_bits=0.1",
     ],
     "vamp-iwae": [
         "model.prior=vamp",
-        "model.prior_components=5",
+        "model.prior.components=5",
         "objective.name=iwae",
         "objective.samples=4",
     ],

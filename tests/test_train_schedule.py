@@ -8,8 +8,8 @@ import pytest
 from conftest import train_tiny
 
 from vaekit.config import ConfigError, load_config
+from vaekit.optim import lr_factor
 from vaekit.rundir import read_metrics
-from vaekit.train.schedule import lr_factor
 
 
 def test_burda_stages_last_three_to_the_i_epochs() -> None:

@@ -575,9 +575,9 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 def cmd_curves(a: argparse.Namespace) -> int:
     from vaekit.plots import compare_curves
-    from vaekit.rundir import read_metrics
+    from vaekit.rundir import objective_abilities, read_metrics, read_run_config
 
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, Any] = {}
     for run in a.runs:
         path = Path(run)
         rows = read_metrics(path)
@@ -588,7 +588,8 @@ def cmd_curves(a: argparse.Namespace) -> int:
             )
             return 2
         name = path.resolve().name
-        runs[name if name not in runs else str(path)] = rows
+        bound = objective_abilities(read_run_config(path))
+        runs[name if name not in runs else str(path)] = (rows, bound)
     try:
         fig = compare_curves(runs, a.split)
     except ValueError as e:

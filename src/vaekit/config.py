@@ -3,17 +3,25 @@
 A config is four sections, one per stage of the data flow::
 
     data:      which dataset and how to preprocess it
-    model:     the five parts (networks, posterior, prior, likelihood, conditioning)
-    objective: the training objective (ELBO with beta, Monte Carlo samples, AE loss)
-    train:     optimiser, epochs, batch size, seed, device
+    model:     the parts (networks, posterior, flow, prior, likelihood) and conditioning
+    objective: the training objective, a part with its own options
+    train:     optimiser, epochs, batch size, seed, device, trackers
+
+Each part is named, with its own options beside the name: ``model.prior: {name: vamp,
+components: 500}`` (or just ``model.prior: vamp`` for its defaults), overridden as
+``--set model.prior.components=500``. A part is a registered name (:mod:`vaekit.registry`)
+or a class of yours as ``module:Class``. Setting a part's name on its own
+(``--set model.prior=mog``) chooses that part with its default options.
 
 Example:
-    >>> cfg = load_config(None, overrides=["model.latent_dim=4", "train.epochs=3"])
-    >>> cfg.model.latent_dim, cfg.train.epochs
-    (4, 3)
+    >>> cfg = load_config(None, overrides=["model.latent_dim=4", "model.prior=mog"])
+    >>> cfg.model.latent_dim, cfg.model.prior.name, cfg.model.prior.options.components
+    (4, 'mog', 10)
 
-Every mistake (unknown key, wrong type, bad value) raises :class:`ConfigError` with
-a message that names the key and says what would be accepted.
+Every mistake (unknown key, wrong type, bad value, parts that cannot be combined)
+raises :class:`ConfigError` with a message that names the key and says what would be
+accepted. Configs written for vaekit 0.1 (flat ``model.prior_components``,
+``model.sigma``, ...; every run directory it wrote) are read and converted.
 """
 
 from __future__ import annotations
@@ -31,14 +39,20 @@ from typing import Any, Union
 
 import yaml
 
-from vaekit.errors import VaekitError
+from vaekit.errors import ConfigError
+from vaekit.validate import (
+    check_choice,
+    check_nonneg,
+    check_positive,
+    short,
+)
 
 __all__ = [
     "ConfigError",
-    "NetConfig",
+    "PartConfig",
+    "part",
     "DataConfig",
     "ModelConfig",
-    "ObjectiveConfig",
     "TrainConfig",
     "Config",
     "load_config",
@@ -47,31 +61,43 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "migrate_legacy",
+    "composition",
 ]
 
 
-class ConfigError(VaekitError, ValueError):
-    """A configuration file or value that cannot be used; the message says how to fix it."""
-
-
 @dataclass
-class NetConfig:
-    """A network: ``mlp`` (widths + activation) or ``conv`` (channels)."""
+class PartConfig:
+    """A part chosen by name (registered, or ``module:Class``) with its own options.
 
-    type: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [512])
-    activation: str = "relu"
-    # Convolutional networks: channels of each stride-2 stage, listed from the image side
-    # (a decoder uses them in reverse, so give a conv decoder the same list as its encoder).
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    # Convolutional networks: residual blocks (two 3x3 convolutions) after each stage.
-    blocks: int = 0
+    ``options`` is the part's options dataclass (see :mod:`vaekit.parts`); building a
+    ModelConfig from names or mappings fills it in.
+
+    Example:
+        >>> ModelConfig(prior=part("vamp", components=50)).prior
+        PartConfig(name='vamp', options=VampPrior.Options(components=50))
+    """
+
+    name: str
+    options: Any = None
+
+
+def part(name: str, **options: Any) -> dict[str, Any]:
+    """A part as plain data (``{"name": name, **options}``), to pass where a part goes.
+
+    ``ModelConfig(prior=part("vamp", components=50))`` reads as the YAML
+    ``prior: {name: vamp, components: 50}``; the options are validated when the
+    ModelConfig is built.
+    """
+    return {"name": name, **options}
 
 
 @dataclass
 class DataConfig:
     """Dataset name or path, and preprocessing."""
 
+    # A named dataset (digits, mnist, binarized-mnist, ...), a file or folder, or
+    # module:function of yours returning a vaekit Dataset (called with data.options).
     name: str = "digits"
     # none | static (one fixed Bernoulli draw) | threshold (x > 0.5) | dynamic (redrawn every batch)
     binarize: str = "none"
@@ -79,74 +105,56 @@ class DataConfig:
     valid_fraction: float = 0.0
     # Use at most this many training examples (0 = all); handy for quick runs.
     limit: int = 0
+    # Keyword arguments of a module:function dataset.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _part_field(kind: str, default: str | None) -> Any:
+    meta = {"part": kind}
+    if default is None:
+        return field(default=None, metadata=meta)
+    return field(default_factory=lambda: default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    """The parts of the VAE (see DESIGN.md): encoder + posterior, prior, decoder + likelihood."""
+    """The parts of the VAE (see DESIGN.md): encoder + posterior, prior, decoder + likelihood.
+
+    Each part field takes a name (``"vamp"``), a mapping with a name and options
+    (``{"name": "vamp", "components": 50}``) or a :class:`PartConfig`; all become a
+    PartConfig with validated options.
+    """
 
     latent_dim: int = 2
-    encoder: NetConfig = field(default_factory=NetConfig)
-    # When left empty, the decoder mirrors the encoder's widths.
-    decoder: NetConfig | None = None
-    # gaussian (diagonal, reparameterized) | point (deterministic code: the plain autoencoder)
-    # | implicit (noise into the encoder, no density: train with objective.name=avb)
-    posterior: str = "gaussian"
-    # A normalizing flow on top of the gaussian posterior: none | planar | iaf.
-    flow: str = "none"
-    # Number of flow steps K.
-    flow_length: int = 4
-    # IAF: width of each MADE's hidden layers and of the context vector h from the encoder.
-    flow_hidden: int = 128
-    # Implicit posterior: dimensions of the noise fed to the encoder (0 = latent_dim).
-    noise_dim: int = 0
-    # normal (standard normal) | mog (learned mixture of Gaussians) | vamp (VampPrior)
-    prior: str = "normal"
-    # mog: number of Gaussians; vamp: number of pseudo-inputs.
-    prior_components: int = 10
-    # bernoulli | continuous-bernoulli | gaussian | student-t (real values)
-    # | categorical | discretized-logistic (images with `levels` grey levels: 8-bit = 256)
-    likelihood: str = "bernoulli"
-    # Gaussian / Student-t likelihood: a fixed scale, or "learned" (one per output, from the decoder).
-    sigma: float | str = 1.0
-    # Student-t likelihood: fixed degrees of freedom, or "learned" (one per column, > 1).
-    df: float | str = "learned"
-    # categorical / discretized-logistic: number of levels of the data (x in {0, 1/(L-1), ..., 1}).
-    levels: int = 256
-    # discretized-logistic: mixture components per element (1 = a single logistic).
-    likelihood_components: int = 1
+    # The encoder network: mlp (hidden, activation) | conv (channels, blocks, hidden, activation).
+    encoder: PartConfig = _part_field("network", "mlp")
+    # None: the decoder mirrors the encoder (its hidden widths reversed).
+    decoder: PartConfig | None = _part_field("network", None)
+    # gaussian (diagonal, reparameterised) | point (deterministic code: the plain autoencoder)
+    # | implicit (noise into the encoder, no density: train with objective avb)
+    posterior: PartConfig = _part_field("posterior", "gaussian")
+    # A normalizing flow on the posterior: none, or a flow part (planar, iaf, ...) with its length K.
+    flow: PartConfig | None = _part_field("flow", None)
+    # normal | mog (learned mixture of Gaussians) | vamp (VampPrior)
+    prior: PartConfig = _part_field("prior", "normal")
+    # bernoulli | continuous-bernoulli | gaussian | student-t | categorical | discretized-logistic
+    likelihood: PartConfig = _part_field("likelihood", "bernoulli")
     # Conditional VAE: feed the one-hot label to encoder and decoder.
     conditional: bool = False
     # Number of classes for a conditional model; 0 means "take it from the dataset".
     num_classes: int = 0
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            kind = f.metadata.get("part")
+            if kind is not None:
+                value = getattr(self, f.name)
+                if not (isinstance(value, PartConfig) and value.options is not None):
+                    setattr(self, f.name, parse_part(kind, value, f"model.{f.name}", f))
 
-@dataclass
-class ObjectiveConfig:
-    """The training objective.
 
-    ``elbo``: negative ELBO, ``recon + beta * kl`` with ``samples`` Monte Carlo samples.
-    ``iwae``: the importance-weighted bound with ``samples`` = k (Burda et al. 2016).
-    ``avb``: adversarial variational Bayes: a discriminator estimates the KL term.
-    ``ae``: reconstruction loss only (the plain autoencoder; no divergence term).
-    """
-
-    name: str = "elbo"
-    beta: float = 1.0
-    samples: int = 1
-    # auto (analytic where torch registers it, else Monte Carlo) | analytic | mc
-    kl: str = "auto"
-    # elbo / avb: KL warm-up; epoch e weighs the KL by beta * min(1, e / warmup_epochs) (0 = off).
-    warmup_epochs: int = 0
-    # elbo: free bits, nats per latent dimension below which the KL is not pushed down
-    # (Kingma et al. 2016); 0 = off.
-    free_bits: float = 0.0
-    # avb: hidden widths of the discriminator T(x, z).
-    discriminator: list[int] = field(default_factory=lambda: [256, 256])
-    # iwae: the encoder's gradient estimator: standard, or dreg (doubly reparameterised,
-    # Tucker et al. 2019): the same expectation with less variance, which grows with k;
-    # with samples = 1 it is "sticking the landing" (Roeder et al. 2017). Gaussian posterior.
-    gradient: str = "standard"
+def _default_objective() -> Any:
+    return "elbo"
 
 
 @dataclass
@@ -155,6 +163,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 100
+    # adam | adamw | sgd | adagrad (torch's fused kernels) | rmsprop
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -173,8 +182,9 @@ class TrainConfig:
     lr_schedule: str = "none"
     # Write a checkpoint every this many epochs (the last epoch always writes one).
     checkpoint_every: int = 1
-    # Keep RUN/best.safetensors: the weights of the epoch with the best validation ELBO
-    # (early stopping's model, without stopping). Needs a validation split.
+    # Keep RUN/best.safetensors: the weights of the epoch with the best validation score
+    # (the bound the objective trains; early stopping's model, without stopping).
+    # Needs a validation split.
     keep_best: bool = True
     # Early stopping: end the run when the validation score has not improved for this many
     # epochs, counted from the end of the objective's KL warm-up (Tomczak & Welling 2018
@@ -186,6 +196,9 @@ class TrainConfig:
     nan_policy: str = "skip"
     # Stop when more than this many non-finite steps occur in one epoch.
     max_bad_steps: int = 10
+    # Experiment trackers that receive every epoch's metrics beside metrics.jsonl:
+    # tensorboard | mlflow (optional extras: pip install "vaekit[tensorboard]" / "[mlflow]").
+    trackers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -194,83 +207,68 @@ class Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # The training objective: elbo | iwae | avb | ae, or module:Class, with its options.
+    objective: PartConfig = _part_field("objective", "elbo")
     train: TrainConfig = field(default_factory=TrainConfig)
     # Free text shown in reports.
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.objective, PartConfig) and self.objective.options is not None):
+            f = next(f for f in dataclasses.fields(self) if f.name == "objective")
+            self.objective = parse_part("objective", self.objective, "objective", f)
+
     def validate(self) -> Config:
         """Check values that types alone cannot; returns self so calls can chain."""
-        _choice("data.binarize", self.data.binarize, ["none", "static", "dynamic", "threshold"])
+        check_choice(
+            "data.binarize", self.data.binarize, ["none", "static", "dynamic", "threshold"]
+        )
         if not 0.0 <= self.data.valid_fraction < 1.0:
             raise ConfigError(
                 f"data.valid_fraction must be in [0, 1), got {self.data.valid_fraction}"
             )
-        _nonneg("data.limit", self.data.limit)
+        check_nonneg("data.limit", self.data.limit)
         if not self.data.name.strip():
             raise ConfigError(
                 "data.name is empty; name a dataset (digits, mnist, binarized-mnist, ...) or a file"
             )
         m = self.model
-        _positive("model.latent_dim", m.latent_dim)
-        for name, net in (("model.encoder", m.encoder), ("model.decoder", m.decoder)):
-            if net is None:
-                continue
-            _choice(f"{name}.type", net.type, ["mlp", "conv"])
-            _choice(
-                f"{name}.activation",
-                net.activation,
-                ["relu", "softplus", "tanh", "elu", "gelu", "leaky_relu"],
-            )
-            for i, w in enumerate(net.hidden):
-                _positive(f"{name}.hidden[{i}]", w)
-            for i, w in enumerate(net.channels):
-                _positive(f"{name}.channels[{i}]", w)
-            _nonneg(f"{name}.blocks", net.blocks)
-        from vaekit.registry import LIKELIHOODS, POSTERIORS, PRIORS
+        check_positive("model.latent_dim", m.latent_dim)
+        check_nonneg("model.num_classes", m.num_classes)
+        parts = composition(m, self.objective)
+        _check_composition(self, parts)
+        self._validate_train()
+        return self
 
-        _choice("model.posterior", m.posterior, sorted(POSTERIORS))
-        _choice("model.prior", m.prior, sorted(PRIORS))
-        _choice("model.likelihood", m.likelihood, sorted(LIKELIHOODS))
-        if isinstance(m.sigma, str):
-            if m.sigma != "learned":
-                raise ConfigError(
-                    f"model.sigma must be a positive number or 'learned', got {_short(m.sigma)}"
-                )
-        elif not m.sigma > 0:
-            raise ConfigError(f"model.sigma must be a positive number or 'learned', got {m.sigma}")
-        _nonneg("model.num_classes", m.num_classes)
-        _check_parts(m)
-        from vaekit.objectives import OBJECTIVES
+    def _validate_train(self) -> None:
+        from vaekit.optim import OPTIMIZERS, SCHEDULES
+        from vaekit.trackers import TRACKERS
 
-        o = self.objective
-        _choice("objective.name", o.name, sorted(OBJECTIVES))
-        _positive("objective.samples", o.samples)
-        if not o.beta >= 0:
-            raise ConfigError(f"objective.beta must be >= 0, got {o.beta}")
-        _choice("objective.kl", o.kl, ["auto", "analytic", "mc"])
-        _check_objective(m, o)
         t = self.train
-        _positive("train.epochs", t.epochs)
-        _positive("train.batch_size", t.batch_size)
-        _positive("train.eval_batch_size", t.eval_batch_size)
-        _choice("train.optimizer", t.optimizer, ["adam", "adamw", "rmsprop", "sgd", "adagrad"])
+        check_positive("train.epochs", t.epochs)
+        check_positive("train.batch_size", t.batch_size)
+        check_positive("train.eval_batch_size", t.eval_batch_size)
+        check_choice("train.optimizer", t.optimizer, sorted(OPTIMIZERS))
         if not t.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {t.lr}")
         if t.weight_decay < 0 or t.grad_clip < 0:
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
-        _nonneg("train.threads", t.threads)
-        _positive("train.checkpoint_every", t.checkpoint_every)
-        _nonneg("train.patience", t.patience)
+        check_nonneg("train.threads", t.threads)
+        check_positive("train.checkpoint_every", t.checkpoint_every)
+        check_nonneg("train.patience", t.patience)
         if t.patience and not t.keep_best:
             raise ConfigError(
                 "train.patience stops on the validation score that train.keep_best tracks; "
                 "set train.keep_best=true or train.patience=0"
             )
-        _positive("train.max_bad_steps", t.max_bad_steps)
-        _choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
-        _choice("train.lr_schedule", t.lr_schedule, ["none", "cosine", "burda"])
-        _choice("train.precision", t.precision, ["fp32", "bf16"])
+        check_positive("train.max_bad_steps", t.max_bad_steps)
+        check_choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
+        check_choice("train.lr_schedule", t.lr_schedule, SCHEDULES)
+        check_choice("train.precision", t.precision, ["fp32", "bf16"])
+        for i, name in enumerate(t.trackers):
+            check_choice(f"train.trackers[{i}]", name, sorted(TRACKERS))
+        if len(set(t.trackers)) != len(t.trackers):
+            raise ConfigError(f"train.trackers names a tracker twice: {t.trackers}")
         if not 0 <= t.seed < 2**32:
             raise ConfigError(f"train.seed must be an integer in [0, 2**32), got {t.seed}")
         if t.threads > 4096:
@@ -282,111 +280,258 @@ class Config:
             or (t.device.startswith("cuda:") and t.device[5:].isdigit())
         ):
             raise ConfigError(
-                f"train.device must be auto, cpu, cuda, cuda:N or mps; got {_short(t.device)}"
+                f"train.device must be auto, cpu, cuda, cuda:N or mps; got {short(t.device)}"
             )
-        return self
 
 
-def _check_parts(m: ModelConfig) -> None:
-    """Settings of the posterior, prior and likelihood parts, and which of them combine."""
-    from vaekit.registry import FLOWS
+# ---------------------------------------------------------------------------
+# parts: parsing, composition, checks
 
-    _choice("model.flow", m.flow, ["none", *sorted(FLOWS)])
-    if m.flow != "none" and m.posterior != "gaussian":
+
+def _registry(kind: str) -> Any:
+    from vaekit.registry import REGISTRIES
+
+    return REGISTRIES[kind]
+
+
+def parse_part(kind: str, value: Any, key: str, f: dataclasses.Field[Any] | None = None) -> Any:
+    """A part setting (name, mapping or PartConfig) as a PartConfig with validated options.
+
+    ``None`` and ``"none"`` are accepted where the part is optional (the flow, the decoder).
+    A mapping without a name keeps the field's default part.
+    """
+    optional = f is not None and f.default is None
+    if isinstance(value, PartConfig):
+        value = {"name": value.name, **(_options_dict(value.options) if value.options else {})}
+    if value is None or value == "none":
+        if optional:
+            return None
         raise ConfigError(
-            f"model.flow={m.flow} transforms the gaussian posterior; set model.posterior=gaussian "
-            f"(got {m.posterior!r}) or model.flow=none"
+            f"{key} cannot be none; name a {kind} ({', '.join(_registry(kind).names())})"
         )
-    _positive("model.flow_length", m.flow_length)
-    _positive("model.flow_hidden", m.flow_hidden)
-    _nonneg("model.noise_dim", m.noise_dim)
-    _positive("model.prior_components", m.prior_components)
-    if m.prior == "vamp":
-        if m.posterior != "gaussian" or m.flow != "none":
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{key} must be a {kind} name or a mapping with a name and its options, got {short(value)}"
+        )
+    data = dict(value)
+    name = data.pop("name", None)
+    if name is None:
+        default = (
+            f.default_factory()
+            if f is not None and f.default_factory is not dataclasses.MISSING
+            else None
+        )
+        if default is None:
             raise ConfigError(
-                "model.prior=vamp is a mixture of the encoder's gaussian posteriors: it needs "
-                "model.posterior=gaussian and model.flow=none (use model.prior=mog with other posteriors)"
+                f"{key} needs a name: one of {', '.join(_registry(kind).names())} (or module:Class)"
             )
-        if m.conditional:
-            raise ConfigError(
-                "model.prior=vamp passes pseudo-inputs through the encoder without labels, so it cannot "
-                "be conditional: set model.conditional=false or use model.prior=mog"
-            )
-    if m.levels < 2:
-        raise ConfigError(f"model.levels must be at least 2 (256 for 8-bit images), got {m.levels}")
-    _positive("model.likelihood_components", m.likelihood_components)
-    if isinstance(m.df, str):
-        if m.df != "learned":
-            raise ConfigError(
-                f"model.df must be a positive number or 'learned', got {_short(m.df)}"
-            )
-    elif not m.df > 0:
-        raise ConfigError(f"model.df must be a positive number or 'learned', got {m.df}")
+        name = default
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{key}.name must be a {kind} name, got {short(name)}")
+    spec = _registry(kind).get(name, where=key)
+    try:
+        options = _from_dict(spec.options, data, key, owner=f"{kind} {name!r}")
+    except TypeError as e:
+        # A user's part whose options lack a required value.
+        raise ConfigError(f"{key}: {kind} {name!r} needs options: {e}") from None
+    validate = getattr(options, "validate", None)
+    if callable(validate):
+        validate(key)
+    return PartConfig(name, options)
 
 
-def _check_objective(m: ModelConfig, o: ObjectiveConfig) -> None:
-    """Objective settings, and which posteriors each objective can train."""
-    _nonneg("objective.warmup_epochs", o.warmup_epochs)
-    if not o.free_bits >= 0:
+def _options_dict(options: Any) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+
+def composition(model: ModelConfig, objective: PartConfig | None = None) -> Any:
+    """The abilities of the parts a model config chooses (:class:`vaekit.parts.Composition`)."""
+    from vaekit.parts import Composition, PosteriorAbilities
+    from vaekit.registry import FLOWS, LIKELIHOODS, OBJECTIVES, POSTERIORS, PRIORS
+
+    base = POSTERIORS.get(model.posterior.name).abilities
+    post = base
+    if model.flow is not None:
+        # A flow keeps the density (its log-determinant) and breaks the Gaussian form.
+        post = PosteriorAbilities(density=base.density, stochastic=base.stochastic)
+    names = {
+        "posterior": f"model.posterior={model.posterior.name}",
+        "prior": f"model.prior={model.prior.name}",
+        "likelihood": f"model.likelihood={model.likelihood.name}",
+    }
+    if model.flow is not None:
+        names["flow"] = f"model.flow={model.flow.name}"
+        FLOWS.get(model.flow.name)
+    if objective is not None:
+        names["objective"] = f"objective.name={objective.name}"
+    return Composition(
+        posterior=post,
+        prior=PRIORS.get(model.prior.name).abilities,
+        likelihood=LIKELIHOODS.get(model.likelihood.name).abilities,
+        objective=None if objective is None else OBJECTIVES.get(objective.name).abilities,
+        base_posterior=base,
+        flow=model.flow is not None,
+        conditional=model.conditional,
+        names=names,
+    )
+
+
+def _check_composition(cfg: Config, parts: Any) -> None:
+    """Rules every part of a kind obeys (by abilities), then each chosen part's own check."""
+    from vaekit.registry import OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
+
+    m = cfg.model
+    n = parts.names
+    if m.flow is not None and not parts.base_posterior.takes_flow:
+        takes = [p.name for p in POSTERIORS if p.abilities.takes_flow]
         raise ConfigError(
-            f"objective.free_bits must be >= 0 (nats per latent dimension), got {o.free_bits}"
+            f"{n['flow']} transforms the posterior, but {n['posterior']} takes no flow: set "
+            f"model.posterior={' or '.join(takes)}, or model.flow=none"
         )
-    for i, w in enumerate(o.discriminator):
-        _positive(f"objective.discriminator[{i}]", w)
-    if o.name in ("elbo", "iwae", "avb") and m.posterior == "point":
+    if parts.prior.needs_gaussian_posterior and not parts.posterior.gaussian:
+        others = [p.name for p in PRIORS if not p.abilities.needs_gaussian_posterior]
         raise ConfigError(
-            f"model.posterior=point has no density, so the {o.name.upper()} objective is undefined: "
-            "use objective.name=ae for a plain autoencoder"
+            f"{n['prior']} is a mixture of the encoder's diagonal Gaussian posteriors: it needs a "
+            "Gaussian posterior without a flow (model.posterior=gaussian, model.flow=none); "
+            f"other priors need none: {', '.join('model.prior=' + p for p in others)}"
         )
-    if o.name in ("elbo", "iwae") and m.posterior == "implicit":
+    if m.conditional and not parts.prior.conditional:
+        others = [p.name for p in PRIORS if p.abilities.conditional]
         raise ConfigError(
-            f"model.posterior=implicit has no density, so the {o.name.upper()} objective is undefined: "
-            "use objective.name=avb (its discriminator estimates the KL term)"
+            f"{n['prior']} passes inputs through the encoder without labels, so it cannot be "
+            f"conditional: set model.conditional=false or use "
+            f"{' or '.join('model.prior=' + p for p in others)}"
         )
-    if o.name == "iwae" and (o.beta != 1.0 or o.warmup_epochs or o.free_bits):
+    o = parts.objective
+    assert o is not None
+    missing = []
+    if o.needs_density and not parts.posterior.density:
+        missing.append("no density")
+    if o.needs_stochastic and not parts.posterior.stochastic:
+        missing.append("no randomness (a point mass)")
+    if missing:
+        fits = [
+            p.name
+            for p in OBJECTIVES
+            if (parts.posterior.density or not p.abilities.needs_density)
+            and (parts.posterior.stochastic or not p.abilities.needs_stochastic)
+        ]
+        # Objectives that use the posterior's randomness first: they train what it is for.
+        fits.sort(key=lambda name: not OBJECTIVES.get(name).abilities.needs_stochastic)
+        use = " or ".join(f"objective.name={name}" for name in fits)
         raise ConfigError(
-            "objective.beta, warmup_epochs and free_bits weight the ELBO's KL term; the IWAE bound has "
-            "no separate KL term: leave them at 1, 0 and 0 (or use objective.name=elbo)"
+            f"{n['posterior']} has {' and '.join(missing)}, so the {cfg.objective.name} objective "
+            f"is undefined for it: use {use}"
         )
-    _choice("objective.gradient", o.gradient, ["standard", "dreg"])
-    if o.gradient == "dreg" and (o.name != "iwae" or m.posterior != "gaussian" or m.flow != "none"):
-        raise ConfigError(
-            "objective.gradient=dreg is the IWAE bound's estimator for a Gaussian posterior: it "
-            "needs objective.name=iwae, model.posterior=gaussian and model.flow=none (use "
-            "objective.samples=1 for the single-sample ELBO)"
-        )
-    if o.free_bits and o.name != "elbo":
-        raise ConfigError(
-            f"objective.free_bits applies to objective.name=elbo only, not {o.name!r}"
-        )
-    if o.name == "elbo" and o.kl == "analytic" and (m.flow != "none" or m.prior != "normal"):
-        raise ConfigError(
-            "objective.kl=analytic needs a closed-form KL (gaussian posterior, normal prior, no flow); "
-            "use objective.kl=auto, which falls back to Monte Carlo"
-        )
+    chosen = [
+        ("network", m.encoder),
+        ("network", m.decoder),
+        ("posterior", m.posterior),
+        ("flow", m.flow),
+        ("prior", m.prior),
+        ("likelihood", m.likelihood),
+        ("objective", cfg.objective),
+    ]
+    for kind, pc in chosen:
+        if pc is None:
+            continue
+        problem = REGISTRIES[kind].get(pc.name).check(pc.options, parts)
+        if problem:
+            raise ConfigError(problem)
 
 
-def _choice(key: str, value: Any, choices: list[str]) -> None:
-    if value not in choices:
-        hint = difflib.get_close_matches(str(value), choices, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {_short(value)}{extra}")
+# ---------------------------------------------------------------------------
+# settings of vaekit 0.1 (flat model options, NetConfig.type), read and converted
+
+# Flat model settings of 0.1 -> (the part that owns it, its option name there).
+_LEGACY_MODEL = {
+    "flow_length": ("flow", "length"),
+    "flow_hidden": ("flow", "hidden"),
+    "noise_dim": ("posterior", "noise_dim"),
+    "prior_components": ("prior", "components"),
+    "sigma": ("likelihood", "sigma"),
+    "df": ("likelihood", "df"),
+    "levels": ("likelihood", "levels"),
+    "likelihood_components": ("likelihood", "components"),
+}
+_LEGACY_OBJECTIVE = (
+    "beta",
+    "samples",
+    "kl",
+    "warmup_epochs",
+    "free_bits",
+    "discriminator",
+    "gradient",
+)
 
 
-def _positive(key: str, value: int) -> None:
-    if not value > 0:
-        raise ConfigError(f"{key} must be a positive number, got {value}")
+def migrate_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Convert a config of vaekit 0.1 (flat part options) to the part layout.
+
+    Returns the converted copy and whether anything was converted. Every option moves to
+    the part that owns it; options the chosen part does not have never had an effect in
+    0.1 and are dropped. Data already in the new layout comes back unchanged.
+
+    Example:
+        >>> new, changed = migrate_legacy({"model": {"prior": "vamp", "prior_components": 50}})
+        >>> new["model"]["prior"], changed
+        ({'name': 'vamp', 'components': 50}, True)
+    """
+    out = copy.deepcopy(data)
+    model = out.get("model")
+    changed = False
+    if isinstance(model, dict):
+        flat = {k: model.pop(k) for k in list(model) if k in _LEGACY_MODEL}
+        for net in ("encoder", "decoder"):
+            spec = model.get(net)
+            if isinstance(spec, dict) and "type" in spec:
+                spec["name"] = spec.pop("type")
+                changed = True
+        if flat:
+            changed = True
+            for key, value in flat.items():
+                kind, option = _LEGACY_MODEL[key]
+                target = model.get(kind)
+                if target is None or target == "none":
+                    continue
+                if isinstance(target, str):
+                    target = model[kind] = {"name": target}
+                if isinstance(target, dict):
+                    target.setdefault(option, value)
+        if changed:
+            for net in ("encoder", "decoder"):
+                if isinstance(model.get(net), dict):
+                    _drop_unknown("network", model[net], "mlp")
+            for kind, default in (
+                ("posterior", "gaussian"),
+                ("flow", None),
+                ("prior", "normal"),
+                ("likelihood", "bernoulli"),
+            ):
+                if isinstance(model.get(kind), dict):
+                    _drop_unknown(kind, model[kind], default)
+    obj = out.get("objective")
+    if changed and isinstance(obj, dict):
+        _drop_unknown("objective", obj, "elbo")
+    return out, changed
 
 
-def _nonneg(key: str, value: int) -> None:
-    if value < 0:
-        raise ConfigError(f"{key} must be >= 0, got {value}")
+def _drop_unknown(kind: str, spec: dict[str, Any], default: str | None) -> None:
+    """Remove the options ``spec``'s part does not have (0.1 kept every part's options)."""
+    from vaekit.parts import is_import_path
 
-
-def _short(value: Any) -> str:
-    """repr() cut to a readable length, for values pasted into messages."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    name = spec.get("name", default)
+    if not isinstance(name, str) or is_import_path(name):
+        return
+    registry = _registry(kind)
+    if name not in registry:
+        return
+    known = {f.name for f in dataclasses.fields(registry.get(name).options)}
+    for key in list(spec):
+        if key != "name" and key not in known:
+            del spec[key]
 
 
 # ---------------------------------------------------------------------------
@@ -394,8 +539,26 @@ def _short(value: Any) -> str:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain JSON-able data."""
-    return dataclasses.asdict(cfg)
+    """The config as plain JSON-able data; a part is ``{"name": ..., **options}``.
+
+    >>> config_to_dict(Config())["model"]["prior"]
+    {'name': 'normal'}
+    """
+    out = _plain(cfg)
+    assert isinstance(out, dict)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, PartConfig):
+        return {"name": value.name, **_plain(_options_dict(value.options))}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -416,27 +579,27 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[-1] if errors else f"{key}: bad value {_short(value)}")
+        raise ConfigError(errors[-1] if errors else f"{key}: bad value {short(value)}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {_short(value)}")
+            raise ConfigError(f"{key} must be a list, got {short(value)}")
         return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping of settings, got {_short(value)}")
+            raise ConfigError(f"{key} must be a mapping of settings, got {short(value)}")
         return _from_dict(tp, value, key)  # type: ignore[arg-type]
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key} must be true or false, got {_short(value)}")
+        raise ConfigError(f"{key} must be true or false, got {short(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key} must be an integer, got {_short(value)}")
+            raise ConfigError(f"{key} must be an integer, got {short(value)}")
         try:
             # int() first keeps big integers exact; 3.0, "3.0" and 1e3 are whole numbers too.
             if isinstance(value, int):
@@ -449,51 +612,66 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                     raise ValueError
                 n = int(f)
         except (ValueError, OverflowError):
-            raise ConfigError(f"{key} must be an integer, got {_short(value)}") from None
+            raise ConfigError(f"{key} must be an integer, got {short(value)}") from None
         if abs(n) >= 2**63:
-            raise ConfigError(f"{key} is too large: {_short(value)} (at most 2**63 - 1)")
+            raise ConfigError(f"{key} is too large: {short(value)} (at most 2**63 - 1)")
         return n
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key} must be a number, got {_short(value)}")
+            raise ConfigError(f"{key} must be a number, got {short(value)}")
         try:
             f = float(value)
         except ValueError:
-            raise ConfigError(f"{key} must be a number, got {_short(value)}") from None
+            raise ConfigError(f"{key} must be a number, got {short(value)}") from None
         except OverflowError:  # an integer beyond the float range
-            raise ConfigError(f"{key} must be a finite number, got {_short(value)}") from None
+            raise ConfigError(f"{key} must be a finite number, got {short(value)}") from None
         if f != f or f in (float("inf"), float("-inf")):
-            raise ConfigError(f"{key} must be a finite number, got {_short(value)}")
+            raise ConfigError(f"{key} must be a finite number, got {short(value)}")
         return f
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key} must be a string, got {_short(value)}")
+            raise ConfigError(f"{key} must be a string, got {short(value)}")
         if isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a string, got the number {_short(value)}")
+            raise ConfigError(f"{key} must be a string, got the number {short(value)}")
         return value
+    if tp is Any:
+        return copy.deepcopy(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {short(value)}")
+        return copy.deepcopy(value)
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "", owner: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
+        if key not in fields:
             hint = difflib.get_close_matches(str(key), names, n=1)
             extra = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(
-                f"unknown setting {_short(full)}.{extra} Known settings here: {', '.join(names)}"
-            )
-        kwargs[key] = _convert(value, hints[key], full)
+            known = ", ".join(names) if names else "(none)"
+            whose = f" Options of the {owner}" if owner else " Known settings here"
+            raise ConfigError(f"unknown setting {short(full)}.{extra}{whose}: {known}")
+        kind = fields[key].metadata.get("part")
+        if kind is not None:
+            kwargs[key] = parse_part(kind, value, full, fields[key])
+        else:
+            kwargs[key] = _convert(value, hints[key], full)
     return cls(**kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build and validate a Config from nested plain data (as read from YAML/TOML/JSON)."""
+    """Build and validate a Config from nested plain data (as read from YAML/TOML/JSON).
+
+    Data in the layout of vaekit 0.1 is converted first (:func:`migrate_legacy`).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    data, _ = migrate_legacy(data)
     return _from_dict(Config, data).validate()
 
 
@@ -508,8 +686,12 @@ def _parse_scalar(text: str) -> Any:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested plain data (a copy is returned).
 
+    A part given by name alone becomes a mapping when an override sets one of its options.
+
     >>> apply_overrides({"train": {"lr": 0.1}}, ["train.lr=0.01", "model.latent_dim=3"])
     {'train': {'lr': 0.01}, 'model': {'latent_dim': 3}}
+    >>> apply_overrides({"model": {"prior": "vamp"}}, ["model.prior.components=50"])
+    {'model': {'prior': {'name': 'vamp', 'components': 50}}}
     """
     # deepcopy, not a JSON round trip: YAML may hold dates, sets or aliases, which the
     # type checks then reject with a message instead of json raising deep inside.
@@ -517,17 +699,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         if "=" not in item:
             raise ConfigError(
-                f"--set expects key=value (for example train.lr=0.001), got {_short(item)}"
+                f"--set expects key=value (for example train.lr=0.001), got {short(item)}"
             )
         key, _, text = item.partition("=")
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ConfigError(f"--set expects key=value, got {_short(item)}")
+            raise ConfigError(f"--set expects key=value, got {short(item)}")
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
             if nxt is None:
                 nxt = node[p] = {}
+            if isinstance(nxt, str) and node is not out:
+                # A part named on its own: its options go beside the name.
+                nxt = node[p] = {"name": nxt}
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {key}: {p!r} is a value, not a section")
             node = nxt

@@ -7,8 +7,12 @@ prints its message without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["VaekitError"]
+__all__ = ["VaekitError", "ConfigError"]
 
 
 class VaekitError(Exception):
     """A problem the user can fix; the message says what and how."""
+
+
+class ConfigError(VaekitError, ValueError):
+    """A configuration file or value that cannot be used; the message says how to fix it."""

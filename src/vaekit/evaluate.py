@@ -118,13 +118,10 @@ def _model(obj: VAE | Run) -> VAE:
     return obj.model if isinstance(obj, Run) else obj
 
 
-def has_density(q: Distribution) -> bool:
-    """Whether the posterior ``q`` has a log-density (a point mass does not)."""
-    try:
-        q.log_prob(q.mean if _has_mean(q) else q.sample())
-    except NotImplementedError:
-        return False
-    return True
+def has_density(model: VAE | Run) -> bool:
+    """Whether the model's posterior has a log-density, as its part declares (a point mass
+    or an implicit posterior does not, so neither the ELBO nor the likelihood exists)."""
+    return _model(model).composition.posterior.density
 
 
 def _has_mean(q: Distribution) -> bool:
@@ -174,11 +171,11 @@ def fitted_max_rows(model: VAE | Run) -> int:
     every layer and the likelihood's parameters), so any network or head is measured.
 
     Example:
-        >>> from vaekit.config import ModelConfig, NetConfig
+        >>> from vaekit.config import ModelConfig, part
         >>> from vaekit.model import build_model
         >>> fitted_max_rows(build_model(ModelConfig(latent_dim=2), (1, 28, 28)))
         2048
-        >>> conv = ModelConfig(latent_dim=2, encoder=NetConfig(type="conv", channels=[64, 128]))
+        >>> conv = ModelConfig(latent_dim=2, encoder=part("conv", channels=[64, 128]))
         >>> fitted_max_rows(build_model(conv, (1, 28, 28)))
         128
     """
@@ -346,12 +343,10 @@ def elbo_terms(
     m = run.model
     labels = _labels_needed(m, split)
     per: dict[str, list[Tensor]] = {}
-    density: bool | None = None
+    density = has_density(m)
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for x, y in _batches(split, batch_size, run.device, labels):
-            if density is None:
-                density = has_density(m.encode(x, y))
             # Without a posterior density (point mass, implicit) only reconstruction exists.
             terms = run.elbo(x, y, samples=samples) if density else AutoencoderLoss()(m, x, y).terms
             for key, v in terms.items():
@@ -398,6 +393,10 @@ def kl_per_dim(
     m = _model(model)
     device = next(m.parameters()).device
     labels = _labels_needed(m, split)
+    if not has_density(m):
+        return None, "undefined: the posterior has no density (point mass or implicit)"
+    parts = m.composition
+    closed_form = parts.posterior.factorised and parts.prior.factorised
     prior = m.prior
     total: Tensor | None = None
     method = ""
@@ -405,11 +404,10 @@ def kl_per_dim(
         torch.manual_seed(seed)
         for x, y in _batches(split, batch_size, device, labels):
             q = m.encode(x, y)
-            if not has_density(q):
-                return None, "undefined: the posterior has no density (point mass or implicit)"
             part: Tensor | None = None
             if (
-                isinstance(q, Independent)
+                closed_form
+                and isinstance(q, Independent)
                 and isinstance(prior, Independent)
                 and method != "monte carlo"
             ):
@@ -668,10 +666,7 @@ def evaluate_run(
     with num_threads(threads) as used:
         result["threads"] = used
         labels = _labels_needed(m, part)
-        x0 = part.x[:2].to(run.device)
-        y0 = part.y[:2].to(run.device) if labels and part.y is not None else None
-        with torch.inference_mode():
-            density = has_density(m.encode(x0, y0))
+        density = has_density(m)
 
         t = time.perf_counter()
         terms = elbo_terms(run, part, samples=1, batch_size=1000, seed=seed)

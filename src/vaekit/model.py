@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import copy
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,7 +28,7 @@ from torch.distributions import Distribution
 from vaekit.config import ModelConfig
 from vaekit.data.core import DataError
 from vaekit.distributions.likelihoods import LikelihoodHead
-from vaekit.nn import build_decoder_net, build_encoder_net
+from vaekit.parts import Composition, LikelihoodAbilities, PosteriorAbilities, PriorAbilities
 
 __all__ = ["Encoder", "Decoder", "VAE", "build_model", "network_precision", "NOT_CONDITIONAL"]
 
@@ -174,6 +174,15 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes
+        # What the parts can do (a density, a factorised prior, ...): build_model fills it
+        # in from the registry; for parts given as modules, their classes' ``abilities``.
+        self.composition = Composition(
+            posterior=getattr(encoder.head, "abilities", PosteriorAbilities()),
+            prior=getattr(prior, "abilities", PriorAbilities()),
+            likelihood=getattr(decoder.head, "abilities", LikelihoodAbilities()),
+            objective=None,
+            conditional=num_classes > 0,
+        )
 
     @property
     def conditional(self) -> bool:
@@ -224,9 +233,13 @@ class VAE(nn.Module):
 def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 0) -> VAE:
     """Build a VAE from its config and the shape of one example.
 
-    ``num_classes`` is used only when ``cfg.conditional`` is set.
+    Every part comes from its registry (:mod:`vaekit.registry`) or, for a
+    ``module:Class`` name, from the user's module. ``num_classes`` is used only when
+    ``cfg.conditional`` is set.
     """
-    from vaekit.registry import LIKELIHOODS, POSTERIORS, PRIORS
+    from vaekit.config import composition
+    from vaekit.distributions.flows import FlowPosterior
+    from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
 
     data_shape = tuple(int(s) for s in data_shape)
     classes = (cfg.num_classes or num_classes) if cfg.conditional else 0
@@ -234,22 +247,39 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
         raise ValueError(
             "model.conditional=true needs labels: use a labelled dataset or set model.num_classes"
         )
-    head = POSTERIORS[cfg.posterior](cfg)
-    enc_net = build_encoder_net(cfg.encoder, data_shape, head.in_features, classes)
-    dec_cfg = cfg.decoder
-    if dec_cfg is None:
-        dec_cfg = copy.deepcopy(cfg.encoder)
-        dec_cfg.hidden = list(reversed(cfg.encoder.hidden))
-    likelihood = LIKELIHOODS[cfg.likelihood](cfg, data_shape)
-    dec_net = build_decoder_net(
-        dec_cfg, cfg.latent_dim, data_shape, likelihood.params_per_element, classes
+    latent = cfg.latent_dim
+    enc_part = NETWORKS.get(cfg.encoder.name)
+    context = {
+        "data_shape": data_shape,
+        "num_classes": classes,
+        # The encoder network's last hidden width and activation, for heads that read them.
+        "encoder_width": (getattr(cfg.encoder.options, "hidden", None) or [None])[-1],
+        "encoder_activation": getattr(cfg.encoder.options, "activation", "relu"),
+    }
+    head = POSTERIORS.get(cfg.posterior.name).build(cfg.posterior.options, latent, **context)
+    if cfg.flow is not None:
+        flow = FLOWS.get(cfg.flow.name).build(cfg.flow.options, latent, **context)
+        head = FlowPosterior(head, flow)
+    enc_net = enc_part.build(
+        cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
     )
-    prior = PRIORS[cfg.prior](cfg, data_shape)
-    return VAE(
+    if cfg.decoder is None:
+        dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
+    else:
+        dec_part, dec_options = NETWORKS.get(cfg.decoder.name), cfg.decoder.options
+    likelihood = LIKELIHOODS.get(cfg.likelihood.name).build(
+        cfg.likelihood.options, data_shape, **context
+    )
+    out_features = likelihood.params_per_element * int(math.prod(data_shape))
+    dec_net = dec_part.build(dec_options, latent, data_shape, out_features, classes, role="decoder")
+    prior = PRIORS.get(cfg.prior.name).build(cfg.prior.options, latent, **context)
+    model = VAE(
         Encoder(enc_net, head, classes),
         Decoder(dec_net, likelihood, data_shape, classes),
         prior,
-        cfg.latent_dim,
+        latent,
         data_shape,
         classes,
     )
+    model.composition = composition(cfg)
+    return model

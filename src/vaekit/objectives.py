@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,8 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaekit.distributions import sample_with_log_prob
 from vaekit.nn import MLP
+from vaekit.parts import Composition, ObjectiveAbilities
+from vaekit.validate import check_choice, check_nonneg, check_positive, check_widths
 
 if TYPE_CHECKING:
     from vaekit.model import VAE
@@ -51,9 +52,12 @@ __all__ = [
     "kl_term",
     "kl_per_dim",
     "iwae_bound",
-    "OBJECTIVES",
+    "KL_MODES",
     "build_objective",
 ]
+
+# objective.kl: auto (analytic where torch registers it, else Monte Carlo) | analytic | mc.
+KL_MODES = ("auto", "analytic", "mc")
 
 
 @dataclass
@@ -136,7 +140,17 @@ def iwae_bound(log_w: Tensor) -> Tensor:
 
 
 class Objective(nn.Module):
-    """Base class. An objective may own parameters (a discriminator, say)."""
+    """Base class. An objective may own parameters (a discriminator, say).
+
+    An objective of yours (``objective: {name: mymodule:MyObjective}``) is built as
+    ``Class(**options)``; ``forward(model, x, y)`` returns an :class:`ObjectiveOutput`,
+    and ``abilities`` (:class:`vaekit.parts.ObjectiveAbilities`) names the term that is
+    its bound (the best epoch maximises it on the validation split).
+    """
+
+    abilities = ObjectiveAbilities()
+    # KL warm-up length in epochs: early stopping (train.patience) counts from its end.
+    warmup_epochs: int = 0
 
     def forward(
         self, model: VAE, x: Tensor, y: Tensor | None = None
@@ -189,7 +203,52 @@ class ELBO(_Warmup):
     when q or p does not factorise (flows, mixture priors) the total KL is held above
     ``λ * D`` instead. Free bits change the gradient only: the ``loss`` term reports
     ``recon + beta * kl``.
+
+    ``kl="analytic"`` uses the closed form that torch registers for the posterior and
+    prior (a diagonal Gaussian against a standard normal, say) and is refused when torch
+    has none; ``auto`` falls back to Monte Carlo there.
     """
+
+    @dataclass
+    class Options:
+        # Monte Carlo samples S of z per example.
+        samples: int = 1
+        # Weight of the KL term (beta-VAE: beta > 1).
+        beta: float = 1.0
+        # auto (analytic where torch registers a closed form, else Monte Carlo) | analytic | mc
+        kl: str = "auto"
+        # KL warm-up: epoch e weighs the KL by beta * min(1, e / warmup_epochs) (0 = off).
+        warmup_epochs: int = 0
+        # Free bits: nats per latent dimension below which the KL is not pushed down
+        # (Kingma et al. 2016); 0 = off.
+        free_bits: float = 0.0
+
+        def validate(self, where: str) -> None:
+            check_positive(f"{where}.samples", self.samples)
+            check_nonneg(f"{where}.beta", self.beta)
+            check_choice(f"{where}.kl", self.kl, KL_MODES)
+            check_nonneg(f"{where}.warmup_epochs", self.warmup_epochs)
+            if not self.free_bits >= 0:
+                from vaekit.errors import ConfigError
+
+                raise ConfigError(
+                    f"{where}.free_bits must be >= 0 (nats per latent dimension), got {self.free_bits}"
+                )
+
+    abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO")
+
+    @staticmethod
+    def label(o: ELBO.Options) -> str:
+        extra = []
+        if o.beta != 1.0:
+            extra.append(f"beta={o.beta:g}")
+        if o.warmup_epochs:
+            extra.append(f"warm-up {o.warmup_epochs}")
+        if o.samples != 1:
+            extra.append(f"S={o.samples}")
+        if o.free_bits:
+            extra.append(f"free bits {o.free_bits:g}")
+        return f"elbo ({', '.join(extra)})" if extra else "elbo"
 
     def __init__(
         self,
@@ -203,6 +262,29 @@ class ELBO(_Warmup):
         self.samples = samples
         self.kl_mode = kl
         self.free_bits = free_bits
+
+    def setup(self, model: VAE) -> None:
+        if self.kl_mode != "analytic":
+            return
+        # Ask torch's registry of closed forms with the model's own distributions.
+        param = next(iter(model.parameters()), None)
+        head = model.encoder.head
+        width = int(getattr(head, "in_features", 0))
+        if not width:
+            return  # a head that does not say how many features it reads: asked at run time
+        features = torch.zeros(1, width, device=None if param is None else param.device)
+        with torch.no_grad():
+            q, p = head(features), model.prior
+            try:
+                kl_divergence(q, p)
+            except NotImplementedError:
+                from vaekit.errors import ConfigError
+
+                raise ConfigError(
+                    f"objective.kl=analytic: torch has no closed-form KL for this posterior "
+                    f"({_dist_name(q)}) and prior ({_dist_name(p)}); use objective.kl=auto, which "
+                    "falls back to Monte Carlo"
+                ) from None
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         q = model.encode(x, y)
@@ -241,6 +323,35 @@ class IWAE(Objective):
         >>> bool((out.terms["iwae"] >= out.terms["elbo"] - 1e-4).all())
         True
     """
+
+    @dataclass
+    class Options:
+        # Importance samples k (k = 1 is the single-sample ELBO).
+        samples: int = 1
+        # The encoder's gradient estimator: standard, or dreg (doubly reparameterised,
+        # Tucker et al. 2019): the same expectation with less variance, which grows with k;
+        # with samples = 1 it is "sticking the landing" (Roeder et al. 2017).
+        gradient: str = "standard"
+
+        def validate(self, where: str) -> None:
+            check_positive(f"{where}.samples", self.samples)
+            check_choice(f"{where}.gradient", self.gradient, ["standard", "dreg"])
+
+    abilities = ObjectiveAbilities(bound="iwae", bound_label="IWAE bound")
+
+    @staticmethod
+    def label(o: IWAE.Options) -> str:
+        return f"iwae k={o.samples}" + (" dreg" if o.gradient == "dreg" else "")
+
+    @staticmethod
+    def check(o: IWAE.Options, parts: Composition) -> str | None:
+        if o.gradient == "dreg" and not parts.posterior.gaussian:
+            return (
+                "objective.gradient=dreg is the IWAE bound's estimator for a diagonal Gaussian "
+                f"posterior; {parts.names.get('posterior', 'this posterior')} is not one (use "
+                "model.posterior=gaussian without a flow, or objective.gradient=standard)"
+            )
+        return None
 
     def __init__(self, samples: int = 1, gradient: str = "standard") -> None:
         super().__init__()
@@ -344,16 +455,39 @@ class AVB(_Warmup):
     bound, and no importance-sampled likelihood exists for an implicit posterior.
     """
 
+    @dataclass
+    class Options:
+        # Monte Carlo samples S of z per example.
+        samples: int = 1
+        beta: float = 1.0
+        warmup_epochs: int = 0
+        # Hidden widths of the discriminator T(x, z).
+        discriminator: list[int] = field(default_factory=lambda: [256, 256])
+
+        def validate(self, where: str) -> None:
+            check_positive(f"{where}.samples", self.samples)
+            check_nonneg(f"{where}.beta", self.beta)
+            check_nonneg(f"{where}.warmup_epochs", self.warmup_epochs)
+            check_widths(f"{where}.discriminator", self.discriminator)
+
+    # Its "elbo" is the discriminator's estimate, not a bound; it needs no density.
+    abilities = ObjectiveAbilities(
+        bound="elbo",
+        bound_label="ELBO estimate",
+        needs_density=False,
+        optimizers=("model", "discriminator"),
+    )
+
     def __init__(
         self,
         samples: int = 1,
         beta: float = 1.0,
         warmup_epochs: int = 0,
-        hidden: list[int] | None = None,
+        discriminator: list[int] | None = None,
     ) -> None:
         super().__init__(beta, warmup_epochs)
         self.samples = samples
-        self.hidden = list(hidden) if hidden is not None else [256, 256]
+        self.hidden = list(discriminator) if discriminator is not None else [256, 256]
         self.discriminator: Discriminator | None = None
 
     def setup(self, model: VAE) -> None:
@@ -414,6 +548,11 @@ class AutoencoderLoss(Objective):
     posterior it is a VAE trained without its divergence (beta = 0).
     """
 
+    # No bound: the best epoch has the lowest validation loss.
+    abilities = ObjectiveAbilities(
+        bound="loss", sign=-1.0, bound_label="loss", needs_density=False, needs_stochastic=False
+    )
+
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         q = model.encode(x, y)
         z = q.rsample()
@@ -421,14 +560,22 @@ class AutoencoderLoss(Objective):
         return ObjectiveOutput(recon.mean(), {"loss": recon, "recon": recon})
 
 
-OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
-    "elbo": lambda o: ELBO(o.samples, o.beta, o.kl, o.warmup_epochs, o.free_bits),
-    "iwae": lambda o: IWAE(o.samples, o.gradient),
-    "avb": lambda o: AVB(o.samples, o.beta, o.warmup_epochs, o.discriminator),
-    "ae": lambda o: AutoencoderLoss(),
-}
+def _dist_name(d: Distribution) -> str:
+    if isinstance(d, Independent):
+        return f"Independent({type(d.base_dist).__name__})"
+    return type(d).__name__
 
 
 def build_objective(cfg: Any) -> Objective:
-    """The objective named by an :class:`vaekit.config.ObjectiveConfig`."""
-    return OBJECTIVES[cfg.name](cfg)
+    """The objective a config's ``objective`` part names, built with its options.
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> build_objective(load_config(None, ["objective.name=iwae"]).objective).samples
+        1
+    """
+    from vaekit.registry import OBJECTIVES
+
+    part = OBJECTIVES.get(cfg.name, where="objective.name")
+    objective: Objective = part.build(cfg.options)
+    return objective

@@ -45,7 +45,8 @@ from torch import Tensor
 
 from vaekit.data import Dataset, Split
 from vaekit.images import image_grid, to_images
-from vaekit.rundir import Run, atomic_write, trained_bound
+from vaekit.parts import ObjectiveAbilities
+from vaekit.rundir import Run, atomic_write
 
 __all__ = [
     "FIGURES",
@@ -571,18 +572,23 @@ def training_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
-def compare_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], split: str = "valid") -> Figure:
-    """Learning curves of several runs in one panel: minus the bound each run trains (the
-    IWAE bound, else the ELBO; nats, lower is better) on ``split``, by epoch, with each
+def compare_curves(
+    runs: Mapping[str, tuple[Sequence[Mapping[str, Any]], ObjectiveAbilities]],
+    split: str = "valid",
+) -> Figure:
+    """Learning curves of several runs in one panel: minus the bound each run trains (as
+    its objective's abilities name it: the IWAE bound, the ELBO, ...; nats, lower is
+    better), or the loss of an objective without a bound, on ``split`` by epoch, with each
     run's best epoch marked. It shows where a long run stands and whether it still improves.
 
-    ``runs`` maps a name to the rows of that run's ``metrics.jsonl``. The y-axis starts
-    where the curves have come down from their first epochs, so the part that matters is
-    readable.
+    ``runs`` maps a name to the rows of that run's ``metrics.jsonl`` and its objective's
+    abilities (:func:`vaekit.rundir.objective_abilities`). The y-axis starts where the
+    curves have come down from their first epochs, so the part that matters is readable.
 
     Example:
+        >>> from vaekit.parts import ObjectiveAbilities
         >>> rows = [{"epoch": e, "valid": {"elbo": -100 + 10 / e}} for e in range(1, 9)]
-        >>> fig = compare_curves({"a": rows})
+        >>> fig = compare_curves({"a": (rows, ObjectiveAbilities())})
         >>> float(fig.axes[0].get_lines()[0].get_ydata()[-1])  # -ELBO at the last epoch
         98.75
     """
@@ -592,13 +598,14 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], split: str =
     ax = fig.subplots()
     lows: list[float] = []
     highs: list[float] = []
-    bounds: dict[str, None] = {}  # in the order of the runs
-    shown = {"iwae": "-IWAE bound", "elbo": "-ELBO", "-loss": "loss"}
-    for colour, (name, metrics) in zip(_CURVE_COLOURS, runs.items(), strict=False):
+    shown: dict[str, None] = {}  # the bounds' names, in the order of the runs
+    for colour, (name, (metrics, bound)) in zip(_CURVE_COLOURS, runs.items(), strict=False):
         pts = [
-            (int(r["epoch"]), trained_bound(r[split]))
+            (int(r["epoch"]), bound.score(r[split]))
             for r in metrics
-            if isinstance(r, Mapping) and isinstance(r.get(split), Mapping)
+            if isinstance(r, Mapping)
+            and isinstance(r.get(split), Mapping)
+            and bound.bound in r[split]
         ]
         if not pts:
             raise ValueError(
@@ -606,13 +613,11 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], split: str =
                 "train, valid or test)"
             )
         epochs = np.array([e for e, _ in pts])
-        values = np.array([-v for _, (_, v) in pts])
-        bound = pts[0][1][0]
-        bounds[bound] = None
+        values = np.array([-v for _, v in pts])
+        what = f"-{bound.bound_label}" if bound.sign > 0 else bound.bound_label
+        shown[what] = None
         i = int(np.nanargmin(values))
-        label = (
-            f"{name} ({shown[bound]}): best {values[i]:.2f} at epoch {epochs[i]} of {epochs[-1]}"
-        )
+        label = f"{name} ({what}): best {values[i]:.2f} at epoch {epochs[i]} of {epochs[-1]}"
         ax.plot(epochs, values, color=colour, lw=1.2, label=label)
         ax.plot([epochs[i]], [values[i]], "o", color=colour, ms=5)
         lows.append(values[i])
@@ -620,7 +625,7 @@ def compare_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], split: str =
     low, high = min(lows), max(highs)
     pad = 0.05 * max(high - low, 1e-6)
     ax.set_ylim(low - pad, high + pad)
-    ax.set_ylabel(f"{' / '.join(shown[b] for b in bounds)} on {split} (nats)")
+    ax.set_ylabel(f"{' / '.join(shown)} on {split} (nats)")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -746,9 +751,9 @@ def compare_runs(
 
         z = latent_means(run.model, xs.reshape(len(xs), *run.data_shape), ys).numpy()
         kind = (
-            "autoencoder"
-            if run.config.model.posterior == "point"
-            else f"VAE (beta={run.config.objective.beta:g})"
+            f"VAE ({run.objective_label})"
+            if run.model.composition.posterior.stochastic
+            else "autoencoder"
         )
         ax = axes[0, col]
         _draw_scatter(

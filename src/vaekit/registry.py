@@ -1,77 +1,68 @@
-"""Name -> factory tables for the parts of a model, read by the config validator and builder.
+"""Every built-in part, one line each: the name a config uses and the class that is the part.
 
-Each factory takes the model config and the shapes it needs and returns an nn.Module.
-Adding a part is adding one entry here (and its class); nothing else branches on names.
+A part's class declares its options, abilities, checks and label (see
+:mod:`vaekit.parts`); registering it here is all the rest of the library needs, and the
+contract test (``tests/test_parts_contract.py``) walks these registries, so a part added
+here is checked without being listed anywhere else. Anywhere a name goes, ``module:Class``
+names a user's own part.
+
+Example:
+    >>> PRIORS.get("vamp").label(PRIORS.get("vamp").options(components=50))
+    'vamp50'
+    >>> OBJECTIVES.get("iwae").abilities.bound
+    'iwae'
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from torch import nn
-
-from vaekit.distributions import (
+from vaekit.distributions.flows import IAF, PlanarFlow
+from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
     ContinuousBernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
-    GaussianPosterior,
-    ImplicitPosterior,
-    LikelihoodHead,
-    MixturePrior,
-    PointPosterior,
-    PosteriorHead,
-    StandardNormalPrior,
     StudentTLikelihood,
-    VampPrior,
 )
-from vaekit.distributions.flows import IAF, Flow, FlowPosterior, PlanarFlow
+from vaekit.distributions.posteriors import GaussianPosterior, ImplicitPosterior, PointPosterior
+from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampPrior
+from vaekit.nn import ConvNetwork, MLPNetwork
+from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss
+from vaekit.parts import Registry
 
-__all__ = ["POSTERIORS", "PRIORS", "LIKELIHOODS", "FLOWS"]
+__all__ = ["NETWORKS", "POSTERIORS", "FLOWS", "PRIORS", "LIKELIHOODS", "OBJECTIVES", "REGISTRIES"]
 
-# flow(model_cfg) -> Flow with .context_features; model.flow names one (or "none").
-FLOWS: dict[str, Callable[[Any], Flow]] = {
-    "planar": lambda m: PlanarFlow(m.latent_dim, m.flow_length),
-    "iaf": lambda m: IAF(m.latent_dim, m.flow_length, m.flow_hidden),
-}
+NETWORKS = Registry("network")
+NETWORKS.add("mlp", MLPNetwork)
+NETWORKS.add("conv", ConvNetwork)
 
+POSTERIORS = Registry("posterior")
+POSTERIORS.add("gaussian", GaussianPosterior)
+POSTERIORS.add("point", PointPosterior)
+POSTERIORS.add("implicit", ImplicitPosterior)
 
-def _gaussian(m: Any) -> PosteriorHead:
-    if m.flow == "none":
-        return GaussianPosterior(m.latent_dim)
-    return FlowPosterior(m.latent_dim, FLOWS[m.flow](m))
+FLOWS = Registry("flow")
+FLOWS.add("planar", PlanarFlow)
+FLOWS.add("iaf", IAF)
 
+PRIORS = Registry("prior")
+PRIORS.add("normal", StandardNormalPrior)
+PRIORS.add("mog", MixturePrior)
+PRIORS.add("vamp", VampPrior)
 
-def _implicit(m: Any) -> PosteriorHead:
-    # The head reads as many features as the encoder's last hidden layer is wide.
-    width = m.encoder.hidden[-1] if m.encoder.hidden else 256
-    return ImplicitPosterior(m.latent_dim, width, m.noise_dim or m.latent_dim, m.encoder.activation)
+LIKELIHOODS = Registry("likelihood")
+LIKELIHOODS.add("bernoulli", BernoulliLikelihood)
+LIKELIHOODS.add("continuous-bernoulli", ContinuousBernoulliLikelihood)
+LIKELIHOODS.add("gaussian", GaussianLikelihood)
+LIKELIHOODS.add("student-t", StudentTLikelihood)
+LIKELIHOODS.add("categorical", CategoricalLikelihood)
+LIKELIHOODS.add("discretized-logistic", DiscretizedLogisticLikelihood)
 
+OBJECTIVES = Registry("objective")
+OBJECTIVES.add("elbo", ELBO)
+OBJECTIVES.add("iwae", IWAE)
+OBJECTIVES.add("avb", AVB)
+OBJECTIVES.add("ae", AutoencoderLoss)
 
-# posterior(model_cfg) -> head with .in_features
-POSTERIORS: dict[str, Callable[[Any], PosteriorHead]] = {
-    "gaussian": _gaussian,
-    "point": lambda m: PointPosterior(m.latent_dim),
-    "implicit": _implicit,
-}
-
-# prior(model_cfg, data_shape) -> module whose forward(encoder) returns p(z)
-PRIORS: dict[str, Callable[[Any, tuple[int, ...]], nn.Module]] = {
-    "normal": lambda m, shape: StandardNormalPrior(m.latent_dim),
-    "mog": lambda m, shape: MixturePrior(m.latent_dim, m.prior_components),
-    "vamp": lambda m, shape: VampPrior(m.latent_dim, m.prior_components, shape),
-}
-
-# likelihood(model_cfg, data_shape) -> head with .params_per_element
-LIKELIHOODS: dict[str, Callable[[Any, tuple[int, ...]], LikelihoodHead]] = {
-    "bernoulli": lambda m, shape: BernoulliLikelihood(shape),
-    "continuous-bernoulli": lambda m, shape: ContinuousBernoulliLikelihood(shape),
-    "gaussian": lambda m, shape: GaussianLikelihood(shape, m.sigma),
-    "student-t": lambda m, shape: StudentTLikelihood(shape, m.sigma, m.df),
-    "categorical": lambda m, shape: CategoricalLikelihood(shape, m.levels),
-    "discretized-logistic": lambda m, shape: DiscretizedLogisticLikelihood(
-        shape, m.levels, m.likelihood_components
-    ),
-}
+# The registry that serves each kind of part.
+REGISTRIES = {r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES)}

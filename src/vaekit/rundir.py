@@ -56,6 +56,7 @@ from vaekit.data.core import DataError
 from vaekit.distributions.likelihoods import check_unit_interval, event_value
 from vaekit.errors import VaekitError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
+from vaekit.parts import ObjectiveAbilities
 
 if TYPE_CHECKING:
     from vaekit.data import Dataset
@@ -75,7 +76,9 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_metrics",
-    "trained_bound",
+    "objective_abilities",
+    "part_labels",
+    "model_label",
     "weights_path",
     "read_weights_epoch",
     "checkpoint_dirs",
@@ -323,20 +326,64 @@ def load_weights(path: Path, module: torch.nn.Module) -> None:
         ) from None
 
 
-def trained_bound(terms: Mapping[str, float]) -> tuple[str, float]:
-    """The bound an objective trains, from one split's terms (higher is better): the IWAE
-    bound, else the ELBO, else minus the loss (the plain autoencoder has no bound).
-
-    It picks a run's best epoch (``train.keep_best``) and draws ``vaekit curves``.
+def part_labels(config: Config) -> dict[str, str]:
+    """Each part's short label, as its class gives it: for summaries, reports and plots.
 
     Example:
-        >>> trained_bound({"loss": 90.0, "elbo": -91.0, "iwae": -90.0})
-        ('iwae', -90.0)
+        >>> from vaekit.config import load_config
+        >>> labels = part_labels(load_config(None, ["model.flow=planar", "objective.name=iwae"]))
+        >>> labels["posterior"], labels["objective"]
+        ('gaussian+planar4', 'iwae k=1')
     """
-    for name in ("iwae", "elbo"):
-        if name in terms:
-            return name, float(terms[name])
-    return "-loss", -float(terms["loss"])
+    from vaekit.registry import REGISTRIES
+
+    m = config.model
+
+    def label(kind: str, pc: Any) -> str:
+        return str(REGISTRIES[kind].get(pc.name).label(pc.options))
+
+    posterior = label("posterior", m.posterior)
+    if m.flow is not None:
+        posterior += "+" + label("flow", m.flow)
+    out = {
+        "encoder": label("network", m.encoder),
+        "posterior": posterior,
+        "prior": label("prior", m.prior),
+        "likelihood": label("likelihood", m.likelihood),
+        "objective": label("objective", config.objective),
+    }
+    if m.decoder is not None:
+        out["decoder"] = label("network", m.decoder)
+    return out
+
+
+def model_label(config: Config) -> str:
+    """The model in one line: networks, latent size, posterior, prior, likelihood.
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> model_label(load_config(None, ["model.prior=mog"]))
+        'mlp 512, z=2, gaussian, mog10 prior, bernoulli'
+    """
+    labels = part_labels(config)
+    return (
+        f"{labels['encoder']}, z={config.model.latent_dim}, {labels['posterior']}, "
+        f"{labels['prior']} prior, {labels['likelihood']}"
+    )
+
+
+def objective_abilities(config: Config) -> ObjectiveAbilities:
+    """What a run's objective reports: the bound it trains, which the best epoch maximises.
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> objective_abilities(load_config(None, ["objective.name=iwae"])).bound
+        'iwae'
+    """
+    from vaekit.registry import OBJECTIVES
+
+    abilities: ObjectiveAbilities = OBJECTIVES.get(config.objective.name).abilities
+    return abilities
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -488,9 +535,6 @@ class Run:
         return run
 
     def __repr__(self) -> str:
-        from vaekit.summary import _model_text, _objective_text
-
-        cfg = config_to_dict(self.config)
         data = self.info.get("data", {})
         epoch = f", epoch {self.weights_epoch}" if self.weights_epoch is not None else ""
         classes = (
@@ -501,8 +545,8 @@ class Run:
             else ""
         )
         return (
-            f"<vaekit.Run {str(self.dir)!r}: {_model_text(cfg['model'])}; "
-            f"{_objective_text(cfg['objective'])}; {self.weights} weights{epoch}; "
+            f"<vaekit.Run {str(self.dir)!r}: {model_label(self.config)}; "
+            f"{self.objective_label}; {self.weights} weights{epoch}; "
             f"data {data.get('name')} {tuple(self.data_shape)} {data.get('kind', '')}{classes}; "
             f"on {self.device}>"
         )
@@ -530,6 +574,11 @@ class Run:
     def num_classes(self) -> int:
         """Number of classes of a conditional model (0 when it is not conditional)."""
         return self.model.num_classes
+
+    @property
+    def objective_label(self) -> str:
+        """The objective the run was trained with, as its part labels it ("iwae k=5 dreg")."""
+        return part_labels(self.config)["objective"]
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -631,14 +680,17 @@ class Run:
 
         xt = self._x(x)
         yt = self._y(y, len(xt))
-        if self.config.model.posterior == "point":
+        posterior = self.model.composition.posterior
+        if not posterior.stochastic:
             return AutoencoderLoss()(self.model, xt, yt).terms
-        if self.config.model.posterior == "implicit":
+        if not posterior.density:
             raise RunError(
-                f"{self.dir}: an implicit (AVB) posterior has no density, so its ELBO needs the "
-                "trained discriminator: read the per-epoch ELBO estimate in metrics.jsonl instead"
+                f"{self.dir}: this posterior has no density (an implicit posterior of adversarial "
+                "VB), so its ELBO needs the trained discriminator: read the per-epoch ELBO "
+                "estimate in metrics.jsonl instead"
             )
-        return ELBO(samples=samples, kl=self.config.objective.kl)(self.model, xt, yt).terms
+        kl = getattr(self.config.objective.options, "kl", "auto")
+        return ELBO(samples=samples, kl=kl)(self.model, xt, yt).terms
 
     def dataset(
         self,

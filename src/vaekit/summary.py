@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vaekit.config import config_to_dict
 from vaekit.rundir import (
     RunError,
+    model_label,
+    objective_abilities,
+    part_labels,
     read_metrics,
     read_run_config,
     read_weights_epoch,
-    trained_bound,
     weights_path,
 )
 
@@ -52,40 +53,6 @@ COLUMNS = (
 )
 
 
-def _model_text(model: dict[str, Any]) -> str:
-    enc = model.get("encoder") or {}
-    hidden = "-".join(str(w) for w in enc.get("hidden", []))
-    if enc.get("type") == "conv":
-        # Channels of the stride-2 stages, residual blocks per stage, then the dense widths.
-        channels = "-".join(str(c) for c in enc.get("channels", []))
-        blocks = f" x{enc['blocks']} res" if enc.get("blocks") else ""
-        net = f"conv {channels}{blocks}" + (f" + {hidden}" if hidden else "")
-    elif enc.get("type") == "mlp":
-        net = f"mlp {hidden}".strip()
-    else:
-        net = str(enc.get("type", "?"))
-    post = model.get("posterior", "?")
-    if model.get("flow", "none") != "none":
-        post += f"+{model['flow']}{model.get('flow_length', '')}"
-    return f"{net}, z={model.get('latent_dim')}, {post}, {model.get('prior')} prior, {model.get('likelihood')}"
-
-
-def _objective_text(obj: dict[str, Any]) -> str:
-    name = str(obj.get("name", "?"))
-    if name == "iwae":
-        grad = " dreg" if obj.get("gradient") == "dreg" else ""
-        return f"iwae k={obj.get('samples')}{grad}"
-    extra = []
-    if name in ("elbo", "avb"):
-        if obj.get("beta", 1.0) != 1.0:
-            extra.append(f"beta={obj['beta']:g}")
-        if obj.get("warmup_epochs"):
-            extra.append(f"warm-up {obj['warmup_epochs']}")
-        if obj.get("samples", 1) != 1:
-            extra.append(f"S={obj['samples']}")
-    return f"{name} ({', '.join(extra)})" if extra else name
-
-
 def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """One row (see :data:`COLUMNS`) for a run directory.
 
@@ -96,7 +63,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from vaekit.evaluate import saved_evaluation
 
     path = Path(run_dir)
-    config = config_to_dict(read_run_config(path))
+    cfg = read_run_config(path)
     rows = read_metrics(path)
     last = rows[-1] if rows else {}
     best_epoch = last.get("best_epoch")
@@ -111,17 +78,17 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         saved = saved_evaluation(path, weights, epoch)
         if saved is not None:
             break
-    dataset = str(config.get("data", {}).get("name"))
+    dataset = cfg.data.name
     row: dict[str, Any] = {
         "run": path.resolve().name,
         # A file's name, not the absolute path that config.json records.
         "dataset": Path(dataset).name if Path(dataset).is_absolute() else dataset,
-        "model": _model_text(config.get("model", {})),
-        "objective": _objective_text(config.get("objective", {})),
+        "model": model_label(cfg),
+        "objective": part_labels(cfg)["objective"],
         "epochs": last.get("epoch", 0),
         "best_epoch": best_epoch,
         "train_hours": sum(float(r.get("train_seconds", 0.0)) for r in rows) / 3600,
-        "test_bound": trained_bound(test)[1] if isinstance(test, dict) else None,
+        "test_bound": objective_abilities(cfg).score(test) if isinstance(test, dict) else None,
         "weights": None,
         "k": None,
         "nll": None,

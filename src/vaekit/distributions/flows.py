@@ -14,6 +14,7 @@ rounding of ``z`` itself; so objectives and evaluation draw with
 recently returned by ``rsample`` / ``sample`` is served from a cache, with no inversion.
 
 Example:
+    >>> from vaekit.distributions.posteriors import diagonal_normal
     >>> flow = PlanarFlow(latent_dim=2, length=3)
     >>> context = torch.randn(5, flow.context_features)
     >>> base = diagonal_normal(torch.zeros(5, 2), torch.zeros(5, 2))
@@ -27,22 +28,34 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Size, Tensor, nn
-from torch.distributions import Distribution, Independent, constraints
+from torch.distributions import Distribution, constraints
 from torch.func import functional_call
 from torch.types import _size
 
 from vaekit.distributions.posteriors import (
     MOMENT_DRAWS,
+    GaussianPosterior,
     MonteCarloMoments,
     PosteriorHead,
-    diagonal_normal,
 )
 from vaekit.nn import MADE
+from vaekit.parts import FlowAbilities, PosteriorAbilities
+from vaekit.validate import check_positive
 
-__all__ = ["Flow", "PlanarFlow", "IAF", "FlowDistribution", "FlowPosterior", "MOMENT_DRAWS"]
+__all__ = [
+    "Flow",
+    "FlowOptions",
+    "PlanarFlow",
+    "IAF",
+    "FlowDistribution",
+    "FlowPosterior",
+    "MOMENT_DRAWS",
+]
 
 # Bisection steps for inverting a planar step: the bracket has width 2|m| <= a few units,
 # and 80 halvings reach float64 resolution.
@@ -58,15 +71,30 @@ class Flow(nn.Module):
     ``forward(z0, context)`` returns ``(z, logdet)``; ``inverse(z, context)`` returns
     ``(z0, logdet)`` with the same ``logdet = sum_k log |det dz_k/dz_{k-1}|`` (shape
     ``z.shape[:-1]``), so ``log q(z) = log q0(z0) - logdet`` either way.
+
+    A flow of yours (``model.flow: mymodule:MyFlow``) subclasses this, is built as
+    ``Class(latent_dim, **options)`` and sets ``context_features``.
     """
 
     context_features: int = 0
+    abilities = FlowAbilities()
 
     def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     def inverse(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+
+@dataclass
+class FlowOptions:
+    """Options of a flow: its number of steps K."""
+
+    # Number of flow steps K.
+    length: int = 4
+
+    def validate(self, where: str) -> None:
+        check_positive(f"{where}.length", self.length)
 
 
 class PlanarFlow(Flow):
@@ -78,7 +106,13 @@ class PlanarFlow(Flow):
     so ``w . u_hat > -1`` and every step is invertible.
     """
 
-    def __init__(self, latent_dim: int, length: int) -> None:
+    Options = FlowOptions
+
+    @staticmethod
+    def label(o: FlowOptions) -> str:
+        return f"planar{o.length}"
+
+    def __init__(self, latent_dim: int, length: int = 4) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.length = length
@@ -140,7 +174,22 @@ class IAF(Flow):
     between steps. ``h`` is a context vector of ``hidden`` features from the encoder.
     """
 
-    def __init__(self, latent_dim: int, length: int, hidden: int, activation: str = "elu") -> None:
+    @dataclass
+    class Options(FlowOptions):
+        # Width of each MADE's hidden layers and of the context vector h from the encoder.
+        hidden: int = 128
+
+        def validate(self, where: str) -> None:
+            super().validate(where)
+            check_positive(f"{where}.hidden", self.hidden)
+
+    @staticmethod
+    def label(o: IAF.Options) -> str:
+        return f"iaf{o.length}"
+
+    def __init__(
+        self, latent_dim: int, length: int = 4, hidden: int = 128, activation: str = "elu"
+    ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.length = length
@@ -245,23 +294,35 @@ class FlowDistribution(MonteCarloMoments):
 
 
 class FlowPosterior(PosteriorHead):
-    """Posterior head: diagonal Gaussian + a flow, from ``2 D + flow.context_features`` features.
+    """Posterior head: a base posterior (the diagonal Gaussian) pushed through a flow.
+
+    It reads ``base.in_features + flow.context_features`` features: the base head's, then
+    the flow's per-example context. ``model.flow`` builds it around any posterior whose
+    abilities say ``takes_flow``.
 
     Example:
-        >>> head = FlowPosterior(2, IAF(2, length=2, hidden=8))
+        >>> from vaekit.distributions.posteriors import GaussianPosterior
+        >>> head = FlowPosterior(GaussianPosterior(2), IAF(2, length=2, hidden=8))
         >>> q = head(torch.randn(5, head.in_features))
         >>> q.rsample((3,)).shape
         torch.Size([3, 5, 2])
     """
 
-    def __init__(self, latent_dim: int, flow: Flow) -> None:
+    def __init__(self, base: PosteriorHead | int, flow: Flow) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        if isinstance(base, int):  # a latent size: the diagonal Gaussian
+            base = GaussianPosterior(base)
+        self.latent_dim = base.latent_dim
+        # The Gaussian base holds no weights, so a run's weight names (encoder.head.flow.*)
+        # are those of earlier releases; a base with weights adds encoder.head.base.*.
+        self.base: PosteriorHead = base
         self.flow = flow
-        self.in_features = 2 * latent_dim + flow.context_features
+        self.in_features = base.in_features + flow.context_features
+        self.abilities = PosteriorAbilities(
+            density=base.abilities.density, stochastic=base.abilities.stochastic
+        )
 
     def forward(self, features: Tensor) -> Distribution:
-        d = self.latent_dim
-        mean, logvar, context = features.split([d, d, self.flow.context_features], dim=-1)
-        base: Independent = diagonal_normal(mean, logvar)
+        own, context = features.split([self.base.in_features, self.flow.context_features], dim=-1)
+        base = self.base(own)
         return FlowDistribution(base, self.flow, context)

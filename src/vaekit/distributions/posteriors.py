@@ -5,6 +5,8 @@ Flow posteriors (Gaussian + planar / IAF) live in :mod:`vaekit.distributions.flo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Size, Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
@@ -12,6 +14,8 @@ from torch.types import _size
 
 from vaekit.distributions.pointmass import PointMass
 from vaekit.nn import ACTIVATIONS, MLP
+from vaekit.parts import PosteriorAbilities
+from vaekit.validate import check_nonneg
 
 __all__ = [
     "LOGVAR_MIN",
@@ -65,10 +69,16 @@ class MonteCarloMoments(Distribution):
 
 
 class PosteriorHead(nn.Module):
-    """Base class: reads ``in_features`` encoder outputs per example, returns q(z | x)."""
+    """Base class: reads ``in_features`` encoder outputs per example, returns q(z | x).
+
+    A posterior of yours (``model.posterior: mymodule:MyPosterior``) is built as
+    ``Class(latent_dim, **options)``, sets ``in_features`` (how many encoder outputs it
+    reads) and declares what it can do in ``abilities`` (:class:`vaekit.parts.PosteriorAbilities`).
+    """
 
     in_features: int
     latent_dim: int
+    abilities = PosteriorAbilities()
 
 
 class GaussianPosterior(PosteriorHead):
@@ -80,6 +90,8 @@ class GaussianPosterior(PosteriorHead):
         >>> q.batch_shape, q.event_shape
         (torch.Size([5]), torch.Size([2]))
     """
+
+    abilities = PosteriorAbilities(gaussian=True, factorised=True, takes_flow=True)
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -93,6 +105,8 @@ class GaussianPosterior(PosteriorHead):
 
 class PointPosterior(PosteriorHead):
     """Deterministic code z = f(x): the plain autoencoder as a member of the family."""
+
+    abilities = PosteriorAbilities(density=False, stochastic=False, factorised=True)
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -180,16 +194,38 @@ class ImplicitPosterior(PosteriorHead):
     ``[h(x), eps]`` to z. (Injecting the noise after the shared trunk rather than at the
     raw input keeps S draws per example at the cost of S small head passes.)
 
+    ``noise_dim`` 0 means ``latent_dim``. The head reads as many features as the encoder
+    network's last hidden layer is wide (``encoder_width``; 256 for a network without one)
+    and uses its activation.
+
     Example:
-        >>> head = ImplicitPosterior(latent_dim=2, features=16, noise_dim=4)
+        >>> head = ImplicitPosterior(latent_dim=2, noise_dim=4, encoder_width=16)
         >>> head(torch.zeros(5, 16)).rsample((3,)).shape
         torch.Size([3, 5, 2])
     """
 
+    @dataclass
+    class Options:
+        # Dimensions of the noise fed to the encoder (0 = latent_dim).
+        noise_dim: int = 0
+
+        def validate(self, where: str) -> None:
+            check_nonneg(f"{where}.noise_dim", self.noise_dim)
+
+    abilities = PosteriorAbilities(density=False)
+
     def __init__(
-        self, latent_dim: int, features: int, noise_dim: int, activation: str = "relu"
+        self,
+        latent_dim: int,
+        noise_dim: int = 0,
+        *,
+        encoder_width: int | None = None,
+        encoder_activation: str = "relu",
     ) -> None:
         super().__init__()
+        features = encoder_width or 256
+        noise_dim = noise_dim or latent_dim
+        activation = encoder_activation
         self.latent_dim = latent_dim
         self.noise_dim = noise_dim
         self.in_features = features

@@ -4,12 +4,17 @@ Every prior module is called as ``prior_module(encoder)``: the VAE passes its en
 which the VampPrior needs (its components are the posteriors of learned pseudo-inputs)
 and the others ignore. The encoder is passed, not stored, so its weights are registered
 once (safetensors refuses to save tensors shared between two module paths).
+
+A prior of yours (``model.prior: mymodule:MyPrior``) is built as
+``Class(latent_dim, **options)`` (plus ``data_shape=`` when its ``__init__`` asks for it)
+and its ``forward(encoder=None)`` returns a Distribution with event shape ``(latent_dim,)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +27,8 @@ from torch.distributions import (
 )
 
 from vaekit.distributions.posteriors import LOGVAR_MAX, LOGVAR_MIN
+from vaekit.parts import PriorAbilities
+from vaekit.validate import check_positive
 
 __all__ = ["DiagonalGaussianMixture", "StandardNormalPrior", "MixturePrior", "VampPrior"]
 
@@ -81,6 +88,7 @@ class StandardNormalPrior(nn.Module):
 
     loc: Tensor
     scale: Tensor
+    abilities = PriorAbilities(factorised=True)
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -107,7 +115,21 @@ class MixturePrior(nn.Module):
         torch.Size([3, 4])
     """
 
-    def __init__(self, latent_dim: int, components: int) -> None:
+    @dataclass
+    class Options:
+        # Number of Gaussians K.
+        components: int = 10
+
+        def validate(self, where: str) -> None:
+            check_positive(f"{where}.components", self.components)
+
+    abilities = PriorAbilities(learned=True)
+
+    @staticmethod
+    def label(o: MixturePrior.Options) -> str:
+        return f"mog{o.components}"
+
+    def __init__(self, latent_dim: int, components: int = 10) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.means = nn.Parameter(torch.randn(components, latent_dim))
@@ -131,12 +153,30 @@ class VampPrior(nn.Module):
     Example:
         >>> from vaekit.config import ModelConfig
         >>> from vaekit.model import build_model
-        >>> model = build_model(ModelConfig(latent_dim=2, prior="vamp", prior_components=7), (1, 8, 8))
+        >>> prior = {"name": "vamp", "components": 7}
+        >>> model = build_model(ModelConfig(latent_dim=2, prior=prior), (1, 8, 8))
         >>> model.prior.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
     """
 
-    def __init__(self, latent_dim: int, components: int, data_shape: tuple[int, ...]) -> None:
+    @dataclass
+    class Options:
+        # Number of pseudo-inputs K (Tomczak & Welling use 500 on MNIST).
+        components: int = 500
+
+        def validate(self, where: str) -> None:
+            check_positive(f"{where}.components", self.components)
+
+    # Its components are the encoder's posteriors of the pseudo-inputs, which carry no label.
+    abilities = PriorAbilities(needs_gaussian_posterior=True, conditional=False, learned=True)
+
+    @staticmethod
+    def label(o: VampPrior.Options) -> str:
+        return f"vamp{o.components}"
+
+    def __init__(
+        self, latent_dim: int, components: int = 500, *, data_shape: tuple[int, ...]
+    ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, *data_shape))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from vaekit.config import NetConfig
+from vaekit.parts import NetworkAbilities
+from vaekit.validate import check_choice, check_nonneg, check_widths
 
 __all__ = [
     "ACTIVATIONS",
@@ -26,8 +26,10 @@ __all__ = [
     "ConvDecoderNet",
     "MaskedLinear",
     "MADE",
-    "build_encoder_net",
-    "build_decoder_net",
+    "MLPOptions",
+    "MLPNetwork",
+    "ConvOptions",
+    "ConvNetwork",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -288,43 +290,130 @@ def _numel(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
 
 
-def build_encoder_net(
-    cfg: NetConfig, data_shape: Sequence[int], out_features: int, context: int = 0
-) -> nn.Module:
-    """The encoder network of a :class:`vaekit.config.NetConfig`."""
-    if cfg.type == "mlp":
-        return MLP(_numel(data_shape), cfg.hidden, out_features, cfg.activation, context)
-    if cfg.type == "conv":
-        return ConvEncoderNet(
-            data_shape, cfg.channels, cfg.hidden, out_features, cfg.activation, context, cfg.blocks
-        )
-    raise ValueError(f"unknown network type {cfg.type!r}")
+# -- the network parts (model.encoder / model.decoder) ----------------------------------------
 
 
-def build_decoder_net(
-    cfg: NetConfig,
-    latent_dim: int,
-    data_shape: Sequence[int],
-    params_per_element: int,
-    context: int = 0,
-) -> nn.Module:
-    """The decoder network: latent (+ context) to ``params_per_element * prod(data_shape)`` outputs.
+@dataclass
+class MLPOptions:
+    """Options of an MLP: hidden widths and their activation."""
 
-    A conv decoder takes ``cfg.channels`` in the encoder's order and runs them reversed.
+    # Widths of the hidden layers, from the data side (a mirrored decoder reverses them).
+    hidden: list[int] = field(default_factory=lambda: [512])
+    activation: str = "relu"
+
+    def validate(self, where: str) -> None:
+        check_widths(f"{where}.hidden", self.hidden)
+        check_choice(f"{where}.activation", self.activation, sorted(ACTIVATIONS))
+
+
+class MLPNetwork:
+    """Fully connected encoder and decoder (``model.encoder: {name: mlp, hidden: [...]}``).
+
+    A network of yours is a class ``Class(data_shape, out_features, context_features,
+    **options)`` as an encoder and ``Class(latent_dim, data_shape, out_features,
+    context_features, **options)`` as a decoder, whose ``forward(x, ctx)`` returns
+    ``(B, out_features)``; this holder gives the two builders of the built-in MLP.
     """
-    out = params_per_element * _numel(data_shape)
-    if cfg.type == "mlp":
-        return MLP(latent_dim, cfg.hidden, out, cfg.activation, context)
-    if cfg.type == "conv":
-        channels = list(reversed(cfg.channels))
+
+    Options = MLPOptions
+
+    @staticmethod
+    def label(o: MLPOptions) -> str:
+        return "mlp " + "-".join(str(w) for w in o.hidden)
+
+    @staticmethod
+    def mirror(o: MLPOptions) -> MLPOptions:
+        return replace(o, hidden=list(reversed(o.hidden)))
+
+    @staticmethod
+    def encoder(
+        data_shape: Sequence[int],
+        out_features: int,
+        context_features: int = 0,
+        hidden: Sequence[int] = (512,),
+        activation: str = "relu",
+    ) -> nn.Module:
+        return MLP(_numel(data_shape), hidden, out_features, activation, context_features)
+
+    @staticmethod
+    def decoder(
+        latent_dim: int,
+        data_shape: Sequence[int],
+        out_features: int,
+        context_features: int = 0,
+        hidden: Sequence[int] = (512,),
+        activation: str = "relu",
+    ) -> nn.Module:
+        return MLP(latent_dim, hidden, out_features, activation, context_features)
+
+
+@dataclass
+class ConvOptions(MLPOptions):
+    """Options of a convolutional network: stride-2 stages, residual blocks, dense widths."""
+
+    # Channels of each stride-2 stage, listed from the image side (a decoder runs them
+    # reversed, so give a conv decoder the same list as its encoder).
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    # Residual blocks (two 3x3 convolutions) after each stage.
+    blocks: int = 0
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_widths(f"{where}.channels", self.channels)
+        check_nonneg(f"{where}.blocks", self.blocks)
+
+
+class ConvNetwork:
+    """Convolutional encoder and decoder for images (``model.encoder: {name: conv, ...}``)."""
+
+    Options = ConvOptions
+    abilities = NetworkAbilities(images=True)
+
+    @staticmethod
+    def label(o: ConvOptions) -> str:
+        # Channels of the stride-2 stages, residual blocks per stage, then the dense widths.
+        channels = "-".join(str(c) for c in o.channels)
+        blocks = f" x{o.blocks} res" if o.blocks else ""
+        hidden = "-".join(str(w) for w in o.hidden)
+        return f"conv {channels}{blocks}" + (f" + {hidden}" if hidden else "")
+
+    @staticmethod
+    def mirror(o: ConvOptions) -> ConvOptions:
+        return replace(o, hidden=list(reversed(o.hidden)))
+
+    @staticmethod
+    def encoder(
+        data_shape: Sequence[int],
+        out_features: int,
+        context_features: int = 0,
+        hidden: Sequence[int] = (512,),
+        activation: str = "relu",
+        channels: Sequence[int] = (32, 64),
+        blocks: int = 0,
+    ) -> nn.Module:
+        return ConvEncoderNet(
+            data_shape, channels, hidden, out_features, activation, context_features, blocks
+        )
+
+    @staticmethod
+    def decoder(
+        latent_dim: int,
+        data_shape: Sequence[int],
+        out_features: int,
+        context_features: int = 0,
+        hidden: Sequence[int] = (512,),
+        activation: str = "relu",
+        channels: Sequence[int] = (32, 64),
+        blocks: int = 0,
+    ) -> nn.Module:
+        # ``channels`` in the encoder's order; the decoder runs them reversed.
         return ConvDecoderNet(
             latent_dim,
             data_shape,
-            channels,
-            cfg.hidden,
-            params_per_element,
-            cfg.activation,
-            context,
-            cfg.blocks,
+            list(reversed(channels)),
+            hidden,
+            out_features // _numel(data_shape),
+            activation,
+            context_features,
+            blocks,
         )
-    raise ValueError(f"unknown network type {cfg.type!r}")

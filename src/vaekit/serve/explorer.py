@@ -25,7 +25,7 @@ from torch import Tensor
 
 import vaekit
 from vaekit.data import Split
-from vaekit.rundir import Run, load
+from vaekit.rundir import Run, load, part_labels
 from vaekit.serve.imaging import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, tile, to_model_input, to_png
 
 __all__ = ["Explorer", "LIMITS", "PRIOR_MASSES"]
@@ -62,8 +62,9 @@ class Explorer:
         self.data_shape = tuple(run.data_shape)
         self.is_image = bool(run.info["data"].get("is_image", False)) and len(self.data_shape) == 3
         self.kind: Literal["vae", "autoencoder"] = (
-            "autoencoder" if run.config.model.posterior == "point" else "vae"
+            "vae" if run.model.composition.posterior.stochastic else "autoencoder"
         )
+        self.labels_of_parts = part_labels(run.config)
         self._lock = threading.Lock()
         self._prior_samples: Tensor | None = None
 
@@ -198,9 +199,10 @@ class Explorer:
             "description": self.run.config.description,
             "dataset": data.get("name"),
             "kind": self.kind,
-            "posterior": self.run.config.model.posterior,
-            "prior": self.run.config.model.prior,
-            "likelihood": self.run.config.model.likelihood,
+            # Each part as it labels itself (vaekit.rundir.part_labels).
+            "posterior": self.labels_of_parts["posterior"],
+            "prior": self.labels_of_parts["prior"],
+            "likelihood": self.labels_of_parts["likelihood"],
             "latent_dim": self.latent_dim,
             "data_shape": list(self.data_shape),
             "is_image": self.is_image,

@@ -55,18 +55,18 @@ from vaekit.data import Dataset, Split, data_change, resolve_data_name, training
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, network_precision
 from vaekit.objectives import Objective, build_objective
-from vaekit.registry import LIKELIHOODS
+from vaekit.optim import lr_factor, make_optimizer
 from vaekit.rundir import (
     BEST_WEIGHTS,
     RunError,
     atomic_write,
+    objective_abilities,
     read_data_info,
     read_metrics,
     read_run_config,
     run_data,
     run_lock,
     save_weights,
-    trained_bound,
     write_json,
     write_run_files,
 )
@@ -89,7 +89,6 @@ from vaekit.train.distributed import (
     teardown_distributed,
 )
 from vaekit.train.faults import FaultInjector, GracefulStop, weights_digest, write_rank_digest
-from vaekit.train.schedule import lr_factor
 
 __all__ = [
     "TrainingError",
@@ -128,34 +127,6 @@ def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
         if dist is not None and dist.world_size > 1 and name == "cuda":
             name = f"cuda:{dist.local_rank}"
     return torch.device(name)
-
-
-def make_optimizer(
-    name: str, params: list[nn.Parameter], lr: float, weight_decay: float, device: torch.device
-) -> torch.optim.Optimizer:
-    """The optimiser named in ``train.optimizer``.
-
-    Adam, AdamW, SGD and Adagrad use torch's fused kernels (one pass over every parameter,
-    on CPU and CUDA): for the tutorial-002 model an Adam step takes 0.4 ms fused, 1.4 ms
-    with foreach and 3.7 ms with the default per-tensor loop (benchmarks/README.md).
-    RMSprop has no fused kernel; it uses foreach.
-    """
-    fused = device.type in ("cpu", "cuda")
-    fast: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
-    if name == "rmsprop":
-        # Keras' RMSprop defaults (rho=0.9, eps=1e-7), as in tutorial 001.
-        return torch.optim.RMSprop(
-            params, lr=lr, alpha=0.9, eps=1e-7, weight_decay=weight_decay, foreach=True
-        )
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fast)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, **fast)
-    raise ConfigError(f"unknown optimizer {name!r}")
 
 
 class _LossModule(nn.Module):
@@ -261,15 +232,7 @@ def _load_data(
             moved_hint=f"move them back, or set data.name in {run_dir / 'config.json'} to "
             "where they are now (they are checked to be the same data)",
         )
-    if ds.kind == "real" and LIKELIHOODS[cfg.model.likelihood](cfg.model, ds.shape).unit_interval:
-        # A learned scale, not the default sigma=1, which fits real-valued columns badly
-        # (issue 13: 146.0 nats with sigma=1 where sigma=learned scored 39.9).
-        raise ConfigError(
-            f"dataset {ds.name} has values outside [0, 1], but model.likelihood="
-            f"{cfg.model.likelihood} models data in [0, 1]: use a Gaussian with a learned "
-            "scale (--set model.likelihood=gaussian --set model.sigma=learned), or "
-            "model.likelihood=student-t for heavy tails"
-        )
+    _check_likelihood_fits(cfg.model.likelihood.name, ds)
     m = cfg.model
     if m.conditional and ds.num_classes < 2 and not m.num_classes:
         raise ConfigError(f"model.conditional=true needs labels, but dataset {ds.name} has none")
@@ -279,6 +242,24 @@ def _load_data(
             f"set model.num_classes={ds.num_classes} (or 0 to take it from the data)"
         )
     return ds
+
+
+def _check_likelihood_fits(name: str, ds: Dataset) -> None:
+    """The likelihood must fit the data's kind (its abilities say which kinds it fits)."""
+    from vaekit.registry import LIKELIHOODS
+
+    if ds.kind in LIKELIHOODS.get(name).abilities.fits:
+        return
+    fitting = [p.abilities.advice or p.name for p in LIKELIHOODS if ds.kind in p.abilities.exact]
+    what = {
+        "real": "values outside [0, 1]",
+        "grey": "grey levels in [0, 1]",
+        "binary": "binary values",
+    }[ds.kind]
+    raise ConfigError(
+        f"dataset {ds.name} has {what}, which model.likelihood={name} does not model; use one "
+        f"that does: {'; '.join(fitting)}"
+    )
 
 
 def _build(cfg: Config, ds: Dataset, device: torch.device) -> _LossModule:
@@ -438,7 +419,7 @@ def _fit(
     if changed:
         cfg.validate()
     t = cfg.train
-    warmup = cfg.objective.warmup_epochs
+    bound = objective_abilities(cfg)
     main_rank = dist.rank == 0
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -479,6 +460,7 @@ def _fit(
     _seed_everything(t.seed + dist.rank)
     loss_module = _build(cfg, ds, device)
     model, objective = loss_module.model, loss_module.objective
+    warmup = objective.warmup_epochs
     _check_one_batch(loss_module, train, ds, device)
     groups = objective.param_groups(model)
     optimizers = {
@@ -766,7 +748,7 @@ def _fit(
                     "lr": current_lr(),
                 }
             row["lr"] = current_lr()
-            score = trained_bound(row["valid"])[1] if keep_best else math.nan
+            score = bound.score(row["valid"]) if keep_best else math.nan
             # NaN never counts as best.
             best = math.isfinite(score) and (state.best_score is None or score > state.best_score)
             if best:

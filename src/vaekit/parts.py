@@ -1,0 +1,492 @@
+"""What a part is: its builder, its own options, and what it can do.
+
+Every part of a model (network, posterior, flow, prior, likelihood, objective) is a
+class (or a small holder of builders) registered under a name in
+:mod:`vaekit.registry`. The class itself declares everything the rest of the library
+needs to know, so that code outside the part asks its :class:`Part` instead of
+comparing its name:
+
+- ``Options``: a dataclass of its own settings (``model.prior: {name: vamp,
+  components: 500}``), validated with did-you-mean like every other setting. A class
+  without one gets a dataclass derived from its ``__init__`` signature.
+- ``abilities``: what it can do (:class:`PosteriorAbilities`, :class:`PriorAbilities`,
+  :class:`LikelihoodAbilities`, :class:`ObjectiveAbilities`).
+- ``check(options, composition)`` (optional, static): a message when it cannot be combined
+  with the other parts chosen, else None.
+- ``label(options)`` (optional, static): its short name in summaries and plots.
+
+A user's own class plugs in the same way, by import path (``module:Class``) wherever a
+part is named; the attributes above are optional for it (defaults below).
+
+Example:
+    >>> from vaekit.registry import PRIORS
+    >>> vamp = PRIORS.get("vamp")
+    >>> vamp.abilities.needs_gaussian_posterior, vamp.options().components
+    (True, 500)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vaekit.errors import ConfigError
+
+__all__ = [
+    "PartError",
+    "NoOptions",
+    "PosteriorAbilities",
+    "FlowAbilities",
+    "PriorAbilities",
+    "LikelihoodAbilities",
+    "NetworkAbilities",
+    "ObjectiveAbilities",
+    "Composition",
+    "Part",
+    "Registry",
+    "is_import_path",
+    "import_object",
+]
+
+
+class PartError(ConfigError):
+    """A part that cannot be found, imported or built; the message says what to do."""
+
+
+@dataclass
+class NoOptions:
+    """The options of a part that has none."""
+
+
+# -- abilities ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PosteriorAbilities:
+    """What a posterior q(z|x) can do.
+
+    ``density``: it has ``log_prob`` (the ELBO, IWAE and the importance-sampled NLL need it);
+    ``stochastic``: its draws vary (a point mass, the plain autoencoder's code, does not);
+    ``gaussian``: it is a diagonal Normal, ``Independent(Normal)`` (the VampPrior's
+    components, the DReG estimator); ``factorised``: independent across latent dimensions
+    (KL per dimension, free bits per dimension); ``takes_flow``: ``model.flow`` may
+    transform it.
+    """
+
+    density: bool = True
+    stochastic: bool = True
+    gaussian: bool = False
+    factorised: bool = False
+    takes_flow: bool = False
+
+
+@dataclass(frozen=True)
+class FlowAbilities:
+    """What a flow does to the posterior it transforms: q keeps a density (the flow's
+    log-determinant) but is no longer Gaussian nor factorised."""
+
+
+@dataclass(frozen=True)
+class PriorAbilities:
+    """What a prior p(z) needs and is.
+
+    ``needs_gaussian_posterior``: it is built from the encoder's diagonal Gaussian
+    posteriors (the VampPrior); ``conditional``: it works in a conditional model;
+    ``factorised``: independent across latent dimensions; ``learned``: it has parameters.
+    """
+
+    needs_gaussian_posterior: bool = False
+    conditional: bool = True
+    factorised: bool = False
+    learned: bool = False
+
+
+# The kinds of data a likelihood may be asked to model (``Dataset.kind``).
+DATA_KINDS = ("binary", "grey", "real")
+
+
+@dataclass(frozen=True)
+class LikelihoodAbilities:
+    """Which data a likelihood p(x|z) fits, and what its log-probability means there.
+
+    ``fits``: the data kinds it accepts (``binary`` {0, 1}, ``grey`` [0, 1], ``real``);
+    ``exact``: the kinds on which ``log_prob`` is a normalised likelihood of the data (a
+    Bernoulli on grey levels is a cross-entropy, not a likelihood); ``levels``: it models
+    L evenly spaced levels of data in [0, 1] (8-bit images), so nats and bits per
+    dimension compare with the literature's discrete likelihoods. ``advice``: how to
+    choose it well, shown when another likelihood does not fit the data.
+    """
+
+    fits: frozenset[str] = frozenset(DATA_KINDS)
+    exact: frozenset[str] = frozenset(DATA_KINDS)
+    levels: bool = False
+    advice: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkAbilities:
+    """``images``: the network needs image-shaped data ``(C, H, W)``."""
+
+    images: bool = False
+
+
+@dataclass(frozen=True)
+class ObjectiveAbilities:
+    """What an objective reports and needs.
+
+    ``bound``: the per-example term that is the bound it trains; ``sign`` is +1 when higher
+    is better (a log-likelihood bound) and -1 for a loss; the best epoch is the one whose
+    validation ``sign * bound`` is highest. ``bound_label`` names it in figures.
+    ``needs_density`` / ``needs_stochastic``: what the posterior must have.
+    ``optimizers``: one name per optimiser the trainer runs (an adversarial objective has
+    two); ``warmup``: it weighs a KL term up over ``warmup_epochs`` (early stopping counts
+    from its end).
+    """
+
+    bound: str = "elbo"
+    sign: float = 1.0
+    bound_label: str = "ELBO"
+    needs_density: bool = True
+    needs_stochastic: bool = True
+    optimizers: tuple[str, ...] = ("model",)
+
+    def score(self, terms: typing.Mapping[str, float]) -> float:
+        """The best-epoch score of one split's mean terms (higher is better)."""
+        return self.sign * float(terms[self.bound])
+
+
+ABILITIES: dict[str, type] = {
+    "network": NetworkAbilities,
+    "posterior": PosteriorAbilities,
+    "flow": FlowAbilities,
+    "prior": PriorAbilities,
+    "likelihood": LikelihoodAbilities,
+    "objective": ObjectiveAbilities,
+}
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The abilities of the parts chosen for one model, as a part's ``check`` sees them.
+
+    ``posterior`` is the effective posterior: a flow on a Gaussian keeps the density and
+    drops ``gaussian`` and ``factorised``.
+    """
+
+    posterior: PosteriorAbilities = field(default_factory=PosteriorAbilities)
+    prior: PriorAbilities = field(default_factory=PriorAbilities)
+    likelihood: LikelihoodAbilities = field(default_factory=LikelihoodAbilities)
+    # None where no objective is chosen yet (a model on its own).
+    objective: ObjectiveAbilities | None = field(default_factory=ObjectiveAbilities)
+    # The posterior as its head makes it, before any flow.
+    base_posterior: PosteriorAbilities = field(default_factory=PosteriorAbilities)
+    flow: bool = False
+    conditional: bool = False
+    # What each chosen part is called in messages: "model.prior=vamp".
+    names: dict[str, str] = field(default_factory=dict)
+
+
+# -- one part ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One registered part: its builder(s), options type, abilities and hooks.
+
+    ``build(options, *args, **context)`` calls the builder with the contract's positional
+    arguments, the options as keywords, and those ``context`` keywords (``data_shape``,
+    ``num_classes``, ...) that its signature asks for.
+    """
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    options: type
+    abilities: Any
+    summary: str = ""
+    label_fn: Callable[[Any], str] | None = None
+    check_fn: Callable[[Any, Composition], str | None] | None = None
+    # Networks: builders of the encoder and the decoder role (both default to ``factory``),
+    # and how a decoder mirrors the encoder's options when none is given.
+    encoder: Callable[..., Any] | None = None
+    decoder: Callable[..., Any] | None = None
+    mirror_fn: Callable[[Any], Any] | None = None
+    user: bool = False
+
+    @classmethod
+    def from_class(cls, kind: str, name: str, obj: Any, *, user: bool = False) -> Part:
+        """The part that ``obj`` (a class, or a holder of builders) declares."""
+        if kind not in ABILITIES:
+            raise PartError(f"unknown kind of part {kind!r}; one of {', '.join(ABILITIES)}")
+        abilities = getattr(obj, "abilities", None)
+        want = ABILITIES[kind]
+        if abilities is None:
+            abilities = want()
+        elif not isinstance(abilities, want):
+            raise PartError(
+                f"{name}: `abilities` must be a vaekit.parts.{want.__name__}, got {type(abilities).__name__}"
+            )
+        encoder = getattr(obj, "encoder", None) if kind == "network" else None
+        decoder = getattr(obj, "decoder", None) if kind == "network" else None
+        if kind == "network" and not (callable(encoder) and callable(decoder)):
+            encoder = decoder = obj
+        options = getattr(obj, "Options", None)
+        if options is None:
+            options = _options_from_signature(kind, name, encoder or obj)
+        elif not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+            raise PartError(f"{name}: `Options` must be a dataclass")
+        doc = inspect.getdoc(obj) or ""
+        return cls(
+            kind=kind,
+            name=name,
+            factory=obj,
+            options=options,
+            abilities=abilities,
+            summary=doc.splitlines()[0] if doc else "",
+            label_fn=getattr(obj, "label", None) if callable(getattr(obj, "label", None)) else None,
+            check_fn=getattr(obj, "check", None) if callable(getattr(obj, "check", None)) else None,
+            encoder=encoder,
+            decoder=decoder,
+            mirror_fn=getattr(obj, "mirror", None),
+            user=user,
+        )
+
+    def label(self, options: Any) -> str:
+        """The part's short name with its main options, for summaries and plots."""
+        if self.label_fn is not None:
+            return str(self.label_fn(options))
+        return self.name
+
+    def check(self, options: Any, composition: Composition) -> str | None:
+        """Why this part cannot be combined with the others chosen (None when it can)."""
+        return self.check_fn(options, composition) if self.check_fn is not None else None
+
+    def mirror(self, options: Any) -> Any:
+        """The decoder's options when the decoder mirrors this encoder."""
+        return self.mirror_fn(options) if self.mirror_fn is not None else options
+
+    def option_values(self, options: Any) -> dict[str, Any]:
+        """The options as plain keyword arguments."""
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+    def build(self, options: Any, *args: Any, role: str | None = None, **context: Any) -> Any:
+        """Call the builder (for a network, the ``role`` "encoder" or "decoder")."""
+        fn: Callable[..., Any] | None = self.factory
+        if role is not None:
+            fn = self.encoder if role == "encoder" else self.decoder
+        assert fn is not None
+        kwargs = self.option_values(options)
+        accepted, positional = _accepted_keywords(fn, len(args))
+        for key, value in context.items():
+            if key not in positional and (accepted is None or key in accepted):
+                kwargs.setdefault(key, value)
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:
+            if self.user:
+                raise PartError(
+                    f"cannot build {self.kind} {self.name} with options {kwargs}: {e} "
+                    f"(see the README's contract for a user {self.kind})"
+                ) from None
+            raise
+
+
+def _accepted_keywords(fn: Callable[..., Any], n_args: int) -> tuple[set[str] | None, set[str]]:
+    """Parameter names a callable takes by keyword (None: any, it has **kwargs), and the
+    names of its first ``n_args`` positional parameters (filled by the contract's arguments)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None, set()
+    params = list(sig.parameters.values())
+    positional = {p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    first = {p.name for p in params[:n_args] if p.name in positional}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None, first
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, first
+
+
+# Positional arguments of each kind's contract, and keywords the builder passes as context:
+# neither is an option.
+CONTRACT_ARGS: dict[str, tuple[str, ...]] = {
+    "network": ("data_shape", "out_features", "context_features", "latent_dim"),
+    "posterior": ("latent_dim",),
+    "flow": ("latent_dim",),
+    "prior": ("latent_dim",),
+    "likelihood": ("data_shape",),
+    "objective": (),
+}
+CONTEXT_KEYWORDS = frozenset(
+    {"data_shape", "num_classes", "encoder_width", "encoder_activation", "latent_dim"}
+)
+
+_SIMPLE_TYPES = (int, float, str, bool)
+
+
+def _options_from_signature(kind: str, name: str, fn: Any) -> type:
+    """A dataclass of the keyword parameters of ``fn`` beyond its contract's arguments."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        sig = inspect.signature(target)
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError):
+        return NoOptions
+    skip = set(CONTRACT_ARGS.get(kind, ())) | CONTEXT_KEYWORDS | {"self"}
+    fields: list[Any] = []
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
+    # The contract's arguments come first, whatever the user named them.
+    contract = len(CONTRACT_ARGS.get(kind, ()))
+    if kind == "network":
+        contract = 3  # an encoder's (data_shape, out_features, context_features)
+    lead = {p.name for p in positional[:contract] if p.default is p.empty}
+    for p in sig.parameters.values():
+        if p.name in skip or p.name in lead or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        tp = hints.get(p.name, Any)
+        if not _plain_type(tp):
+            tp = Any
+        if p.default is p.empty:
+            fields.append((p.name, tp))
+        elif isinstance(p.default, (list, dict)):
+            fields.append((p.name, tp, field(default_factory=_copier(p.default))))
+        else:
+            fields.append((p.name, tp, field(default=p.default)))
+    # Required options first: dataclasses refuse a field without a default after one with.
+    fields.sort(key=lambda f: len(f) == 3)
+    safe = "".join(c if c.isalnum() else "_" for c in name)
+    return dataclasses.make_dataclass(f"Options_{safe}", fields)
+
+
+def _copier(value: Any) -> Callable[[], Any]:
+    import copy
+
+    return lambda: copy.deepcopy(value)
+
+
+def _plain_type(tp: Any) -> bool:
+    """Types the config converter knows: int, float, str, bool, lists and unions of them."""
+    if tp in _SIMPLE_TYPES:
+        return True
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is list:
+        return len(args) == 1 and _plain_type(args[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return all(a is type(None) or _plain_type(a) for a in args)
+    return False
+
+
+# -- import paths ---------------------------------------------------------------------------------
+
+
+def is_import_path(name: str) -> bool:
+    """``module:Object`` (``pkg.mod:Class``) names a user's part by import path."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module and attr) and all(
+        p.isidentifier() for p in [*module.split("."), *attr.split(".")]
+    )
+
+
+def import_object(path: str, what: str = "part") -> Any:
+    """The object that ``module:Name`` names; a clear error when it cannot be imported."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.split(".")[0] == e.name.split(".")[0]:
+            raise PartError(
+                f"cannot import module {module_name!r} for the {what} {path!r}: put the folder that "
+                f"holds {module_name.replace('.', '/')}.py on PYTHONPATH (for example "
+                f"`PYTHONPATH=/path/to/folder vaekit ...`)"
+            ) from None
+        raise PartError(f"importing {module_name!r} for the {what} {path!r} failed: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise PartError(
+            f"importing {module_name!r} for the {what} {path!r} failed: {type(e).__name__}: {e}"
+        ) from None
+    obj: Any = module
+    for piece in attr.split("."):
+        if not hasattr(obj, piece):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            hint = difflib.get_close_matches(piece, names, n=1)
+            extra = f" Did you mean {module_name}:{hint[0]}?" if hint else ""
+            raise PartError(
+                f"module {module_name!r} has no {piece!r} (the {what} {path!r}).{extra}"
+            )
+        obj = getattr(obj, piece)
+    return obj
+
+
+# -- registries -----------------------------------------------------------------------------------
+
+
+class Registry:
+    """The parts of one kind by name; ``module:Class`` names a user's part.
+
+    Example:
+        >>> from vaekit.registry import LIKELIHOODS
+        >>> "bernoulli" in LIKELIHOODS.names()
+        True
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._parts: dict[str, Part] = {}
+        self._imported: dict[str, Part] = {}
+
+    def add(self, name: str, obj: Any) -> Part:
+        """Register ``obj`` under ``name``; returns its :class:`Part`."""
+        if name in self._parts:
+            raise PartError(f"a {self.kind} named {name!r} is registered already")
+        part = Part.from_class(self.kind, name, obj)
+        self._parts[name] = part
+        return part
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._parts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parts
+
+    def __iter__(self) -> Iterator[Part]:
+        return iter(self._parts[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def get(self, name: str, where: str | None = None) -> Part:
+        """The part called ``name``, importing ``module:Class`` names on first use."""
+        part = self._parts.get(name)
+        if part is not None:
+            return part
+        if is_import_path(name):
+            cached = self._imported.get(name)
+            if cached is None or _module_reloaded(name):
+                cached = Part.from_class(self.kind, name, import_object(name, self.kind), user=True)
+                self._imported[name] = cached
+            return cached
+        where = where or self.kind
+        hint = difflib.get_close_matches(str(name), self.names(), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"{where} must be one of {', '.join(self.names())}, or a class of yours as "
+            f"module:Class; got {name!r}{extra}"
+        )
+
+
+def _module_reloaded(path: str) -> bool:
+    # A module removed from sys.modules (tests re-import user files) is imported afresh.
+    return path.partition(":")[0] not in sys.modules
