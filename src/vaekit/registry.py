@@ -26,6 +26,7 @@ from vaekit.distributions.likelihoods import (
 )
 from vaekit.distributions.posteriors import GaussianPosterior, ImplicitPosterior, PointPosterior
 from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampPrior
+from vaekit.distributions.radial import RadialFlow
 from vaekit.nn import ConvNetwork, MLPNetwork
 from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss
 from vaekit.parts import Registry
@@ -44,6 +45,7 @@ POSTERIORS.add("implicit", ImplicitPosterior)
 FLOWS = Registry("flow")
 FLOWS.add("planar", PlanarFlow)
 FLOWS.add("iaf", IAF)
+FLOWS.add("radial", RadialFlow)
 
 PRIORS = Registry("prior")
 PRIORS.add("normal", StandardNormalPrior)
