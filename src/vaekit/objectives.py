@@ -158,7 +158,19 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by the trainer before each epoch (1-based); schedules such as KL warm-up use it."""
+        """Called by the trainer before each epoch (1-based); schedules such as KL warm-up use it.
+
+        Parts of the model (a posterior's temperature, say) may define ``set_epoch`` too;
+        the trainer calls it on every module that has one.
+        """
+
+    # The number of training examples (set by the trainer before the first epoch); estimators
+    # that weigh a minibatch against the whole data set (total correlation) read it.
+    dataset_size: int = 0
+
+    def set_dataset_size(self, n: int) -> None:
+        """Called by the trainer with the number of training examples before training."""
+        self.dataset_size = n
 
     def setup(self, model: VAE) -> None:
         """Build parameters whose shapes depend on the model (the AVB discriminator); idempotent."""

@@ -168,6 +168,15 @@ def evaluate_split(
     return sums
 
 
+def _set_epoch(model: nn.Module, objective: Objective, epoch: int) -> None:
+    """Tell the objective and every part of the model that has a schedule the epoch."""
+    objective.set_epoch(epoch)
+    for module in model.modules():
+        hook = getattr(module, "set_epoch", None)
+        if callable(hook) and module is not model:
+            hook(epoch)
+
+
 def _patience_spent(state: TrainState, patience: int, warmup: int) -> bool:
     """Early stopping: no better validation score in ``patience`` epochs after the warm-up."""
     return patience > 0 and state.epoch - max(state.best_epoch, warmup) >= patience
@@ -461,6 +470,8 @@ def _fit(
     loss_module = _build(cfg, ds, device)
     model, objective = loss_module.model, loss_module.objective
     warmup = objective.warmup_epochs
+    # Estimators that weigh a minibatch against the whole data (total correlation) need N.
+    objective.set_dataset_size(len(ds.train))
     _check_one_batch(loss_module, train, ds, device)
     groups = objective.param_groups(model)
     optimizers = {
@@ -654,8 +665,8 @@ def _fit(
             epoch = state.epoch + 1
             start = time.perf_counter()
             _set_lr(optimizers, current_lr())
-            # Objectives with schedules (KL warm-up) read the epoch here.
-            objective.set_epoch(epoch)
+            # Schedules (KL warm-up, a posterior's temperature) read the epoch here.
+            _set_epoch(model, objective, epoch)
             # Each rank takes an equal, disjoint, strided shard of this epoch's order.
             perm = shard(_epoch_permutation(n, t.seed, epoch, device), dist)
             bar = tqdm(
