@@ -91,6 +91,30 @@ def test_report_reuses_the_most_thorough_saved_evaluation(vae: vaekit.Run) -> No
     assert load_or_evaluate(vae, threads=1, default_k=2)["k"] == 2
 
 
+def test_saved_evaluations_are_run_files(tmp_path: Path) -> None:
+    # Which eval*.json a run directory holds, and which of them a reader trusts, is about
+    # the run directory's files: rundir says so, beside the other run files.
+    from vaekit.rundir import eval_file_name, saved_evaluation
+
+    class Best:
+        weights = "best"
+
+    assert eval_file_name(Best(), split="train", k=7, limit=3) == "eval-best-train-n3-k7.json"
+    base = {"split": "test", "weights": "last", "epoch": 2, "nll": 90.0}
+    for name, k, extra in [
+        ("eval-k10.json", 10, {}),
+        ("eval.json", 5000, {"split": "valid"}),  # another split
+        ("eval-k50.json", 50, {"epoch": 1}),  # earlier weights
+        ("eval-n5-k99.json", 99, {}),  # part of the split
+        ("eval-best-k80.json", 80, {"weights": "best"}),
+    ]:
+        (tmp_path / name).write_text(json.dumps({**base, "k": k, **extra}))
+    (tmp_path / "eval-k20.json").write_text("{not json")
+    assert saved_evaluation(tmp_path, "last", 2)["k"] == 10
+    assert saved_evaluation(tmp_path, "best", 2)["k"] == 80
+    assert saved_evaluation(tmp_path, "last", 3) is None
+
+
 def test_evaluations_with_other_settings_never_replace_each_other(
     vae: vaekit.Run, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -525,8 +525,8 @@ def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from vaekit.evaluate import eval_file_name, evaluate_run
-    from vaekit.rundir import load, write_json
+    from vaekit.evaluate import evaluate_run
+    from vaekit.rundir import eval_file_name, load, write_json
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     ds = _run_dataset(a, run)

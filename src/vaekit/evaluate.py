@@ -21,15 +21,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +37,7 @@ from torch.distributions import Distribution, Independent, MixtureSameFamily, kl
 from vaekit.data import Dataset, Split
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.model import VAE
-from vaekit.rundir import Run
+from vaekit.rundir import STANDARD_K, Run
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -56,9 +53,6 @@ __all__ = [
     "latent_means",
     "active_units",
     "classifier_accuracy",
-    "eval_file_name",
-    "saved_evaluation",
-    "STANDARD_K",
     "evaluate_run",
     "num_threads",
     "available_cpus",
@@ -555,70 +549,10 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-# The literature's importance-sample count for test NLL; its evaluation is RUN/eval.json.
-STANDARD_K = 5000
-
-
-def eval_file_name(run: Run, *, split: str = "test", k: int = STANDARD_K, limit: int = 0) -> str:
-    """Where an evaluation is saved, named by what it is, so that a quick check never
-    replaces a long evaluation.
-
-    The standard one, the whole test split at k = 5000, is ``eval.json`` (``eval-best.json``
-    for the best weights); any other setting adds itself to the name.
-
-    Example:
-        >>> class R:  # a loaded run of its last weights
-        ...     weights = "last"
-        >>> eval_file_name(R()), eval_file_name(R(), k=100), eval_file_name(R(), split="valid", limit=500)
-        ('eval.json', 'eval-k100.json', 'eval-valid-n500.json')
-    """
-    parts = ["eval"]
-    if getattr(run, "weights", "last") == "best":
-        parts.append("best")
-    if split != "test":
-        parts.append(split)
-    if limit:
-        parts.append(f"n{limit}")
-    if k != STANDARD_K:
-        parts.append(f"k{k}")
-    return "-".join(parts) + ".json"
-
-
-def saved_evaluation(
-    run_dir: str | os.PathLike[str], weights: str = "last", epoch: int | None = None
-) -> dict[str, Any] | None:
-    """The most thorough saved evaluation (highest k) of the whole test split for the
-    given weights ("last" or "best") of the given epoch, or None when there is none;
-    files of other weights, of another epoch, of part of the split or of another split
-    are ignored. For a loaded run: ``saved_evaluation(run.dir, run.weights, run.weights_epoch)``."""
-    prefix = "eval-best" if weights == "best" else "eval"
-    pattern = re.compile(re.escape(prefix) + r"(?:-k\d+)?\.json")
-    found: dict[str, Any] | None = None
-    for path in sorted(Path(run_dir).glob(prefix + "*.json")):
-        if not pattern.fullmatch(path.name):
-            continue
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not (
-            isinstance(saved, dict)
-            and isinstance(saved.get("k"), int)
-            and "nll" in saved
-            and saved.get("split") == "test"
-            and saved.get("weights", "last") == weights
-            and saved.get("epoch") == epoch
-        ):
-            continue
-        if found is None or saved["k"] > found["k"]:
-            found = saved
-    return found
-
-
 def evaluate_run(
     run: Run,
     *,
-    k: int = 5000,
+    k: int = STANDARD_K,
     split: str = "test",
     dataset: Dataset | None = None,
     data_dir: str | None = None,
@@ -640,7 +574,8 @@ def evaluate_run(
     ``active_units`` with ``latent_variance``, ``classifier`` (accuracies on latent
     means, where labels exist) and ``seconds``.
 
-    ``limit`` evaluates the first ``limit`` examples only (quick checks).
+    ``limit`` evaluates the first ``limit`` examples only (quick checks). Where the
+    result is saved in the run directory: :func:`vaekit.rundir.eval_file_name`.
     """
     _check_k(k)
     if limit < 0:

@@ -27,7 +27,14 @@ from matplotlib.figure import Figure
 
 from vaekit.config import config_to_dict
 from vaekit.data import Dataset
-from vaekit.rundir import Run, atomic_write, part_labels, write_json
+from vaekit.rundir import (
+    Run,
+    atomic_write,
+    eval_file_name,
+    part_labels,
+    saved_evaluation,
+    write_json,
+)
 
 __all__ = [
     "Reference",
@@ -107,10 +114,10 @@ def load_or_evaluate(
     default_k: int = 100,
 ) -> dict[str, Any]:
     """The run's evaluation: when ``k`` is None, the most thorough one saved for these
-    weights (:func:`vaekit.evaluate.saved_evaluation`); else, or when there is none, a new
+    weights (:func:`vaekit.rundir.saved_evaluation`); else, or when there is none, a new
     evaluation with ``k`` (default ``default_k``) importance samples, saved beside the
     others (``eval-k100.json``, say)."""
-    from vaekit.evaluate import eval_file_name, evaluate_run, saved_evaluation
+    from vaekit.evaluate import evaluate_run
 
     if k is None:
         saved = saved_evaluation(run.dir, run.weights, run.weights_epoch)

@@ -8,6 +8,8 @@ Layout::
     RUN/best.safetensors          the weights of the best validation ELBO (train.keep_best)
     RUN/metrics.jsonl             one JSON line per epoch
     RUN/checkpoints/epoch-NNNN/   model.safetensors + objective.safetensors + trainer_state.pt
+    RUN/eval*.json                `vaekit evaluate`'s results, named by their settings
+                                  (:func:`eval_file_name`, :func:`saved_evaluation`)
 
 Everything is written atomically (temporary file, fsync, rename), so a crash leaves
 either the old file or the new one, never half of one. Nothing here imports the
@@ -76,6 +78,9 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_metrics",
+    "STANDARD_K",
+    "eval_file_name",
+    "saved_evaluation",
     "objective_abilities",
     "part_labels",
     "model_label",
@@ -402,6 +407,66 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             # A line cut short by a crash: everything before it is still good.
             break
     return rows
+
+
+# The literature's importance-sample count for test NLL; its evaluation is RUN/eval.json.
+STANDARD_K = 5000
+
+
+def eval_file_name(run: Run, *, split: str = "test", k: int = STANDARD_K, limit: int = 0) -> str:
+    """Where an evaluation is saved, named by what it is, so that a quick check never
+    replaces a long evaluation.
+
+    The standard one, the whole test split at k = 5000, is ``eval.json`` (``eval-best.json``
+    for the best weights); any other setting adds itself to the name.
+
+    Example:
+        >>> class R:  # a loaded run of its last weights
+        ...     weights = "last"
+        >>> eval_file_name(R()), eval_file_name(R(), k=100), eval_file_name(R(), split="valid", limit=500)
+        ('eval.json', 'eval-k100.json', 'eval-valid-n500.json')
+    """
+    parts = ["eval"]
+    if getattr(run, "weights", "last") == "best":
+        parts.append("best")
+    if split != "test":
+        parts.append(split)
+    if limit:
+        parts.append(f"n{limit}")
+    if k != STANDARD_K:
+        parts.append(f"k{k}")
+    return "-".join(parts) + ".json"
+
+
+def saved_evaluation(
+    run_dir: str | os.PathLike[str], weights: str = "last", epoch: int | None = None
+) -> dict[str, Any] | None:
+    """The most thorough saved evaluation (highest k) of the whole test split for the
+    given weights ("last" or "best") of the given epoch, or None when there is none;
+    files of other weights, of another epoch, of part of the split or of another split
+    are ignored. For a loaded run: ``saved_evaluation(run.dir, run.weights, run.weights_epoch)``."""
+    prefix = "eval-best" if weights == "best" else "eval"
+    pattern = re.compile(re.escape(prefix) + r"(?:-k\d+)?\.json")
+    found: dict[str, Any] | None = None
+    for path in sorted(Path(run_dir).glob(prefix + "*.json")):
+        if not pattern.fullmatch(path.name):
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not (
+            isinstance(saved, dict)
+            and isinstance(saved.get("k"), int)
+            and "nll" in saved
+            and saved.get("split") == "test"
+            and saved.get("weights", "last") == weights
+            and saved.get("epoch") == epoch
+        ):
+            continue
+        if found is None or saved["k"] > found["k"]:
+            found = saved
+    return found
 
 
 BEST_WEIGHTS = "best.safetensors"

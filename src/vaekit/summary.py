@@ -28,6 +28,7 @@ from vaekit.rundir import (
     read_metrics,
     read_run_config,
     read_weights_epoch,
+    saved_evaluation,
     weights_path,
 )
 
@@ -57,11 +58,9 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """One row (see :data:`COLUMNS`) for a run directory.
 
     The evaluation is the most thorough saved one of the best weights when there is one,
-    else of the last weights (:func:`vaekit.evaluate.saved_evaluation`); ``test_bound``
+    else of the last weights (:func:`vaekit.rundir.saved_evaluation`); ``test_bound``
     is the bound the run trains on the test split at its best epoch (else its last).
     """
-    from vaekit.evaluate import saved_evaluation
-
     path = Path(run_dir)
     cfg = read_run_config(path)
     rows = read_metrics(path)
