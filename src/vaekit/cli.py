@@ -831,19 +831,14 @@ def _encode_out(a: argparse.Namespace, run_dir: Path) -> tuple[Path, str]:
 
 def cmd_encode(a: argparse.Namespace) -> int:
     import numpy as np
-    import torch
+
+    from vaekit.evaluate import posterior_moments
 
     run, split = _run_and_split(a)
     prefix, fmt = _encode_out(a, run.dir)
-    means, variances = [], []
-    for i in range(0, len(split), 1000):
-        x = split.x[i : i + 1000]
-        y = None if (split.y is None or not run.num_classes) else split.y[i : i + 1000]
-        q = run.encode(x, y)
-        means.append(q.mean.cpu())
-        variances.append(q.variance.cpu())
-    mean = torch.cat(means).numpy()
-    var = torch.cat(variances).numpy()
+    # The means evaluation, the plots and the explorer use: the same function.
+    moments = posterior_moments(run.model, split.x, split.y if run.num_classes else None)
+    mean, var = moments.mean.numpy(), moments.variance.numpy()
     labels = split.y.numpy() if split.y is not None else None
     if fmt == "npy":
         files = [

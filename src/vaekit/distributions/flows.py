@@ -243,7 +243,7 @@ class FlowDistribution(MonteCarloMoments):
     in one pass; ``log_prob`` of the tensor last returned by ``rsample`` / ``sample``
     comes from a cache, and of any other value by inverting the flow (exact, slower).
     ``mean`` and ``variance`` have no closed form: they are Monte Carlo estimates from
-    :data:`MOMENT_DRAWS` draws of fixed noise.
+    :data:`MOMENT_DRAWS` draws of fixed noise, the same for every example.
     """
 
     arg_constraints: dict[str, constraints.Constraint] = {}
@@ -282,7 +282,10 @@ class FlowDistribution(MonteCarloMoments):
         base = self.base
         loc, scale = base.mean, base.stddev
         gen = torch.Generator(device=loc.device).manual_seed(seed)
-        eps = torch.randn((n, *loc.shape), generator=gen, device=loc.device, dtype=loc.dtype)
+        # One noise draw shared by every example: an example's draws do not depend on
+        # the batch it is in (see MonteCarloMoments).
+        shape = (n, *(1,) * (loc.dim() - 1), loc.shape[-1])
+        eps = torch.randn(shape, generator=gen, device=loc.device, dtype=loc.dtype)
         z, _ = self.flow(loc + scale * eps, self.context)
         return z
 

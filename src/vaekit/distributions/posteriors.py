@@ -50,13 +50,16 @@ class MonteCarloMoments(Distribution):
     """A distribution whose mean and variance have no closed form (a flow, an implicit
     posterior): both are estimated from :data:`MOMENT_DRAWS` draws of fixed noise.
 
-    Each estimate of the mean is off by about ``sqrt(variance / n)``. Statistics across
-    examples, such as the active-unit count, need many more draws than that; they call
-    :meth:`draws` with a larger ``n`` (see :func:`vaekit.evaluate.latent_means`).
+    The noise is the same for every example of the batch, so an example's estimate does
+    not depend on which batch it is encoded in (``vaekit encode``, evaluation and the
+    explorer give it the same code). Each estimate of the mean is off by about
+    ``sqrt(variance / n)``; :func:`vaekit.evaluate.posterior_moments` takes more draws
+    with :meth:`draws` and larger ``n``.
     """
 
     def draws(self, n: int, seed: int = 0) -> Tensor:
-        """``n`` draws ``(n, *batch, D)`` from noise of the given seed (no gradient needed)."""
+        """``n`` draws ``(n, *batch, D)`` from noise of the given seed, shared by every
+        example of the batch (no gradient needed)."""
         raise NotImplementedError
 
     @property
@@ -180,10 +183,10 @@ class ImplicitDistribution(MonteCarloMoments):
     def draws(self, n: int, seed: int = 0) -> Tensor:
         f = self.features
         gen = torch.Generator(device=f.device).manual_seed(seed)
-        eps = torch.randn(
-            (n, *self.batch_shape, self.noise_dim), generator=gen, device=f.device, dtype=f.dtype
-        )
-        return self._push(eps)
+        # One noise draw shared by every example (see MonteCarloMoments).
+        shared = (n, *(1,) * len(self.batch_shape), self.noise_dim)
+        eps = torch.randn(shared, generator=gen, device=f.device, dtype=f.dtype)
+        return self._push(eps.expand(n, *self.batch_shape, self.noise_dim))
 
 
 class ImplicitPosterior(PosteriorHead):

@@ -25,6 +25,7 @@ from torch import Tensor
 
 import vaekit
 from vaekit.data import Split
+from vaekit.evaluate import posterior_moments
 from vaekit.rundir import Run, load, part_labels
 from vaekit.serve.imaging import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, tile, to_model_input, to_png
 
@@ -104,11 +105,9 @@ class Explorer:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _encode_all(self, x: Tensor, y: Tensor | None) -> np.ndarray:
-        out = []
-        for i in range(0, len(x), 1000):
-            yb = None if (y is None or not self.run.num_classes) else y[i : i + 1000]
-            out.append(self.run.encode(x[i : i + 1000], yb).mean.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
+        # The posterior means `vaekit encode` writes and the plots draw.
+        labels = y if self.run.num_classes else None
+        return posterior_moments(self.run.model, x, labels).mean.numpy()
 
     def _data_range(self, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature range used to draw non-image examples as bar charts."""
@@ -344,9 +343,9 @@ class Explorer:
         xt = torch.from_numpy(x[None]).to(self.run.device)
         with self._lock:
             y = self._labels(label, 1)
-            q = self.run.encode(xt, y)
-            mean = q.mean
-            std = q.variance.clamp_min(0).sqrt()
+            moments = posterior_moments(self.run.model, xt, y)
+            mean = moments.mean.to(xt.device)
+            std = moments.variance.clamp_min(0).sqrt()
             recon = self.run.decode(mean, y).mean
         return {
             "z": _rounded(mean[0].cpu().numpy()),
