@@ -112,6 +112,44 @@ def test_running_out_of_memory_is_a_message(
     assert "out of memory" in err and "a smaller --n" in err
 
 
+def test_one_usage_error_class_said_once_by_main(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The library raises a VaekitError where a user's request is at fault, and main() says
+    # it once, with exit status 2; no command catches ValueError on its own any more.
+    import vaekit
+    from vaekit.cli import CommandError
+    from vaekit.errors import UsageError
+    from vaekit.evaluate import evaluate_run
+    from vaekit.parts import ObjectiveAbilities
+    from vaekit.plots import compare_curves, run_figures
+
+    run = vaekit.load(runs["plain"])
+    assert issubclass(CommandError, UsageError)
+    with pytest.raises(UsageError, match="must be >= 1"):
+        evaluate_run(run, k=0)
+    with pytest.raises(UsageError, match="unknown figure"):
+        run_figures(run, which=["nope"])
+    with pytest.raises(UsageError, match="not a conditional model"):
+        run_figures(run, which=["class_grid"])
+    with pytest.raises(UsageError, match="no valid scores"):
+        compare_curves({"a": (run.metrics, ObjectiveAbilities())}, "valid")
+    plain = str(runs["plain"])
+    assert "unknown figure(s) ['nope']" in _fails(["plot", plain, "--which", "nope"], capsys)
+    assert "has no valid scores" in _fails(["curves", plain], capsys)
+    err = _fails(["train", "--resume", plain, "--seed", "3"], capsys)
+    assert "only --epochs, --patience, --threads and --device may change" in err
+    assert "--port must be in 0..65535" in _fails(["explore", plain, "--port", "70000"], capsys)
+
+    # A ValueError that is no user's mistake is a bug: it is not passed off as one.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("vaekit.plots.run_figures", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["plot", plain])
+
+
 def test_importing_the_command_line_does_not_load_torch() -> None:
     # torch loads inside the commands, where main() handles a Ctrl-C.
     code = "import sys, vaekit.cli; sys.exit('torch' in sys.modules)"

@@ -31,13 +31,18 @@ from pathlib import Path
 from typing import Any
 
 # Only light imports here: torch loads inside the commands, where main() catches a Ctrl-C.
-from vaekit.errors import VaekitError
+from vaekit.errors import UsageError, VaekitError
 
 __all__ = ["main", "build_parser", "CommandError"]
 
 
-class CommandError(VaekitError, ValueError):
-    """A command's arguments that cannot be carried out as given; the message says why."""
+class CommandError(UsageError):
+    """A command's arguments that cannot be carried out as given; the message says why.
+
+    Like every :class:`~vaekit.errors.VaekitError` the library raises for a user to read
+    (:class:`~vaekit.errors.UsageError`, ConfigError, DataError, RunError), it is printed
+    once, by :func:`main`, as ``error: ...`` with exit status 2.
+    """
 
 
 def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
@@ -467,19 +472,15 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     if a.resume:
         if a.out is not None:
-            print(
-                f"error: --resume continues {a.resume} in place; drop --out (to start a new run "
-                f"from its settings: vaekit train --config {Path(a.resume) / 'config.json'} --out DIR)",
-                file=sys.stderr,
+            raise CommandError(
+                f"--resume continues {a.resume} in place; drop --out (to start a new run "
+                f"from its settings: vaekit train --config {Path(a.resume) / 'config.json'} --out DIR)"
             )
-            return 2
         if a.config or a.overrides or a.dataset or a.seed is not None:
-            print(
-                "error: --resume continues a run with its own config; only --epochs, "
-                "--patience, --threads and --device may change",
-                file=sys.stderr,
+            raise CommandError(
+                "--resume continues a run with its own config; only --epochs, "
+                "--patience, --threads and --device may change"
             )
-            return 2
         fit(
             None,
             a.resume,
@@ -531,22 +532,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     ds = _run_dataset(a, run)
     out = _out_file(a.out, "eval.json") if a.out else None  # checked before the long part
-    try:
-        result = evaluate_run(
-            run,
-            k=a.k,
-            split=a.split,
-            dataset=ds,
-            limit=a.limit,
-            batch_size=a.batch_size,
-            max_rows=a.max_rows,
-            seed=a.seed,
-            threads=a.threads,
-            progress=a.progress,
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = evaluate_run(
+        run,
+        k=a.k,
+        split=a.split,
+        dataset=ds,
+        limit=a.limit,
+        batch_size=a.batch_size,
+        max_rows=a.max_rows,
+        seed=a.seed,
+        threads=a.threads,
+        progress=a.progress,
+    )
     out = out or run.dir / eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
     write_json(out, result)
     print(json.dumps(result, indent=2))
@@ -563,11 +560,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     run = load(a.run, device=a.device or "cpu", weights=a.weights)
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise CommandError(f"--out {a.out} is a file; plot writes one PNG per figure into a folder")
-    try:
-        figures = run_figures(run, _run_dataset(a, run), which=a.which)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    figures = run_figures(run, _run_dataset(a, run), which=a.which)
     paths = save_figures(figures, Path(a.out) if a.out else run.dir / "plots", dpi=a.dpi)
     print("\n".join(f"wrote {p}" for p in paths))
     return 0
@@ -583,18 +576,11 @@ def cmd_curves(a: argparse.Namespace) -> int:
         rows = read_metrics(path)
         if not rows:
             what = "has no metrics.jsonl rows yet" if path.is_dir() else "is not a run directory"
-            print(
-                f"error: {run} {what}; pass directories that `vaekit train` wrote", file=sys.stderr
-            )
-            return 2
+            raise CommandError(f"{run} {what}; pass directories that `vaekit train` wrote")
         name = path.resolve().name
         bound = objective_abilities(read_run_config(path))
         runs[name if name not in runs else str(path)] = (rows, bound)
-    try:
-        fig = compare_curves(runs, a.split)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    fig = compare_curves(runs, a.split)
     out = _save_figure(fig, a.out or f"curves-{a.split}.png", a.dpi)
     print(f"wrote {out}")
     return 0
@@ -635,11 +621,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     run_a, run_b = load(a.run_a, device=a.device or "cpu"), load(a.run_b, device=a.device or "cpu")
     test = random_subset(run_b.dataset(a.data_dir).test, a.n)
-    try:
-        fig = compare_runs(run_a, run_b, test.x, test.y)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    fig = compare_runs(run_a, run_b, test.x, test.y)
     out = _save_figure(fig, a.out or str(run_b.dir / f"compare-{run_a.dir.name}.png"), 100)
     print(f"wrote {out}")
     return 0
@@ -653,11 +635,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     ds = _run_dataset(a, run)
     if a.out:
         _out_file(a.out, "report.html")
-    try:
-        out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
     print(f"wrote {out}")
     return 0
 
@@ -871,8 +849,7 @@ def cmd_explore(a: argparse.Namespace) -> int:
     from vaekit.serve import serve
 
     if not 0 <= a.port <= 65535:
-        print("error: --port must be in 0..65535 (0 picks a free port)", file=sys.stderr)
-        return 2
+        raise CommandError("--port must be in 0..65535 (0 picks a free port)")
     try:
         serve(
             a.run,
@@ -886,8 +863,7 @@ def cmd_explore(a: argparse.Namespace) -> int:
         )
     except OSError as e:
         # Binding fails this way: the port is taken, or the host is not an address here.
-        print(f"error: cannot serve on {a.host}:{a.port}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"cannot serve on {a.host}:{a.port}: {e.strerror or e}") from None
     except KeyboardInterrupt:
         print("\nexplorer stopped", file=sys.stderr)
     return 0

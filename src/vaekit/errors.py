@@ -7,7 +7,7 @@ prints its message without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["VaekitError", "ConfigError"]
+__all__ = ["VaekitError", "ConfigError", "UsageError"]
 
 
 class VaekitError(Exception):
@@ -16,3 +16,9 @@ class VaekitError(Exception):
 
 class ConfigError(VaekitError, ValueError):
     """A configuration file or value that cannot be used; the message says how to fix it."""
+
+
+class UsageError(VaekitError, ValueError):
+    """A request that cannot be carried out as asked: an argument out of range, a figure
+    that does not apply to the run, a label a model cannot use. The message says what
+    would work; the command line prints it and exits with status 2."""

@@ -36,6 +36,7 @@ from torch.distributions import Distribution, Independent, MixtureSameFamily, kl
 
 from vaekit.data import Dataset, Split
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
+from vaekit.errors import UsageError
 from vaekit.model import VAE
 from vaekit.rundir import STANDARD_K, Run
 
@@ -148,7 +149,7 @@ def log_weights(
         # Flows give the density of their own draws as they make them.
         z, log_q = sample_with_log_prob(q, (samples,))  # (S, B, D), (S, B)
     except NotImplementedError:
-        raise ValueError(
+        raise UsageError(
             "the posterior has no density (a point mass, model.posterior=point, or an implicit "
             "posterior, model.posterior=implicit); the importance-sampled likelihood is undefined for it"
         ) from None
@@ -158,7 +159,7 @@ def log_weights(
 
 def _check_k(k: int) -> None:
     if k < 1:
-        raise ValueError(f"k (importance samples per example) must be >= 1, got {k}")
+        raise UsageError(f"k (importance samples per example) must be >= 1, got {k}")
 
 
 def fitted_max_rows(model: VAE | Run) -> int:
@@ -201,7 +202,7 @@ def _max_rows_default(max_rows: int | None, model: VAE) -> int:
     if max_rows is None:
         return fitted_max_rows(model)
     if max_rows < 1:
-        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        raise UsageError(f"max_rows must be >= 1, got {max_rows}")
     return max_rows
 
 
@@ -236,7 +237,7 @@ def log_likelihood(
         cap = max(1, rows // max(1, x.shape[0]))
         chunk = math.ceil(k / math.ceil(k / cap))
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+        raise UsageError(f"chunk must be >= 1, got {chunk}")
     q = m.encode(x, y)
     prior = m.prior
     acc = StreamingLogSumExp()
@@ -260,7 +261,7 @@ def _batches(
 
 def _labels_needed(m: VAE, split: Split) -> bool:
     if m.conditional and split.y is None:
-        raise ValueError("this is a conditional model, but the split has no labels to condition on")
+        raise UsageError("this is a conditional model, but the split has no labels to condition on")
     return m.conditional
 
 
@@ -288,7 +289,7 @@ def log_likelihood_split(
     if batch_size is None:
         batch_size = min(len(split), max(1, rows // k), 1000)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     labels = _labels_needed(m, split)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -320,7 +321,7 @@ def mean_and_se(values: Tensor | np.ndarray) -> tuple[float, float]:
         values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float64
     )
     if a.size == 0:
-        raise ValueError("mean_and_se needs at least one value")
+        raise UsageError("mean_and_se needs at least one value")
     se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
     return float(a.mean()), se
 
@@ -497,11 +498,11 @@ def posterior_moments(
         (torch.Size([5, 2]), True)
     """
     if samples < 2:
-        raise ValueError(f"samples must be >= 2 (a variance needs two draws), got {samples}")
+        raise UsageError(f"samples must be >= 2 (a variance needs two draws), got {samples}")
     m = _model(model)
     device = next(m.parameters()).device
     if m.conditional and y is None:
-        raise ValueError("this is a conditional model: pass the labels y to encode with")
+        raise UsageError("this is a conditional model: pass the labels y to encode with")
     means, variances = [], []
     for i in range(0, len(x), batch_size):
         xb = torch.as_tensor(x[i : i + batch_size]).to(device)
@@ -550,7 +551,7 @@ def active_units(means: Tensor | np.ndarray, threshold: float = 0.01) -> tuple[i
     """
     a = np.asarray(means.detach().cpu() if isinstance(means, Tensor) else means, dtype=np.float64)
     if a.ndim != 2 or len(a) < 2:
-        raise ValueError(f"active_units needs posterior means of shape (N >= 2, D), got {a.shape}")
+        raise UsageError(f"active_units needs posterior means of shape (N >= 2, D), got {a.shape}")
     var = a.var(axis=0, ddof=1)
     return int((var > threshold).sum()), [float(v) for v in var]
 
@@ -580,9 +581,9 @@ def classifier_accuracy(
 
     zt, yt, zs, ys = arr(train_z), arr(train_y), arr(test_z), arr(test_y)
     if len(zt) != len(yt) or len(zs) != len(ys):
-        raise ValueError("classifier_accuracy: codes and labels must have the same length")
+        raise UsageError("classifier_accuracy: codes and labels must have the same length")
     if len(np.unique(yt)) < 2:
-        raise ValueError("classifier_accuracy needs at least two classes in the training labels")
+        raise UsageError("classifier_accuracy needs at least two classes in the training labels")
     if len(zt) > max_train:
         idx = np.random.default_rng(seed).choice(len(zt), max_train, replace=False)
         zt, yt = zt[idx], yt[idx]
@@ -600,7 +601,7 @@ def num_threads(n: int | None) -> Iterator[int]:
     before = torch.get_num_threads()
     if n is not None:
         if n < 1:
-            raise ValueError(f"threads must be >= 1, got {n}")
+            raise UsageError(f"threads must be >= 1, got {n}")
         torch.set_num_threads(n)
     try:
         yield torch.get_num_threads()
@@ -646,7 +647,7 @@ def evaluate_run(
     """
     _check_k(k)
     if limit < 0:
-        raise ValueError(f"limit must be >= 0 (0 = every example), got {limit}")
+        raise UsageError(f"limit must be >= 0 (0 = every example), got {limit}")
     ds = dataset if dataset is not None else run.dataset(data_dir)
     part = ds.split(split)
     if limit:

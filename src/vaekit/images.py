@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from vaekit.errors import UsageError
+
 __all__ = ["IMAGE_SUFFIXES", "to_images", "image_grid", "display_scale", "save_image"]
 
 # The image files save_image writes, by extension.
@@ -73,7 +75,7 @@ def save_image(
 
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: images are written as {', '.join(IMAGE_SUFFIXES)}")
+        raise UsageError(f"{path}: images are written as {', '.join(IMAGE_SUFFIXES)}")
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)

@@ -28,6 +28,7 @@ from torch.distributions import Distribution
 from vaekit.config import ModelConfig
 from vaekit.data.core import DataError
 from vaekit.distributions.likelihoods import LikelihoodHead
+from vaekit.errors import ConfigError
 from vaekit.parts import Composition, LikelihoodAbilities, PosteriorAbilities, PriorAbilities
 
 __all__ = ["Encoder", "Decoder", "VAE", "build_model", "network_precision", "NOT_CONDITIONAL"]
@@ -244,7 +245,7 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
     data_shape = tuple(int(s) for s in data_shape)
     classes = (cfg.num_classes or num_classes) if cfg.conditional else 0
     if cfg.conditional and classes < 2:
-        raise ValueError(
+        raise ConfigError(
             "model.conditional=true needs labels: use a labelled dataset or set model.num_classes"
         )
     latent = cfg.latent_dim

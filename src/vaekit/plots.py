@@ -44,6 +44,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from vaekit.data import Dataset, Split
+from vaekit.errors import UsageError
 from vaekit.images import image_grid, to_images
 from vaekit.parts import ObjectiveAbilities
 from vaekit.rundir import Run, atomic_write
@@ -116,11 +117,11 @@ def project_2d(z: Any, dims: Sequence[int] | None = None) -> tuple[np.ndarray, l
     """
     a = _np(z).astype(np.float64)
     if a.ndim != 2:
-        raise ValueError(f"latent codes must have shape (N, D), got {a.shape}")
+        raise UsageError(f"latent codes must have shape (N, D), got {a.shape}")
     d = a.shape[1]
     if dims is not None:
         if len(dims) != 2 or not all(0 <= i < d for i in dims):
-            raise ValueError(f"dims must be two latent dimensions in 0..{d - 1}, got {list(dims)}")
+            raise UsageError(f"dims must be two latent dimensions in 0..{d - 1}, got {list(dims)}")
         return a[:, list(dims)], [f"z{dims[0]}", f"z{dims[1]}"]
     if d == 1:
         return np.concatenate([a, np.zeros_like(a)], axis=1), ["z0", ""]
@@ -224,12 +225,12 @@ def latent_histograms(
     a = _np(z).astype(np.float64)
     lab = _np(labels).astype(int)
     if a.ndim != 2 or len(a) != len(lab):
-        raise ValueError(
+        raise UsageError(
             f"latent_histograms needs codes (N, D) and N labels, got {a.shape} and {lab.shape}"
         )
     dims = list(dims) if dims is not None else list(range(min(a.shape[1], 2)))
     if not dims or not all(0 <= d < a.shape[1] for d in dims):
-        raise ValueError(f"dims must be latent dimensions in 0..{a.shape[1] - 1}, got {dims}")
+        raise UsageError(f"dims must be latent dimensions in 0..{a.shape[1] - 1}, got {dims}")
     classes = [int(c) for c in np.unique(lab)]
     nd = len(dims)
     per_row = max(1, 4 // nd)
@@ -303,7 +304,7 @@ def _show_images(
 
 def _require_images(run: Run, what: str) -> None:
     if not run.info["data"].get("is_image", False):
-        raise ValueError(
+        raise UsageError(
             f"{what} needs image data, but this run's data ({run.info['data'].get('name')}) are not images"
         )
 
@@ -338,9 +339,9 @@ def _decoded_grid(
     """Decode a grid: ``gx`` along dimension dims[0] (columns), ``gy`` along dims[1] (rows, top = largest)."""
     d = run.latent_dim
     if d < 2:
-        raise ValueError("a latent grid needs at least two latent dimensions")
+        raise UsageError("a latent grid needs at least two latent dimensions")
     if len(dims) != 2 or not all(0 <= i < d for i in dims):
-        raise ValueError(f"dims must be two latent dimensions in 0..{d - 1}, got {list(dims)}")
+        raise UsageError(f"dims must be two latent dimensions in 0..{d - 1}, got {list(dims)}")
     rows = gy[::-1]
     z = np.tile(
         np.zeros(d) if base is None else np.asarray(base, dtype=np.float64),
@@ -385,10 +386,10 @@ def manifold_grid(
 
     _require_images(run, "manifold_grid")
     if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
+        raise UsageError(f"n must be >= 2, got {n}")
     lo, hi = quantiles
     if not 0 < lo < hi < 1:
-        raise ValueError(f"quantiles must satisfy 0 < low < high < 1, got {quantiles}")
+        raise UsageError(f"quantiles must satisfy 0 < low < high < 1, got {quantiles}")
     g = norm.ppf(np.linspace(lo, hi, n))
     fig = Figure(figsize=(7, 7), layout="constrained")
     ax = fig.subplots()
@@ -416,9 +417,9 @@ def latent_grid(
     y_range = y_range or x_range
     for name, r in (("x_range", x_range), ("y_range", y_range)):
         if not (len(r) == 2 and math.isfinite(r[0]) and math.isfinite(r[1]) and r[0] < r[1]):
-            raise ValueError(f"{name} must be (low, high) with low < high, got {r}")
+            raise UsageError(f"{name} must be (low, high) with low < high, got {r}")
     if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
+        raise UsageError(f"n must be >= 2, got {n}")
     fig = Figure(figsize=(7, 7), layout="constrained")
     ax = fig.subplots()
     _decoded_grid(
@@ -483,17 +484,17 @@ def interpolation(
     """
     _require_images(run, "interpolation")
     if steps < 2:
-        raise ValueError(f"steps must be >= 2, got {steps}")
+        raise UsageError(f"steps must be >= 2, got {steps}")
     a = torch.as_tensor(_np(x_a), dtype=torch.float32).reshape(-1, *run.data_shape)
     b = torch.as_tensor(_np(x_b), dtype=torch.float32).reshape(-1, *run.data_shape)
     if len(a) != len(b):
-        raise ValueError(
+        raise UsageError(
             f"x_a and x_b must hold the same number of examples, got {len(a)} and {len(b)}"
         )
     ya = yb = None
     if run.num_classes:
         if y_a is None or y_b is None:
-            raise ValueError("this is a conditional model: pass y_a and y_b as well")
+            raise UsageError("this is a conditional model: pass y_a and y_b as well")
         ya = torch.nn.functional.one_hot(
             torch.as_tensor(_np(y_a)).long().reshape(-1), run.num_classes
         ).float()
@@ -527,7 +528,7 @@ def training_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
     """
     rows = [r for r in metrics if isinstance(r, Mapping) and "epoch" in r]
     if not rows:
-        raise ValueError(
+        raise UsageError(
             "training_curves needs at least one metrics row (metrics.jsonl is empty: train the run first)"
         )
     splits = [
@@ -593,7 +594,7 @@ def compare_curves(
         98.75
     """
     if not runs:
-        raise ValueError("compare_curves needs at least one run")
+        raise UsageError("compare_curves needs at least one run")
     fig = Figure(figsize=(8.5, 5.0), layout="constrained")
     ax = fig.subplots()
     lows: list[float] = []
@@ -608,7 +609,7 @@ def compare_curves(
             and bound.bound in r[split]
         ]
         if not pts:
-            raise ValueError(
+            raise UsageError(
                 f"{name} has no {split} scores in its metrics.jsonl (choose another split: "
                 "train, valid or test)"
             )
@@ -655,9 +656,9 @@ def latent_traversal(
     d = run.latent_dim
     dims = list(dims) if dims is not None else list(range(min(d, 10)))
     if not dims or not all(0 <= i < d for i in dims):
-        raise ValueError(f"dims must be latent dimensions in 0..{d - 1}, got {dims}")
+        raise UsageError(f"dims must be latent dimensions in 0..{d - 1}, got {dims}")
     if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
+        raise UsageError(f"n must be >= 2, got {n}")
     label = _class_label(run, y)
     if x is not None:
         xs = torch.as_tensor(_np(x), dtype=torch.float32).reshape(-1, *run.data_shape)[:1]
@@ -688,7 +689,7 @@ def class_grid(run: Run, n: int = 10, *, seed: int = 0) -> Figure:
     _require_images(run, "class_grid")
     c = run.num_classes
     if not c:
-        raise ValueError("class_grid needs a conditional model (model.conditional=true)")
+        raise UsageError("class_grid needs a conditional model (model.conditional=true)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         z = run.prior.sample((n,)).cpu()
@@ -745,7 +746,7 @@ def compare_runs(
         ys = None
         if run.num_classes:
             if labels is None:
-                raise ValueError(f"{name} is a conditional model: pass the labels")
+                raise UsageError(f"{name} is a conditional model: pass the labels")
             ys = torch.as_tensor(_np(labels))
         from vaekit.evaluate import latent_means
 
@@ -871,10 +872,10 @@ def run_figures(
     if which is not None:
         unknown = [w for w in which if w not in reasons]
         if unknown:
-            raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
+            raise UsageError(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
         for w in which:
             if reasons[w] is not None:
-                raise ValueError(f"figure {w!r} does not apply to this run: {reasons[w]}")
+                raise UsageError(f"figure {w!r} does not apply to this run: {reasons[w]}")
     names = [n for n in FIGURES if reasons[n] is None and (which is None or n in which)]
     test = random_subset(ds.test, max_points, seed)
     cond = bool(run.num_classes)

@@ -703,7 +703,7 @@ class Run:
         """The likelihood p(x | z[, y]) with batch shape ``z.shape[:-1]``; ``log_prob`` sums over the data."""
         zt = _as_tensor(z, self.device)
         if zt.shape[-1] != self.latent_dim:
-            raise ValueError(
+            raise DataError(
                 f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}"
             )
         # One label (a class index or a one-hot row) decodes every z; else one per z.

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vaekit.errors import UsageError
 from vaekit.rundir import (
     RunError,
     model_label,
@@ -135,7 +136,7 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "markdown") -> str:
         writer.writerows(rows)
         return buf.getvalue()
     if fmt != "markdown":
-        raise ValueError(f"format must be markdown, csv or json, got {fmt!r}")
+        raise UsageError(f"format must be markdown, csv or json, got {fmt!r}")
     shown = [c for c in COLUMNS if c != "nll_se"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_cell(c, r) for c in shown) + " |" for r in rows]

@@ -25,6 +25,7 @@ from torch import Tensor
 
 import vaekit
 from vaekit.data import Split
+from vaekit.errors import UsageError
 from vaekit.evaluate import posterior_moments
 from vaekit.rundir import Run, load, part_labels
 from vaekit.serve.imaging import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, tile, to_model_input, to_png
@@ -70,7 +71,7 @@ class Explorer:
         self._prior_samples: Tensor | None = None
 
         if test is not None and run.num_classes and test.y is None:
-            raise ValueError(
+            raise UsageError(
                 "this is a conditional model, but the test split has no labels to encode it with"
             )
         n = 0 if test is None else min(len(test), max_points)
@@ -253,12 +254,12 @@ class Explorer:
     def _labels(self, label: int | None, n: int) -> Tensor | None:
         if not self.run.num_classes:
             if label is not None:
-                raise ValueError(
+                raise UsageError(
                     "label is only for a conditional model; this one is not conditional"
                 )
             return None
         if label is None or not 0 <= int(label) < self.run.num_classes:
-            raise ValueError(f"a conditional model needs a label in 0..{self.run.num_classes - 1}")
+            raise UsageError(f"a conditional model needs a label in 0..{self.run.num_classes - 1}")
         return torch.full((n,), int(label), dtype=torch.long, device=self.run.device)
 
     def _decode_pixels(self, z: np.ndarray, label: int | None) -> np.ndarray:
@@ -372,11 +373,11 @@ class Explorer:
         are the log-densities enclosing :data:`PRIOR_MASSES` of the prior's mass.
         """
         if not self.has_prior:
-            raise ValueError(
+            raise UsageError(
                 "this run is a plain autoencoder: it was trained without a prior, so there are no contours"
             )
         if np.linalg.matrix_rank(axes.astype(np.float64), tol=1e-9) < 2:
-            raise ValueError("the plane's two axes must point in different directions")
+            raise UsageError("the plane's two axes must point in different directions")
         grid_z = self.plane_points(origin, axes, bounds, n)
         prior = self.run.prior
         with self._lock:

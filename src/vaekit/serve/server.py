@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from vaekit.errors import UsageError
 from vaekit.serve.explorer import LIMITS, Explorer
 from vaekit.serve.imaging import ImageError, UnsupportedImageType, decode_data_url
 
@@ -572,7 +573,7 @@ def make_server(
     Call ``serve_forever()`` on it (in a thread for tests) and ``shutdown()`` to stop.
     """
     if not 0 <= port <= 65535:
-        raise ValueError(f"port must be in 0..65535 (0 picks a free one), got {port}")
+        raise UsageError(f"port must be in 0..65535 (0 picks a free one), got {port}")
     ex = (
         run
         if isinstance(run, Explorer)
