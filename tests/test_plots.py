@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.plots import (
     FIGURES,
+    FigureSpec,
     applicable_figures,
     class_grid,
     compare_curves,
@@ -229,6 +231,29 @@ def test_run_figures_picks_what_applies(vae: vaekit.Run, cvae: vaekit.Run, tmp_p
         run_figures(vae, which=["nope"])
     paths = save_figures({"samples": figs["samples"]}, tmp_path)
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_figure_is_one_record_of_the_catalogue(
+    vae: vaekit.Run, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One record (name, caption, drawing, needs) is all a figure takes: whether it
+    # applies, drawing it, the report's caption and `vaekit plot --help` come from it.
+    spec = FigureSpec(
+        "first_code",
+        "The first test example's code.",
+        lambda d: latent_scatter(d.codes[:1] if d.codes is not None else None),
+        conditional=True,
+        codes=True,
+    )
+    monkeypatch.setitem(FIGURES, spec.name, spec)
+    assert applicable_figures(vae, vae.dataset())["first_code"] == "not a conditional model"
+    with pytest.raises(SystemExit):
+        main(["plot", "--help"])
+    assert "first_code (conditional model)" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setitem(FIGURES, spec.name, dataclasses.replace(spec, conditional=False))
+    assert "first_code" in run_figures(vae)
+    fig = run_figures(vae, which=["first_code"])["first_code"]
+    assert len(fig.axes[0].collections[0].get_offsets()) == 1
 
 
 def test_tabular_runs_get_no_image_figures(tmp_path: Path) -> None:

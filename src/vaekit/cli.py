@@ -106,6 +106,19 @@ def _weights(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _PlotHelp(argparse.HelpFormatter):
+    """``vaekit plot --help``: --which lists the figures of :data:`vaekit.plots.FIGURES`
+    with what each needs, read only when the help is shown (vaekit.plots loads torch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if action.dest != "which" or text is None:
+            return text
+        from vaekit.plots import figure_list
+
+        return f"{text}: {figure_list()}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaekit", description="Variational autoencoders composed from parts."
@@ -247,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plot",
         help="write the run's figures as PNG",
         description="Write every figure that applies to the run (or those named with --which) as PNG files.",
+        formatter_class=_PlotHelp,
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
@@ -254,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="figures to write (default: all that apply): training_curves latent_scatter latent_histograms manifold latent_grid reconstructions samples interpolation traversal class_grid",
+        help="figures to write (default: all that apply)",
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
     p.add_argument("--dpi", type=DPI, default=100, help="resolution of the PNGs (default: 100)")

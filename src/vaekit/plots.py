@@ -18,8 +18,9 @@ Figures:
 - :func:`class_grid`: classes by samples for a conditional VAE;
 - :func:`compare_runs`: the autoencoder-versus-VAE comparison side by side.
 
-:func:`run_figures` builds every figure that applies to a run (what ``vaekit plot`` and
-the report use).
+:data:`FIGURES` is their catalogue: one :class:`FigureSpec` per figure (name, caption,
+how it is drawn, what it needs); :func:`run_figures` builds every figure that applies to
+a run (what ``vaekit plot`` and the report use).
 
 Example:
     >>> import vaekit
@@ -31,7 +32,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,8 @@ from vaekit.rundir import Run, atomic_write
 
 __all__ = [
     "FIGURES",
-    "CAPTIONS",
+    "FigureSpec",
+    "FigureData",
     "latent_scatter",
     "latent_histograms",
     "manifold_grid",
@@ -65,38 +68,12 @@ __all__ = [
     "compare_runs",
     "compare_curves",
     "applicable_figures",
+    "figure_list",
     "run_figures",
     "random_subset",
     "save_figures",
     "project_2d",
 ]
-
-# The figures `vaekit plot` and the report know, in the order the report shows them.
-FIGURES: tuple[str, ...] = (
-    "training_curves",
-    "latent_scatter",
-    "manifold",
-    "latent_grid",
-    "samples",
-    "latent_histograms",
-    "reconstructions",
-    "interpolation",
-    "traversal",
-    "class_grid",
-)
-
-CAPTIONS: dict[str, str] = {
-    "training_curves": "Every logged term per epoch, train and test.",
-    "latent_scatter": "Posterior means of the test set, coloured by class.",
-    "latent_histograms": "Per class and latent dimension: histogram of the posterior means, with the fitted normal.",
-    "manifold": "Decoded 15x15 grid through the inverse normal CDF (quantiles 0.05 to 0.95).",
-    "latent_grid": "Decoded uniform grid over the range the test set occupies in latent space.",
-    "reconstructions": "Test images (top) and their reconstructions at the posterior mean (bottom).",
-    "samples": "Decoded draws from the prior p(z).",
-    "interpolation": "Linear interpolation in latent space between pairs of test images (originals at the ends).",
-    "traversal": "Latent traversals: one dimension per row (at most ten, those the test codes spread over most) from -3 to 3, the others at a test image's code.",
-    "class_grid": "Conditional samples: one class per row, the same latent code down each column.",
-}
 
 
 def _np(a: Any) -> np.ndarray:
@@ -783,40 +760,6 @@ def compare_runs(
     return fig
 
 
-def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
-    """For each name of :data:`FIGURES`, None when it applies to this run, else why not."""
-    image = run.info["data"].get("is_image", False)
-    labelled = dataset.test.y is not None
-    reasons: dict[str, str | None] = {}
-    for name in FIGURES:
-        why: str | None = None
-        if name == "training_curves" and not run.metrics:
-            why = "no metrics logged yet"
-        elif name == "latent_histograms" and not labelled:
-            why = "the data have no labels"
-        elif name in ("manifold", "latent_grid") and run.latent_dim != 2:
-            why = f"the latent space has {run.latent_dim} dimensions, not 2"
-        elif name == "class_grid" and not run.num_classes:
-            why = "not a conditional model"
-        if (
-            why is None
-            and not image
-            and name
-            in (
-                "manifold",
-                "latent_grid",
-                "reconstructions",
-                "samples",
-                "interpolation",
-                "traversal",
-                "class_grid",
-            )
-        ):
-            why = "the data are not images"
-        reasons[name] = why
-    return reasons
-
-
 def _interpolation_pairs(
     split: Split, count: int = 4
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -853,6 +796,191 @@ def random_subset(split: Split, n: int, seed: int = 0) -> Split:
     return Split(split.x[order], None if split.y is None else split.y[order])
 
 
+@dataclass
+class FigureData:
+    """What one run's figures are drawn from (:func:`run_figures` prepares it once)."""
+
+    run: Run
+    # A seeded random subset of the test split (at most run_figures' max_points).
+    test: Split
+    # The test labels a conditional model decodes with (None for an unconditional one).
+    labels: Tensor | None
+    class_names: list[str] | None
+    # Posterior means of ``test`` (vaekit.evaluate.latent_means), when a figure needs them.
+    codes: np.ndarray | None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure that ``vaekit plot`` and the report know: its name, caption, how it is
+    drawn, and what it needs. A run that lacks something the figure needs skips it, with
+    the reason (:meth:`why_not`)."""
+
+    name: str
+    caption: str
+    draw: Callable[[FigureData], Figure]
+    # What the figure needs: logged epochs, labelled data, a 2-D latent space, a
+    # conditional model, image data, the test set's posterior means.
+    metrics: bool = False
+    labels: bool = False
+    latent_2d: bool = False
+    conditional: bool = False
+    images: bool = False
+    codes: bool = False
+
+    def needs(self) -> list[str]:
+        """What it needs, in words (for ``vaekit plot --help``)."""
+        words = {
+            "metrics": "metrics",
+            "labels": "labels",
+            "latent_2d": "2-D latent",
+            "conditional": "conditional model",
+            "images": "images",
+        }
+        return [w for key, w in words.items() if getattr(self, key)]
+
+    def why_not(self, run: Run, dataset: Dataset) -> str | None:
+        """None when the figure applies to the run, else why not."""
+        if self.metrics and not run.metrics:
+            return "no metrics logged yet"
+        if self.labels and dataset.test.y is None:
+            return "the data have no labels"
+        if self.latent_2d and run.latent_dim != 2:
+            return f"the latent space has {run.latent_dim} dimensions, not 2"
+        if self.conditional and not run.num_classes:
+            return "not a conditional model"
+        if self.images and not run.info["data"].get("is_image", False):
+            return "the data are not images"
+        return None
+
+
+def _codes(d: FigureData) -> np.ndarray:
+    assert d.codes is not None  # run_figures computes them for every figure with codes=True
+    return d.codes
+
+
+def _draw_latent_grid(d: FigureData) -> Figure:
+    rx, ry = _data_range(_codes(d), (0, 1))
+    return latent_grid(d.run, rx, ry, 15)
+
+
+def _draw_interpolation(d: FigureData) -> Figure:
+    a, b, ya, yb = _interpolation_pairs(d.test)
+    cond = d.labels is not None
+    return interpolation(d.run, a, b, ya if cond else None, yb if cond else None, steps=10)
+
+
+def _draw_traversal(d: FigureData) -> Figure:
+    y0 = int(d.labels[0]) if d.labels is not None else None
+    # The ten dimensions the data use most (largest spread of the codes), so a 20-D
+    # model shows its active units rather than collapsed ones.
+    z = _codes(d)
+    dims = sorted(np.argsort(-z.var(0))[: min(d.run.latent_dim, 10)].tolist())
+    return latent_traversal(d.run, d.test.x[:1], y0, dims=dims)
+
+
+# The figures `vaekit plot` and the report know, in the order the report shows them.
+FIGURES: dict[str, FigureSpec] = {
+    f.name: f
+    for f in (
+        FigureSpec(
+            "training_curves",
+            "Every logged term per epoch, train and test.",
+            lambda d: training_curves(d.run.metrics),
+            metrics=True,
+        ),
+        FigureSpec(
+            "latent_scatter",
+            "Posterior means of the test set, coloured by class.",
+            lambda d: latent_scatter(
+                _codes(d),
+                d.test.y,
+                class_names=d.class_names,
+                title=f"Latent space of the test set ({len(d.test)} points)",
+            ),
+            codes=True,
+        ),
+        FigureSpec(
+            "manifold",
+            "Decoded 15x15 grid through the inverse normal CDF (quantiles 0.05 to 0.95).",
+            lambda d: manifold_grid(d.run, 15),
+            latent_2d=True,
+            images=True,
+        ),
+        FigureSpec(
+            "latent_grid",
+            "Decoded uniform grid over the range the test set occupies in latent space.",
+            _draw_latent_grid,
+            latent_2d=True,
+            images=True,
+            codes=True,
+        ),
+        FigureSpec(
+            "samples",
+            "Decoded draws from the prior p(z).",
+            lambda d: prior_samples(d.run, 100 if d.run.num_classes else 64, seed=d.seed),
+            images=True,
+        ),
+        FigureSpec(
+            "latent_histograms",
+            "Per class and latent dimension: histogram of the posterior means, with the "
+            "fitted normal.",
+            lambda d: latent_histograms(_codes(d), d.test.y, class_names=d.class_names),
+            labels=True,
+            codes=True,
+        ),
+        FigureSpec(
+            "reconstructions",
+            "Test images (top) and their reconstructions at the posterior mean (bottom).",
+            lambda d: reconstructions(
+                d.run, d.test.x[:16], None if d.labels is None else d.labels[:16], 16
+            ),
+            images=True,
+        ),
+        FigureSpec(
+            "interpolation",
+            "Linear interpolation in latent space between pairs of test images (originals "
+            "at the ends).",
+            _draw_interpolation,
+            images=True,
+        ),
+        FigureSpec(
+            "traversal",
+            "Latent traversals: one dimension per row (at most ten, those the test codes "
+            "spread over most) from -3 to 3, the others at a test image's code.",
+            _draw_traversal,
+            images=True,
+            codes=True,
+        ),
+        FigureSpec(
+            "class_grid",
+            "Conditional samples: one class per row, the same latent code down each column.",
+            lambda d: class_grid(d.run, 10, seed=d.seed),
+            conditional=True,
+            images=True,
+        ),
+    )
+}
+
+
+def figure_list() -> str:
+    """The figures by name with what each needs, for ``vaekit plot --which``'s help.
+
+    Example:
+        >>> figure_list().split("; ")[2]
+        'manifold (2-D latent, images)'
+    """
+    return "; ".join(
+        f.name + (f" ({', '.join(f.needs())})" if f.needs() else "") for f in FIGURES.values()
+    )
+
+
+def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
+    """For each figure of :data:`FIGURES`, None when it applies to this run, else why not."""
+    return {name: spec.why_not(run, dataset) for name, spec in FIGURES.items()}
+
+
 def run_figures(
     run: Run,
     dataset: Dataset | None = None,
@@ -865,7 +993,7 @@ def run_figures(
     """Every figure of :data:`FIGURES` that applies to the run (or those in ``which``).
 
     The test split is the data; at most ``max_points`` of it are scattered. Asking for a
-    figure that does not apply raises ValueError saying why.
+    figure that does not apply raises a UsageError saying why.
     """
     ds = dataset if dataset is not None else run.dataset(data_dir)
     reasons = applicable_figures(run, ds)
@@ -878,54 +1006,21 @@ def run_figures(
                 raise UsageError(f"figure {w!r} does not apply to this run: {reasons[w]}")
     names = [n for n in FIGURES if reasons[n] is None and (which is None or n in which)]
     test = random_subset(ds.test, max_points, seed)
-    cond = bool(run.num_classes)
-    y_test = test.y if cond else None
-    class_names = run.info["data"].get("class_names") or ds.class_names
-    z: np.ndarray | None = None
-    if any(n in names for n in ("latent_scatter", "latent_histograms", "latent_grid", "traversal")):
+    labels = test.y if run.num_classes else None
+    codes: np.ndarray | None = None
+    if any(FIGURES[n].codes for n in names):
         from vaekit.evaluate import latent_means
 
-        z = latent_means(run.model, test.x, y_test).numpy()
-    out: dict[str, Figure] = {}
-    for name in names:
-        if name == "training_curves":
-            out[name] = training_curves(run.metrics)
-        elif name == "latent_scatter":
-            out[name] = latent_scatter(
-                z,
-                test.y,
-                class_names=class_names,
-                title=f"Latent space of the test set ({len(test)} points)",
-            )
-        elif name == "latent_histograms":
-            out[name] = latent_histograms(z, test.y, class_names=class_names)
-        elif name == "manifold":
-            out[name] = manifold_grid(run, 15)
-        elif name == "latent_grid":
-            assert z is not None
-            rx, ry = _data_range(z, (0, 1))
-            out[name] = latent_grid(run, rx, ry, 15)
-        elif name == "reconstructions":
-            out[name] = reconstructions(
-                run, test.x[:16], y_test[:16] if y_test is not None else None, 16
-            )
-        elif name == "samples":
-            out[name] = prior_samples(run, 100 if cond else 64, seed=seed)
-        elif name == "interpolation":
-            a, b, ya, yb = _interpolation_pairs(test)
-            out[name] = interpolation(
-                run, a, b, ya if cond else None, yb if cond else None, steps=10
-            )
-        elif name == "traversal":
-            y0 = int(test.y[0]) if (cond and test.y is not None) else None
-            # The ten dimensions the data use most (largest spread of the codes), so a
-            # 20-D model shows its active units rather than collapsed ones.
-            assert z is not None
-            dims = sorted(np.argsort(-z.var(0))[: min(run.latent_dim, 10)].tolist())
-            out[name] = latent_traversal(run, test.x[:1], y0, dims=dims)
-        elif name == "class_grid":
-            out[name] = class_grid(run, 10, seed=seed)
-    return out
+        codes = latent_means(run.model, test.x, labels).numpy()
+    data = FigureData(
+        run=run,
+        test=test,
+        labels=labels,
+        class_names=run.info["data"].get("class_names") or ds.class_names,
+        codes=codes,
+        seed=seed,
+    )
+    return {name: FIGURES[name].draw(data) for name in names}
 
 
 def save_figures(figures: Mapping[str, Figure], out_dir: str | Path, dpi: int = 100) -> list[Path]:

@@ -348,7 +348,7 @@ def render_report(
 ) -> str:
     """The report as one HTML string (figures embedded as base64 PNG)."""
     import vaekit
-    from vaekit.plots import CAPTIONS
+    from vaekit.plots import FIGURES
 
     cfg = run.config
     data = run.info.get("data", {})
@@ -402,7 +402,7 @@ def render_report(
         '<div class="figs">' if figures else "",
     ]
     for name, fig in figures.items():
-        caption = CAPTIONS.get(name, name.replace("_", " "))
+        caption = FIGURES[name].caption if name in FIGURES else name.replace("_", " ")
         # Wide figures (and the many-panel histograms) take the whole row; square ones
         # sit two to a row.
         width, height = fig.get_size_inches()
