@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,86 @@ def test_a_run_finds_its_data_from_any_directory_and_moved_data_by_dataset(
     capsys.readouterr()
     assert main(["encode", run, "--dataset", moved]) == 2
     assert "changed since it was trained" in capsys.readouterr().err
+
+
+# -- a user's function ------------------------------------------------------------------------
+
+USER_DATA = """
+import numpy as np
+import torch
+
+from vaekit.data import make_dataset
+
+
+def blobs(n=200, shift=0.0):
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 3
+    x = np.clip(rng.normal(size=(n, 5)) * 0.1 + 0.25 * y[:, None] + 0.2 + shift, 0, 1)
+    k = n * 3 // 4  # a tensor for the test split: tensors are taken as arrays are
+    return x[:k].astype(np.float32), y[:k], torch.from_numpy(x[k:]).float(), y[k:]
+
+
+def splits():
+    x = np.random.default_rng(1).random((90, 4))
+    return {"train": x[:60], "valid": (x[60:70], None), "test": x[70:]}
+
+
+def dataset():
+    x = np.random.default_rng(2).random((30, 4, 4))
+    return make_dataset("mine", (x[:20], None), (x[20:], None), class_names=None)
+
+
+def nothing():
+    return 42
+"""
+
+
+def test_a_dataset_of_yours_by_import_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # data.name=module:function calls the function with data.options; every command that
+    # rebuilds a run's data from config.json calls it again, and the fingerprint applies.
+    (tmp_path / "userdata_i14.py").write_text(USER_DATA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ds = load_dataset("userdata_i14:blobs", options={"n": 60})
+    assert (len(ds.train), len(ds.test), ds.shape, ds.num_classes) == (45, 15, (5,), 3)
+    splits = load_dataset("userdata_i14:splits")
+    assert (len(splits.train), len(splits.valid or []), len(splits.test)) == (60, 10, 20)
+    assert load_dataset("userdata_i14:dataset").name == "mine"
+    with pytest.raises(DataError, match="returned int; it must return a vaekit Dataset"):
+        load_dataset("userdata_i14:nothing")
+    with pytest.raises(DataError, match="cannot take data.options.*unexpected keyword"):
+        load_dataset("userdata_i14:blobs", options={"size": 3})
+    with pytest.raises(DataError, match="'digits' takes none"):
+        load_dataset("digits", options={"n": 3})
+
+    run = train_on("userdata_i14:blobs", tmp_path / "run", "data.options.shift=0.1")
+    config = json.loads((run / "config.json").read_text())["data"]
+    assert config["name"] == "userdata_i14:blobs" and config["options"] == {"shift": 0.1}
+    assert json.loads((run / "model.json").read_text())["data"]["fingerprint"]["sha256"]
+    assert len(vaekit.load(run).dataset().test) == 50
+    assert main(["evaluate", str(run), "--k", "2"]) == 0
+    assert main(["plot", str(run), "--which", "latent_scatter"]) == 0
+    assert main(["report", str(run), "--k", "2"]) == 0
+    assert len(Explorer.from_run_dir(run).codes) == 50
+    # Other data from the same function: the run's fingerprint says so.
+    module = __import__("userdata_i14")
+    original = module.blobs
+    monkeypatch.setattr(module, "blobs", lambda n=200, shift=0.0: original(n, shift + 0.01))
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "2"]) == 2
+    assert "changed since it was trained" in capsys.readouterr().err
+    # Where the module cannot be imported, the message says to put it on PYTHONPATH.
+    monkeypatch.delitem(sys.modules, "userdata_i14")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    for args in (
+        ["evaluate", str(run), "--k", "2"],
+        ["train", "--dataset", "userdata_i14:blobs", "--out", str(tmp_path / "b")],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "cannot import module 'userdata_i14' for the dataset 'userdata_i14:blobs'" in err
+        assert "holds userdata_i14.py on PYTHONPATH" in err and "Traceback" not in err
 
 
 # -- messages ----------------------------------------------------------------------------

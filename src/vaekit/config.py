@@ -96,8 +96,9 @@ def part(name: str, **options: Any) -> dict[str, Any]:
 class DataConfig:
     """Dataset name or path, and preprocessing."""
 
-    # A named dataset (digits, mnist, binarized-mnist, ...), a file or folder, or
-    # module:function of yours returning a vaekit Dataset (called with data.options).
+    # A named dataset (digits, mnist, binarized-mnist, ...), a file or folder, or a
+    # module:function of yours (called with data.options) returning a vaekit Dataset,
+    # arrays (train_x, train_y, test_x, test_y) or a dict of splits {train, test[, valid]}.
     name: str = "digits"
     # none | static (one fixed Bernoulli draw) | threshold (x > 0.5) | dynamic (redrawn every batch)
     binarize: str = "none"

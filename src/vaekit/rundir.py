@@ -821,10 +821,16 @@ def run_data(
     since training are a DataError saying what changed, unless ``allow_changed``.
     """
     from vaekit.data import NAMED, DataError, data_change, training_data
+    from vaekit.parts import is_import_path
 
     d = config.data
     name = str(path) if path is not None else d.name
-    if path is None and name not in NAMED and not Path(name).expanduser().exists():
+    if (
+        path is None
+        and name not in NAMED
+        and not is_import_path(name)
+        and not Path(name).expanduser().exists()
+    ):
         raise DataError(
             f"{run_dir} was trained on {name}, which is not there any more; {moved_hint}"
         )

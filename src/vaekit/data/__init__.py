@@ -1,4 +1,5 @@
-"""Datasets: named ones (digits, mnist, fashion-mnist, binarized-mnist, ...) and user files.
+"""Datasets: named ones (digits, mnist, fashion-mnist, binarized-mnist, ...), user files,
+and a user's own function named by import path (``module:function``).
 
 Example:
     >>> ds = load_dataset("digits")
@@ -8,9 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vaekit.data.core import (
     DataError,
@@ -35,6 +38,7 @@ __all__ = [
     "Split",
     "NAMED",
     "load_dataset",
+    "user_dataset",
     "training_data",
     "resolve_data_name",
     "data_change",
@@ -53,20 +57,32 @@ def load_dataset(
     cache_dir_: str | os.PathLike[str] | None = None,
     binarization: str = "none",
     seed: int = 0,
+    options: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """Load a named dataset or a user file/folder into memory.
+    """Load a named dataset, a user file/folder, or a user's ``module:function`` into memory.
 
     ``binarization``: ``none``, ``static`` (one fixed Bernoulli draw), ``threshold``, or
-    ``dynamic`` (left to the trainer, which redraws every batch).
+    ``dynamic`` (left to the trainer, which redraws every batch). ``options`` are the
+    keyword arguments of a ``module:function`` dataset (``data.options``).
     """
+    from vaekit.parts import is_import_path
+
     ddir = data_dir(data_dir_)
     cdir = cache_dir(cache_dir_)
+    path = Path(name_or_path).expanduser()
+    user = name_or_path not in NAMED and not path.exists() and is_import_path(name_or_path)
+    if options and not user:
+        raise DataError(
+            f"data.options are the keyword arguments of a module:function dataset; "
+            f"{name_or_path!r} takes none (remove data.options)"
+        )
     if name_or_path in NAMED:
         ds = NAMED[name_or_path](ddir, cdir)
+    elif user:
+        ds = user_dataset(name_or_path, options or {})
     else:
         from vaekit.data.files import load_path
 
-        path = Path(name_or_path).expanduser()
         if not path.exists():
             import difflib
 
@@ -74,15 +90,76 @@ def load_dataset(
             extra = f" Did you mean {hint[0]!r}?" if hint else ""
             raise DataError(
                 f"unknown dataset {name_or_path!r}: not a named dataset ({', '.join(sorted(NAMED))}) "
-                f"and no such file or folder.{extra}"
+                f"and no such file or folder (nor a module:function of yours).{extra}"
             )
         ds = load_path(path)
     return binarize(ds, binarization, seed)
 
 
+_USER_RETURNS = (
+    "a vaekit Dataset (vaekit.data.make_dataset), a tuple (train_x, train_y, test_x, "
+    "test_y) or a dict of splits {'train': (x, y), 'test': (x, y)[, 'valid': (x, y)]} "
+    "(y may be None)"
+)
+
+
+def user_dataset(path: str, options: Mapping[str, Any] | None = None) -> Dataset:
+    """The dataset of a user's function named ``module:function``, called with ``options``.
+
+    The function returns a :class:`Dataset`, arrays ``(train_x, train_y, test_x,
+    test_y)``, or a dict of splits ``{"train": (x, y), "test": (x, y)}`` with an optional
+    ``"valid"`` (a split may be ``x`` alone, a label array may be None); arrays and
+    tensors go through :func:`make_dataset`, which checks them and reads off their kind.
+    A module that cannot be imported gets the error of a user part: put its folder on
+    PYTHONPATH.
+
+    Example:
+        >>> user_dataset("vaekit.data:load_dataset", {"name_or_path": "digits"}).shape
+        (1, 8, 8)
+    """
+    from vaekit.parts import import_object
+
+    options = dict(options or {})
+    fn = import_object(path, "dataset")
+    if not callable(fn):
+        raise DataError(f"{path} is not a function: name one that returns {_USER_RETURNS}")
+    try:
+        inspect.signature(fn).bind(**options)
+    except TypeError as e:
+        raise DataError(
+            f"the dataset {path} cannot take data.options {options}: {e} "
+            "(data.options are its keyword arguments)"
+        ) from None
+    except ValueError:  # no signature to check against (a builtin): let the call say
+        pass
+    out = fn(**options)
+    if isinstance(out, Dataset):
+        return out
+    if isinstance(out, (tuple, list)) and len(out) == 4:
+        tx, ty, sx, sy = (_array(a) for a in out)
+        return make_dataset(path, (tx, ty), (sx, sy), source=path)
+    if isinstance(out, Mapping) and {"train", "test"} <= set(out) <= {"train", "valid", "test"}:
+        splits = {key: _split(value) for key, value in out.items()}
+        return make_dataset(path, splits["train"], splits["test"], splits.get("valid"), source=path)
+    raise DataError(f"{path} returned {type(out).__name__}; it must return {_USER_RETURNS}")
+
+
+def _array(a: Any) -> Any:
+    """Tensors as numpy arrays (on the CPU, without gradients); anything else as it is."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        return a.detach().cpu().numpy()
+    return a
+
+
+def _split(value: Any) -> tuple[Any, Any]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return _array(value[0]), _array(value[1])
+    return _array(value), None
+
+
 def resolve_data_name(name: str) -> str:
-    """A dataset's name as a run records it: a named dataset as it is, a path made absolute,
-    so that the run finds its data from any working directory."""
+    """A dataset's name as a run records it: a named dataset or a ``module:function`` as
+    it is, a path made absolute, so that the run finds its data from any working directory."""
     if name in NAMED:
         return name
     path = Path(name).expanduser()
@@ -112,7 +189,7 @@ def training_data(
         (100, 144, [11, 10, 10, 10, 10, 10, 10, 9, 9, 11])
     """
     with recording_reads() as reads:
-        ds = load_dataset(name or data.name, data_dir_=data_dir_)
+        ds = load_dataset(name or data.name, data_dir_=data_dir_, options=data.options)
     fingerprint = data_fingerprint(ds, reads)
     ds = binarize(ds, data.binarize, seed)
     # Before the limit, so that the validation split does not depend on data.limit.
