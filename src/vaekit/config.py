@@ -381,10 +381,20 @@ def composition(model: ModelConfig, objective: PartConfig | None = None) -> Any:
 
 def _check_composition(cfg: Config, parts: Any) -> None:
     """Rules every part of a kind obeys (by abilities), then each chosen part's own check."""
-    from vaekit.registry import OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
+    from vaekit.registry import NETWORKS, OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
 
     m = cfg.model
     n = parts.names
+    encoder = NETWORKS.get(m.encoder.name)
+    if m.decoder is None and encoder.encoder is encoder.decoder:
+        # One class of the user's: built as an encoder, it cannot mirror itself as a decoder.
+        raise ConfigError(
+            f"model.encoder={m.encoder.name} is a network class built as an encoder, which "
+            "cannot mirror itself as the decoder: name the decoder too (model.decoder: "
+            "module:Class, built as Class(latent_dim, data_shape, out_features, "
+            "context_features, **options)), or give one class with the staticmethods "
+            "encoder(...) and decoder(...)"
+        )
     if m.flow is not None and not parts.base_posterior.takes_flow:
         takes = [p.name for p in POSTERIORS if p.abilities.takes_flow]
         raise ConfigError(
