@@ -101,13 +101,14 @@ def test_run_dataset_gives_the_examples_training_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     used: list[Dataset] = []
-    original = loop._load_data
+    original = loop.training_data
 
-    def keep(*args: Any) -> Dataset:
-        used.append(original(*args))
+    def keep(*args: Any, **kwargs: Any) -> Dataset:
+        used.append(original(*args, **kwargs))
         return used[-1]
 
-    monkeypatch.setattr(loop, "_load_data", keep)
+    # The trainer's data come from the public vaekit.data.training_data: watch it.
+    monkeypatch.setattr(loop, "training_data", keep)
     run = train_on(sorted_table(tmp_path / "t.csv"), tmp_path / "run", "data.limit=50")
     ds = vaekit.load(run).dataset()
     assert len(ds.train) == 50

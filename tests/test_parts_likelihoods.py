@@ -165,7 +165,7 @@ def test_classification_with_the_label_head() -> None:
     assert accuracy > 0.9
     with pytest.raises(ValueError, match="at least 2 classes"):
         classifier(64, [8], num_classes=1)
-    with pytest.raises(ValueError, match="gaussian' or 'student-t"):
+    with pytest.raises(ValueError, match="must model real values: one of gaussian, student-t"):
         regressor(1, [8], likelihood="laplace")
 
 

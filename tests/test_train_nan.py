@@ -1,15 +1,15 @@
 """Numerical faults: NaN injected into a batch and into a weight, under each train.nan_policy.
 
-Data readers reject NaN at load, so the NaN is injected in process: into the loaded
-training tensor (by wrapping the trainer's data loader) or into a weight (by wrapping
-the objective so that it poisons a weight on a chosen training call).
+Data readers reject NaN at load, so the NaN is injected through the public API: the
+training data are loaded as training would load them (vaekit.data.training_data), poisoned
+and handed to fit(data=...); a weight is poisoned by an objective object handed to
+fit(objective=...) that wraps the real one.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -18,26 +18,22 @@ from safetensors.torch import load_file
 from test_train_resume import quiet_fit
 from torch import Tensor, nn
 
-import vaekit.train.loop as loop
-from vaekit.data import Dataset, Split
-from vaekit.objectives import Objective, ObjectiveOutput
+from vaekit.config import Config
+from vaekit.data import Dataset, Split, training_data
+from vaekit.objectives import Objective, ObjectiveOutput, build_objective
 from vaekit.rundir import read_metrics
 from vaekit.train import TrainingError
 
 NAN_ROW = 17  # one training example; it lands in exactly one batch of every epoch
 
 
-def _poison_rows(monkeypatch: pytest.MonkeyPatch, rows: slice | int) -> None:
-    original = loop._load_data
-
-    def load(cfg: Any, data_dir: str | None, *args: Any) -> Dataset:
-        ds = original(cfg, data_dir, *args)
-        x = ds.train.x.clone()
-        x[rows] = float("nan")
-        ds.train = Split(x, ds.train.y)
-        return ds
-
-    monkeypatch.setattr(loop, "_load_data", load)
+def _poisoned(cfg: Config, rows: slice | int) -> Dataset:
+    """The training data of ``cfg`` with NaN in the given training rows."""
+    ds = training_data(cfg.data, cfg.train.seed)
+    x = ds.train.x.clone()
+    x[rows] = float("nan")
+    ds.train = Split(x, ds.train.y)
+    return ds
 
 
 class _PoisonWeight(Objective):
@@ -62,20 +58,17 @@ class _PoisonWeight(Objective):
         return out
 
 
-def _poison_weight(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
-    original = loop.build_objective
-    monkeypatch.setattr(loop, "build_objective", lambda cfg: _PoisonWeight(original(cfg), at))
+def _poison_weight(cfg: Config, at: int) -> Objective:
+    return _PoisonWeight(build_objective(cfg.objective), at)
 
 
 def _finite_weights(run: Path) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in load_file(run / "model.safetensors").values())
 
 
-def test_nan_batch_is_skipped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _poison_rows(monkeypatch, NAN_ROW)
-    rows = quiet_fit(tiny_config("train.epochs=3"), tmp_path / "run")
+def test_nan_batch_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tiny_config("train.epochs=3")
+    rows = quiet_fit(cfg, tmp_path / "run", data=_poisoned(cfg, NAN_ROW))
     assert [r["nonfinite"] for r in rows] == [{"bad_steps": 1, "rollbacks": 0, "lr": 1e-3}] * 3
     # 4 batches an epoch, one skipped in each: 3 updates per epoch.
     assert [r["step"] for r in rows] == [3, 6, 9]
@@ -84,11 +77,9 @@ def test_nan_batch_is_skipped(
     assert capsys.readouterr().err.count("non-finite loss or gradient; skipped the update") == 3
 
 
-def test_nan_batch_with_rollback_policy_halves_lr(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _poison_rows(monkeypatch, NAN_ROW)
-    rows = quiet_fit(tiny_config("train.epochs=3", "train.nan_policy=rollback"), tmp_path / "run")
+def test_nan_batch_with_rollback_policy_halves_lr(tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=3", "train.nan_policy=rollback")
+    rows = quiet_fit(cfg, tmp_path / "run", data=_poisoned(cfg, NAN_ROW))
     assert [r["nonfinite"]["rollbacks"] for r in rows] == [1, 1, 1]
     assert [r["nonfinite"]["lr"] for r in rows] == [5e-4, 2.5e-4, 1.25e-4]
     assert _finite_weights(tmp_path / "run")
@@ -98,33 +89,32 @@ def test_nan_batch_with_rollback_policy_halves_lr(
     assert state["lr_scale"] == 0.125 and state["bad_steps_total"] == 3
 
 
-def test_nan_batch_with_stop_policy_stops_with_a_clear_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _poison_rows(monkeypatch, NAN_ROW)
+def test_nan_batch_with_stop_policy_stops_with_a_clear_message(tmp_path: Path) -> None:
+    cfg = tiny_config("train.nan_policy=stop")
     with pytest.raises(
         TrainingError,
         match=r"non-finite loss or gradient at epoch 1 batch \d/4 \(train.nan_policy=stop\)",
     ):
-        quiet_fit(tiny_config("train.nan_policy=stop"), tmp_path / "run")
+        quiet_fit(cfg, tmp_path / "run", data=_poisoned(cfg, NAN_ROW))
     assert read_metrics(tmp_path / "run") == []
 
 
-def test_recurring_nan_stops_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _poison_rows(monkeypatch, slice(None, None, 7))  # every batch has one
+def test_recurring_nan_stops_training(tmp_path: Path) -> None:
+    cfg = tiny_config("train.max_bad_steps=3", "train.batch_size=16")
+    data = _poisoned(cfg, slice(None, None, 7))  # every batch has one
     with pytest.raises(
         TrainingError,
         match=r"4 non-finite steps in epoch 1 \(train.max_bad_steps=3\): training diverged",
     ):
-        quiet_fit(tiny_config("train.max_bad_steps=3", "train.batch_size=16"), tmp_path / "run")
+        quiet_fit(cfg, tmp_path / "run", data=data)
 
 
 @pytest.mark.parametrize("policy", ["skip", "rollback"])
 def test_nan_weight_is_rolled_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], policy: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: str
 ) -> None:
-    _poison_weight(monkeypatch, at=6)  # epoch 2, batch 2
-    rows = quiet_fit(tiny_config("train.epochs=3", f"train.nan_policy={policy}"), tmp_path / "run")
+    cfg = tiny_config("train.epochs=3", f"train.nan_policy={policy}")
+    rows = quiet_fit(cfg, tmp_path / "run", objective=_poison_weight(cfg, at=6))  # epoch 2, batch 2
     assert "nonfinite" not in rows[0] and "nonfinite" not in rows[2]
     assert rows[1]["nonfinite"] == {"bad_steps": 1, "rollbacks": 1, "lr": 5e-4}
     assert _finite_weights(tmp_path / "run")

@@ -17,8 +17,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from vaekit.config import Config, ConfigError, load_config
-    from vaekit.model import VAE, build_model
+    from vaekit.model import VAE, build_model, compose
     from vaekit.rundir import Run, RunError, load
+    from vaekit.train import fit
 
 __all__ = [
     "__version__",
@@ -27,6 +28,8 @@ __all__ = [
     "load_config",
     "VAE",
     "build_model",
+    "compose",
+    "fit",
     "Run",
     "RunError",
     "load",
@@ -41,6 +44,8 @@ _LAZY = {
     "load_config": "vaekit.config",
     "VAE": "vaekit.model",
     "build_model": "vaekit.model",
+    "compose": "vaekit.model",
+    "fit": "vaekit.train",
     "Run": "vaekit.rundir",
     "RunError": "vaekit.rundir",
     "load": "vaekit.rundir",

@@ -197,6 +197,9 @@ class TrainConfig:
     nan_policy: str = "skip"
     # Stop when more than this many non-finite steps occur in one epoch.
     max_bad_steps: int = 10
+    # Processes that read a streamed dataset (a torch Dataset given to vaekit.fit) for
+    # training; 0 reads it in the training process.
+    workers: int = 0
     # Experiment trackers that receive every epoch's metrics beside metrics.jsonl:
     # tensorboard | mlflow (optional extras: pip install "vaekit[tensorboard]" / "[mlflow]").
     trackers: list[str] = field(default_factory=list)
@@ -255,6 +258,7 @@ class Config:
         if t.weight_decay < 0 or t.grad_clip < 0:
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
         check_nonneg("train.threads", t.threads)
+        check_nonneg("train.workers", t.workers)
         check_positive("train.checkpoint_every", t.checkpoint_every)
         check_nonneg("train.patience", t.patience)
         if t.patience and not t.keep_best:

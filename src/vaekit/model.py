@@ -19,6 +19,8 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,15 @@ from vaekit.distributions.likelihoods import LikelihoodHead
 from vaekit.errors import ConfigError
 from vaekit.parts import Composition, LikelihoodAbilities, PosteriorAbilities, PriorAbilities
 
-__all__ = ["Encoder", "Decoder", "VAE", "build_model", "network_precision", "NOT_CONDITIONAL"]
+__all__ = [
+    "Encoder",
+    "Decoder",
+    "VAE",
+    "build_model",
+    "compose",
+    "network_precision",
+    "NOT_CONDITIONAL",
+]
 
 # The dtype the encoder and decoder networks compute in (None: their parameters' own).
 _NETWORK_DTYPE: ContextVar[torch.dtype | None] = ContextVar("vaekit_network_dtype", default=None)
@@ -61,12 +71,15 @@ def network_precision(dtype: torch.dtype | None) -> Iterator[None]:
 
 
 def _run_net(net: nn.Module, x: Tensor, ctx: Tensor | None) -> Tensor:
+    # Without a label a network is called with x alone, so a user's module needs no context
+    # argument (vaekit's own take one, default None).
+    args = (x,) if ctx is None else (x, ctx)
     dtype = _NETWORK_DTYPE.get()
     if dtype is None:
-        out: Tensor = net(x, ctx)
+        out: Tensor = net(*args)
         return out
     with torch.autocast(device_type=x.device.type, dtype=dtype):
-        out = net(x, ctx)
+        out = net(*args)
     return out.float()
 
 
@@ -184,6 +197,8 @@ class VAE(nn.Module):
             objective=None,
             conditional=num_classes > 0,
         )
+        # The config it was built from (build_model, compose): fit() records it in config.json.
+        self.config: ModelConfig | None = None
 
     @property
     def conditional(self) -> bool:
@@ -236,8 +251,19 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
 
     Every part comes from its registry (:mod:`vaekit.registry`) or, for a
     ``module:Class`` name, from the user's module. ``num_classes`` is used only when
-    ``cfg.conditional`` is set.
+    ``cfg.conditional`` is set. The model keeps its config (``model.config``).
     """
+    return _assemble(cfg, data_shape, num_classes, {})
+
+
+def _assemble(
+    cfg: ModelConfig,
+    data_shape: Sequence[int],
+    num_classes: int,
+    given: dict[str, nn.Module],
+) -> VAE:
+    """The VAE of ``cfg``, with the modules in ``given`` (by field: encoder, decoder,
+    posterior, flow, prior, likelihood) in place of the ones the config names."""
     from vaekit.config import composition
     from vaekit.distributions.flows import FlowPosterior
     from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
@@ -249,7 +275,6 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
             "model.conditional=true needs labels: use a labelled dataset or set model.num_classes"
         )
     latent = cfg.latent_dim
-    enc_part = NETWORKS.get(cfg.encoder.name)
     context = {
         "data_shape": data_shape,
         "num_classes": classes,
@@ -257,23 +282,49 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
         "encoder_width": (getattr(cfg.encoder.options, "hidden", None) or [None])[-1],
         "encoder_activation": getattr(cfg.encoder.options, "activation", "relu"),
     }
-    head = POSTERIORS.get(cfg.posterior.name).build(cfg.posterior.options, latent, **context)
+    # (`x if x is not None else ...`, never `x or ...`: a module with a __len__, such as an
+    # nn.Sequential, is truthy only when it is not empty.)
+
+    def part(key: str, build: Any) -> Any:
+        module = given.get(key)
+        return module if module is not None else build()
+
+    head = part(
+        "posterior",
+        lambda: POSTERIORS.get(cfg.posterior.name).build(cfg.posterior.options, latent, **context),
+    )
     if cfg.flow is not None:
-        flow = FLOWS.get(cfg.flow.name).build(cfg.flow.options, latent, **context)
+        flow_cfg = cfg.flow
+        flow = part(
+            "flow", lambda: FLOWS.get(flow_cfg.name).build(flow_cfg.options, latent, **context)
+        )
         head = FlowPosterior(head, flow)
-    enc_net = enc_part.build(
-        cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
+    enc_part = NETWORKS.get(cfg.encoder.name)
+    enc_net = part(
+        "encoder",
+        lambda: enc_part.build(
+            cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
+        ),
     )
-    if cfg.decoder is None:
-        dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
-    else:
-        dec_part, dec_options = NETWORKS.get(cfg.decoder.name), cfg.decoder.options
-    likelihood = LIKELIHOODS.get(cfg.likelihood.name).build(
-        cfg.likelihood.options, data_shape, **context
+    likelihood = part(
+        "likelihood",
+        lambda: LIKELIHOODS.get(cfg.likelihood.name).build(
+            cfg.likelihood.options, data_shape, **context
+        ),
     )
-    out_features = likelihood.params_per_element * int(math.prod(data_shape))
-    dec_net = dec_part.build(dec_options, latent, data_shape, out_features, classes, role="decoder")
-    prior = PRIORS.get(cfg.prior.name).build(cfg.prior.options, latent, **context)
+    out_features = int(getattr(likelihood, "params_per_element", 1)) * int(math.prod(data_shape))
+    dec_net = given.get("decoder")
+    if dec_net is None:
+        if cfg.decoder is None:
+            dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
+        else:
+            dec_part, dec_options = NETWORKS.get(cfg.decoder.name), cfg.decoder.options
+        dec_net = dec_part.build(
+            dec_options, latent, data_shape, out_features, classes, role="decoder"
+        )
+    prior = part(
+        "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, latent, **context)
+    )
     model = VAE(
         Encoder(enc_net, head, classes),
         Decoder(dec_net, likelihood, data_shape, classes),
@@ -282,5 +333,110 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
         data_shape,
         classes,
     )
-    model.composition = composition(cfg)
+    parts = composition(cfg)
+    # Modules given as objects say what they can do themselves (their ``abilities``).
+    model.composition = replace(
+        parts,
+        posterior=model.composition.posterior if "posterior" in given else parts.posterior,
+        prior=model.composition.prior if "prior" in given else parts.prior,
+        likelihood=model.composition.likelihood if "likelihood" in given else parts.likelihood,
+    )
+    model.config = cfg
     return model
+
+
+def compose(
+    encoder: nn.Module | str | dict[str, Any] = "mlp",
+    decoder: nn.Module | str | dict[str, Any] | None = None,
+    *,
+    latent_dim: int,
+    data_shape: Sequence[int],
+    posterior: nn.Module | str | dict[str, Any] = "gaussian",
+    flow: nn.Module | str | dict[str, Any] | None = None,
+    prior: nn.Module | str | dict[str, Any] = "normal",
+    likelihood: nn.Module | str | dict[str, Any] = "bernoulli",
+    conditional: bool = False,
+    num_classes: int = 0,
+) -> VAE:
+    """A VAE from your own modules and vaekit's parts, without a config file.
+
+    Each part is a registered name (``"vamp"``), a name with options
+    (``{"name": "vamp", "components": 50}``), or your own ``nn.Module``: an encoder network
+    mapping x ``(B, *data_shape)`` to the features the posterior reads (``2 * latent_dim``
+    for the Gaussian), a decoder network mapping z ``(B, latent_dim)`` to
+    ``params_per_element * prod(data_shape)`` outputs (1 per pixel for the Bernoulli), a
+    prior whose ``forward(encoder=None)`` returns p(z), and so on (see the README's
+    contracts). Train it with :func:`vaekit.fit`; a run of it is loaded by building the same
+    model again and passing it: ``vaekit.load(RUN, model=model)``.
+
+    Example:
+        >>> enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> model = compose(enc, {"name": "mlp", "hidden": [32]}, latent_dim=2, data_shape=(1, 8, 8))
+        >>> model.encode(torch.rand(3, 1, 8, 8)).rsample().shape
+        torch.Size([3, 2])
+    """
+    from vaekit.config import ConfigError
+    from vaekit.parts import PYTHON_PART
+
+    given: dict[str, nn.Module] = {}
+    named: dict[str, Any] = {}
+    slots = {
+        "encoder": encoder,
+        "decoder": decoder,
+        "posterior": posterior,
+        "flow": flow,
+        "prior": prior,
+        "likelihood": likelihood,
+    }
+    for key, value in slots.items():
+        if isinstance(value, nn.Module):
+            given[key] = value
+            cls = type(value)
+            named[key] = f"{PYTHON_PART}{cls.__module__}.{cls.__qualname__}"
+        else:
+            named[key] = value
+    if "encoder" in given and "decoder" not in given and decoder is None:
+        raise ConfigError(
+            "compose(): an encoder module of yours needs a decoder too (a module, or a "
+            "registered network such as {'name': 'mlp', 'hidden': [512]})"
+        )
+    cfg = ModelConfig(
+        latent_dim=latent_dim, conditional=conditional, num_classes=num_classes, **named
+    )
+    model = _assemble(cfg, data_shape, num_classes, given)
+    _probe(model)
+    return model
+
+
+def _probe(model: VAE) -> None:
+    """One pass on two zero examples, so that modules that do not fit together fail here
+    with both shapes named, not inside training."""
+    from vaekit.config import ConfigError
+
+    x = torch.zeros(2, *model.data_shape)
+    y = torch.zeros(2, dtype=torch.long) if model.conditional else None
+    head = model.encoder.head
+    try:
+        with torch.no_grad():
+            features = _run_net(model.encoder.net, x, _one_hot(y, model.num_classes))
+            if features.shape[-1] != head.in_features:
+                raise ConfigError(
+                    f"the encoder network gives {features.shape[-1]} features per example, but "
+                    f"the posterior reads {head.in_features} (for the Gaussian: 2 * latent_dim)"
+                )
+            z = model.encode(x, y).rsample()
+            out = _run_net(model.decoder.net, z, _one_hot(y, model.num_classes))
+            per_element = int(getattr(model.decoder.head, "params_per_element", 1))
+            want = per_element * int(math.prod(model.data_shape))
+            if out[0].numel() != want:
+                raise ConfigError(
+                    f"the decoder network gives {out[0].numel()} values per example, but the "
+                    f"likelihood needs {want} ({per_element} per "
+                    f"element of {tuple(model.data_shape)})"
+                )
+            model.decode(z, y)
+            model.prior.log_prob(z)
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ConfigError(f"compose(): the parts do not fit together: {e}") from None

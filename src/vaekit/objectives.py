@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -151,6 +153,27 @@ class Objective(nn.Module):
     abilities = ObjectiveAbilities()
     # KL warm-up length in epochs: early stopping (train.patience) counts from its end.
     warmup_epochs: int = 0
+    # The keyword arguments it was built with (recorded by __init_subclass__ below), so that
+    # an objective object handed to vaekit.fit is written to config.json by its options.
+    init_options: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording(self: Objective, *args: Any, **kw: Any) -> None:
+            if "init_options" not in self.__dict__:  # the outermost class's arguments
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                options = {k: v for k, v in bound.arguments.items() if k != "self"}
+                object.__setattr__(self, "init_options", options)
+            init(self, *args, **kw)
+
+        cls.__init__ = recording  # type: ignore[method-assign, assignment]
 
     def forward(
         self, model: VAE, x: Tensor, y: Tensor | None = None

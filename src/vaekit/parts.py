@@ -53,7 +53,12 @@ __all__ = [
     "Registry",
     "is_import_path",
     "import_object",
+    "PYTHON_PART",
 ]
+
+# Names of parts that were handed over as Python objects (vaekit.compose, fit(objective=obj)):
+# config.json records what they were, and the run is rebuilt by passing the objects again.
+PYTHON_PART = "python:"
 
 
 class PartError(ConfigError):
@@ -472,6 +477,8 @@ class Registry:
         part = self._parts.get(name)
         if part is not None:
             return part
+        if name.startswith(PYTHON_PART):
+            return self._python_part(name)
         if is_import_path(name):
             cached = self._imported.get(name)
             if cached is None or _module_reloaded(name):
@@ -484,6 +491,29 @@ class Registry:
         raise ConfigError(
             f"{where} must be one of {', '.join(self.names())}, or a class of yours as "
             f"module:Class; got {name!r}{extra}"
+        )
+
+    def _python_part(self, name: str) -> Part:
+        """A part given as a Python object: described, never rebuilt from the config."""
+        kind = self.kind
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise PartError(
+                f"the {kind} {name[len(PYTHON_PART) :]} was given as a Python object, so a run "
+                "that uses it cannot be rebuilt from its config.json: build the same model again "
+                "and pass it (vaekit.load(RUN, model=model), vaekit.fit(model, RUN, resume=True, "
+                "data=...); an objective object: fit(..., objective=objective))"
+            )
+
+        return Part(
+            kind,
+            name,
+            refuse,
+            NoOptions,
+            ABILITIES[kind](),
+            encoder=refuse,
+            decoder=refuse,
+            user=True,
         )
 
 

@@ -577,6 +577,7 @@ class Run:
         run_dir: str | os.PathLike[str],
         device: str | torch.device = "cpu",
         weights: str = "last",
+        model: VAE | None = None,
     ) -> Run:
         run_dir = Path(run_dir)
         config = read_run_config(run_dir)
@@ -592,7 +593,13 @@ class Run:
                 f"{run_dir / 'model.json'}: no valid data.shape and data.num_classes; the file "
                 "was edited or is corrupt (`vaekit train` writes it)"
             )
-        model = build_model(config.model, data["shape"], data["num_classes"])
+        if model is None:
+            model = build_model(config.model, data["shape"], data["num_classes"])
+        elif tuple(model.data_shape) != tuple(data["shape"]):
+            raise RunError(
+                f"the model given is built for examples of shape {tuple(model.data_shape)}, but "
+                f"{run_dir} was trained on {tuple(data['shape'])}"
+            )
         path = weights_path(run_dir, weights)
         load_weights(path, model)
         run = cls(run_dir, config, info, model.to(device))
@@ -763,12 +770,16 @@ class Run:
         *,
         path: str | os.PathLike[str] | None = None,
         allow_changed: bool = False,
+        data: Any = None,
     ) -> Dataset:
         """The run's splits: exactly the examples training used (see :func:`run_data`).
 
-        ``path`` is where the data are now when they have moved; data that changed since
-        training are an error unless ``allow_changed``.
+        ``path`` is where the data are now when they have moved; ``data`` the data given in
+        Python to ``vaekit.fit`` (the same arrays, tensors or torch Dataset); data that changed
+        since training are an error unless ``allow_changed``.
         """
+        from vaekit.data import python_dataset
+
         return run_data(
             self.dir,
             self.config,
@@ -776,19 +787,26 @@ class Run:
             data_dir=data_dir,
             path=path,
             allow_changed=allow_changed,
+            source=None if data is None else python_dataset(data, seed=self.config.train.seed),
         )
 
 
 def load(
-    run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "last"
+    run_dir: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    weights: str = "last",
+    *,
+    model: VAE | None = None,
 ) -> Run:
     """Load a trained run: ``vaekit.load("runs/demo").encode(x)``.
 
     ``weights="last"`` takes the newest weights; ``"best"`` those of the epoch with the
-    best validation ELBO (``RUN/best.safetensors``, kept when the data has a validation
-    split and ``train.keep_best`` is on).
+    best validation score (``RUN/best.safetensors``, kept when the data has a validation
+    split and ``train.keep_best`` is on). ``model``: a model you built again in Python
+    (the run was trained from your own modules with :func:`vaekit.fit`): its weights are
+    loaded from the run, which must fit it exactly.
     """
-    return Run.from_dir(run_dir, device, weights)
+    return Run.from_dir(run_dir, device, weights, model=model)
 
 
 def read_data_info(run_dir: Path) -> dict[str, Any] | None:
@@ -813,20 +831,26 @@ def run_data(
     path: str | os.PathLike[str] | None = None,
     allow_changed: bool = False,
     moved_hint: str = _MOVED_HINT,
+    source: Dataset | None = None,
 ) -> Dataset:
     """The splits a run was trained on, checked against the fingerprint in its model.json.
 
     ``data_info`` is model.json's ``data`` section; ``path`` replaces the recorded data
-    path (moved data pass the check as long as they are the same). Data that changed
-    since training are a DataError saying what changed, unless ``allow_changed``.
+    path (moved data pass the check as long as they are the same); ``source`` is data
+    given in Python for a run trained on such data. Data that changed since training are
+    a DataError saying what changed, unless ``allow_changed``.
     """
-    from vaekit.data import NAMED, DataError, data_change, training_data
+    from vaekit.data import NAMED, PYTHON_DATA, DataError, training_data
     from vaekit.parts import is_import_path
 
     d = config.data
     name = str(path) if path is not None else d.name
+    if source is not None:
+        ds = training_data(d, config.train.seed, source=source)
+        return _checked(run_dir, (data_info or {}).get("fingerprint"), ds, allow_changed)
     if (
         path is None
+        and name != PYTHON_DATA
         and name not in NAMED
         and not is_import_path(name)
         and not Path(name).expanduser().exists()
@@ -842,6 +866,13 @@ def run_data(
         ds.train = ds.train.take(d.limit)
     else:
         ds = training_data(d, seed, data_dir_=data_dir, name=name)
+    return _checked(run_dir, saved, ds, allow_changed)
+
+
+def _checked(run_dir: Path, saved: Any, ds: Dataset, allow_changed: bool) -> Dataset:
+    """``ds`` when its fingerprint matches the recorded one (or changes are allowed)."""
+    from vaekit.data import DataError, data_change
+
     assert ds.fingerprint is not None
     change = data_change(saved, ds.fingerprint)
     if change is not None and not allow_changed:

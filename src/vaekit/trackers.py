@@ -7,9 +7,12 @@ that is not installed stops before training with the install command.
 - ``tensorboard``: event files in ``RUN/tensorboard`` (``tensorboard --logdir RUN``),
   written with ``torch.utils.tensorboard``: one scalar per term and split
   (``valid/elbo``), the learning rate, and figures as images.
-- ``mlflow``: a run in a local store, ``RUN/mlruns`` unless ``MLFLOW_TRACKING_URI`` names
-  another; the config's settings as parameters, the same metrics by epoch, figures as
-  artifacts. A resumed run continues the same MLflow run.
+- ``mlflow``: a run in a local store unless ``MLFLOW_TRACKING_URI`` names another:
+  ``sqlite:///RUN/mlflow.db`` where SQLAlchemy is installed (the full ``mlflow`` package),
+  else the file store ``RUN/mlruns`` (``mlflow-skinny``; MLflow keeps that store in
+  maintenance mode, so vaekit sets ``MLFLOW_ALLOW_FILE_STORE`` for it). The config's
+  settings become parameters, the same metrics are logged by epoch, figures as artifacts;
+  a resumed run continues the same MLflow run.
 
 Only rank 0 of a distributed run tracks. A tracker that fails while training prints a
 warning and is switched off: it never stops a run.
@@ -115,7 +118,9 @@ class MLflowTracker(Tracker):
         import mlflow
 
         self.mlflow = mlflow
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (self.run_dir / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.local_uri(self.run_dir)
+        if uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = mlflow.tracking.MlflowClient(tracking_uri=uri)
         id_file = self.run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if (resume and id_file.is_file()) else ""
@@ -133,6 +138,13 @@ class MLflowTracker(Tracker):
             for key, value in _params(config).items():
                 self.client.log_param(run_id, key, value)
         self.run_id = run_id
+
+    @staticmethod
+    def local_uri(run_dir: Path) -> str:
+        """The run's own store: SQLite where SQLAlchemy is installed, else files."""
+        if importlib.util.find_spec("sqlalchemy") is not None:
+            return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+        return (run_dir / "mlruns").resolve().as_uri()
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         epoch = int(row["epoch"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from vaekit.data.core import (
 )
 from vaekit.data.fingerprint import data_change, data_fingerprint, recording_reads
 from vaekit.data.named import NAMED
+from vaekit.data.stream import PYTHON_DATA, StreamSplit, python_dataset
 
 if TYPE_CHECKING:
     from vaekit.config import DataConfig
@@ -40,6 +42,9 @@ __all__ = [
     "load_dataset",
     "user_dataset",
     "training_data",
+    "python_dataset",
+    "StreamSplit",
+    "PYTHON_DATA",
     "resolve_data_name",
     "data_change",
     "make_dataset",
@@ -172,6 +177,7 @@ def training_data(
     *,
     data_dir_: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    source: Dataset | None = None,
 ) -> Dataset:
     """The splits a run trains on, from its config's ``data`` section and ``train.seed``.
 
@@ -179,7 +185,9 @@ def training_data(
     out for validation, and ``data.limit`` training examples kept: a seeded random subset,
     stratified by label. The trainer, ``Run.dataset()`` and so evaluation, plots and the
     explorer all come through here, so they see the same examples. ``name`` replaces
-    ``data.name`` (data that have moved); ``ds.fingerprint`` records the data as loaded.
+    ``data.name`` (data that have moved); ``source`` is data given in Python (see
+    :func:`vaekit.data.stream.python_dataset`), taken instead of loading ``data.name``.
+    ``ds.fingerprint`` records the data as loaded.
 
     Example:
         >>> from vaekit.config import load_config
@@ -188,8 +196,18 @@ def training_data(
         >>> len(ds.train), len(ds.valid), ds.train.y.bincount().tolist()
         (100, 144, [11, 10, 10, 10, 10, 10, 10, 9, 9, 11])
     """
-    with recording_reads() as reads:
-        ds = load_dataset(name or data.name, data_dir_=data_dir_, options=data.options)
+    if source is not None and isinstance(source.train, StreamSplit):
+        return _stream_training_data(source, data, seed)
+    if source is None and (name or data.name) == PYTHON_DATA:
+        raise DataError(
+            "this run's data were given in Python (vaekit.fit(..., data=...)); pass them again, "
+            "e.g. run.dataset(data=x) or evaluate_run(run, dataset=vaekit.data.python_dataset(x))"
+        )
+    if source is not None:
+        ds, reads = source, []
+    else:
+        with recording_reads() as reads:
+            ds = load_dataset(name or data.name, data_dir_=data_dir_, options=data.options)
     fingerprint = data_fingerprint(ds, reads)
     ds = binarize(ds, data.binarize, seed)
     # Before the limit, so that the validation split does not depend on data.limit.
@@ -198,3 +216,36 @@ def training_data(
         ds.train = limit_split(ds.train, data.limit, seed)
     ds.fingerprint = fingerprint
     return ds
+
+
+def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
+    """training_data for a streamed torch Dataset: the same holding out and limit, by index.
+
+    Its examples are never all in memory, so no content hash is taken (the fingerprint
+    records the split sizes only) and the limit is a plain seeded subset (labels would need
+    a pass over the data to stratify).
+    """
+    import numpy as np
+
+    from vaekit.data.core import _holdout_indices
+
+    if data.binarize not in ("none", "dynamic"):
+        raise DataError(
+            f"data.binarize={data.binarize} needs the data in memory; binarize in your "
+            "Dataset's __getitem__, or use data.binarize=dynamic"
+        )
+    train = ds.train
+    assert isinstance(train, StreamSplit)
+    valid = ds.valid
+    if data.valid_fraction > 0 and valid is None:
+        if len(train) < 2:
+            raise DataError(f"{len(train)} training example(s) cannot give a validation split")
+        keep, held = _holdout_indices(len(train), data.valid_fraction, 0)
+        train, valid = train.subset(keep), train.subset(held)
+    if data.limit and data.limit < len(train):
+        rng = np.random.default_rng(seed)
+        train = train.subset(np.sort(rng.choice(len(train), data.limit, replace=False)))
+    out = replace(ds, train=train, valid=valid)
+    counts = {k: len(v) for k, v in (("train", train), ("valid", valid), ("test", ds.test)) if v}
+    out.fingerprint = {"sha256": None, "examples": counts, "files": [], "stream": True}
+    return out

@@ -115,7 +115,12 @@ def _examples(counts: Mapping[str, int]) -> str:
 def data_change(saved: Any, now: Mapping[str, Any]) -> str | None:
     """What differs between a recorded fingerprint and the current one; None when the data
     are the same, or when nothing was recorded (runs from before fingerprints)."""
-    if not isinstance(saved, Mapping) or "sha256" not in saved or saved["sha256"] == now["sha256"]:
+    if not isinstance(saved, Mapping) or "sha256" not in saved:
+        return None
+    if saved["sha256"] == now["sha256"] and (
+        # A streamed dataset has no content hash: its split sizes are all that is compared.
+        saved["sha256"] is not None or dict(saved.get("examples") or {}) == dict(now["examples"])
+    ):
         return None
     parts = []
     old_files, new_files = list(saved.get("files") or []), list(now.get("files") or [])

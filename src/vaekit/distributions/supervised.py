@@ -26,10 +26,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from vaekit.distributions.likelihoods import (
-    GaussianLikelihood,
     LabelLikelihood,
     LikelihoodHead,
-    StudentTLikelihood,
 )
 from vaekit.nn import MLP
 
@@ -70,17 +68,22 @@ def regressor(
 ) -> Predictor:
     """A regression model for ``targets`` real columns with a learned, input-dependent scale.
 
-    ``likelihood``: ``gaussian`` or ``student-t`` (heavy tails: robust to outliers).
+    ``likelihood``: any registered likelihood that models real values (``gaussian``;
+    ``student-t`` for heavy tails, robust to outliers); its scale-like options are learned.
     """
-    head: LikelihoodHead
-    if likelihood == "gaussian":
-        head = GaussianLikelihood((targets,), "learned")
-    elif likelihood == "student-t":
-        head = StudentTLikelihood((targets,), "learned", "learned")
-    else:
+    import dataclasses
+
+    from vaekit.registry import LIKELIHOODS
+
+    real = [p.name for p in LIKELIHOODS if "real" in p.abilities.fits]
+    if likelihood not in real:
         raise ValueError(
-            f"regressor likelihood must be 'gaussian' or 'student-t', got {likelihood!r}"
+            f"regressor likelihood must model real values: one of {', '.join(real)}; got {likelihood!r}"
         )
+    part = LIKELIHOODS.get(likelihood)
+    fields = {f.name for f in dataclasses.fields(part.options)}
+    options = part.options(**{k: "learned" for k in ("sigma", "df") if k in fields})
+    head: LikelihoodHead = part.build(options, (targets,))
     return Predictor(
         MLP(in_features, hidden, head.params_per_element * targets, activation), head, (targets,)
     )

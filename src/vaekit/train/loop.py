@@ -1,8 +1,11 @@
 """The trainer: one loop that reads top to bottom.
 
-config -> device -> data in memory -> model + objective -> optimisers -> new run or
-resume -> epochs of [shuffled index batches -> loss -> backward -> non-finite guard ->
-step] -> evaluation -> metrics line -> checkpoint.
+:func:`fit` is a sequence of named phases, each a function of explicit state, followed by
+one ``while`` loop over epochs (nanoGPT's ``train.py`` is the model)::
+
+    setup (config, device, precision) -> data -> build (model, objective, optimisers)
+    -> start or resume -> per epoch: [batches -> train_step -> non-finite guard] ->
+    end of epoch (reduce, evaluate, best weights, metrics line, trackers) -> checkpoint
 
 Exact resume: data order depends only on (seed, epoch), and a checkpoint holds the
 weights, optimiser states, learning-rate scale, every rank's RNG states (torch CPU and
@@ -17,6 +20,11 @@ Non-finite loss or gradients are caught every step (one scalar read) and handled
 the state at the start of the epoch and halves the learning rate; ``stop`` ends
 training with an error. Weights that have become non-finite are always rolled back.
 More than ``train.max_bad_steps`` bad steps in one epoch stop training.
+
+Data come from the config (named datasets, files, ``module:function``) or from Python
+(``fit(..., data=...)``: arrays, tensors, a dict of splits, or a torch ``Dataset`` read
+batch by batch through a ``DataLoader``; see :mod:`vaekit.data.stream`). Data in memory
+are index-sliced on the device, which keeps resume bit-identical.
 
 Distributed: under ``torchrun --nproc_per_node=N`` the loop runs DistributedDataParallel
 (gloo on CPU, NCCL on CUDA). Every epoch's shuffled order is cut into N disjoint,
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import json
 import math
@@ -42,7 +51,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +59,26 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import Config, ConfigError, config_to_dict
-from vaekit.data import Dataset, Split, data_change, resolve_data_name, training_data
+from vaekit.config import Config, ConfigError, PartConfig, config_to_dict, parse_part
+from vaekit.data import (
+    Dataset,
+    Split,
+    StreamSplit,
+    data_change,
+    python_dataset,
+    resolve_data_name,
+    training_data,
+)
+from vaekit.data.stream import PYTHON_DATA, split_batches
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, network_precision
 from vaekit.objectives import Objective, build_objective
 from vaekit.optim import lr_factor, make_optimizer
+from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
 from vaekit.rundir import (
     BEST_WEIGHTS,
     RunError,
     atomic_write,
-    objective_abilities,
     read_data_info,
     read_metrics,
     read_run_config,
@@ -70,6 +88,7 @@ from vaekit.rundir import (
     write_json,
     write_run_files,
 )
+from vaekit.trackers import Tracker, open_trackers, safely
 from vaekit.train.checkpoint import (
     EpochProgress,
     TrainState,
@@ -144,28 +163,115 @@ class _LossModule(nn.Module):
         return out.loss, out.terms, out.losses
 
 
-def _epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
-    # Data order depends only on (seed, epoch): a resumed run sees the same batches.
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).to(device)
-
-
 @torch.inference_mode()
 def evaluate_split(
-    model: VAE, objective: Objective, split: Split, batch_size: int
+    model: VAE, objective: Objective, split: Split | StreamSplit, batch_size: int
 ) -> dict[str, Tensor]:
     """Sum of every per-example term of the objective over a split (tensors on device)."""
     model.eval()
     sums: dict[str, Tensor] = {}
-    for i in range(0, len(split), batch_size):
-        x = split.x[i : i + batch_size]
-        y = None if split.y is None else split.y[i : i + batch_size]
+    for x, y in split_batches(split, batch_size):
         out = objective(model, x, y)
         for k, v in out.terms.items():
             s = v.detach().sum()
             sums[k] = sums[k] + s if k in sums else s
     model.train()
     return sums
+
+
+# -- the state of one call, phase by phase ------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """What stays fixed while training: the run, its config, where and how it computes."""
+
+    run_dir: Path
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    compute_dtype: torch.dtype | None
+    faults: FaultInjector | None
+    log: Any
+    progress: bool
+    resume: bool
+    # A resume changed train.* settings (epochs, patience, threads, device): config.json
+    # records them once the run goes on.
+    changed: bool = False
+    # A resumed run's model.json data section (its fingerprint is checked).
+    saved_data: dict[str, Any] | None = None
+
+    @property
+    def t(self) -> Any:
+        return self.cfg.train
+
+    @property
+    def main(self) -> bool:
+        return self.dist.rank == 0
+
+    def say(self, text: str, *, err: bool = False) -> None:
+        """Print on rank 0 only (to stderr for warnings)."""
+        if self.main:
+            print(text, file=sys.stderr if err else self.log, flush=True)
+
+
+@dataclass
+class TrainingData:
+    """The splits on the device and how an epoch is cut into batches."""
+
+    ds: Dataset
+    train: Split | StreamSplit
+    valid: Split | StreamSplit | None
+    test: Split | StreamSplit
+    batch: int
+    steps_per_epoch: int
+    dynamic: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.train)
+
+
+@dataclass
+class Parts:
+    """The model, the objective and their optimisers (and the DDP wrapper, if any)."""
+
+    loss_module: _LossModule
+    optimizers: dict[str, torch.optim.Optimizer]
+    groups: dict[str, list[nn.Parameter]]
+    bound: ObjectiveAbilities
+    step_module: nn.Module
+
+    @property
+    def model(self) -> VAE:
+        return self.loss_module.model
+
+    @property
+    def objective(self) -> Objective:
+        return self.loss_module.objective
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return [p for ps in self.groups.values() for p in ps]
+
+
+@dataclass
+class Progress:
+    """Where training stands: counters, the epoch's running sums, a snapshot to roll back to."""
+
+    state: TrainState = field(default_factory=TrainState)
+    epoch: EpochProgress = field(default_factory=EpochProgress)
+    good: dict[str, Any] = field(default_factory=dict)
+    bar: Any = None  # the epoch's progress bar
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
+    # Data order depends only on (seed, epoch): a resumed run sees the same batches.
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
 
 
 def _set_epoch(model: nn.Module, objective: Objective, epoch: int) -> None:
@@ -215,99 +321,15 @@ def _set_lr(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
             g["lr"] = lr
 
 
+def _lr(s: Session, progress: Progress) -> float:
+    """train.lr x the NaN-recovery scale x the schedule's factor for the epoch in progress."""
+    t, state = s.t, progress.state
+    return t.lr * state.lr_scale * lr_factor(t.lr_schedule, state.epoch + 1, t.epochs)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else type(e).__name__
-
-
-def _load_data(
-    cfg: Config,
-    data_dir: str | None,
-    resumed: tuple[Path, dict[str, Any] | None] | None = None,
-    allow_changed: bool = False,
-) -> Dataset:
-    """The training data (a resumed run's: ``resumed`` is its directory and model.json's
-    data section, checked against the data found now) and the checks they allow."""
-    if resumed is None:
-        ds = training_data(cfg.data, cfg.train.seed, data_dir_=data_dir)
-    else:
-        run_dir, info = resumed
-        ds = run_data(
-            run_dir,
-            cfg,
-            info,
-            data_dir=data_dir,
-            allow_changed=allow_changed,
-            moved_hint=f"move them back, or set data.name in {run_dir / 'config.json'} to "
-            "where they are now (they are checked to be the same data)",
-        )
-    _check_likelihood_fits(cfg.model.likelihood.name, ds)
-    m = cfg.model
-    if m.conditional and ds.num_classes < 2 and not m.num_classes:
-        raise ConfigError(f"model.conditional=true needs labels, but dataset {ds.name} has none")
-    if m.conditional and m.num_classes and ds.num_classes > m.num_classes:
-        raise ConfigError(
-            f"model.num_classes={m.num_classes}, but dataset {ds.name} has labels 0..{ds.num_classes - 1}: "
-            f"set model.num_classes={ds.num_classes} (or 0 to take it from the data)"
-        )
-    return ds
-
-
-def _check_likelihood_fits(name: str, ds: Dataset) -> None:
-    """The likelihood must fit the data's kind (its abilities say which kinds it fits)."""
-    from vaekit.registry import LIKELIHOODS
-
-    if ds.kind in LIKELIHOODS.get(name).abilities.fits:
-        return
-    fitting = [p.abilities.advice or p.name for p in LIKELIHOODS if ds.kind in p.abilities.exact]
-    what = {
-        "real": "values outside [0, 1]",
-        "grey": "grey levels in [0, 1]",
-        "binary": "binary values",
-    }[ds.kind]
-    raise ConfigError(
-        f"dataset {ds.name} has {what}, which model.likelihood={name} does not model; use one "
-        f"that does: {'; '.join(fitting)}"
-    )
-
-
-def _build(cfg: Config, ds: Dataset, device: torch.device) -> _LossModule:
-    """Model + objective on the device; a config that cannot be built is a ConfigError."""
-    try:
-        model = build_model(cfg.model, ds.shape, ds.num_classes).to(device)
-        objective = build_objective(cfg.objective).to(device)
-    except (ValueError, RuntimeError, MemoryError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(
-            f"cannot build the model of this config for {ds.name} {tuple(ds.shape)}: {_first_line(e)}"
-        ) from None
-    return _LossModule(model, objective)
-
-
-def _check_one_batch(
-    loss_module: _LossModule, split: Split, ds: Dataset, device: torch.device
-) -> None:
-    """Run a copy of the model on two examples, so that a model that cannot take this data
-    fails with a clear message before anything is written (RNG streams untouched)."""
-    probe = copy.deepcopy(loss_module).eval()
-    x = split.x[:2]
-    y = None if split.y is None else split.y[:2]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        try:
-            probe(x, y)
-        except (ValueError, RuntimeError, NotImplementedError, MemoryError) as e:
-            raise ConfigError(
-                f"the model of this config cannot process {ds.name} examples of shape {tuple(ds.shape)}: {_first_line(e)}"
-            ) from None
-
-
-def _truncate_metrics(run_dir: Path, epoch: int) -> None:
-    """Drop metric lines of epochs after the checkpoint we resume from (and a torn last line)."""
-    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= epoch]
-    with atomic_write(run_dir / "metrics.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
 
 
 def _resume_hint(run_dir: Path, dist: DistInfo) -> str:
@@ -336,10 +358,15 @@ def _hold_run_dir(run_dir: Path, dist: DistInfo, create: bool) -> Iterator[None]
         yield
 
 
+# -- the public entry point -------------------------------------------------------------------
+
+
 def fit(
-    cfg: Config | None,
+    cfg: Config | VAE | None,
     run_dir: str | os.PathLike[str],
     *,
+    data: Any = None,
+    objective: str | dict[str, Any] | Objective | None = None,
     resume: bool = False,
     epochs: int | None = None,
     data_dir: str | None = None,
@@ -349,42 +376,52 @@ def fit(
     threads: int | None = None,
     device: str | None = None,
     allow_changed_data: bool = False,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
 
-    Under torchrun this runs DistributedDataParallel; the effective batch is
-    ``train.batch_size`` times the number of processes (see the module docstring).
-    Raises :class:`TrainingInterrupted` (a KeyboardInterrupt) after SIGINT/SIGTERM once
-    a checkpoint is written, and :class:`TrainingError` when training diverges.
-    ``epochs``, ``patience``, ``threads`` and ``device`` replace those ``train.*`` settings
-    (on resume too: the run's config.json records the new values). A resumed run is
-    bit-identical to an uninterrupted one at the same thread count and device; another
-    thread count changes the order of floating-point sums, so only the last bits, and
-    another device (a CPU run continued on a GPU) its random draws as well. A resumed run
-    whose data changed since it was trained is refused unless ``allow_changed_data``.
+    ``cfg`` is a :class:`~vaekit.config.Config`, or a model built in Python (a
+    :class:`~vaekit.model.VAE`, e.g. from :func:`vaekit.compose` with your own networks);
+    None with ``resume=True`` continues the run in ``run_dir`` from its config.json. The
+    run directory is the same either way.
+
+    - ``data``: data held in Python instead of the config's dataset: an array or tensor
+      ``(N, ...)``, a pair ``(x, y)``, a dict of splits, a vaekit Dataset, or a torch
+      ``Dataset`` read batch by batch (see :mod:`vaekit.data.stream`). A run trained on
+      such data is resumed with the same ``data``.
+    - ``objective``: with a model, the objective by name (``"iwae"``), as a mapping with its
+      options (``{"name": "iwae", "samples": 5}``), or an :class:`Objective` you built.
+    - ``settings``: ``train.*`` settings for a model (``batch_size=64, lr=3e-4``).
+    - ``epochs``, ``patience``, ``threads`` and ``device`` replace those ``train.*``
+      settings, on resume too (the run's config.json records the new values).
+
+    Under torchrun this runs DistributedDataParallel (see the module docstring). Raises
+    :class:`TrainingInterrupted` (a KeyboardInterrupt) after SIGINT/SIGTERM once a
+    checkpoint is written, and :class:`TrainingError` when training diverges. A resumed
+    run is bit-identical to an uninterrupted one at the same thread count and device; a
+    resumed run whose data changed since it was trained is refused unless
+    ``allow_changed_data``.
 
     Example:
-        >>> from vaekit.config import load_config
-        >>> cfg = load_config(None, ["train.epochs=1"])        # doctest: +SKIP
-        >>> fit(cfg, "runs/demo")[-1]["test"]["loss"]          # doctest: +SKIP
+        >>> import numpy as np, vaekit
+        >>> x = np.random.default_rng(0).random((200, 8, 8)).round()
+        >>> model = vaekit.compose(latent_dim=2, data_shape=(1, 8, 8), encoder={"name": "mlp", "hidden": [32]})
+        >>> rows = fit(model, "runs/doc", data=x, epochs=2, log=open(os.devnull, "w"))  # doctest: +SKIP
+        >>> rows[-1]["epoch"]                                                          # doctest: +SKIP
+        2
     """
     run_dir = Path(run_dir)
     log = log or sys.stdout
     dist = setup_distributed()
+    changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
+    given = _Given(cfg, data, objective, settings)
     try:
-        changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
         with contextlib.ExitStack() as held:
+            # One trainer per run directory, held until fit() returns: a second trainer of
+            # the same run is refused before it reads or writes anything of it.
+            held.enter_context(_hold_run_dir(run_dir, dist, create=not resume))
             history = _fit(
-                cfg,
-                run_dir,
-                resume,
-                changes,
-                data_dir,
-                progress,
-                log,
-                dist,
-                held,
-                allow_changed_data,
+                given, run_dir, resume, changes, data_dir, progress, log, dist, allow_changed_data
             )
     except TrainingInterrupted:
         teardown_distributed(dist)  # every rank stopped at the same agreed point
@@ -396,27 +433,140 @@ def fit(
     return history
 
 
+@dataclass
+class _Given:
+    """What the caller handed to :func:`fit` beyond the run directory."""
+
+    cfg: Config | VAE | None
+    data: Any
+    objective: str | dict[str, Any] | Objective | None
+    settings: dict[str, Any]
+
+    @property
+    def model(self) -> VAE | None:
+        return self.cfg if isinstance(self.cfg, VAE) else None
+
+
 def _fit(
-    cfg: Config | None,
+    given: _Given,
     run_dir: Path,
     resume: bool,
-    changes: dict[str, int | str | None],
+    changes: dict[str, Any],
     data_dir: str | None,
     progress: bool | None,
     log: Any,
     dist: DistInfo,
-    held: contextlib.ExitStack,
-    allow_changed_data: bool = False,
+    allow_changed_data: bool,
 ) -> list[dict[str, Any]]:
-    # One trainer per run directory, held until fit() returns: a second `train --out RUN`
-    # or `--resume RUN` is refused here, before it reads or writes anything of the run.
-    held.enter_context(_hold_run_dir(run_dir, dist, create=not resume))
-    # -- config ------------------------------------------------------------------------------
+    s = setup(given, run_dir, resume, changes, progress, log, dist)
+    data = load_data(s, given, data_dir, allow_changed_data)
+    parts = build(s, given, data)
+    prog = start_or_resume(s, data, parts)
+    if prog is None:
+        return read_metrics(run_dir)
+    parts.step_module = _distributed(s, parts, prog)
+    _announce(s, data, parts)
+    trackers = _open_trackers(s)
+    history = read_metrics(run_dir) if s.main else []
+    t = s.t
+    try:
+        with GracefulStop(escalate=dist.world_size == 1) as stop:
+            while prog.state.epoch < t.epochs:
+                epoch = prog.state.epoch + 1
+                start = time.perf_counter()
+                _set_lr(parts.optimizers, _lr(s, prog))
+                # Schedules (KL warm-up, a posterior's temperature) read the epoch here.
+                _set_epoch(parts.model, parts.objective, epoch)
+                for i, x, y in _epoch_batches(s, data, prog, epoch):
+                    loss = train_step(s, data, parts, prog, x, y, epoch, i)
+                    if s.progress and (i % 20 == 0 or i == data.steps_per_epoch - 1):
+                        prog.bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                    # A stop request mid-epoch: checkpoint the position and partial sums.
+                    if (
+                        prog.state.batch < data.steps_per_epoch
+                        and (dist.world_size == 1 or prog.state.batch % STOP_SYNC_EVERY == 0)
+                        and any_rank(stop.requested, dist, s.device)
+                    ):
+                        where = f"at epoch {epoch}, batch {prog.state.batch}/{data.steps_per_epoch}"
+                        raise _interrupted(s, stop, where, _checkpoint(s, parts, prog))
+                train_seconds = time.perf_counter() - start
+                row = end_of_epoch(s, data, parts, prog, epoch, start, train_seconds)
+                if s.main:
+                    history.append(row)
+                    trackers = safely(trackers, "log_epoch", row)
+                stopping = any_rank(stop.requested, dist, s.device)
+                # Every rank holds the same reduced validation score, so all stop together.
+                early = _patience_spent(prog.state, t.patience, parts.objective.warmup_epochs)
+                written = None
+                if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping or early:
+                    written = _checkpoint(s, parts, prog)
+                if stopping and epoch < t.epochs:
+                    raise _interrupted(s, stop, f"after epoch {epoch}", written)
+                if early and epoch < t.epochs:
+                    s.say(
+                        f"early stop: {_early_stop_text(prog.state, t.patience)}; "
+                        f"the best weights are in {run_dir / BEST_WEIGHTS}"
+                    )
+                    break
+        if trackers:
+            trackers = _log_figures(trackers, data, parts, history)
+    finally:
+        safely(trackers, "close")
+    _finish(s, parts)
+    return history
+
+
+def _log_figures(
+    trackers: list[Tracker], data: TrainingData, parts: Parts, history: list[dict[str, Any]]
+) -> list[Tracker]:
+    """At the end of training: the learning curves and, for images, prior samples."""
+    from vaekit.plots import training_curves
+
+    if not history:
+        return trackers
+    epoch = int(history[-1]["epoch"])
+    trackers = safely(trackers, "log_figure", "training_curves", training_curves(history), epoch)
+    if data.ds.is_image:
+        from matplotlib.figure import Figure
+
+        from vaekit.images import image_grid, to_images
+
+        model = parts.model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            x = model.sample(64)
+        model.train()
+        fig = Figure(figsize=(4, 4))
+        ax = fig.subplots()
+        ax.imshow(image_grid(to_images(x, model.data_shape), ncol=8), cmap="gray")
+        ax.set_axis_off()
+        trackers = safely(trackers, "log_figure", "samples", fig, epoch)
+    return trackers
+
+
+# -- phase 1: setup -------------------------------------------------------------------------------
+
+
+def setup(
+    given: _Given,
+    run_dir: Path,
+    resume: bool,
+    changes: dict[str, Any],
+    progress: bool | None,
+    log: Any,
+    dist: DistInfo,
+) -> Session:
+    """The config (read back on resume, or made for a model built in Python), the device,
+    the precision and the thread count."""
     if resume:
         cfg = read_run_config(run_dir)
-    if cfg is None:
-        raise ConfigError("fit() needs a config, or resume=True with a run directory")
-    if not resume:
+    elif isinstance(given.cfg, Config):
+        cfg = _with_given(copy.deepcopy(given.cfg), given)
+    elif given.model is not None:
+        cfg = _config_for_model(given)
+    else:
+        raise ConfigError("fit() needs a config or a model, or resume=True with a run directory")
+    if not resume and given.data is None:
         # config.json records the data's absolute path: the run works from any directory.
         cfg = replace(cfg, data=replace(cfg.data, name=resolve_data_name(cfg.data.name)))
     # Settings a resume may change (train.epochs / patience / threads / device).
@@ -428,8 +578,6 @@ def _fit(
     if changed:
         cfg.validate()
     t = cfg.train
-    bound = objective_abilities(cfg)
-    main_rank = dist.rank == 0
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device, dist)
@@ -439,386 +587,592 @@ def _fit(
             f"train.precision=bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
             "has none: use train.precision=fp32"
         )
-    faults = FaultInjector.from_env()
-
-    # -- data: every split a tensor on the device; batches are index slices ----------------
-    saved_data = read_data_info(run_dir) if resume else None
-    ds = _load_data(cfg, data_dir, (run_dir, saved_data) if resume else None, allow_changed_data)
-    train, test, valid = (
-        ds.train.to(device),
-        ds.test.to(device),
-        ds.valid.to(device) if ds.valid else None,
+    if progress is None:
+        progress = dist.rank == 0 and sys.stderr.isatty()
+    return Session(
+        run_dir=run_dir,
+        cfg=cfg,
+        dist=dist,
+        device=device,
+        compute_dtype=compute_dtype,
+        faults=FaultInjector.from_env(),
+        log=log,
+        progress=progress,
+        resume=resume,
+        changed=changed,
     )
-    dynamic = cfg.data.binarize == "dynamic"
-    keep_best = t.keep_best and valid is not None
+
+
+def _config_for_model(given: _Given) -> Config:
+    """The config.json of a run whose model was built in Python: its parts as far as they
+    are registered ones (the others are described), with the objective, the data's name
+    and the train settings given."""
+    model = given.model
+    assert model is not None
+    model_cfg = getattr(model, "config", None)
+    if model_cfg is None:
+        raise ConfigError(
+            "this model has no config: build it with vaekit.build_model(ModelConfig(...), shape) "
+            "or vaekit.compose(...), which record what it is made of"
+        )
+    return _with_given(Config(model=copy.deepcopy(model_cfg)), given)
+
+
+def _with_given(cfg: Config, given: _Given) -> Config:
+    """``cfg`` with what fit() was handed: the objective, Python data (recorded by the name
+    ``<python>``), and ``data.*``/``train.*`` settings by keyword; validated."""
+    from vaekit.config import config_from_dict
+
+    plain = config_to_dict(cfg)
+    if given.objective is not None:
+        if isinstance(given.objective, Objective):
+            objective = _objective_part(given.objective)
+        else:
+            f = next(f for f in dataclasses.fields(Config) if f.name == "objective")
+            objective = parse_part("objective", given.objective, "objective", f)
+        plain["objective"] = config_to_dict(Config(objective=objective))["objective"]
+    if given.data is not None:
+        plain["data"]["name"] = PYTHON_DATA
+    data_keys = {f.name for f in dataclasses.fields(type(cfg.data))} - {"name", "options"}
+    for key, value in given.settings.items():
+        section = "data" if key in data_keys else "train"
+        plain[section][key] = value
+    try:
+        return config_from_dict(plain)
+    except ConfigError as e:
+        raise ConfigError(f"fit(): {e}") from None
+
+
+def _objective_part(objective: Objective) -> PartConfig:
+    """An objective object as config.json records it: its registered name and options when
+    its class is a registered one, else its class's import path (not rebuilt from it: the
+    run is resumed by passing the object again)."""
+    from vaekit.registry import OBJECTIVES
+
+    given = getattr(objective, "init_options", {})
+    for part in OBJECTIVES:
+        if type(objective) is part.factory:
+            names = {f.name for f in dataclasses.fields(part.options)}
+            try:
+                return PartConfig(
+                    part.name, part.options(**{n: given[n] for n in names if n in given})
+                )
+            except TypeError:
+                break
+    cls = type(objective)
+    return PartConfig(f"{PYTHON_PART}{cls.__module__}.{cls.__qualname__}", NoOptions())
+
+
+# -- phase 2: data --------------------------------------------------------------------------------
+
+
+def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bool) -> TrainingData:
+    """The training data (a resumed run's: checked against what its model.json recorded),
+    on the device, and the checks they allow before anything is built."""
+    cfg, t, dist = s.cfg, s.t, s.dist
+    source = (
+        None if given.data is None else python_dataset(given.data, seed=t.seed, workers=t.workers)
+    )
+    if s.resume:
+        s.saved_data = read_data_info(s.run_dir)
+        ds = run_data(
+            s.run_dir,
+            cfg,
+            s.saved_data,
+            data_dir=data_dir,
+            allow_changed=allow_changed,
+            moved_hint=f"move them back, or set data.name in {s.run_dir / 'config.json'} to "
+            "where they are now (they are checked to be the same data)",
+            source=source,
+        )
+    else:
+        ds = training_data(cfg.data, t.seed, data_dir_=data_dir, source=source)
+    _check_data_fits(cfg, ds)
+    train = ds.train.to(s.device)
+    valid = ds.valid.to(s.device) if ds.valid else None
+    test = ds.test.to(s.device)
     if t.patience and valid is None:
         raise ConfigError(
             f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
             "validation split; set data.valid_fraction (e.g. 0.1) or train.patience=0"
         )
-    n = len(train)
-    per_rank = n // dist.world_size
+    per_rank = len(train) // dist.world_size
     if per_rank == 0:
         raise ConfigError(
-            f"{n} training examples cannot be shared among {dist.world_size} processes; raise data.limit"
+            f"{len(train)} training examples cannot be shared among {dist.world_size} processes; raise data.limit"
         )
-    batch = t.batch_size
-    steps_per_epoch = math.ceil(per_rank / batch)
+    return TrainingData(
+        ds=ds,
+        train=train,
+        valid=valid,
+        test=test,
+        batch=t.batch_size,
+        steps_per_epoch=math.ceil(per_rank / t.batch_size),
+        dynamic=cfg.data.binarize == "dynamic",
+    )
 
-    # -- model, objective, optimisers --------------------------------------------------------
-    _seed_everything(t.seed + dist.rank)
-    loss_module = _build(cfg, ds, device)
-    model, objective = loss_module.model, loss_module.objective
-    warmup = objective.warmup_epochs
+
+def _check_data_fits(cfg: Config, ds: Dataset) -> None:
+    """The likelihood must fit the data's kind, and a conditional model needs labels."""
+    from vaekit.registry import LIKELIHOODS
+
+    name = cfg.model.likelihood.name
+    if ds.kind not in LIKELIHOODS.get(name).abilities.fits:
+        fitting = [
+            p.abilities.advice or p.name for p in LIKELIHOODS if ds.kind in p.abilities.exact
+        ]
+        what = {
+            "real": "values outside [0, 1]",
+            "grey": "grey levels in [0, 1]",
+            "binary": "binary values",
+        }[ds.kind]
+        raise ConfigError(
+            f"dataset {ds.name} has {what}, which model.likelihood={name} does not model; use one "
+            f"that does: {'; '.join(fitting)}"
+        )
+    m = cfg.model
+    if m.conditional and ds.num_classes < 2 and not m.num_classes:
+        raise ConfigError(f"model.conditional=true needs labels, but dataset {ds.name} has none")
+    if m.conditional and m.num_classes and ds.num_classes > m.num_classes:
+        raise ConfigError(
+            f"model.num_classes={m.num_classes}, but dataset {ds.name} has labels 0..{ds.num_classes - 1}: "
+            f"set model.num_classes={ds.num_classes} (or 0 to take it from the data)"
+        )
+
+
+# -- phase 3: build -------------------------------------------------------------------------------
+
+
+def build(s: Session, given: _Given, data: TrainingData) -> Parts:
+    """Model + objective on the device (built from the config, or the caller's objects),
+    checked on two examples, and their optimisers."""
+    cfg, t, ds = s.cfg, s.t, data.ds
+    _seed_everything(t.seed + s.dist.rank)
+    try:
+        if given.model is not None:
+            model = given.model.to(s.device)
+            _check_model_fits(model, ds)
+        else:
+            model = build_model(cfg.model, ds.shape, ds.num_classes).to(s.device)
+        if isinstance(given.objective, Objective):
+            objective = given.objective.to(s.device)
+        else:
+            objective = build_objective(cfg.objective).to(s.device)
+    except (ValueError, RuntimeError, MemoryError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(
+            f"cannot build the model of this config for {ds.name} {tuple(ds.shape)}: {_first_line(e)}"
+        ) from None
+    loss_module = _LossModule(model, objective)
     # Estimators that weigh a minibatch against the whole data (total correlation) need N.
-    objective.set_dataset_size(len(ds.train))
-    _check_one_batch(loss_module, train, ds, device)
+    objective.set_dataset_size(len(data.train))
+    _check_one_batch(loss_module, data, s.device)
     groups = objective.param_groups(model)
     optimizers = {
-        k: make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, device) for k, ps in groups.items()
+        k: make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, s.device)
+        for k, ps in groups.items()
     }
-    all_params = [p for ps in groups.values() for p in ps]
+    return Parts(loss_module, optimizers, groups, objective.abilities, loss_module)
 
-    # -- run directory: a new run, or the newest good checkpoint of an old one -------------
-    state, ep = TrainState(), EpochProgress()
-    if resume:
-        if main_rank:
-            remove_partial_writes(run_dir)
-        loaded = read_checkpoint(
-            run_dir,
-            model,
-            objective,
-            optimizers,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            device=device,
-            warn=main_rank,
+
+def _check_model_fits(model: VAE, ds: Dataset) -> None:
+    if tuple(model.data_shape) != tuple(ds.shape):
+        raise ConfigError(
+            f"the model was built for examples of shape {tuple(model.data_shape)}, but the data "
+            f"{ds.name} have shape {tuple(ds.shape)}"
         )
-        if loaded is None:
-            # Killed before its first checkpoint: start again from the beginning.
-            if main_rank:
-                print(f"{run_dir} has no checkpoint yet; training it from the beginning", file=log)
-                write_run_files(run_dir, cfg, ds.info())
-        else:
-            state, mine, ckpt = loaded
-            if mine is None:
-                # Written by a different number of processes: continue with fresh, distinct streams.
-                _seed_everything(t.seed + dist.rank + 7919 * (state.epoch + 1))
-                if main_rank:
-                    print(
-                        f"warning: {ckpt.name} was written by a different number of processes; "
-                        "the random streams are re-seeded, so the run is no longer bit-reproducible",
-                        file=sys.stderr,
-                    )
-            elif state.batch:
-                ep = EpochProgress.from_saved(mine, device)
-            if main_rank:
-                print(f"resuming {run_dir} from {ckpt.name}", file=log)
-        if main_rank:
-            _truncate_metrics(run_dir, state.epoch)
-        if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
-            if main_rank:
-                print(
-                    f"{run_dir} {_early_stop_text(state, t.patience)}; pass --patience N with "
-                    f"N > {state.epoch - max(state.best_epoch, warmup)} (or 0, off) to train further",
-                    file=log,
-                )
-            return read_metrics(run_dir)
-        if state.epoch >= t.epochs:
-            if main_rank:
-                print(
-                    f"{run_dir} already has {state.epoch} epochs; pass --epochs N with N > {state.epoch} to train further",
-                    file=log,
-                )
-            return read_metrics(run_dir)
-        if main_rank and changed:
-            # config.json records the new settings, so a later plain --resume keeps them.
-            write_json(run_dir / "config.json", config_to_dict(cfg))
-        assert ds.fingerprint is not None
-        if main_rank and data_change((saved_data or {}).get("fingerprint"), ds.fingerprint):
-            # Allowed by allow_changed_data: from here on the run trains on these data.
-            print(
-                f"warning: {run_dir}: training goes on with changed data (--allow-changed-data); "
-                "model.json now records them",
-                file=sys.stderr,
-            )
-            write_run_files(run_dir, cfg, ds.info())
-    else:
+
+
+def _check_one_batch(loss_module: _LossModule, data: TrainingData, device: torch.device) -> None:
+    """Run a copy of the model on two examples, so that a model that cannot take this data
+    fails with a clear message before anything is written (RNG streams untouched)."""
+    probe = copy.deepcopy(loss_module).eval()
+    x, y = next(split_batches(data.train, 2))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        try:
+            probe(x, y)
+        except (ValueError, RuntimeError, NotImplementedError, MemoryError) as e:
+            ds = data.ds
+            raise ConfigError(
+                f"the model of this config cannot process {ds.name} examples of shape {tuple(ds.shape)}: {_first_line(e)}"
+            ) from None
+
+
+# -- phase 4: start or resume -----------------------------------------------------------------
+
+
+def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | None:
+    """A new run's files, or the newest good checkpoint of an old one. None when there is
+    nothing left to train (the epochs are done, or early stopping has spoken)."""
+    cfg, t, ds, run_dir = s.cfg, s.t, data.ds, s.run_dir
+    prog = Progress()
+    if not s.resume:
         ckdir = run_dir / "checkpoints"
         if ckdir.is_dir() and any(ckdir.iterdir()):
             raise RunError(
                 f"{run_dir} already holds a run; continue it with `vaekit train --resume {run_dir}` or choose another --out"
             )
-        if main_rank:
+        if s.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_files(run_dir, cfg, ds.info())
             (run_dir / "metrics.jsonl").write_text("")
-
-    def current_lr() -> float:
-        """train.lr x the NaN-recovery scale x the schedule's factor for the epoch in progress."""
-        return t.lr * state.lr_scale * lr_factor(t.lr_schedule, state.epoch + 1, t.epochs)
-
-    _set_lr(optimizers, current_lr())
-
-    step_module: nn.Module = loss_module
-    if dist.world_size > 1:
-        where = all_gather_objects((state.epoch, state.batch, state.step), dist)
-        if len(set(where)) > 1:
-            # Every rank reads the checkpoint itself: on several machines RUN must be shared.
-            raise RunError(
-                f"the processes resumed from different points (epoch, batch, step per rank: {where}); "
-                f"on several machines {run_dir} must be on a filesystem that all of them share"
-            )
-        if len(optimizers) > 1:
-            raise ConfigError(
-                "objectives with several optimisers do not run under torchrun yet; train them in one process"
-            )
-        persistent = set(loss_module.state_dict())
-        sync = any(name in persistent for name, _ in loss_module.named_buffers())
-        # Constant buffers (a prior's loc and scale) need no broadcast before every step.
-        new_api = (
-            "forward_sync_buffers"
-            in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    else:
+        if s.main:
+            remove_partial_writes(run_dir)
+        loaded = read_checkpoint(
+            run_dir,
+            parts.model,
+            parts.objective,
+            parts.optimizers,
+            rank=s.dist.rank,
+            world_size=s.dist.world_size,
+            device=s.device,
+            warn=s.main,
         )
-        buffer_kw: dict[str, Any] = {
-            "forward_sync_buffers" if new_api else "broadcast_buffers": sync
-        }
-        step_module = nn.parallel.DistributedDataParallel(
-            loss_module, device_ids=[device.index] if device.type == "cuda" else None, **buffer_kw
-        )
-
-    if progress is None:
-        progress = main_rank and sys.stderr.isatty()
-    if main_rank:
-        nparams = sum(p.numel() for p in model.parameters())
-        procs = (
-            f" x{dist.world_size} (effective batch {batch * dist.world_size})"
-            if dist.world_size > 1
-            else ""
-        )
-        valid_txt = f" valid {len(valid)}" if valid is not None else ""
-        print(
-            f"vaekit: {ds.name} {tuple(ds.shape)} train {n}{valid_txt} test {len(test)} | "
-            f"{nparams:,} parameters | {device}{procs} | run {run_dir}",
-            file=log,
-            flush=True,
-        )
-
-    def checkpoint() -> Path | None:
-        """Gather every rank's RNG states and epoch progress; rank 0 writes (a collective)."""
-        ranks = gather_objects({"rng": capture_rng(device), **ep.to_saved()}, dist)
-        if not main_rank or ranks is None:
-            return None
-        return write_checkpoint(run_dir, model, objective, optimizers, state, ranks, faults)
-
-    def interrupted(where: str, ckpt: Path | None) -> TrainingInterrupted:
-        msg = (
-            f"stopped by {stop.name} {where}; wrote checkpoint {ckpt.name if ckpt else ''}. "
-            f"Continue with `{_resume_hint(run_dir, dist)}`"
-        )
-        if main_rank:
-            print(msg, file=log, flush=True)
-        return TrainingInterrupted(msg, ckpt)
-
-    good = _snapshot(loss_module, optimizers)  # the state at the start of the epoch
-
-    def recover(epoch: int, batch_index: int) -> None:
-        """A step with a non-finite loss or gradient: apply train.nan_policy, or give up."""
-        where = f"epoch {epoch} batch {batch_index + 1}/{steps_per_epoch}"
-        ep.bad_steps += 1
-        state.bad_steps_total += 1
-        resume_hint = _resume_hint(run_dir, dist)
-        if t.nan_policy == "stop":
-            raise TrainingError(
-                f"non-finite loss or gradient at {where} (train.nan_policy=stop). Lower train.lr, "
-                f"set train.grad_clip or check the data; the last checkpoint continues with `{resume_hint}`"
-            )
-        weights_bad = not all(bool(torch.isfinite(p).all()) for p in all_params)
-        if weights_bad or t.nan_policy == "rollback":
-            loss_module.load_state_dict(good["module"])
-            for k, o in optimizers.items():
-                o.load_state_dict(good["optimizers"][k])
-            state.lr_scale *= 0.5
-            _set_lr(optimizers, current_lr())
-            ep.rollbacks += 1
-            what = f"rolled back to the start of the epoch and halved the learning rate (now {current_lr():g})"
-            if weights_bad:
-                what = "weights became non-finite: " + what
+        if loaded is None:
+            # Killed before its first checkpoint: start again from the beginning.
+            s.say(f"{run_dir} has no checkpoint yet; training it from the beginning")
+            if s.main:
+                write_run_files(run_dir, cfg, ds.info())
         else:
-            what = "skipped the update"
-        if main_rank:
-            print(f"warning: {where}: non-finite loss or gradient; {what}", file=sys.stderr)
-        if ep.bad_steps > t.max_bad_steps:
-            raise TrainingError(
-                f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
-                f"training diverged. Lower train.lr (now {current_lr():g}), set train.grad_clip, "
-                "or check the data for NaN; then start a new run, or edit train.lr in "
-                f"{run_dir / 'config.json'} and continue with `{resume_hint}`"
+            state, mine, ckpt = loaded
+            prog.state = state
+            if mine is None:
+                # Written by a different number of processes: continue with fresh, distinct streams.
+                _seed_everything(t.seed + s.dist.rank + 7919 * (state.epoch + 1))
+                s.say(
+                    f"warning: {ckpt.name} was written by a different number of processes; "
+                    "the random streams are re-seeded, so the run is no longer bit-reproducible",
+                    err=True,
+                )
+            elif state.batch:
+                prog.epoch = EpochProgress.from_saved(mine, s.device)
+            s.say(f"resuming {run_dir} from {ckpt.name}")
+        if s.main:
+            _truncate_metrics(run_dir, prog.state.epoch)
+        state, warmup = prog.state, parts.objective.warmup_epochs
+        if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
+            s.say(
+                f"{run_dir} {_early_stop_text(state, t.patience)}; pass --patience N with "
+                f"N > {state.epoch - max(state.best_epoch, warmup)} (or 0, off) to train further"
             )
+            return None
+        if state.epoch >= t.epochs:
+            s.say(
+                f"{run_dir} already has {state.epoch} epochs; pass --epochs N with N > {state.epoch} to train further"
+            )
+            return None
+        if s.main and s.changed:
+            # config.json records the new settings, so a later plain --resume keeps them.
+            write_json(run_dir / "config.json", config_to_dict(cfg))
+        assert ds.fingerprint is not None
+        saved = (s.saved_data or {}).get("fingerprint")
+        if s.main and data_change(saved, ds.fingerprint):
+            # Allowed by allow_changed_data: from here on the run trains on these data.
+            s.say(
+                f"warning: {run_dir}: training goes on with changed data (--allow-changed-data); "
+                "model.json now records them",
+                err=True,
+            )
+            write_run_files(run_dir, cfg, ds.info())
+    _set_lr(parts.optimizers, _lr(s, prog))
+    prog.good = _snapshot(parts.loss_module, parts.optimizers)
+    return prog
 
-    # -- the loop ----------------------------------------------------------------------------
-    history = read_metrics(run_dir) if main_rank else []
+
+def _truncate_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop metric lines of epochs after the checkpoint we resume from (and a torn last line)."""
+    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= epoch]
+    with atomic_write(run_dir / "metrics.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _distributed(s: Session, parts: Parts, prog: Progress) -> nn.Module:
+    """The module a training step calls: the loss module, wrapped in DDP under torchrun."""
+    dist = s.dist
+    if dist.world_size == 1:
+        return parts.loss_module
+    where = all_gather_objects((prog.state.epoch, prog.state.batch, prog.state.step), dist)
+    if len(set(where)) > 1:
+        # Every rank reads the checkpoint itself: on several machines RUN must be shared.
+        raise RunError(
+            f"the processes resumed from different points (epoch, batch, step per rank: {where}); "
+            f"on several machines {s.run_dir} must be on a filesystem that all of them share"
+        )
+    if len(parts.optimizers) > 1:
+        raise ConfigError(
+            "objectives with several optimisers do not run under torchrun yet; train them in one process"
+        )
+    loss_module = parts.loss_module
+    persistent = set(loss_module.state_dict())
+    sync = any(name in persistent for name, _ in loss_module.named_buffers())
+    # Constant buffers (a prior's loc and scale) need no broadcast before every step.
+    new_api = (
+        "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    )
+    buffer_kw: dict[str, Any] = {"forward_sync_buffers" if new_api else "broadcast_buffers": sync}
+    device = s.device
+    return nn.parallel.DistributedDataParallel(
+        loss_module, device_ids=[device.index] if device.type == "cuda" else None, **buffer_kw
+    )
+
+
+def _announce(s: Session, data: TrainingData, parts: Parts) -> None:
+    if not s.main:
+        return
+    dist, ds = s.dist, data.ds
+    nparams = sum(p.numel() for p in parts.model.parameters())
+    procs = (
+        f" x{dist.world_size} (effective batch {data.batch * dist.world_size})"
+        if dist.world_size > 1
+        else ""
+    )
+    valid_txt = f" valid {len(data.valid)}" if data.valid is not None else ""
+    s.say(
+        f"vaekit: {ds.name} {tuple(ds.shape)} train {data.n}{valid_txt} test {len(data.test)} | "
+        f"{nparams:,} parameters | {s.device}{procs} | run {s.run_dir}"
+    )
+
+
+def _open_trackers(s: Session) -> list[Tracker]:
+    if not s.main or not s.t.trackers:
+        return []
+    return open_trackers(list(s.t.trackers), s.run_dir, config_to_dict(s.cfg), s.resume)
+
+
+# -- phase 5: one epoch's batches and one training step ------------------------------------------
+
+
+def _epoch_batches(
+    s: Session, data: TrainingData, prog: Progress, epoch: int
+) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    """``(i, x, y)`` for the batches of ``epoch`` from the position the run stands at; each
+    rank takes an equal, disjoint, strided shard of the epoch's order."""
     from tqdm import tqdm
 
-    with GracefulStop(escalate=dist.world_size == 1) as stop:
-        while state.epoch < t.epochs:
-            epoch = state.epoch + 1
-            start = time.perf_counter()
-            _set_lr(optimizers, current_lr())
-            # Schedules (KL warm-up, a posterior's temperature) read the epoch here.
-            _set_epoch(model, objective, epoch)
-            # Each rank takes an equal, disjoint, strided shard of this epoch's order.
-            perm = shard(_epoch_permutation(n, t.seed, epoch, device), dist)
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=state.batch,
-                desc=f"epoch {epoch}/{t.epochs}",
-                leave=False,
-                disable=not progress,
-                file=sys.stderr,
-                dynamic_ncols=True,
+    perm = shard(_epoch_permutation(data.n, s.t.seed, epoch, s.device), s.dist)
+    b, first = data.batch, prog.state.batch
+    prog.bar = tqdm(
+        total=data.steps_per_epoch,
+        initial=first,
+        desc=f"epoch {epoch}/{s.t.epochs}",
+        leave=False,
+        disable=not s.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    try:
+        steps = range(first, data.steps_per_epoch)
+        if isinstance(data.train, StreamSplit):
+            chunks = [perm[i * b : (i + 1) * b].tolist() for i in steps]
+            batches: Iterator[tuple[Tensor, Tensor | None]] = data.train.batches(chunks)
+        else:
+            train = data.train
+            batches = (
+                (train.x[idx], None if train.y is None else train.y[idx])
+                for idx in (perm[i * b : (i + 1) * b] for i in steps)
             )
-            for i in range(state.batch, steps_per_epoch):
-                idx = perm[i * batch : (i + 1) * batch]
-                x = train.x[idx]
-                y = None if train.y is None else train.y[idx]
-                if dynamic:
-                    x = torch.bernoulli(x)
-                with network_precision(compute_dtype):
-                    loss, terms, losses = step_module(x, y)
-                for o in optimizers.values():
-                    o.zero_grad(set_to_none=True)
-                if losses is None:
-                    loss.backward()
-                else:
-                    for k, ps in groups.items():
-                        losses[k].backward(inputs=ps, retain_graph=True)
-                if t.grad_clip > 0:
-                    norm = nn.utils.clip_grad_norm_(all_params, t.grad_clip)
-                else:
-                    norm = nn.utils.get_total_norm(
-                        [p.grad for p in all_params if p.grad is not None]
-                    )
-                if faults:
-                    faults.hit("step")
-                # Non-finite guard: one scalar read per step (free on CPU). Under DDP only the
-                # all-reduced gradient norm decides, so that every rank takes the same branch.
-                finite = bool(torch.isfinite(norm if dist.world_size > 1 else loss.detach() + norm))
-                if finite:
-                    for o in optimizers.values():
-                        o.step()
-                    state.step += 1
-                    with torch.no_grad():
-                        for k, v in terms.items():
-                            s = v.detach().sum()
-                            ep.sums[k] = ep.sums[k] + s if k in ep.sums else s
-                    ep.count += len(idx)
-                else:
-                    recover(epoch, i)
-                state.batch = i + 1
-                bar.update(1)
-                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-                # A stop request mid-epoch: checkpoint the position and partial sums.
-                if (
-                    state.batch < steps_per_epoch
-                    and (dist.world_size == 1 or state.batch % STOP_SYNC_EVERY == 0)
-                    and any_rank(stop.requested, dist, device)
-                ):
-                    bar.close()
-                    raise interrupted(
-                        f"at epoch {epoch}, batch {state.batch}/{steps_per_epoch}", checkpoint()
-                    )
-            bar.close()
-            train_seconds = time.perf_counter() - start
+        for i, (x, y) in zip(steps, batches, strict=True):
+            if data.dynamic:
+                x = torch.bernoulli(x)
+            yield i, x, y
+            prog.bar.update(1)
+    finally:
+        prog.bar.close()
 
-            # -- end of epoch: reduce, evaluate, log, checkpoint ------------------------------
-            keys = list(ep.sums)
-            count, *totals = all_reduce_sum(
-                [torch.tensor(float(ep.count), device=device), *ep.sums.values()], dist
+
+def train_step(
+    s: Session,
+    data: TrainingData,
+    parts: Parts,
+    prog: Progress,
+    x: Tensor,
+    y: Tensor | None,
+    epoch: int,
+    i: int,
+) -> Tensor:
+    """Loss, backward (each optimiser's loss into its own parameters), gradient norm, the
+    non-finite guard, then the step. Returns the loss."""
+    t, ep, state = s.t, prog.epoch, prog.state
+    with network_precision(s.compute_dtype):
+        loss, terms, losses = parts.step_module(x, y)
+    for o in parts.optimizers.values():
+        o.zero_grad(set_to_none=True)
+    if losses is None:
+        loss.backward()
+    else:
+        for k, ps in parts.groups.items():
+            losses[k].backward(inputs=ps, retain_graph=True)
+    params = parts.params
+    if t.grad_clip > 0:
+        norm = nn.utils.clip_grad_norm_(params, t.grad_clip)
+    else:
+        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if s.faults:
+        s.faults.hit("step")
+    # Non-finite guard: one scalar read per step (free on CPU). Under DDP only the
+    # all-reduced gradient norm decides, so that every rank takes the same branch.
+    finite = bool(torch.isfinite(norm if s.dist.world_size > 1 else loss.detach() + norm))
+    if finite:
+        for o in parts.optimizers.values():
+            o.step()
+        state.step += 1
+        with torch.no_grad():
+            for k, v in terms.items():
+                total = v.detach().sum()
+                ep.sums[k] = ep.sums[k] + total if k in ep.sums else total
+        ep.count += len(x)
+    else:
+        guard(s, data, parts, prog, epoch, i)
+    state.batch = i + 1
+    return loss
+
+
+def guard(s: Session, data: TrainingData, parts: Parts, prog: Progress, epoch: int, i: int) -> None:
+    """A step with a non-finite loss or gradient: apply train.nan_policy, or give up."""
+    t, ep, state = s.t, prog.epoch, prog.state
+    where = f"epoch {epoch} batch {i + 1}/{data.steps_per_epoch}"
+    ep.bad_steps += 1
+    state.bad_steps_total += 1
+    resume_hint = _resume_hint(s.run_dir, s.dist)
+    if t.nan_policy == "stop":
+        raise TrainingError(
+            f"non-finite loss or gradient at {where} (train.nan_policy=stop). Lower train.lr, "
+            f"set train.grad_clip or check the data; the last checkpoint continues with `{resume_hint}`"
+        )
+    weights_bad = not all(bool(torch.isfinite(p).all()) for p in parts.params)
+    if weights_bad or t.nan_policy == "rollback":
+        parts.loss_module.load_state_dict(prog.good["module"])
+        for k, o in parts.optimizers.items():
+            o.load_state_dict(prog.good["optimizers"][k])
+        state.lr_scale *= 0.5
+        _set_lr(parts.optimizers, _lr(s, prog))
+        ep.rollbacks += 1
+        what = f"rolled back to the start of the epoch and halved the learning rate (now {_lr(s, prog):g})"
+        if weights_bad:
+            what = "weights became non-finite: " + what
+    else:
+        what = "skipped the update"
+    s.say(f"warning: {where}: non-finite loss or gradient; {what}", err=True)
+    if ep.bad_steps > t.max_bad_steps:
+        raise TrainingError(
+            f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
+            f"training diverged. Lower train.lr (now {_lr(s, prog):g}), set train.grad_clip, "
+            "or check the data for NaN; then start a new run, or edit train.lr in "
+            f"{s.run_dir / 'config.json'} and continue with `{resume_hint}`"
+        )
+
+
+# -- phase 6: end of epoch ------------------------------------------------------------------------
+
+
+def end_of_epoch(
+    s: Session,
+    data: TrainingData,
+    parts: Parts,
+    prog: Progress,
+    epoch: int,
+    start: float,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """Reduce the epoch's sums, evaluate the validation and test splits, keep the best
+    weights, print and append the metrics line. Returns the line."""
+    dist, ep, state, t = s.dist, prog.epoch, prog.state, s.t
+    keys = list(ep.sums)
+    count, *totals = all_reduce_sum(
+        [torch.tensor(float(ep.count), device=s.device), *ep.sums.values()], dist
+    )
+    train_terms = {k: float(v) / max(float(count), 1.0) for k, v in zip(keys, totals, strict=True)}
+    row: dict[str, Any] = {"epoch": epoch, "step": state.step, "train": train_terms}
+    for name, split in (("valid", data.valid), ("test", data.test)):
+        if split is None:
+            continue
+        # Each rank evaluates its share of the split; the sums are reduced.
+        part = _rank_share(split, dist)
+        esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
+        totals = all_reduce_sum(list(esums.values()), dist)
+        row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
+    if ep.bad_steps:
+        row["nonfinite"] = {
+            "bad_steps": ep.bad_steps,
+            "rollbacks": ep.rollbacks,
+            "lr": _lr(s, prog),
+        }
+    row["lr"] = _lr(s, prog)
+    keep_best = t.keep_best and data.valid is not None
+    score = parts.bound.score(row["valid"]) if keep_best else math.nan
+    # NaN never counts as best.
+    best = math.isfinite(score) and (state.best_score is None or score > state.best_score)
+    if best:
+        state.best_score, state.best_epoch = score, epoch
+    if keep_best:
+        row["best_epoch"] = state.best_epoch
+    row["train_seconds"] = round(train_seconds, 3)
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    state.epoch, state.batch, prog.epoch = epoch, 0, EpochProgress()
+    prog.good = _snapshot(parts.loss_module, parts.optimizers)
+    if s.main:
+        test_txt = f"  test {_fmt(row['test'])}" if "test" in row else ""
+        s.say(
+            f"epoch {epoch:>3}/{t.epochs}  train {_fmt(train_terms)}{test_txt}  [{row['seconds']:.1f}s]"
+        )
+        if best:
+            # Before the metrics row and the checkpoint: a crash in between redoes
+            # the epoch, which rewrites the same weights (resume is exact).
+            save_weights(
+                s.run_dir / BEST_WEIGHTS,
+                parts.model,
+                {"epoch": str(epoch), "valid_elbo": repr(state.best_score)},
             )
-            train_terms = {
-                k: float(v) / max(float(count), 1.0) for k, v in zip(keys, totals, strict=True)
-            }
-            row: dict[str, Any] = {"epoch": epoch, "step": state.step, "train": train_terms}
-            for name, split in (("valid", valid), ("test", test)):
-                if split is None:
-                    continue
-                # Each rank evaluates its share of the split; the sums are reduced.
-                part = Split(
-                    split.x[dist.rank :: dist.world_size],
-                    None if split.y is None else split.y[dist.rank :: dist.world_size],
-                )
-                esums = evaluate_split(model, objective, part, t.eval_batch_size)
-                totals = all_reduce_sum(list(esums.values()), dist)
-                row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
-            if ep.bad_steps:
-                row["nonfinite"] = {
-                    "bad_steps": ep.bad_steps,
-                    "rollbacks": ep.rollbacks,
-                    "lr": current_lr(),
-                }
-            row["lr"] = current_lr()
-            score = bound.score(row["valid"]) if keep_best else math.nan
-            # NaN never counts as best.
-            best = math.isfinite(score) and (state.best_score is None or score > state.best_score)
-            if best:
-                state.best_score, state.best_epoch = score, epoch
-            if keep_best:
-                row["best_epoch"] = state.best_epoch
-            row["train_seconds"] = round(train_seconds, 3)
-            row["seconds"] = round(time.perf_counter() - start, 3)
-            state.epoch, state.batch, ep = epoch, 0, EpochProgress()
-            good = _snapshot(loss_module, optimizers)
-            if main_rank:
-                test_txt = f"  test {_fmt(row['test'])}" if "test" in row else ""
-                print(
-                    f"epoch {epoch:>3}/{t.epochs}  train {_fmt(train_terms)}{test_txt}  [{row['seconds']:.1f}s]",
-                    file=log,
-                    flush=True,
-                )
-                if best:
-                    # Before the metrics row and the checkpoint: a crash in between redoes
-                    # the epoch, which rewrites the same weights (resume is exact).
-                    save_weights(
-                        run_dir / BEST_WEIGHTS,
-                        model,
-                        {"epoch": str(epoch), "valid_elbo": repr(state.best_score)},
-                    )
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                history.append(row)
-                if faults:
-                    faults.hit("epoch")
-            stopping = any_rank(stop.requested, dist, device)
-            # Every rank holds the same reduced validation score, so all stop together.
-            # (patience > 0 implies keep_best and a validation split: checked above.)
-            early = _patience_spent(state, t.patience, warmup)
-            written = None
-            if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping or early:
-                written = checkpoint()
-            if stopping and epoch < t.epochs:
-                raise interrupted(f"after epoch {epoch}", written)
-            if early and epoch < t.epochs:
-                if main_rank:
-                    print(
-                        f"early stop: {_early_stop_text(state, t.patience)}; "
-                        f"the best weights are in {run_dir / BEST_WEIGHTS}",
-                        file=log,
-                    )
-                break
+        with open(s.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if s.faults:
+            s.faults.hit("epoch")
+    return row
 
-    # -- the end: every rank must hold the same weights ------------------------------------
-    write_rank_digest(model, dist.rank)
+
+def _rank_share(split: Split | StreamSplit, dist: DistInfo) -> Split | StreamSplit:
+    if dist.world_size == 1:
+        return split
+    if isinstance(split, StreamSplit):
+        return split.subset(range(dist.rank, len(split), dist.world_size))
+    return Split(
+        split.x[dist.rank :: dist.world_size],
+        None if split.y is None else split.y[dist.rank :: dist.world_size],
+    )
+
+
+def _checkpoint(s: Session, parts: Parts, prog: Progress) -> Path | None:
+    """Gather every rank's RNG states and epoch progress; rank 0 writes (a collective)."""
+    ranks = gather_objects({"rng": capture_rng(s.device), **prog.epoch.to_saved()}, s.dist)
+    if not s.main or ranks is None:
+        return None
+    return write_checkpoint(
+        s.run_dir, parts.model, parts.objective, parts.optimizers, prog.state, ranks, s.faults
+    )
+
+
+def _interrupted(
+    s: Session, stop: GracefulStop, where: str, ckpt: Path | None
+) -> TrainingInterrupted:
+    msg = (
+        f"stopped by {stop.name} {where}; wrote checkpoint {ckpt.name if ckpt else ''}. "
+        f"Continue with `{_resume_hint(s.run_dir, s.dist)}`"
+    )
+    s.say(msg)
+    return TrainingInterrupted(msg, ckpt)
+
+
+def _finish(s: Session, parts: Parts) -> None:
+    """Every rank must end with the same weights."""
+    dist = s.dist
+    write_rank_digest(parts.model, dist.rank)
     if dist.world_size > 1:
-        digests = all_gather_objects(weights_digest(model), dist)
+        digests = all_gather_objects(weights_digest(parts.model), dist)
         if len(set(digests)) != 1:
             raise TrainingError(
                 f"the {dist.world_size} processes ended with different weights: {digests}"
             )
-    if main_rank:
-        print(
-            f"done: {run_dir} (train further with `{_resume_hint(run_dir, dist)} --epochs N`)",
-            file=log,
-        )
-    return history
+    s.say(f"done: {s.run_dir} (train further with `{_resume_hint(s.run_dir, dist)} --epochs N`)")
