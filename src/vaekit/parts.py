@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vaekit.errors import ConfigError
+from vaekit.validate import short
 
 __all__ = [
     "PartError",
@@ -412,14 +413,16 @@ def import_object(path: str, what: str = "part") -> Any:
     except ModuleNotFoundError as e:
         if e.name and module_name.split(".")[0] == e.name.split(".")[0]:
             raise PartError(
-                f"cannot import module {module_name!r} for the {what} {path!r}: put the folder that "
+                f"cannot import module {short(module_name)} for the {what} {short(path)}: put the folder that "
                 f"holds {module_name.replace('.', '/')}.py on PYTHONPATH (for example "
                 f"`PYTHONPATH=/path/to/folder vaekit ...`)"
             ) from None
-        raise PartError(f"importing {module_name!r} for the {what} {path!r} failed: {e}") from None
+        raise PartError(
+            f"importing {short(module_name)} for the {what} {short(path)} failed: {e}"
+        ) from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing
         raise PartError(
-            f"importing {module_name!r} for the {what} {path!r} failed: {type(e).__name__}: {e}"
+            f"importing {short(module_name)} for the {what} {short(path)} failed: {type(e).__name__}: {e}"
         ) from None
     obj: Any = module
     for piece in attr.split("."):
@@ -428,7 +431,7 @@ def import_object(path: str, what: str = "part") -> Any:
             hint = difflib.get_close_matches(piece, names, n=1)
             extra = f" Did you mean {module_name}:{hint[0]}?" if hint else ""
             raise PartError(
-                f"module {module_name!r} has no {piece!r} (the {what} {path!r}).{extra}"
+                f"module {short(module_name)} has no {piece!r} (the {what} {short(path)}).{extra}"
             )
         obj = getattr(obj, piece)
     return obj
@@ -490,7 +493,7 @@ class Registry:
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(
             f"{where} must be one of {', '.join(self.names())}, or a class of yours as "
-            f"module:Class; got {name!r}{extra}"
+            f"module:Class; got {short(name)}{extra}"
         )
 
     def _python_part(self, name: str) -> Part:
