@@ -187,3 +187,16 @@ def test_network_precision_runs_only_the_networks_in_bfloat16(net: str) -> None:
     torch.testing.assert_close(q.mean, q32.mean, atol=0.05, rtol=0.05)
     with network_precision(None):
         assert model.encode(x).mean.dtype == torch.float32
+
+
+def test_a_prior_without_a_closed_form_does_not_hide_one_that_has_it() -> None:
+    # kl_term learns per type pair whether torch has a closed form; an Independent(StudentT)
+    # prior without one must not make Independent(Normal) priors fall back or refuse.
+    from torch.distributions import Independent, Normal, StudentT
+
+    q = Independent(Normal(torch.zeros(2, 3), torch.ones(2, 3)), 1)
+    t = Independent(StudentT(3.0, torch.zeros(3), torch.ones(3)), 1)
+    z = q.rsample((10,))
+    assert kl_term(q, t, z, "auto").shape == (2,)  # Monte Carlo: no closed form
+    n = Independent(Normal(torch.ones(3), torch.ones(3)), 1)
+    assert torch.allclose(kl_term(q, n, z, "analytic"), torch.full((2,), 1.5))

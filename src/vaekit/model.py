@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -70,10 +72,27 @@ def network_precision(dtype: torch.dtype | None) -> Iterator[None]:
         _NETWORK_DTYPE.reset(token)
 
 
+_CONTEXT: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _takes_context(net: nn.Module) -> bool:
+    """Whether ``net.forward`` takes a second positional argument (the label context)."""
+    known = _CONTEXT.get(net)
+    if known is None:
+        try:
+            params = list(inspect.signature(net.forward).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        known = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+        _CONTEXT[net] = known
+    return known
+
+
 def _run_net(net: nn.Module, x: Tensor, ctx: Tensor | None) -> Tensor:
-    # Without a label a network is called with x alone, so a user's module needs no context
-    # argument (vaekit's own take one, default None).
-    args = (x,) if ctx is None else (x, ctx)
+    # A network's contract is forward(x, ctx); a module whose forward takes x alone (an
+    # nn.Sequential handed to vaekit.compose) is called with x when there is no label.
+    args = (x, ctx) if ctx is not None or _takes_context(net) else (x,)
     dtype = _NETWORK_DTYPE.get()
     if dtype is None:
         out: Tensor = net(*args)

@@ -77,7 +77,23 @@ class ObjectiveOutput:
     losses: dict[str, Tensor] | None = field(default=None)
 
 
-_ANALYTIC: dict[tuple[type, type], bool] = {}
+# Whether torch has a closed form for a pair of distribution types, learned on first use.
+_ANALYTIC: dict[tuple[type, ...], bool] = {}
+
+
+def _kl_key(q: Distribution, p: Distribution) -> tuple[type, ...]:
+    """The types torch's KL registry dispatches on, through Independent wrappers: an
+    Independent(Normal) prior has a closed form against the Gaussian posterior, an
+    Independent(StudentT) one has none, and one must not stand for the other."""
+
+    def types(d: Distribution) -> tuple[type, ...]:
+        out: tuple[type, ...] = (type(d),)
+        while isinstance(d, Independent):
+            d = d.base_dist
+            out += (type(d),)
+        return out
+
+    return types(q) + (type(None),) + types(p)
 
 
 def kl_term(
@@ -90,7 +106,7 @@ def kl_term(
     form where one is registered and Monte Carlo otherwise.
     """
     if mode != "mc":
-        key = (type(q), type(p))
+        key = _kl_key(q, p)
         known = _ANALYTIC.get(key)
         if known is not False:
             try:
