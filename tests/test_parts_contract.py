@@ -26,6 +26,7 @@ from vaekit.testing import (
     check_part,
     check_training,
     contract_combinations,
+    prior_parameter_names,
 )
 
 SHAPE = (1, 8, 8)
@@ -101,7 +102,7 @@ def test_the_combinations_cover_every_registered_part() -> None:
 @pytest.mark.parametrize("data", COMBOS, ids=IDS)
 def test_contract(data: dict[str, Any], batch: torch.Tensor) -> None:
     model, objective = _build(data)
-    unused = ("prior_module.",) if not objective.abilities.needs_stochastic else ()
+    unused = prior_parameter_names(model) if not objective.abilities.needs_stochastic else ()
     check_model(model, objective, batch[:6], unused=unused)
 
 

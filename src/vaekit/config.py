@@ -132,6 +132,7 @@ class ModelConfig:
     decoder: PartConfig | None = _part_field("network", None)
     # gaussian (diagonal, reparameterised) | point (deterministic code: the plain autoencoder)
     # | implicit (noise into the encoder, no density: train with objective avb)
+    # | hierarchical (several stochastic layers; model.prior is then the top layer's prior)
     posterior: PartConfig = _part_field("posterior", "gaussian")
     # A normalizing flow on the posterior: none, or a flow part (planar, iaf, ...) with its length K.
     flow: PartConfig | None = _part_field("flow", None)
@@ -390,7 +391,9 @@ def _check_composition(cfg: Config, parts: Any) -> None:
             f"{n['flow']} transforms the posterior, but {n['posterior']} takes no flow: set "
             f"model.posterior={' or '.join(takes)}, or model.flow=none"
         )
-    if parts.prior.needs_gaussian_posterior and not parts.posterior.gaussian:
+    if parts.prior.needs_gaussian_posterior and not (
+        parts.posterior.gaussian or parts.posterior.gaussian_top
+    ):
         others = [p.name for p in PRIORS if not p.abilities.needs_gaussian_posterior]
         raise ConfigError(
             f"{n['prior']} is a mixture of the encoder's diagonal Gaussian posteriors: it needs a "

@@ -51,6 +51,9 @@ __all__ = [
     "Discriminator",
     "kl_term",
     "kl_per_dim",
+    "kl_per_layer",
+    "layer_terms",
+    "log_prob_fixed",
     "iwae_bound",
     "KL_MODES",
     "build_objective",
@@ -125,6 +128,27 @@ def kl_per_dim(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") 
             if mode == "analytic":
                 raise
     return (q.base_dist.log_prob(z) - p.base_dist.log_prob(z)).mean(0)
+
+
+def kl_per_layer(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") -> Tensor | None:
+    """KL per stochastic layer ``(L, B)`` for a posterior with several layers, else None.
+
+    The posterior says how (:meth:`~vaekit.distributions.hierarchical.HierarchicalDistribution.kl_layers`):
+    ``mc`` averages ``log q_l - log p_l`` over the draws z ``(S, B, D)``; otherwise each
+    layer's closed form given the layer above where there is one. The layers sum to the KL.
+    """
+    layers = getattr(q, "kl_layers", None)
+    if layers is None:
+        return None
+    out: Tensor = layers(p, z, "mc" if mode == "mc" else "auto")
+    return out
+
+
+def layer_terms(layers: Tensor | None) -> dict[str, Tensor]:
+    """Per-layer KL terms for the metrics: ``kl_z1`` (the bottom layer) ... ``kl_zL``."""
+    if layers is None:
+        return {}
+    return {f"kl_z{i + 1}": t for i, t in enumerate(layers)}
 
 
 def iwae_bound(log_w: Tensor) -> Tensor:
@@ -212,9 +236,13 @@ class ELBO(_Warmup):
     ``warmup_epochs``: beta ramps from 0 (see :meth:`set_epoch`). ``free_bits`` λ
     (Kingma et al. 2016): the loss uses ``sum_j max(λ, mean_batch KL_j)`` over latent
     dimensions j, so dimensions below λ nats are not pushed further toward the prior;
-    when q or p does not factorise (flows, mixture priors) the total KL is held above
-    ``λ * D`` instead. Free bits change the gradient only: the ``loss`` term reports
-    ``recon + beta * kl``.
+    with several stochastic layers each layer's KL is held above ``λ * s_l`` (its units
+    times λ); when q or p does not factorise otherwise (flows, mixture priors) the total
+    KL is held above ``λ * D`` instead. Free bits change the gradient only: the ``loss``
+    term reports ``recon + beta * kl``.
+
+    With several stochastic layers the terms include each layer's KL (``kl_z1`` ...),
+    and ``kl=auto`` takes each layer's closed form given the layer above.
 
     ``kl="analytic"`` uses the closed form that torch registers for the posterior and
     prior (a diagonal Gaussian against a standard normal, say) and is refused when torch
@@ -303,20 +331,24 @@ class ELBO(_Warmup):
         prior = model.prior
         z = q.rsample((self.samples,))  # (S, B, D); flows cache log q of this z for kl_term
         recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
-        kl = kl_term(q, prior, z, self.kl_mode)  # (B,)
+        layers = kl_per_layer(q, prior, z, self.kl_mode)  # (L, B) with several layers
+        kl = layers.sum(0) if layers is not None else kl_term(q, prior, z, self.kl_mode)  # (B,)
         beta = self.current_beta
         loss_b = recon + beta * kl
         if self.free_bits > 0:
             dims = kl_per_dim(q, prior, z, self.kl_mode)
             if dims is not None:
                 kl_floor = dims.mean(0).clamp_min(self.free_bits).sum()
+            elif layers is not None:
+                units = torch.tensor(q.sizes, dtype=kl.dtype, device=kl.device)  # type: ignore[attr-defined]
+                kl_floor = torch.maximum(layers.mean(1), self.free_bits * units).sum()
             else:
                 kl_floor = kl.mean().clamp_min(self.free_bits * z.shape[-1])
             loss = recon.mean() + beta * kl_floor
         else:
             loss = loss_b.mean()
         terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
-        return ObjectiveOutput(loss, terms)
+        return ObjectiveOutput(loss, terms | layer_terms(layers))
 
 
 class IWAE(Objective):
@@ -357,11 +389,14 @@ class IWAE(Objective):
 
     @staticmethod
     def check(o: IWAE.Options, parts: Composition) -> str | None:
-        if o.gradient == "dreg" and not parts.posterior.gaussian:
+        if o.gradient == "dreg" and not (parts.posterior.gaussian or parts.posterior.dreg):
             return (
-                "objective.gradient=dreg is the IWAE bound's estimator for a diagonal Gaussian "
-                f"posterior; {parts.names.get('posterior', 'this posterior')} is not one (use "
-                "model.posterior=gaussian without a flow, or objective.gradient=standard)"
+                "objective.gradient=dreg needs the posterior's log-density with its parameters "
+                "held fixed (a diagonal Gaussian, or a hierarchy of them); "
+                f"{parts.names.get('posterior', 'this posterior')} with "
+                f"{parts.names.get('flow', 'its settings')} has none (use "
+                "model.posterior=gaussian or hierarchical without a flow, or "
+                "objective.gradient=standard)"
             )
         return None
 
@@ -374,18 +409,25 @@ class IWAE(Objective):
         self, model: VAE, x: Tensor, y: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(k, B)``."""
+        return self._weights(model, x, y)[0]
+
+    def _weights(
+        self, model: VAE, x: Tensor, y: Tensor | None
+    ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+        """The log-weights and their parts, and the per-layer KL terms of the same draws."""
         q = model.encode(x, y)
+        prior = model.prior
         z, log_q = sample_with_log_prob(q, (self.samples,))
         log_px = model.decode(z, y).log_prob(x)
-        log_pz = model.prior.log_prob(z)
-        return log_px + log_pz - log_q, log_px, log_pz, log_q
+        log_pz = prior.log_prob(z)
+        return (log_px + log_pz - log_q, log_px, log_pz, log_q), _layers_mc(q, prior, z)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         if self.gradient == "dreg":
             return self._dreg(model, x, y)
-        log_w, log_px, log_pz, log_q = self.log_weights(model, x, y)
+        (log_w, log_px, log_pz, log_q), layers = self._weights(model, x, y)
         iwae = iwae_bound(log_w)
-        return ObjectiveOutput(-iwae.mean(), self._terms(iwae, log_px, log_pz, log_q))
+        return ObjectiveOutput(-iwae.mean(), self._terms(iwae, log_px, log_pz, log_q) | layers)
 
     @staticmethod
     def _terms(iwae: Tensor, log_px: Tensor, log_pz: Tensor, log_q: Tensor) -> dict[str, Tensor]:
@@ -404,19 +446,11 @@ class IWAE(Objective):
         reaches z by ``w_s`` once more. The loss's value is still minus the bound.
         """
         q = model.encode(x, y)
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise TypeError(
-                f"objective.gradient=dreg needs a diagonal Gaussian posterior, got {type(q).__name__}"
-            )
         z = q.rsample((self.samples,))
-        fixed = Independent(
-            Normal(q.base_dist.loc.detach(), q.base_dist.scale.detach(), validate_args=False),
-            q.reinterpreted_batch_ndims,
-            validate_args=False,
-        )
-        log_q = fixed.log_prob(z)
+        log_q = log_prob_fixed(q, z)
+        prior = model.prior
         log_px = model.decode(z, y).log_prob(x)
-        log_pz = model.prior.log_prob(z)
+        log_pz = prior.log_prob(z)
         log_w = log_px + log_pz - log_q
         iwae = iwae_bound(log_w)
         w = torch.softmax(log_w.detach(), dim=0)
@@ -425,7 +459,35 @@ class IWAE(Objective):
         surrogate = (w * log_w).sum(0)
         # Value: minus the bound; gradient: minus the surrogate's.
         loss = -(iwae.detach() + surrogate - surrogate.detach()).mean()
-        return ObjectiveOutput(loss, self._terms(iwae, log_px, log_pz, log_q))
+        terms = self._terms(iwae, log_px, log_pz, log_q) | _layers_mc(q, prior, z)
+        return ObjectiveOutput(loss, terms)
+
+
+def log_prob_fixed(q: Distribution, z: Tensor) -> Tensor:
+    """log q(z) with q's parameters held fixed and the gradient flowing through z only:
+    the doubly reparameterised estimator's term. A diagonal Gaussian, or a posterior with
+    ``log_prob_fixed`` (a hierarchy); anything else is refused."""
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+        fixed = Independent(
+            Normal(q.base_dist.loc.detach(), q.base_dist.scale.detach(), validate_args=False),
+            q.reinterpreted_batch_ndims,
+            validate_args=False,
+        )
+        return fixed.log_prob(z)
+    own = getattr(q, "log_prob_fixed", None)
+    if own is None:
+        raise TypeError(
+            "objective.gradient=dreg needs a diagonal Gaussian posterior or one with "
+            f"log_prob_fixed, got {type(q).__name__}"
+        )
+    out: Tensor = own(z)
+    return out
+
+
+def _layers_mc(q: Distribution, prior: Distribution, z: Tensor) -> dict[str, Tensor]:
+    """Per-layer KL terms of the draws z (Monte Carlo, from the densities already computed)."""
+    with torch.no_grad():
+        return layer_terms(kl_per_layer(q, prior, z, "mc"))
 
 
 class Discriminator(nn.Module):

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from vaekit.distributions.flows import IAF, PlanarFlow
+from vaekit.distributions.hierarchical import HierarchicalPosterior
 from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
@@ -41,6 +42,7 @@ POSTERIORS = Registry("posterior")
 POSTERIORS.add("gaussian", GaussianPosterior)
 POSTERIORS.add("point", PointPosterior)
 POSTERIORS.add("implicit", ImplicitPosterior)
+POSTERIORS.add("hierarchical", HierarchicalPosterior)
 
 FLOWS = Registry("flow")
 FLOWS.add("planar", PlanarFlow)

@@ -59,6 +59,7 @@ __all__ = [
     "check_training",
     "check_resume",
     "check_model",
+    "prior_parameter_names",
     "check_part",
     "part_config",
     "check_config",
@@ -365,6 +366,13 @@ def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None
         )
 
 
+def prior_parameter_names(model: VAE) -> tuple[str, ...]:
+    """Names of the prior's parameters (:meth:`VAE.prior_parameters`), which an objective
+    that never draws from the posterior (the plain autoencoder's) leaves alone."""
+    ids = {id(p) for p in model.prior_parameters()}
+    return tuple(n for n, p in model.named_parameters() if id(p) in ids)
+
+
 def check_model(
     model: VAE,
     objective: Objective,
@@ -506,7 +514,7 @@ def check_config(
     x = _data_for(cfg, batch, data_shape, seed)
     y = torch.arange(batch) % 3 if cfg.model.conditional else None
     # The plain autoencoder's loss leaves the prior alone by design.
-    unused = ("prior_module.",) if not objective.abilities.needs_stochastic else ()
+    unused = prior_parameter_names(model) if not objective.abilities.needs_stochastic else ()
     done = check_model(model, objective, x, y, unused=unused)
     if training:
         with _seeded(seed + 1):
