@@ -96,7 +96,9 @@ def test_ladder_merges_by_precision_and_residual_starts_from_the_prior() -> None
 
 
 def test_decoder_reads_the_bottom_layers_and_the_vampprior_mixes_top_posteriors() -> None:
-    model = _model("bottom-up", "model.posterior.decoder_reads=2", "model.prior.name=vamp", layers=3)
+    model = _model(
+        "bottom-up", "model.posterior.decoder_reads=2", "model.prior.name=vamp", layers=3
+    )
     assert model.decoder.reads == 6 and model.decoder.net.net[0].in_features == 6
     z = torch.randn(4, 9)
     other = z.clone()

@@ -57,7 +57,8 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
     return out
 
 
-COMBOS = contract_combinations(_variants)
+# Every posterior, flow, prior and objective together; likelihoods and networks in turn.
+COMBOS = contract_combinations(_variants, cover=True)
 
 
 def _id(data: dict[str, Any]) -> str:
@@ -96,7 +97,12 @@ def test_the_combinations_cover_every_registered_part() -> None:
         seen["objective"].add(c["objective"]["name"])
     for kind, registry in REGISTRIES.items():
         assert seen[kind] == set(registry.names()), kind
-    assert len(COMBOS) >= 300
+    # Each posterior meets every likelihood it can take, and both networks.
+    for post in seen["posterior"]:
+        mine = [c["model"] for c in COMBOS if c["model"]["posterior"]["name"] == post]
+        assert {m["likelihood"]["name"] for m in mine} == seen["likelihood"], post
+        assert {m["encoder"]["name"] for m in mine} == seen["network"], post
+    assert len(COMBOS) >= 50
 
 
 @pytest.mark.parametrize("data", COMBOS, ids=IDS)

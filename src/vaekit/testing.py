@@ -541,12 +541,21 @@ def check_config(
 
 def contract_combinations(
     variants: Callable[[str, str], list[dict[str, Any]]] | None = None,
+    *,
+    cover: bool = False,
 ) -> list[dict[str, Any]]:
     """Every combination of registered posterior (with each flow, or none), prior,
     likelihood, objective and network that the config validator accepts, as config data.
 
     ``variants(kind, name)`` gives the option sets to try for a part (tiny flows, few
     mixture components, an estimator's variants); by default each part's defaults.
+
+    ``cover=True`` keeps every combination of the parts that shape the latent side
+    (posterior and flow, prior, objective) and takes the data side (likelihood, network)
+    in turn instead of crossing it: each posterior meets every likelihood, and both
+    networks, at least once. The exhaustive product grows with the product of every
+    registry's size (over 1,200 tests for 7 posteriors); the cover grows with the latent
+    side only.
     """
     import itertools
 
@@ -559,26 +568,14 @@ def contract_combinations(
     def every(kind: str, names: list[str]) -> list[dict[str, Any]]:
         return [s for n in names for s in specs(kind, n)]
 
-    posts: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-    for post in every("posterior", POSTERIORS.names()):
-        posts.append((post, None))
-        if POSTERIORS.get(post["name"]).abilities.takes_flow:
-            posts += [(post, f) for f in every("flow", FLOWS.names())]
-    first_prior = PRIORS.names()[0]
-    out = []
-    for (post, flow), prior, lik, obj, net in itertools.product(
-        posts,
-        every("prior", PRIORS.names()),
-        every("likelihood", LIKELIHOODS.names()),
-        every("objective", OBJECTIVES.names()),
-        every("network", NETWORKS.names()),
-    ):
-        # An objective that never draws from the posterior ignores the prior: one is enough.
-        if (
-            not OBJECTIVES.get(obj["name"]).abilities.needs_stochastic
-            and prior["name"] != first_prior
-        ):
-            continue
+    def config(
+        post: dict[str, Any],
+        flow: dict[str, Any] | None,
+        prior: dict[str, Any],
+        lik: dict[str, Any],
+        obj: dict[str, Any],
+        net: dict[str, Any],
+    ) -> dict[str, Any] | None:
         data = {
             "model": {
                 "latent_dim": 3,
@@ -593,6 +590,64 @@ def contract_combinations(
         try:
             config_from_dict(copy.deepcopy(data))
         except ConfigError:
-            continue
-        out.append(data)
+            return None
+        return data
+
+    post_specs = every("posterior", POSTERIORS.names())
+    posts: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    for post in post_specs:
+        posts.append((post, None))
+        if POSTERIORS.get(post["name"]).abilities.takes_flow:
+            posts += [(post, f) for f in every("flow", FLOWS.names())]
+    first_prior = PRIORS.names()[0]
+    priors = every("prior", PRIORS.names())
+    liks = every("likelihood", LIKELIHOODS.names())
+    objs = every("objective", OBJECTIVES.names())
+    nets = every("network", NETWORKS.names())
+
+    def needed(prior: dict[str, Any], obj: dict[str, Any]) -> bool:
+        # An objective that never draws from the posterior ignores the prior: one is enough.
+        return (
+            OBJECTIVES.get(obj["name"]).abilities.needs_stochastic or prior["name"] == first_prior
+        )
+
+    out = []
+    if not cover:
+        for (post, flow), prior, lik, obj, net in itertools.product(
+            posts, priors, liks, objs, nets
+        ):
+            if needed(prior, obj):
+                data = config(post, flow, prior, lik, obj, net)
+                if data is not None:
+                    out.append(data)
+        return out
+    for post in post_specs:
+        mine = [pf for pf in posts if pf[0] is post]
+        cores = [
+            (p, f, prior, obj)
+            for (p, f), prior, obj in itertools.product(mine, priors, objs)
+            if needed(prior, obj)
+        ]
+        # Likelihood varies fastest and the network alternates: any len(liks) consecutive
+        # turns meet every likelihood, and 2 * len(liks) every (likelihood, network) pair.
+        turn, done, seen, valid = 0, 0, set(), [True] * len(cores)
+        while any(valid) and (done < len(cores) or len(seen) < len(liks)):
+            i = done % len(cores)
+            done += 1
+            if not valid[i]:
+                continue
+            p, f, prior, obj = cores[i]
+            valid[i] = False
+            for _ in range(len(liks) * len(nets)):
+                lik = liks[turn % len(liks)]
+                net = nets[(turn + turn // len(liks)) % len(nets)]
+                turn += 1
+                data = config(p, f, prior, lik, obj, net)
+                if data is not None:
+                    out.append(data)
+                    seen.add(lik["name"])
+                    valid[i] = True
+                    break
+            if done > 4 * (len(cores) + len(liks)):
+                break  # likelihoods this posterior can never take
     return out
