@@ -12,7 +12,6 @@ from torch.distributions import Independent, Normal
 from vaekit.config import ConfigError, load_config
 from vaekit.distributions.hierarchical import (
     HierarchicalDistribution,
-    HierarchicalPosterior,
     HierarchicalPrior,
     tempered_sample,
 )

@@ -49,6 +49,7 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
         # tanh: no dead units at initialisation, so every parameter gets a gradient.
         "activation": "tanh",
         "components": 3 if kind == "prior" else 2,
+        "groups": 2,
     }
     small = {k: v for k, v in sizes.items() if k in fields}
     out = [small]

@@ -54,6 +54,8 @@ __all__ = [
     "kl_per_layer",
     "layer_terms",
     "log_prob_fixed",
+    "importance_weights",
+    "weight_terms",
     "iwae_bound",
     "KL_MODES",
     "build_objective",
@@ -409,31 +411,14 @@ class IWAE(Objective):
         self, model: VAE, x: Tensor, y: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(k, B)``."""
-        return self._weights(model, x, y)[0]
-
-    def _weights(
-        self, model: VAE, x: Tensor, y: Tensor | None
-    ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
-        """The log-weights and their parts, and the per-layer KL terms of the same draws."""
-        q = model.encode(x, y)
-        prior = model.prior
-        z, log_q = sample_with_log_prob(q, (self.samples,))
-        log_px = model.decode(z, y).log_prob(x)
-        log_pz = prior.log_prob(z)
-        return (log_px + log_pz - log_q, log_px, log_pz, log_q), _layers_mc(q, prior, z)
+        return importance_weights(model, x, y, self.samples)[0]
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         if self.gradient == "dreg":
             return self._dreg(model, x, y)
-        (log_w, log_px, log_pz, log_q), layers = self._weights(model, x, y)
+        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, self.samples)
         iwae = iwae_bound(log_w)
-        return ObjectiveOutput(-iwae.mean(), self._terms(iwae, log_px, log_pz, log_q) | layers)
-
-    @staticmethod
-    def _terms(iwae: Tensor, log_px: Tensor, log_pz: Tensor, log_q: Tensor) -> dict[str, Tensor]:
-        recon = -log_px.mean(0)
-        kl = (log_q - log_pz).mean(0)
-        return {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
+        return ObjectiveOutput(-iwae.mean(), weight_terms(iwae, log_px, log_pz, log_q) | layers)
 
     def _dreg(self, model: VAE, x: Tensor, y: Tensor | None) -> ObjectiveOutput:
         """The bound with the doubly reparameterised gradient (Tucker et al. 2019).
@@ -459,8 +444,29 @@ class IWAE(Objective):
         surrogate = (w * log_w).sum(0)
         # Value: minus the bound; gradient: minus the surrogate's.
         loss = -(iwae.detach() + surrogate - surrogate.detach()).mean()
-        terms = self._terms(iwae, log_px, log_pz, log_q) | _layers_mc(q, prior, z)
+        terms = weight_terms(iwae, log_px, log_pz, log_q) | _layers_mc(q, prior, z)
         return ObjectiveOutput(loss, terms)
+
+
+def importance_weights(
+    model: VAE, x: Tensor, y: Tensor | None, samples: int
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+    """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(samples, B)``, of
+    reparameterised draws z ~ q(z|x), and the per-layer KL terms of the same draws."""
+    q = model.encode(x, y)
+    prior = model.prior
+    z, log_q = sample_with_log_prob(q, (samples,))
+    log_px = model.decode(z, y).log_prob(x)
+    log_pz = prior.log_prob(z)
+    return (log_px + log_pz - log_q, log_px, log_pz, log_q), _layers_mc(q, prior, z)
+
+
+def weight_terms(iwae: Tensor, log_px: Tensor, log_pz: Tensor, log_q: Tensor) -> dict[str, Tensor]:
+    """The terms an importance-weighted objective reports: ``recon`` and ``kl`` averaged
+    over the draws, their ``elbo``, the ``iwae`` bound and minus it as ``loss``."""
+    recon = -log_px.mean(0)
+    kl = (log_q - log_pz).mean(0)
+    return {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
 
 
 def log_prob_fixed(q: Distribution, z: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from vaekit.bounds import CIWAE, MIWAE, PIWAE
 from vaekit.distributions.flows import IAF, PlanarFlow
 from vaekit.distributions.hierarchical import HierarchicalPosterior
 from vaekit.distributions.likelihoods import (
@@ -67,6 +68,9 @@ OBJECTIVES.add("elbo", ELBO)
 OBJECTIVES.add("iwae", IWAE)
 OBJECTIVES.add("avb", AVB)
 OBJECTIVES.add("ae", AutoencoderLoss)
+OBJECTIVES.add("miwae", MIWAE)
+OBJECTIVES.add("piwae", PIWAE)
+OBJECTIVES.add("ciwae", CIWAE)
 
 # The registry that serves each kind of part.
 REGISTRIES = {r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES)}

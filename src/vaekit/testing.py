@@ -630,7 +630,8 @@ def contract_combinations(
         ]
         # Likelihood varies fastest and the network alternates: any len(liks) consecutive
         # turns meet every likelihood, and 2 * len(liks) every (likelihood, network) pair.
-        turn, done, seen, valid = 0, 0, set(), [True] * len(cores)
+        turn, done, valid = 0, 0, [True] * len(cores)
+        seen: set[str] = set()
         while any(valid) and (done < len(cores) or len(seen) < len(liks)):
             i = done % len(cores)
             done += 1
