@@ -56,7 +56,7 @@ def miwae_bound(log_w: Tensor, groups: int) -> Tensor:
     """The mean over ``groups`` of IWAE bounds: ``(M * K, B)`` log-weights -> ``(B,)``.
 
     >>> miwae_bound(torch.tensor([[0.0], [2.0], [1.0], [1.0]]), groups=2)
-    tensor([1.0831])
+    tensor([1.2169])
     """
     lw = log_w.reshape(groups, -1, *log_w.shape[1:])
     return (torch.logsumexp(lw, dim=1) - math.log(lw.shape[1])).mean(0)
