@@ -201,20 +201,68 @@ def test_bad_hierarchies_are_refused_with_advice(sets: list[str], message: str) 
         load_config(None, ["model.posterior=hierarchical", *sets])
 
 
-def test_trains_and_logs_each_layer(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def hrun(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from conftest import train_tiny
 
-    from vaekit.rundir import load, read_metrics
-
-    run = train_tiny(
-        tmp_path / "h",
+    return train_tiny(
+        tmp_path_factory.mktemp("h") / "run",
         "model.posterior={name: hierarchical, hidden: 8, sizes: [2, 3]}",
         "objective.name=iwae",
         "objective.samples=2",
     )
-    row = read_metrics(run)[-1]
+
+
+def test_trains_and_logs_each_layer(hrun: Path) -> None:
+    from vaekit.rundir import load, read_metrics
+
+    row = read_metrics(hrun)[-1]
     assert {"kl_z1", "kl_z2", "iwae"} <= set(row["test"])
-    loaded = load(run)
+    loaded = load(hrun)
     assert loaded.latent_dim == 5 and loaded.prior.event_shape == (5,)
     assert loaded.encode(loaded.dataset().test.x[:3]).event_shape == (5,)
     assert math.isfinite(float(loaded.elbo(loaded.dataset().test.x[:3])["elbo"].mean()))
+
+
+def test_evaluate_reports_each_layer(hrun: Path) -> None:
+    from vaekit.evaluate import evaluate_run
+    from vaekit.rundir import load
+
+    result = evaluate_run(load(hrun), k=5, limit=50, classifier=False)
+    assert result["layer_sizes"] == [2, 3] and result["latent_dim"] == 5
+    assert len(result["kl_per_layer"]) == 2 and all(v >= 0 for v in result["kl_per_layer"])
+    # Each layer's closed forms given the layer above add up to the model's KL (1 draw, so
+    # within Monte Carlo noise of it).
+    assert sum(result["kl_per_layer"]) == pytest.approx(result["kl"], rel=0.2, abs=0.5)
+    per_layer = result["active_units_per_layer"]
+    assert len(per_layer) == 2 and sum(per_layer) == result["active_units"]
+    from vaekit.report import render_report
+
+    text = render_report(load(hrun), result, {}, {})
+    assert f"z1: KL {result['kl_per_layer'][0]:,.2f}, {per_layer[0]} of 2 active" in text
+
+
+def test_figures_and_explorer_of_a_hierarchy(hrun: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from vaekit.cli import main
+    from vaekit.plots import run_figures
+    from vaekit.rundir import load
+    from vaekit.serve.explorer import Explorer
+
+    run = load(hrun)
+    ds = run.dataset()
+    figs = run_figures(run, ds, which=["layer_kl", "temperatures", "layer_resampling"])
+    assert set(figs) == {"layer_kl", "temperatures", "layer_resampling"}
+    # The explorer maps the top layer; decoding fills the layers below.
+    ex = Explorer(run, ds.test, max_points=40)
+    assert ex.latent_dim == 3 and ex.codes.shape == (40, 3)
+    assert "top layer z2" in ex.info()["layer"]
+    assert len(ex.decode(np.zeros((2, 3), np.float32))) == 2
+    z, pngs = ex.sample(2)
+    assert z.shape == (2, 3) and len(pngs) == 2
+    assert ex.prior_density(np.zeros(3), np.eye(3)[:2], (-2, 2, -2, 2), 4)["method"] == "kde"
+    out = tmp_path / "cold.png"
+    assert main(["sample", str(hrun), "--temperature", "0.5", "--n", "4", "--out", str(out)]) == 0
+    assert out.exists()
+    assert main(["sample", str(hrun), "--temperature", "0", "--out", str(out)]) == 2

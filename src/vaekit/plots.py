@@ -16,7 +16,10 @@ Figures:
 - :func:`training_curves`: every logged term of ``metrics.jsonl``, train and test;
 - :func:`latent_traversal`: one dimension at a time (beta-VAE);
 - :func:`class_grid`: classes by samples for a conditional VAE;
-- :func:`compare_runs`: the autoencoder-versus-VAE comparison side by side.
+- :func:`compare_runs`: the autoencoder-versus-VAE comparison side by side;
+- with several stochastic layers or a tempered prior (:mod:`vaekit.hierarchy`): each
+  layer's KL over training, samples at temperatures below 1, reconstructions that redraw
+  the layers below a chosen one.
 
 :func:`run_figures` builds every figure that applies to a run (what ``vaekit plot`` and
 the report use).
@@ -44,12 +47,14 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from vaekit.data import Dataset, Split
+from vaekit.hierarchy import FIGURES as LAYER_FIGURES
 from vaekit.images import image_grid, to_images
 from vaekit.parts import ObjectiveAbilities
 from vaekit.rundir import Run, atomic_write
 
 __all__ = [
     "FIGURES",
+    "LAYER_FIGURES",
     "CAPTIONS",
     "latent_scatter",
     "latent_histograms",
@@ -82,6 +87,8 @@ FIGURES: tuple[str, ...] = (
     "interpolation",
     "traversal",
     "class_grid",
+    # Several stochastic layers (vaekit.hierarchy).
+    *LAYER_FIGURES,
 )
 
 CAPTIONS: dict[str, str] = {
@@ -95,6 +102,9 @@ CAPTIONS: dict[str, str] = {
     "interpolation": "Linear interpolation in latent space between pairs of test images (originals at the ends).",
     "traversal": "Latent traversals: one dimension per row (at most ten, those the test codes spread over most) from -3 to 3, the others at a test image's code.",
     "class_grid": "Conditional samples: one class per row, the same latent code down each column.",
+    "layer_kl": "KL of each stochastic layer by epoch (held-out solid, train dashed).",
+    "temperatures": "Samples with the prior's spread (every layer's) scaled by a temperature t, the same noise on each row.",
+    "layer_resampling": "Test images, then decodings that keep a posterior draw's layers from z_l up and redraw those below from the prior.",
 }
 
 
@@ -786,9 +796,12 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
     """For each name of :data:`FIGURES`, None when it applies to this run, else why not."""
     image = run.info["data"].get("is_image", False)
     labelled = dataset.test.y is not None
+    from vaekit.hierarchy import figure_reasons
+
     reasons: dict[str, str | None] = {}
+    layered = figure_reasons(run)
     for name in FIGURES:
-        why: str | None = None
+        why: str | None = layered.get(name)
         if name == "training_curves" and not run.metrics:
             why = "no metrics logged yet"
         elif name == "latent_histograms" and not labelled:
@@ -809,6 +822,8 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
                 "interpolation",
                 "traversal",
                 "class_grid",
+                "temperatures",
+                "layer_resampling",
             )
         ):
             why = "the data are not images"
@@ -924,6 +939,15 @@ def run_figures(
             out[name] = latent_traversal(run, test.x[:1], y0, dims=dims)
         elif name == "class_grid":
             out[name] = class_grid(run, 10, seed=seed)
+        elif name in LAYER_FIGURES:
+            from vaekit import hierarchy
+
+            if name == "layer_kl":
+                out[name] = hierarchy.layer_kl_curves(run.metrics)
+            elif name == "temperatures":
+                out[name] = hierarchy.temperature_samples(run, seed=seed)
+            else:
+                out[name] = hierarchy.layer_resampling(run, test.x[:8], y_test, seed=seed)
     return out
 
 
