@@ -197,6 +197,10 @@ class TrainConfig:
     nan_policy: str = "skip"
     # Stop when more than this many non-finite steps occur in one epoch.
     max_bad_steps: int = 10
+    # Gradient-norm skipping (Child 2021, VDVAE): drop the update of a step whose gradient
+    # norm (before train.grad_clip) exceeds this; metrics count them as skipped_steps.
+    # 0 = off. Non-finite steps follow train.nan_policy whatever this is.
+    skip_threshold: float = 0.0
     # Experiment trackers that receive every epoch's metrics beside metrics.jsonl:
     # tensorboard | mlflow (optional extras: pip install "vaekit[tensorboard]" / "[mlflow]").
     trackers: list[str] = field(default_factory=list)
@@ -263,6 +267,7 @@ class Config:
                 "set train.keep_best=true or train.patience=0"
             )
         check_positive("train.max_bad_steps", t.max_bad_steps)
+        check_nonneg("train.skip_threshold", t.skip_threshold)
         check_choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
         check_choice("train.lr_schedule", t.lr_schedule, SCHEDULES)
         check_choice("train.precision", t.precision, ["fp32", "bf16"])

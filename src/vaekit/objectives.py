@@ -264,10 +264,17 @@ class ELBO(_Warmup):
         # Free bits: nats per latent dimension below which the KL is not pushed down
         # (Kingma et al. 2016); 0 = off.
         free_bits: float = 0.0
+        # Several stochastic layers: during the warm-up, weigh each layer's KL by its share
+        # per unit (NVAE's KL balancing, vaekit.stability); no effect with one layer.
+        kl_balance: bool = False
+        # Spectral regularisation (NVAE): this weight times the sum of the largest singular
+        # value of every weight matrix is added to the loss (0 = off).
+        spectral: float = 0.0
 
         def validate(self, where: str) -> None:
             check_positive(f"{where}.samples", self.samples)
             check_nonneg(f"{where}.beta", self.beta)
+            check_nonneg(f"{where}.spectral", self.spectral)
             check_choice(f"{where}.kl", self.kl, KL_MODES)
             check_nonneg(f"{where}.warmup_epochs", self.warmup_epochs)
             if not self.free_bits >= 0:
@@ -290,6 +297,10 @@ class ELBO(_Warmup):
             extra.append(f"S={o.samples}")
         if o.free_bits:
             extra.append(f"free bits {o.free_bits:g}")
+        if o.kl_balance:
+            extra.append("KL balancing")
+        if o.spectral:
+            extra.append(f"spectral {o.spectral:g}")
         return f"elbo ({', '.join(extra)})" if extra else "elbo"
 
     def __init__(
@@ -299,11 +310,15 @@ class ELBO(_Warmup):
         kl: str = "auto",
         warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        kl_balance: bool = False,
+        spectral: float = 0.0,
     ) -> None:
         super().__init__(beta, warmup_epochs)
         self.samples = samples
         self.kl_mode = kl
         self.free_bits = free_bits
+        self.kl_balance = kl_balance
+        self.spectral = spectral
 
     def setup(self, model: VAE) -> None:
         if self.kl_mode != "analytic":
@@ -337,6 +352,12 @@ class ELBO(_Warmup):
         kl = layers.sum(0) if layers is not None else kl_term(q, prior, z, self.kl_mode)  # (B,)
         beta = self.current_beta
         loss_b = recon + beta * kl
+        kl_opt = kl
+        if self.kl_balance and layers is not None and beta < self.beta:
+            from vaekit.stability import kl_balance_weights
+
+            weights = kl_balance_weights(layers, q.sizes)  # type: ignore[attr-defined]
+            kl_opt = (weights[:, None] * layers).sum(0)
         if self.free_bits > 0:
             dims = kl_per_dim(q, prior, z, self.kl_mode)
             if dims is not None:
@@ -348,8 +369,14 @@ class ELBO(_Warmup):
                 kl_floor = kl.mean().clamp_min(self.free_bits * z.shape[-1])
             loss = recon.mean() + beta * kl_floor
         else:
-            loss = loss_b.mean()
+            loss = (recon + beta * kl_opt).mean()
         terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        if self.spectral > 0:
+            from vaekit.stability import spectral_penalty
+
+            penalty = spectral_penalty(model)
+            loss = loss + self.spectral * penalty
+            terms["spectral"] = penalty.detach().expand_as(kl)
         return ObjectiveOutput(loss, terms | layer_terms(layers))
 
 

@@ -704,7 +704,11 @@ def _fit(
                 # Non-finite guard: one scalar read per step (free on CPU). Under DDP only the
                 # all-reduced gradient norm decides, so that every rank takes the same branch.
                 finite = bool(torch.isfinite(norm if dist.world_size > 1 else loss.detach() + norm))
-                if finite:
+                # Gradient-norm skipping (VDVAE): a finite but outsized update is dropped.
+                outsized = finite and t.skip_threshold > 0 and float(norm) > t.skip_threshold
+                if outsized:
+                    ep.skipped += 1
+                elif finite:
                     for o in optimizers.values():
                         o.step()
                     state.step += 1
@@ -752,6 +756,8 @@ def _fit(
                 esums = evaluate_split(model, objective, part, t.eval_batch_size)
                 totals = all_reduce_sum(list(esums.values()), dist)
                 row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
+            if ep.skipped:
+                row["skipped_steps"] = ep.skipped
             if ep.bad_steps:
                 row["nonfinite"] = {
                     "bad_steps": ep.bad_steps,
