@@ -121,16 +121,10 @@ def active_units_per_layer(
     return out
 
 
-@torch.no_grad()
 def fill_below(prior: HierarchicalPrior, z_top: Tensor) -> Tensor:
     """The whole latent vector for top-layer codes ``(..., s_L)``: each layer below at the
-    mean of p(z_l | z_{l+1}) (deterministic, so the explorer's pictures do not flicker)."""
-    head = prior.head
-    zs = [z_top]
-    for i in reversed(range(head.layers - 1)):
-        (mu, _), _ = head.prior_layer(i, zs[0])
-        zs.insert(0, mu)
-    return torch.cat(zs, dim=-1)
+    mean of its conditional prior (deterministic, so the explorer's pictures do not flicker)."""
+    return prior.fill_below(z_top)
 
 
 class TopLayer:

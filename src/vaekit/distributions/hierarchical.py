@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -304,6 +305,49 @@ class HierarchicalPosterior(PosteriorHead):
         d_mu, d_lv = _call(self.residuals[i], joint, fixed).chunk(2, dim=-1)
         return (mu_p + d_mu, lv_p + d_lv), (mu_p, lv_p)
 
+    # -- walking down the layers -------------------------------------------------------------
+
+    def posterior_walk(
+        self,
+        ctx: list[Tensor],
+        z_top: Tensor,
+        values: Sequence[Tensor | None] | None = None,
+        noise: Noise = _randn,
+        fixed: bool = False,
+    ) -> Walk:
+        """From the top layer's ``z_top`` down: each lower layer's q (and, for the top-down
+        styles, p) given the layers above, and its z: ``values[i]`` where given, else a draw."""
+        n = self.layers
+        zs: list[Tensor] = [z_top]
+        q: list[Params] = []
+        p: list[Params | None] = []
+        for i in reversed(range(n - 1)):
+            q_i, p_i = self.posterior_layer(i, ctx[i], zs[0], fixed)
+            given = values[i] if values is not None else None
+            zs.insert(0, given if given is not None else _draw(q_i, noise))
+            q.insert(0, q_i)
+            p.insert(0, p_i)
+        return Walk(zs, q, p)
+
+    def prior_walk(
+        self,
+        z_top: Tensor,
+        values: Sequence[Tensor | None] | None = None,
+        noise: Noise = _randn,
+        temperature: float = 1.0,
+    ) -> Walk:
+        """From ``z_top`` down through the conditional priors: each lower layer's p given the
+        layers above and its z (``values[i]`` where given, else a draw at ``temperature``;
+        0 takes the means)."""
+        zs: list[Tensor] = [z_top]
+        p: list[Params | None] = []
+        for i in reversed(range(self.layers - 1)):
+            p_i, _ = self.prior_layer(i, zs[0])
+            given = values[i] if values is not None else None
+            zs.insert(0, given if given is not None else _draw(p_i, noise, temperature))
+            p.insert(0, p_i)
+        return Walk(zs, [], p)
+
     # -- the two distributions ----------------------------------------------------------------
 
     def forward(self, features: Tensor) -> HierarchicalDistribution:
@@ -317,15 +361,57 @@ class HierarchicalPosterior(PosteriorHead):
         """The generative model's parameters held here (the conditional priors)."""
         return list(self.prior_nets.parameters())
 
+    def remember(self, z: Tensor, walk: Walk) -> None:
+        """Keep the walk of q's latest draw ``z``: the joint prior (and a decoder that reads
+        the top-down state) evaluated at that same tensor reuse it instead of walking again."""
+        _memo(self).last = (z, walk)
+
+    def recalled(self, z: Tensor) -> Walk | None:
+        """The walk of ``z`` when it is q's latest draw (the very tensor), else None."""
+        last = _memo(self).last
+        return last[1] if last is not None and last[0] is z else None
+
+
+class _Memo:
+    """The latest draw's walk, held beside a module's weights but never copied or saved
+    with it (a copy of the model starts without one)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[Tensor, Walk] | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Memo:
+        return _Memo()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"last": None}
+
+
+def _memo(module: nn.Module) -> _Memo:
+    memo = module.__dict__.get("_memo")
+    if memo is None:
+        memo = module.__dict__["_memo"] = _Memo()
+    return memo
+
+
+@dataclass
+class Walk:
+    """One pass down a hierarchy: every layer's z (bottom first, the top last), the lower
+    layers' posterior and prior parameters where computed, and the top-down state a
+    decoder may read (None where the decoder reads z itself)."""
+
+    z: list[Tensor]
+    q: list[Params]
+    p: list[Params | None]
+    state: Any = None
+
 
 @dataclass
 class _Draw:
-    """What a draw of q computed on the way: z, each layer's log q, q's and p's parameters."""
+    """What a draw of q computed on the way: z, each layer's log q and the walk."""
 
     z: Tensor
     log_q: list[Tensor]
-    q: list[Params]
-    p: list[Params | None]
+    walk: Walk
 
 
 class HierarchicalDistribution(MonteCarloMoments):
@@ -333,7 +419,7 @@ class HierarchicalDistribution(MonteCarloMoments):
 
     ``log_prob`` of the tensor most recently returned by ``rsample`` comes from the draw
     (as a flow's does); of any other value it is computed layer by layer at that value
-    (exact: every conditional is a Gaussian given the layer above). ``top`` is
+    (exact: every conditional is a Gaussian given the layers above). ``top`` is
     q(z_L|x), a diagonal Gaussian. ``mean`` and ``variance`` have no closed form below
     the top: Monte Carlo estimates from fixed noise.
     """
@@ -342,7 +428,7 @@ class HierarchicalDistribution(MonteCarloMoments):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, head: HierarchicalPosterior, features: Tensor) -> None:
+    def __init__(self, head: Any, features: Tensor) -> None:
         self.head = head
         self.features = features
         self.top_params, self.ctx = head.context(features)
@@ -352,38 +438,22 @@ class HierarchicalDistribution(MonteCarloMoments):
 
     @property
     def sizes(self) -> list[int]:
-        return self.head.sizes
+        return list(self.head.sizes)
 
     def _ancestral(self, sample_shape: _size, noise: Noise) -> _Draw:
-        head = self.head
-        n = head.layers
-        shape = Size(sample_shape)
-        z: list[Tensor | None] = [None] * n
-        log_q: list[Tensor | None] = [None] * n
-        q: list[Params | None] = [None] * n
-        p: list[Params | None] = [None] * n
         mu, logvar = self.top_params
-        q[-1] = (mu.expand(*shape, *mu.shape), logvar.expand(*shape, *logvar.shape))
-        for i in reversed(range(n)):
-            if i < n - 1:
-                above = z[i + 1]
-                assert above is not None
-                q[i], p[i] = head.posterior_layer(i, self.ctx[i], above)
-            params = q[i]
-            assert params is not None
-            z[i] = _draw(params, noise)
-            log_q[i] = _normal(params).log_prob(z[i])
-        return _Draw(
-            torch.cat([t for t in z if t is not None], dim=-1),
-            [t for t in log_q if t is not None],
-            [t for t in q if t is not None],
-            p,
-        )
+        shape = Size(sample_shape)
+        top = (mu.expand(*shape, *mu.shape), logvar.expand(*shape, *logvar.shape))
+        walk = self.head.posterior_walk(self.ctx, _draw(top, noise), noise=noise)
+        params = [*walk.q, top]
+        log_q = [_normal(p).log_prob(z) for p, z in zip(params, walk.z, strict=True)]
+        return _Draw(torch.cat(walk.z, dim=-1), log_q, Walk(walk.z, params, walk.p, walk.state))
 
     def rsample_and_log_prob(self, sample_shape: _size = ()) -> tuple[Tensor, Tensor]:
         """A reparameterised draw ``(*sample_shape, *batch, D)`` and its log q."""
         draw = self._ancestral(sample_shape, _randn)
         self._cache = draw
+        self.head.remember(draw.z, draw.walk)
         return draw.z, torch.stack(draw.log_q).sum(0)
 
     def rsample(self, sample_shape: _size = ()) -> Tensor:
@@ -393,25 +463,25 @@ class HierarchicalDistribution(MonteCarloMoments):
         return self._cache if self._cache is not None and value is self._cache.z else None
 
     def layer_params(self, value: Tensor, fixed: bool = False) -> list[Params]:
-        """Each layer's q(z_l | x, z_{l+1}) at ``value``'s layers, as (mean, log-variance)."""
+        """Each layer's q(z_l | x, z_{>l}) at ``value``'s layers, as (mean, log-variance)."""
         draw = None if fixed else self._cached(value)
         if draw is not None:
-            return draw.q
+            return draw.walk.q
         head = self.head
         if fixed:
             top, ctx = head.context(self.features.detach(), fixed=True)
         else:
             top, ctx = self.top_params, self.ctx
         zs = head.split(value)
-        out = [head.posterior_layer(i, ctx[i], zs[i + 1], fixed)[0] for i in range(head.layers - 1)]
-        return [*out, top]
+        walk = head.posterior_walk(ctx, zs[-1], values=zs[:-1], fixed=fixed)
+        return [*walk.q, top]
 
     def layer_dists(self, value: Tensor) -> list[Distribution]:
-        """q(z_1 | x, z_2), ..., q(z_L | x) at ``value``'s layers: diagonal Gaussians."""
+        """q(z_1 | x, z_{>1}), ..., q(z_L | x) at ``value``'s layers: diagonal Gaussians."""
         return [_normal(p) for p in self.layer_params(value)]
 
     def layer_log_probs(self, value: Tensor, fixed: bool = False) -> list[Tensor]:
-        """log q(z_l | x, z_{l+1}) of each layer of ``value``, each ``value.shape[:-1]``."""
+        """log q(z_l | x, z_{>l}) of each layer of ``value``, each ``value.shape[:-1]``."""
         draw = None if fixed else self._cached(value)
         if draw is not None:
             return draw.log_q
@@ -431,7 +501,7 @@ class HierarchicalDistribution(MonteCarloMoments):
     def kl_layers(self, prior: Distribution, value: Tensor, mode: str = "auto") -> Tensor:
         """KL per layer ``(L, B)`` of q against the joint ``prior``, estimated at the draws
         ``value (S, B, D)``: ``mc`` averages ``log q_l - log p_l``; ``auto`` takes each
-        layer's closed form given the layer above (both conditionals are Gaussians), an
+        layer's closed form given the layers above (both conditionals are Gaussians), an
         unbiased estimate with less variance, and Monte Carlo for a top prior without one."""
         if not isinstance(prior, HierarchicalPrior):
             raise TypeError(f"the prior of a hierarchy is a HierarchicalPrior, got {type(prior)}")
@@ -467,7 +537,7 @@ class HierarchicalDistribution(MonteCarloMoments):
 
 
 class HierarchicalPrior(MonteCarloMoments):
-    """The joint prior p(z) = p(z_L) prod_l p(z_l | z_{l+1}) of a hierarchy.
+    """The joint prior p(z) = p(z_L) prod_l p(z_l | z_{>l}) of a hierarchy.
 
     ``top`` is the registered prior over z_L (any Distribution with event ``(s_L,)``);
     the conditionals are diagonal Gaussians from the part's networks. ``sample`` draws
@@ -478,7 +548,7 @@ class HierarchicalPrior(MonteCarloMoments):
     arg_constraints: dict[str, constraints.Constraint] = {}
     support = constraints.real_vector
 
-    def __init__(self, head: HierarchicalPosterior, top: Distribution) -> None:
+    def __init__(self, head: Any, top: Distribution) -> None:
         self.head = head
         self.top = top
         self._cache: tuple[Tensor, list[Params], list[Tensor]] | None = None
@@ -490,14 +560,17 @@ class HierarchicalPrior(MonteCarloMoments):
 
     @property
     def sizes(self) -> list[int]:
-        return self.head.sizes
+        return list(self.head.sizes)
 
     def _params(self, value: Tensor) -> list[Params]:
-        zs = self.head.split(value)
-        return [self.head.prior_layer(i, zs[i + 1])[0] for i in range(self.head.layers - 1)]
+        walk = self.head.recalled(value)
+        if walk is None or any(p is None for p in walk.p):
+            zs = self.head.split(value)
+            walk = self.head.prior_walk(zs[-1], values=zs[:-1])
+        return [p for p in walk.p if p is not None]
 
     def layer_log_probs(self, value: Tensor) -> list[Tensor]:
-        """log p(z_l | z_{l+1}) of each lower layer, then log p(z_L), each ``value.shape[:-1]``."""
+        """log p(z_l | z_{>l}) of each lower layer, then log p(z_L), each ``value.shape[:-1]``."""
         if self._cache is not None and self._cache[0] is value:
             return self._cache[2]
         zs = self.head.split(value)
@@ -508,7 +581,7 @@ class HierarchicalPrior(MonteCarloMoments):
         return out
 
     def layer_dists(self, value: Tensor) -> list[Distribution]:
-        """p(z_1 | z_2), ..., p(z_{L-1} | z_L) at ``value``'s layers, then the top prior."""
+        """p(z_1 | z_{>1}), ..., p(z_{L-1} | z_L) at ``value``'s layers, then the top prior."""
         if self._cache is not None and self._cache[0] is value:
             params = self._cache[1]
         else:
@@ -521,13 +594,9 @@ class HierarchicalPrior(MonteCarloMoments):
     def _ancestral(
         self, sample_shape: _size, noise: Noise, temperature: float = 1.0, top: Tensor | None = None
     ) -> Tensor:
-        head = self.head
         z_top = tempered_sample(self.top, sample_shape, temperature) if top is None else top
-        zs = [z_top]
-        for i in reversed(range(head.layers - 1)):
-            params, _ = head.prior_layer(i, zs[0])
-            zs.insert(0, _draw(params, noise, temperature))
-        return torch.cat(zs, dim=-1)
+        walk = self.head.prior_walk(z_top, noise=noise, temperature=temperature)
+        return torch.cat(walk.z, dim=-1)
 
     def rsample(self, sample_shape: _size = ()) -> Tensor:
         return self._ancestral(sample_shape, _randn, top=self.top.rsample(sample_shape))
@@ -543,11 +612,18 @@ class HierarchicalPrior(MonteCarloMoments):
         if not 1 <= layer <= head.layers:
             raise ValueError(f"layer must be between 1 and {head.layers}, got {layer}")
         zs = head.split(z)
+        values: list[Tensor | None] = [
+            None if i < layer - 1 else zs[i] for i in range(head.layers - 1)
+        ]
         with torch.no_grad():
-            for i in reversed(range(layer - 1)):
-                params, _ = head.prior_layer(i, zs[i + 1])
-                zs[i] = _draw(params, _randn, temperature)
-        return torch.cat(zs, dim=-1)
+            walk = head.prior_walk(zs[-1], values=values, temperature=temperature)
+        return torch.cat(walk.z, dim=-1)
+
+    def fill_below(self, z_top: Tensor) -> Tensor:
+        """The whole latent vector for top-layer codes ``(..., s_L)``: each layer below at
+        the mean of its conditional prior (deterministic)."""
+        with torch.no_grad():
+            return torch.cat(self.head.prior_walk(z_top, temperature=0.0).z, dim=-1)
 
     def draws(self, n: int, seed: int = 0) -> Tensor:
         device = next(self.head.parameters()).device
