@@ -266,3 +266,74 @@ def test_figures_and_explorer_of_a_hierarchy(hrun: Path, tmp_path: Path) -> None
     assert main(["sample", str(hrun), "--temperature", "0.5", "--n", "4", "--out", str(out)]) == 0
     assert out.exists()
     assert main(["sample", str(hrun), "--temperature", "0", "--out", str(out)]) == 2
+
+
+# -- the convolutional hierarchy ---------------------------------------------------------------
+
+
+def _conv_model(shape: tuple[int, ...] = (1, 28, 28), *sets: str):
+    cfg = load_config(
+        None,
+        [
+            "model.latent_dim=2",
+            "model.posterior={name: hierarchical-conv, channels: [8, 8, 8], groups: [1, 1, 1]}",
+            *sets,
+        ],
+    )
+    torch.manual_seed(0)
+    return build_model(cfg.model, shape)
+
+
+def test_conv_hierarchy_fits_28x28_and_colour_images() -> None:
+    model = _conv_model()
+    # Latent maps of 2 channels at 14x14, 7x7 and 4x4, bottom first.
+    assert model.encoder.head.sizes == [2 * 14 * 14, 2 * 7 * 7, 2 * 4 * 4]
+    x = torch.rand(3, 1, 28, 28).round()
+    q = model.encode(x)
+    z = q.rsample((2,))
+    assert z.shape == (2, 3, model.latent_dim) and model.decode(z).batch_shape == (2, 3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert bool(torch.isfinite(log_likelihood(model, x, k=4)).all())
+    colour = _conv_model((3, 32, 32), "model.likelihood={name: discretized-logistic}")
+    assert colour.decode(colour.prior.sample((2,))).batch_shape == (2,)
+
+
+def test_conv_decoder_reads_every_layer_and_reuses_the_draw() -> None:
+    model = _conv_model(
+        (1, 8, 8), "model.posterior.channels=[4, 8]", "model.posterior.groups=[1, 1]"
+    )
+    x = torch.rand(4, 1, 8, 8).round()
+    q = model.encode(x)
+    z = q.rsample((3,))
+    cached = model.decode(z).mean  # the draw's final top-down state, not walked again
+    fresh = model.decode(z.clone()).mean
+    assert torch.allclose(cached, fresh, atol=1e-6)
+    top = z.clone()
+    top[..., -8:] += 1.0  # the top layer alone changes the picture: the state carries it
+    assert not torch.allclose(model.decode(top).mean, fresh)
+    # The prior at q's draw reuses the prior parameters the walk computed.
+    p = model.prior
+    assert torch.allclose(p.log_prob(z), p.log_prob(z.clone()), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["model.conditional=true"], "not conditional"),
+        (["model.decoder=mlp"], "brings its own encoder and decoder"),
+        (["model.posterior.groups=[1]"], "one count per scale"),
+        (["model.posterior.groups=[2, 0]"], "coarsest scale"),
+    ],
+)
+def test_conv_hierarchy_refuses_with_advice(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["model.posterior={name: hierarchical-conv}", *sets])
+
+
+def test_conv_hierarchy_resumes_bit_identically() -> None:
+    from vaekit.testing import check_part
+
+    options = {"channels": [4, 8, 8], "groups": [0, 1, 1]}
+    report = check_part("posterior", "hierarchical-conv", options, training=False, resume=True)
+    assert report["resume"] == "bit-identical"

@@ -396,6 +396,11 @@ def _check_composition(cfg: Config, parts: Any) -> None:
             f"{n['flow']} transforms the posterior, but {n['posterior']} takes no flow: set "
             f"model.posterior={' or '.join(takes)}, or model.flow=none"
         )
+    if parts.posterior.networks and m.decoder is not None:
+        raise ConfigError(
+            f"{n['posterior']} brings its own encoder and decoder networks, so model.decoder "
+            "is not used: remove it (or set model.decoder=none)"
+        )
     if parts.prior.needs_gaussian_posterior and not (
         parts.posterior.gaussian or parts.posterior.gaussian_top
     ):

@@ -297,9 +297,15 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
     total = int(getattr(head, "latent_dim", latent))
     reads = int(getattr(head, "decoder_dim", total))
     prior_dim = int(getattr(head, "prior_dim", total))
-    enc_net = enc_part.build(
-        cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
-    )
+    # A posterior part that brings its own networks (a convolutional hierarchy) makes them.
+    own_encoder = getattr(head, "encoder_network", None)
+    own_decoder = getattr(head, "decoder_network", None)
+    if own_encoder is not None:
+        enc_net = own_encoder()
+    else:
+        enc_net = enc_part.build(
+            cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
+        )
     if cfg.decoder is None:
         dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
     else:
@@ -308,7 +314,12 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
         cfg.likelihood.options, data_shape, **context
     )
     out_features = likelihood.params_per_element * int(math.prod(data_shape))
-    dec_net = dec_part.build(dec_options, reads, data_shape, out_features, classes, role="decoder")
+    if own_decoder is not None:
+        dec_net = own_decoder(likelihood.params_per_element)
+    else:
+        dec_net = dec_part.build(
+            dec_options, reads, data_shape, out_features, classes, role="decoder"
+        )
     prior = PRIORS.get(cfg.prior.name).build(cfg.prior.options, prior_dim, **context)
     model = VAE(
         Encoder(enc_net, head, classes),

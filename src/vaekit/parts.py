@@ -80,7 +80,9 @@ class PosteriorAbilities:
     transform it. ``gaussian_top``: the layer the prior is over is a diagonal Gaussian
     given x (a hierarchy's q(z_L|x): the VampPrior fits it); ``dreg``: its log-density can
     be taken with its parameters held fixed (``log_prob_fixed``), as the doubly
-    reparameterised gradient needs (a diagonal Gaussian can without saying so).
+    reparameterised gradient needs (a diagonal Gaussian can without saying so);
+    ``networks``: it brings the model's encoder and decoder networks itself (a
+    convolutional hierarchy), so ``model.encoder`` and ``model.decoder`` are not used.
     """
 
     density: bool = True
@@ -90,6 +92,7 @@ class PosteriorAbilities:
     takes_flow: bool = False
     gaussian_top: bool = False
     dreg: bool = False
+    networks: bool = False
 
 
 @dataclass(frozen=True)

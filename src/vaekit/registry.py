@@ -18,6 +18,7 @@ from __future__ import annotations
 from vaekit.bounds import CIWAE, MIWAE, PIWAE
 from vaekit.distributions.flows import IAF, PlanarFlow
 from vaekit.distributions.hierarchical import HierarchicalPosterior
+from vaekit.distributions.hierarchical_conv import ConvHierarchicalPosterior
 from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
@@ -44,6 +45,7 @@ POSTERIORS.add("gaussian", GaussianPosterior)
 POSTERIORS.add("point", PointPosterior)
 POSTERIORS.add("implicit", ImplicitPosterior)
 POSTERIORS.add("hierarchical", HierarchicalPosterior)
+POSTERIORS.add("hierarchical-conv", ConvHierarchicalPosterior)
 
 FLOWS = Registry("flow")
 FLOWS.add("planar", PlanarFlow)

@@ -623,6 +623,9 @@ def contract_combinations(
         return out
     for post in post_specs:
         mine = [pf for pf in posts if pf[0] is post]
+        # A posterior that brings its own networks ignores model.encoder: one is enough.
+        own = POSTERIORS.get(post["name"]).abilities.networks
+        nets_here = nets[:1] if own else nets
         cores = [
             (p, f, prior, obj)
             for (p, f), prior, obj in itertools.product(mine, priors, objs)
@@ -639,9 +642,9 @@ def contract_combinations(
                 continue
             p, f, prior, obj = cores[i]
             valid[i] = False
-            for _ in range(len(liks) * len(nets)):
+            for _ in range(len(liks) * len(nets_here)):
                 lik = liks[turn % len(liks)]
-                net = nets[(turn + turn // len(liks)) % len(nets)]
+                net = nets_here[(turn + turn // len(liks)) % len(nets_here)]
                 turn += 1
                 data = config(p, f, prior, lik, obj, net)
                 if data is not None:

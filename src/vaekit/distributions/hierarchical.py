@@ -66,6 +66,7 @@ from vaekit.validate import check_choice, check_positive, check_widths
 __all__ = [
     "STYLES",
     "HierarchicalOptions",
+    "HierarchyHead",
     "HierarchicalPosterior",
     "HierarchicalDistribution",
     "HierarchicalPrior",
@@ -164,7 +165,43 @@ class HierarchicalOptions:
             )
 
 
-class HierarchicalPosterior(PosteriorHead):
+class HierarchyHead(PosteriorHead):
+    """What every hierarchy's posterior part shares: its latent layout, the two
+    distributions, and the memory of q's latest draw.
+
+    A subclass sets ``sizes`` (units per layer, bottom first), ``layers``, ``latent_dim``,
+    ``prior_dim`` and ``decoder_dim``, and implements ``context(features, fixed)``,
+    ``posterior_walk`` and ``prior_walk`` (see :class:`HierarchicalPosterior`).
+    """
+
+    sizes: list[int]
+    layers: int
+    prior_dim: int
+    decoder_dim: int
+
+    def split(self, z: Tensor) -> list[Tensor]:
+        """z ``(..., D)`` -> ``[z_1, ..., z_L]``."""
+        return list(z.split(self.sizes, dim=-1))
+
+    def forward(self, features: Tensor) -> HierarchicalDistribution:
+        return HierarchicalDistribution(self, features)
+
+    def joint_prior(self, top: Distribution) -> HierarchicalPrior:
+        """The joint p(z) = p(z_L) prod p(z_l | z_{>l}) over a top prior ``top``."""
+        return HierarchicalPrior(self, top)
+
+    def remember(self, z: Tensor, walk: Walk) -> None:
+        """Keep the walk of q's latest draw ``z``: the joint prior (and a decoder that reads
+        the top-down state) evaluated at that same tensor reuse it instead of walking again."""
+        _memo(self).last = (z, walk)
+
+    def recalled(self, z: Tensor) -> Walk | None:
+        """The walk of ``z`` when it is q's latest draw (the very tensor), else None."""
+        last = _memo(self).last
+        return last[1] if last is not None and last[0] is z else None
+
+
+class HierarchicalPosterior(HierarchyHead):
     """L stochastic layers: q(z|x) and the conditional priors p(z_l | z_{l+1}).
 
     Built as ``HierarchicalPosterior(latent_dim, layers, sizes, hidden, depth, style,
@@ -253,10 +290,6 @@ class HierarchicalPosterior(PosteriorHead):
                 )
 
     # -- the pieces ---------------------------------------------------------------------------
-
-    def split(self, z: Tensor) -> list[Tensor]:
-        """z ``(..., D)`` -> ``[z_1, ..., z_L]``."""
-        return list(z.split(self.sizes, dim=-1))
 
     def prior_layer(self, i: int, above: Tensor, fixed: bool = False) -> tuple[Params, Tensor]:
         """p(z_i | z_{i+1} = above) as (mean, log-variance), and its network's last hidden layer."""
@@ -348,28 +381,9 @@ class HierarchicalPosterior(PosteriorHead):
             p.insert(0, p_i)
         return Walk(zs, [], p)
 
-    # -- the two distributions ----------------------------------------------------------------
-
-    def forward(self, features: Tensor) -> HierarchicalDistribution:
-        return HierarchicalDistribution(self, features)
-
-    def joint_prior(self, top: Distribution) -> HierarchicalPrior:
-        """The joint p(z) = p(z_L) prod p(z_l | z_{l+1}) over a top prior ``top``."""
-        return HierarchicalPrior(self, top)
-
     def prior_parameters(self) -> list[nn.Parameter]:
         """The generative model's parameters held here (the conditional priors)."""
         return list(self.prior_nets.parameters())
-
-    def remember(self, z: Tensor, walk: Walk) -> None:
-        """Keep the walk of q's latest draw ``z``: the joint prior (and a decoder that reads
-        the top-down state) evaluated at that same tensor reuse it instead of walking again."""
-        _memo(self).last = (z, walk)
-
-    def recalled(self, z: Tensor) -> Walk | None:
-        """The walk of ``z`` when it is q's latest draw (the very tensor), else None."""
-        last = _memo(self).last
-        return last[1] if last is not None and last[0] is z else None
 
 
 class _Memo:
