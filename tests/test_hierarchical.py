@@ -337,3 +337,27 @@ def test_conv_hierarchy_resumes_bit_identically() -> None:
     options = {"channels": [4, 8, 8], "groups": [0, 1, 1]}
     report = check_part("posterior", "hierarchical-conv", options, training=False, resume=True)
     assert report["resume"] == "bit-identical"
+
+
+def test_a_conditional_hierarchy_takes_labels_in_encoder_and_decoder() -> None:
+    cfg = load_config(
+        None,
+        [
+            "model.latent_dim=3",
+            "model.encoder.hidden=[16]",
+            "model.posterior={name: hierarchical, style: ladder}",
+            "model.conditional=true",
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model, SHAPE, num_classes=3)
+    x, y = _x(6), torch.arange(6) % 3
+    q = model.encode(x, y)
+    assert q.event_shape == (6,)
+    z = q.rsample()
+    assert not torch.allclose(model.decode(z, y).mean, model.decode(z, (y + 1) % 3).mean)
+    assert model.sample(6).shape == (6, *SHAPE)  # the classes in turn
+    out = ELBO()(model, x, y)
+    assert torch.isfinite(out.loss) and {"kl_z1", "kl_z2"} <= set(out.terms)
+    with pytest.raises(ConfigError, match="cannot be conditional"):
+        load_config(None, ["model.posterior=hierarchical", "model.prior=vamp", "model.conditional=true"])
