@@ -360,4 +360,6 @@ def test_a_conditional_hierarchy_takes_labels_in_encoder_and_decoder() -> None:
     out = ELBO()(model, x, y)
     assert torch.isfinite(out.loss) and {"kl_z1", "kl_z2"} <= set(out.terms)
     with pytest.raises(ConfigError, match="cannot be conditional"):
-        load_config(None, ["model.posterior=hierarchical", "model.prior=vamp", "model.conditional=true"])
+        load_config(
+            None, ["model.posterior=hierarchical", "model.prior=vamp", "model.conditional=true"]
+        )
