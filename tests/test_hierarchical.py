@@ -254,6 +254,8 @@ def test_figures_and_explorer_of_a_hierarchy(hrun: Path, tmp_path: Path) -> None
     ds = run.dataset()
     figs = run_figures(run, ds, which=["layer_kl", "temperatures", "layer_resampling"])
     assert set(figs) == {"layer_kl", "temperatures", "layer_resampling"}
+    # Each layer's KL, held-out and train: two lines per layer.
+    assert len(figs["layer_kl"].axes[0].lines) == 4
     # The explorer maps the top layer; decoding fills the layers below.
     ex = Explorer(run, ds.test, max_points=40)
     assert ex.latent_dim == 3 and ex.codes.shape == (40, 3)

@@ -196,19 +196,20 @@ def layer_kl_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
     fig = Figure(figsize=(6.5, 4.0), layout="constrained")
     ax = fig.subplots()
     colours = [f"C{i}" for i in range(len(terms))]
+    held_out = next(
+        (s for s in ("valid", "test") if any(isinstance(r.get(s), Mapping) for r in metrics)),
+        None,
+    )
     for term, colour in zip(terms, colours, strict=True):
-        for split, style in (("valid", "-"), ("test", "-"), ("train", "--")):
+        for split, style in ((held_out, "-"), ("train", "--")):
             pts = [
                 (r["epoch"], r[split][term])
                 for r in metrics
-                if isinstance(r.get(split), Mapping) and r[split].get(term) is not None
+                if split and isinstance(r.get(split), Mapping) and r[split].get(term) is not None
             ]
-            if not pts:
-                continue
-            e, v = zip(*pts, strict=True)
-            ax.plot(e, v, style, color=colour, label=f"{term[3:]} ({split})")
-            if split in ("valid", "test"):
-                break  # one held-out curve per layer
+            if pts:
+                e, v = zip(*pts, strict=True)
+                ax.plot(e, v, style, color=colour, label=f"{term[3:]} ({split})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("KL (nats)")
     ax.set_title("KL of each stochastic layer")
