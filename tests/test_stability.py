@@ -77,15 +77,37 @@ def test_spectral_option_adds_the_penalty_to_the_loss() -> None:
     assert torch.allclose(out.loss, out.terms["loss"].mean() + 0.5 * penalty, atol=1e-4)
 
 
+class SpikyELBO(ELBO):
+    """The ELBO whose every second training step has a loss (and gradient) 1e6 times larger."""
+
+    calls = 0
+
+    def forward(self, model, x, y=None):  # type: ignore[no-untyped-def]
+        out = super().forward(model, x, y)
+        if torch.is_grad_enabled():  # a training step, not the evaluation
+            SpikyELBO.calls += 1
+            if SpikyELBO.calls % 2 == 0:
+                out.loss = out.loss * 1e6
+        return out
+
+
 def test_gradient_norm_skipping_drops_outsized_steps(tmp_path: Path) -> None:
     from vaekit.rundir import read_metrics
+    from vaekit.train.loop import TrainingError
 
-    run = train_tiny(tmp_path / "s", "train.skip_threshold=1e-9", "train.epochs=1")
-    row = read_metrics(run)[-1]
-    # 256 examples in batches of 64: every step's norm is above 1e-9, so none is applied.
-    assert row["skipped_steps"] == 4 and row["step"] == 0 and "nonfinite" not in row
+    SpikyELBO.calls = 0
+    run = train_tiny(
+        tmp_path / "s", "objective.name=test_stability:SpikyELBO", "train.skip_threshold=1e4"
+    )
+    rows = read_metrics(run)
+    # 256 examples in batches of 64: steps 2 and 4 of each epoch are dropped, 1 and 3 taken.
+    assert [r["skipped_steps"] for r in rows] == [2, 2] and rows[-1]["step"] == 4
+    assert "nonfinite" not in rows[-1]
     run = train_tiny(tmp_path / "t", "train.skip_threshold=1e9", "train.epochs=1")
     row = read_metrics(run)[-1]
     assert "skipped_steps" not in row and row["step"] == 4
+    # A threshold below every step's norm would freeze the model: refused with advice.
+    with pytest.raises(TrainingError, match="every step of epoch 1 was skipped"):
+        train_tiny(tmp_path / "u", "train.skip_threshold=1e-9", "train.epochs=1")
     with pytest.raises(ConfigError, match="skip_threshold must be >= 0"):
         load_config(None, ["train.skip_threshold=-1"])

@@ -735,6 +735,12 @@ def _fit(
                     )
             bar.close()
             train_seconds = time.perf_counter() - start
+            if ep.skipped and not ep.count:  # no step taken: the run cannot move
+                raise TrainingError(
+                    f"every step of epoch {epoch} was skipped: the gradient norm never fell below "
+                    f"train.skip_threshold={t.skip_threshold:g}, so no update was applied. Set it well "
+                    "above the gradient norm of a healthy step (at the start of training too), or 0"
+                )
 
             # -- end of epoch: reduce, evaluate, log, checkpoint ------------------------------
             keys = list(ep.sums)
