@@ -99,6 +99,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per variant (default 2)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--only", nargs="+", default=None, help="run only these variants (names as in the table)"
+    )
     p.add_argument("--out", default=str(HERE / "results" / "stability.json"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -114,6 +117,8 @@ def main() -> None:
         "variants": {},
     }
     for name, sets in VARIANTS.items():
+        if a.only and name not in a.only:
+            continue
         runs = []
         for seed in range(a.seeds):
             r = run(sets, seed, a, workdir)
