@@ -25,11 +25,19 @@ batch. The conv epoch is slow on a CPU, so by default only the first 10,000 imag
 timed (``--limit``); it reports seconds per 10,000 images and the 50,000-image epoch
 extrapolated from them. There is no matmul replay, pythae or JAX case for conv.
 
+``--model layers``: the epoch cost of the models with several stochastic layers beside
+the one-layer VampPrior model of ``configs/bmnist_vamp.yaml`` (the Tomczak & Welling
+setting they share: batch 100, 784-300-300): ``bmnist_hvae``, ``bmnist_hvae_vamp`` and the
+convolutional top-down ``bmnist_topdown``. vaekit's trainer (its own ``train_seconds``) on
+the first ``--limit`` images (``--conv-limit`` for the convolutional one, whose CPU steps
+take seconds), repeats interleaved, extrapolated to a 50,000-image epoch.
+
 Usage:
     python benchmarks/train_throughput.py --data-dir ../shared/data            # batch 100 and 500
     python benchmarks/train_throughput.py --batch 100 --repeats 3 --pythae-python /path/to/env/bin/python
     python benchmarks/train_throughput.py --batch 100 --jax-python /work/jax-env/bin/python
     python benchmarks/train_throughput.py --model conv --batch 100            # first 10,000 images
+    python benchmarks/train_throughput.py --model layers --threads 1          # hierarchies vs VampPrior
 """
 
 from __future__ import annotations
@@ -62,6 +70,10 @@ LAYERS_DEC = [(20, 500), (500, 500), (500, 784)]
 MLP_CONFIG = HERE.parent / "configs" / "002_aevb_bernoulli.yaml"
 CONV_CONFIG = HERE.parent / "configs" / "bmnist_conv.yaml"
 CONV_DEFAULT_LIMIT = 10_000
+# --model layers: the one-layer reference first, then the hierarchies.
+LAYER_CONFIGS = ("bmnist_vamp", "bmnist_hvae", "bmnist_hvae_vamp", "bmnist_topdown")
+LAYERS_DEFAULT_LIMIT = 5_000
+LAYERS_CONV_LIMIT = 300
 
 
 def flops_per_example() -> float:
@@ -157,14 +169,14 @@ def vaekit_epoch(
     return {"train_seconds": float(rows[-1]["train_seconds"]), "fit_seconds": total}
 
 
-def build_conv(seed: int) -> tuple[VAE, Objective, float, float]:
-    """The model and objective of configs/bmnist_conv.yaml, built by vaekit as its trainer
-    builds them, with the learning rate and gradient clip of that config."""
+def build_conv(seed: int, config: Path = CONV_CONFIG) -> tuple[VAE, Objective, float, float]:
+    """The model and objective of configs/bmnist_conv.yaml (or ``config``), built by vaekit
+    as its trainer builds them, with the learning rate and gradient clip of that config."""
     from vaekit.config import load_config
     from vaekit.model import build_model
     from vaekit.objectives import build_objective
 
-    cfg = load_config(CONV_CONFIG, [])
+    cfg = load_config(config, [])
     torch.manual_seed(seed)
     model = build_model(cfg.model, (1, 28, 28), 0)
     objective = build_objective(cfg.objective)
@@ -173,7 +185,7 @@ def build_conv(seed: int) -> tuple[VAE, Objective, float, float]:
     return model, objective, cfg.train.lr, cfg.train.grad_clip
 
 
-def eager_conv_epoch(x: torch.Tensor, batch: int, seed: int) -> float:
+def eager_conv_epoch(x: torch.Tensor, batch: int, seed: int, config: Path = CONV_CONFIG) -> float:
     """A minimal hand-written loop over vaekit's own conv model and objective objects.
 
     torch.optim.Adam with its defaults (foreach, not fused) at the config's learning rate;
@@ -181,7 +193,7 @@ def eager_conv_epoch(x: torch.Tensor, batch: int, seed: int) -> float:
     it leaves out is the trainer's own work: the non-finite guard, metric sums, the
     stop-request check and the progress bar. The trainer uses fused Adam, so it can come
     out faster than this loop."""
-    model, objective, lr, clip = build_conv(seed)
+    model, objective, lr, clip = build_conv(seed, config)
     params = [*model.parameters(), *objective.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     perm = torch.randperm(len(x))
@@ -520,6 +532,61 @@ def bench_conv(
         )
 
 
+def bench_layers(a: argparse.Namespace, workdir: Path, results: dict[str, object]) -> None:
+    """Seconds per 50,000-image epoch of each config of LAYER_CONFIGS (the batch size of
+    the configs), and each one's ratio to the one-layer VampPrior's: vaekit's trainer for the
+    MLP models; for the convolutional one, whose evaluation of 20,000 images at the end of
+    a trainer epoch would take far longer on a CPU than the images timed, the minimal loop
+    over its model and objective (the trainer's own overhead is within noise for conv
+    models, see --model conv)."""
+    from vaekit.config import find_config, load_config
+
+    npz = Path(a.data_dir) / "binarized_mnist.npz"
+    limits = {name: a.conv_limit if name == "bmnist_topdown" else a.limit for name in LAYER_CONFIGS}
+    x_conv = torch.from_numpy(np.load(npz)["train"][: a.conv_limit].astype(np.float32))
+    times: dict[str, list[float]] = {name: [] for name in LAYER_CONFIGS}
+    for r in range(a.repeats):
+        for name in LAYER_CONFIGS:
+            batch = load_config(name).train.batch_size
+            if name == "bmnist_topdown":
+                x = x_conv.reshape(-1, 1, 28, 28)
+                seconds = eager_conv_epoch(x, batch, seed=r, config=find_config(name))
+            else:
+                seconds = vaekit_epoch(
+                    batch,
+                    a.data_dir,
+                    seed=r,
+                    workdir=workdir,
+                    limit=limits[name],
+                    config=find_config(name),
+                )["train_seconds"]
+            times[name].append(seconds)
+            print(f"repeat {r + 1}: {name} {seconds:.2f}s ({limits[name]} images)", flush=True)
+    per_epoch = {name: statistics.median(t) * 50_000 / limits[name] for name, t in times.items()}
+    ref = per_epoch[LAYER_CONFIGS[0]]
+    results["configs"] = {
+        name: {
+            "images_timed": limits[name],
+            "timed_by": "loop over the model and objective"
+            if name == "bmnist_topdown"
+            else "trainer",
+            "all_seconds": [round(t, 3) for t in times[name]],
+            "seconds_per_50k_epoch_extrapolated": round(per_epoch[name], 1),
+            "over_one_layer_vamp": round(per_epoch[name] / ref, 2),
+        }
+        for name in LAYER_CONFIGS
+    }
+    print()
+    print(
+        f"{'config':<18} {'images':>7} {'s/50k epoch':>12} {'/ bmnist_vamp':>13}   ({a.threads} threads)"
+    )
+    for name, row in results["configs"].items():  # type: ignore[union-attr]
+        print(
+            f"{name:<18} {row['images_timed']:>7} {row['seconds_per_50k_epoch_extrapolated']:>12.1f} "
+            f"{row['over_one_layer_vamp']:>13.2f}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -530,9 +597,10 @@ def main() -> None:
     )
     p.add_argument(
         "--model",
-        choices=["mlp", "conv"],
+        choices=["mlp", "conv", "layers"],
         default="mlp",
-        help="mlp: tutorial 002 with every case; conv: configs/bmnist_conv.yaml, vaekit vs eager",
+        help="mlp: tutorial 002 with every case; conv: configs/bmnist_conv.yaml, vaekit vs eager; "
+        "layers: the hierarchies' epoch cost beside the one-layer VampPrior's",
     )
     p.add_argument("--batch", type=int, nargs="+", default=[100, 500])
     p.add_argument("--repeats", type=int, default=3)
@@ -542,7 +610,13 @@ def main() -> None:
         type=int,
         default=None,
         help=f"use only the first N training images (0 = all; default: all for mlp, "
-        f"{CONV_DEFAULT_LIMIT} for conv)",
+        f"{CONV_DEFAULT_LIMIT} for conv, {LAYERS_DEFAULT_LIMIT} for layers)",
+    )
+    p.add_argument(
+        "--conv-limit",
+        type=int,
+        default=LAYERS_CONV_LIMIT,
+        help=f"--model layers: images timed for the convolutional hierarchy (default {LAYERS_CONV_LIMIT})",
     )
     p.add_argument(
         "--pythae-python",
@@ -562,12 +636,14 @@ def main() -> None:
     )
     a = p.parse_args()
     if a.limit is None:
-        a.limit = CONV_DEFAULT_LIMIT if a.model == "conv" else 0
+        a.limit = {"conv": CONV_DEFAULT_LIMIT, "layers": LAYERS_DEFAULT_LIMIT}.get(a.model, 0)
     if a.out is None:
-        name = "train_throughput_conv.json" if a.model == "conv" else "train_throughput.json"
-        a.out = str(HERE / "results" / name)
-    if a.model == "conv" and (a.pythae_python or a.jax_python):
-        print("note: pythae and jax run the MLP only; ignored for --model conv", file=sys.stderr)
+        name = {"conv": "train_throughput_conv.json", "layers": "train_throughput_layers.json"}
+        a.out = str(HERE / "results" / name.get(a.model, "train_throughput.json"))
+    if a.model != "mlp" and (a.pythae_python or a.jax_python):
+        print(
+            f"note: pythae and jax run the MLP only; ignored for --model {a.model}", file=sys.stderr
+        )
     torch.set_num_threads(a.threads)
     npz = Path(a.data_dir) / "binarized_mnist.npz"
     workdir = Path(tempfile.mkdtemp(prefix="vaekit-bench-"))
@@ -578,6 +654,8 @@ def main() -> None:
     }
     if a.model == "conv":
         bench_conv(a, npz, workdir, ceiling, results)
+    elif a.model == "layers":
+        bench_layers(a, workdir, results)
     else:
         bench_mlp(a, npz, workdir, ceiling, results)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -378,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="class to sample (conditional models; default: every class in turn)",
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="scale the prior's spread (every layer's in a hierarchy) by this factor; below 1 "
+        "gives fewer, sharper kinds of samples (default: 1)",
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -744,7 +752,12 @@ def cmd_sample(a: argparse.Namespace) -> int:
         raise CommandError(f"--label must be a class of this model, 0..{run.num_classes - 1}")
     # A conditional model cycles through its classes unless --label picks one, as
     # Run.sample does; an unconditional one refuses --label.
-    x = run.sample(a.n, a.label)
+    if not (a.temperature > 0 and math.isfinite(a.temperature)):
+        raise CommandError(f"--temperature must be a positive number, got {a.temperature}")
+    try:
+        x = run.sample(a.n, a.label, temperature=a.temperature)
+    except ValueError as e:  # a prior that has no temperature
+        raise CommandError(str(e)) from None
     if kind == "image":
         ncol = run.num_classes if (run.num_classes and a.label is None) else None
         grid = image_grid(to_images(x, run.data_shape), ncol=ncol)

@@ -133,6 +133,7 @@ class ModelConfig:
     decoder: PartConfig | None = _part_field("network", None)
     # gaussian (diagonal, reparameterised) | point (deterministic code: the plain autoencoder)
     # | implicit (noise into the encoder, no density: train with objective avb)
+    # | hierarchical (several stochastic layers; model.prior is then the top layer's prior)
     posterior: PartConfig = _part_field("posterior", "gaussian")
     # A normalizing flow on the posterior: none, or a flow part (planar, iaf, ...) with its length K.
     flow: PartConfig | None = _part_field("flow", None)
@@ -200,6 +201,10 @@ class TrainConfig:
     # Processes that read a streamed dataset (a torch Dataset given to vaekit.fit) for
     # training; 0 reads it in the training process.
     workers: int = 0
+    # Gradient-norm skipping (Child 2021, VDVAE): drop the update of a step whose gradient
+    # norm (before train.grad_clip) exceeds this; metrics count them as skipped_steps.
+    # 0 = off. Non-finite steps follow train.nan_policy whatever this is.
+    skip_threshold: float = 0.0
     # Experiment trackers that receive every epoch's metrics beside metrics.jsonl:
     # tensorboard | mlflow (optional extras: pip install "vaekit[tensorboard]" / "[mlflow]").
     trackers: list[str] = field(default_factory=list)
@@ -267,6 +272,7 @@ class Config:
                 "set train.keep_best=true or train.patience=0"
             )
         check_positive("train.max_bad_steps", t.max_bad_steps)
+        check_nonneg("train.skip_threshold", t.skip_threshold)
         check_choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
         check_choice("train.lr_schedule", t.lr_schedule, SCHEDULES)
         check_choice("train.precision", t.precision, ["fp32", "bf16"])
@@ -405,7 +411,14 @@ def _check_composition(cfg: Config, parts: Any) -> None:
             f"{n['flow']} transforms the posterior, but {n['posterior']} takes no flow: set "
             f"model.posterior={' or '.join(takes)}, or model.flow=none"
         )
-    if parts.prior.needs_gaussian_posterior and not parts.posterior.gaussian:
+    if parts.posterior.networks and m.decoder is not None:
+        raise ConfigError(
+            f"{n['posterior']} brings its own encoder and decoder networks, so model.decoder "
+            "is not used: remove it (or set model.decoder=none)"
+        )
+    if parts.prior.needs_gaussian_posterior and not (
+        parts.posterior.gaussian or parts.posterior.gaussian_top
+    ):
         others = [p.name for p in PRIORS if not p.abilities.needs_gaussian_posterior]
         raise ConfigError(
             f"{n['prior']} is a mixture of the encoder's diagonal Gaussian posteriors: it needs a "

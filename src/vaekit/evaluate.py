@@ -617,6 +617,20 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _layer_results(
+    result: dict[str, Any], m: VAE, part: Split, variances: list[float], seed: int
+) -> None:
+    """With several stochastic layers: each layer's size, KL and active units."""
+    from vaekit.hierarchy import active_units_per_layer, kl_per_layer, layer_sizes
+
+    sizes = layer_sizes(m)
+    if sizes is None or not has_density(m):
+        return
+    result["layer_sizes"] = sizes
+    result["kl_per_layer"] = kl_per_layer(m, part, seed=seed)
+    result["active_units_per_layer"] = active_units_per_layer(variances, sizes)
+
+
 def evaluate_run(
     run: Run,
     *,
@@ -640,7 +654,8 @@ def evaluate_run(
     :meth:`~vaekit.distributions.LikelihoodHead.nll_caveat`), ``bits_per_dim`` (image data), ``elbo``,
     ``elbo_se``, ``recon``, ``kl``, ``kl_per_dim`` (+ ``kl_per_dim_method``),
     ``active_units`` with ``latent_variance``, ``classifier`` (accuracies on latent
-    means, where labels exist) and ``seconds``.
+    means, where labels exist) and ``seconds``; with several stochastic layers also
+    ``layer_sizes``, ``kl_per_layer`` and ``active_units_per_layer`` (bottom layer first).
 
     ``limit`` evaluates the first ``limit`` examples only (quick checks). Where the
     result is saved in the run directory: :func:`vaekit.rundir.eval_file_name`.
@@ -710,6 +725,7 @@ def evaluate_run(
         count, variances = active_units(means)
         result["active_units"] = count
         result["latent_variance"] = variances
+        _layer_results(result, m, part, variances, seed)
 
         result["classifier"] = None
         if (

@@ -163,15 +163,21 @@ class Decoder(nn.Module):
         head: LikelihoodHead,
         data_shape: Sequence[int],
         num_classes: int = 0,
+        reads: int | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.head = head
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes
+        # The first ``reads`` latent units are its input (a hierarchy's z_1, or z_1 and
+        # z_2, lead its latent vector); None: all of them.
+        self.reads = reads
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Distribution:
         batch = z.shape[:-1]
+        if self.reads is not None:
+            z = z[..., : self.reads]
         ctx = _one_hot(y, self.num_classes)
         if ctx is not None:
             ctx = ctx.expand(*batch, ctx.shape[-1]).reshape(-1, ctx.shape[-1])
@@ -225,9 +231,30 @@ class VAE(nn.Module):
 
     @property
     def prior(self) -> Distribution:
-        """p(z) as a Distribution with event shape ``(latent_dim,)``."""
-        dist: Distribution = self.prior_module(self.encoder)
-        return dist
+        """p(z) as a Distribution with event shape ``(latent_dim,)``.
+
+        With several stochastic layers (a posterior part with ``joint_prior``) this is
+        the joint p(z_L) prod p(z_l | z_{l+1}), and ``prior_module`` (``model.prior``) is
+        the top layer's p(z_L), built from the top layer's posterior where it needs one.
+        """
+        joint = getattr(self.encoder.head, "joint_prior", None)
+        if joint is None:
+            dist: Distribution = self.prior_module(self.encoder)
+            return dist
+        top: Distribution = self.prior_module(self._encode_top)
+        out: Distribution = joint(top)
+        return out
+
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """The prior's parameters: the prior part's and, with several stochastic layers,
+        those of the conditional priors p(z_l | z_{l+1}) that the posterior part holds."""
+        own = getattr(self.encoder.head, "prior_parameters", None)
+        return list(self.prior_module.parameters()) + (list(own()) if own is not None else [])
+
+    def _encode_top(self, x: Tensor, y: Tensor | None = None) -> Distribution:
+        """q(z_L | x): the top layer's posterior of a hierarchy (what a VampPrior mixes)."""
+        top: Distribution = self.encoder(x, y).top
+        return top
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         """q(z | x[, y]): batch shape ``(N,)``, event ``(latent_dim,)``."""
@@ -243,16 +270,21 @@ class VAE(nn.Module):
         return self.decode(self.encode(x, y).mean, y).mean
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
+    def sample(
+        self, n: int, y: Tensor | int | None = None, mean: bool = True, temperature: float = 1.0
+    ) -> Tensor:
         """``n`` draws from the model: z ~ p(z), then the mean of (or a sample from) p(x|z).
 
         For a conditional model, ``y`` is one class for all draws, one label per draw, or
         None: the draws cycle through the classes (0, 1, ..., C-1, 0, ...). An
-        unconditional model refuses a label.
+        unconditional model refuses a label. ``temperature`` below 1 scales the prior's
+        spread (every layer's in a hierarchy; :func:`~vaekit.distributions.hierarchical.tempered_sample`).
         """
+        from vaekit.distributions.hierarchical import tempered_sample
+
         if not self.conditional and y is not None:
             raise DataError(NOT_CONDITIONAL)
-        z = self.prior.sample((n,))
+        z = tempered_sample(self.prior, (n,), temperature)
         labels: Tensor | None = None
         if self.conditional:
             if y is None:
@@ -318,11 +350,23 @@ def _assemble(
             "flow", lambda: FLOWS.get(flow_cfg.name).build(flow_cfg.options, latent, **context)
         )
         head = FlowPosterior(head, flow)
+    # Several stochastic layers: z is every layer's units; the prior part is over the top
+    # layer and the decoder reads the bottom layer(s), a prefix of z.
+    total = int(getattr(head, "latent_dim", latent))
+    reads = int(getattr(head, "decoder_dim", total))
+    prior_dim = int(getattr(head, "prior_dim", total))
+    # A posterior part that brings its own networks (a convolutional hierarchy) makes them.
+    own_encoder = getattr(head, "encoder_network", None)
+    own_decoder = getattr(head, "decoder_network", None)
     enc_part = NETWORKS.get(cfg.encoder.name)
     enc_net = part(
         "encoder",
-        lambda: enc_part.build(
-            cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
+        lambda: (
+            own_encoder()
+            if own_encoder is not None
+            else enc_part.build(
+                cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
+            )
         ),
     )
     likelihood = part(
@@ -331,24 +375,27 @@ def _assemble(
             cfg.likelihood.options, data_shape, **context
         ),
     )
-    out_features = int(getattr(likelihood, "params_per_element", 1)) * int(math.prod(data_shape))
+    per_element = int(getattr(likelihood, "params_per_element", 1))
+    out_features = per_element * int(math.prod(data_shape))
     dec_net = given.get("decoder")
-    if dec_net is None:
+    if dec_net is None and own_decoder is not None:
+        dec_net = own_decoder(per_element)
+    elif dec_net is None:
         if cfg.decoder is None:
             dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
         else:
             dec_part, dec_options = NETWORKS.get(cfg.decoder.name), cfg.decoder.options
         dec_net = dec_part.build(
-            dec_options, latent, data_shape, out_features, classes, role="decoder"
+            dec_options, reads, data_shape, out_features, classes, role="decoder"
         )
     prior = part(
-        "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, latent, **context)
+        "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, prior_dim, **context)
     )
     model = VAE(
         Encoder(enc_net, head, classes),
-        Decoder(dec_net, likelihood, data_shape, classes),
+        Decoder(dec_net, likelihood, data_shape, classes, None if reads == total else reads),
         prior,
-        latent,
+        total,
         data_shape,
         classes,
     )

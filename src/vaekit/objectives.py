@@ -53,6 +53,11 @@ __all__ = [
     "Discriminator",
     "kl_term",
     "kl_per_dim",
+    "kl_per_layer",
+    "layer_terms",
+    "log_prob_fixed",
+    "importance_weights",
+    "weight_terms",
     "iwae_bound",
     "KL_MODES",
     "build_objective",
@@ -143,6 +148,27 @@ def kl_per_dim(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") 
             if mode == "analytic":
                 raise
     return (q.base_dist.log_prob(z) - p.base_dist.log_prob(z)).mean(0)
+
+
+def kl_per_layer(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") -> Tensor | None:
+    """KL per stochastic layer ``(L, B)`` for a posterior with several layers, else None.
+
+    The posterior says how (:meth:`~vaekit.distributions.hierarchical.HierarchicalDistribution.kl_layers`):
+    ``mc`` averages ``log q_l - log p_l`` over the draws z ``(S, B, D)``; otherwise each
+    layer's closed form given the layer above where there is one. The layers sum to the KL.
+    """
+    layers = getattr(q, "kl_layers", None)
+    if layers is None:
+        return None
+    out: Tensor = layers(p, z, "mc" if mode == "mc" else "auto")
+    return out
+
+
+def layer_terms(layers: Tensor | None) -> dict[str, Tensor]:
+    """Per-layer KL terms for the metrics: ``kl_z1`` (the bottom layer) ... ``kl_zL``."""
+    if layers is None:
+        return {}
+    return {f"kl_z{i + 1}": t for i, t in enumerate(layers)}
 
 
 def iwae_bound(log_w: Tensor) -> Tensor:
@@ -251,9 +277,13 @@ class ELBO(_Warmup):
     ``warmup_epochs``: beta ramps from 0 (see :meth:`set_epoch`). ``free_bits`` λ
     (Kingma et al. 2016): the loss uses ``sum_j max(λ, mean_batch KL_j)`` over latent
     dimensions j, so dimensions below λ nats are not pushed further toward the prior;
-    when q or p does not factorise (flows, mixture priors) the total KL is held above
-    ``λ * D`` instead. Free bits change the gradient only: the ``loss`` term reports
-    ``recon + beta * kl``.
+    with several stochastic layers each layer's KL is held above ``λ * s_l`` (its units
+    times λ); when q or p does not factorise otherwise (flows, mixture priors) the total
+    KL is held above ``λ * D`` instead. Free bits change the gradient only: the ``loss``
+    term reports ``recon + beta * kl``.
+
+    With several stochastic layers the terms include each layer's KL (``kl_z1`` ...),
+    and ``kl=auto`` takes each layer's closed form given the layer above.
 
     ``kl="analytic"`` uses the closed form that torch registers for the posterior and
     prior (a diagonal Gaussian against a standard normal, say) and is refused when torch
@@ -273,10 +303,17 @@ class ELBO(_Warmup):
         # Free bits: nats per latent dimension below which the KL is not pushed down
         # (Kingma et al. 2016); 0 = off.
         free_bits: float = 0.0
+        # Several stochastic layers: during the warm-up, weigh each layer's KL by its share
+        # per unit (NVAE's KL balancing, vaekit.stability); no effect with one layer.
+        kl_balance: bool = False
+        # Spectral regularisation (NVAE): this weight times the sum of the largest singular
+        # value of every weight matrix is added to the loss (0 = off).
+        spectral: float = 0.0
 
         def validate(self, where: str) -> None:
             check_positive(f"{where}.samples", self.samples)
             check_nonneg(f"{where}.beta", self.beta)
+            check_nonneg(f"{where}.spectral", self.spectral)
             check_choice(f"{where}.kl", self.kl, KL_MODES)
             check_nonneg(f"{where}.warmup_epochs", self.warmup_epochs)
             if not self.free_bits >= 0:
@@ -299,6 +336,10 @@ class ELBO(_Warmup):
             extra.append(f"S={o.samples}")
         if o.free_bits:
             extra.append(f"free bits {o.free_bits:g}")
+        if o.kl_balance:
+            extra.append("KL balancing")
+        if o.spectral:
+            extra.append(f"spectral {o.spectral:g}")
         return f"elbo ({', '.join(extra)})" if extra else "elbo"
 
     def __init__(
@@ -308,11 +349,15 @@ class ELBO(_Warmup):
         kl: str = "auto",
         warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        kl_balance: bool = False,
+        spectral: float = 0.0,
     ) -> None:
         super().__init__(beta, warmup_epochs)
         self.samples = samples
         self.kl_mode = kl
         self.free_bits = free_bits
+        self.kl_balance = kl_balance
+        self.spectral = spectral
 
     def setup(self, model: VAE) -> None:
         if self.kl_mode != "analytic":
@@ -342,20 +387,36 @@ class ELBO(_Warmup):
         prior = model.prior
         z = q.rsample((self.samples,))  # (S, B, D); flows cache log q of this z for kl_term
         recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
-        kl = kl_term(q, prior, z, self.kl_mode)  # (B,)
+        layers = kl_per_layer(q, prior, z, self.kl_mode)  # (L, B) with several layers
+        kl = layers.sum(0) if layers is not None else kl_term(q, prior, z, self.kl_mode)  # (B,)
         beta = self.current_beta
         loss_b = recon + beta * kl
+        kl_opt = kl
+        if self.kl_balance and layers is not None and beta < self.beta:
+            from vaekit.stability import kl_balance_weights
+
+            weights = kl_balance_weights(layers, q.sizes)  # type: ignore[attr-defined]
+            kl_opt = (weights[:, None] * layers).sum(0)
         if self.free_bits > 0:
             dims = kl_per_dim(q, prior, z, self.kl_mode)
             if dims is not None:
                 kl_floor = dims.mean(0).clamp_min(self.free_bits).sum()
+            elif layers is not None:
+                units = torch.tensor(q.sizes, dtype=kl.dtype, device=kl.device)  # type: ignore[attr-defined]
+                kl_floor = torch.maximum(layers.mean(1), self.free_bits * units).sum()
             else:
                 kl_floor = kl.mean().clamp_min(self.free_bits * z.shape[-1])
             loss = recon.mean() + beta * kl_floor
         else:
-            loss = loss_b.mean()
+            loss = (recon + beta * kl_opt).mean()
         terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
-        return ObjectiveOutput(loss, terms)
+        if self.spectral > 0:
+            from vaekit.stability import spectral_penalty
+
+            penalty = spectral_penalty(model)
+            loss = loss + self.spectral * penalty
+            terms["spectral"] = penalty.detach().expand_as(kl)
+        return ObjectiveOutput(loss, terms | layer_terms(layers))
 
 
 class IWAE(Objective):
@@ -396,11 +457,14 @@ class IWAE(Objective):
 
     @staticmethod
     def check(o: IWAE.Options, parts: Composition) -> str | None:
-        if o.gradient == "dreg" and not parts.posterior.gaussian:
+        if o.gradient == "dreg" and not (parts.posterior.gaussian or parts.posterior.dreg):
             return (
-                "objective.gradient=dreg is the IWAE bound's estimator for a diagonal Gaussian "
-                f"posterior; {parts.names.get('posterior', 'this posterior')} is not one (use "
-                "model.posterior=gaussian without a flow, or objective.gradient=standard)"
+                "objective.gradient=dreg needs the posterior's log-density with its parameters "
+                "held fixed (a diagonal Gaussian, or a hierarchy of them); "
+                f"{parts.names.get('posterior', 'this posterior')} with "
+                f"{parts.names.get('flow', 'its settings')} has none (use "
+                "model.posterior=gaussian or hierarchical without a flow, or "
+                "objective.gradient=standard)"
             )
         return None
 
@@ -413,24 +477,14 @@ class IWAE(Objective):
         self, model: VAE, x: Tensor, y: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(k, B)``."""
-        q = model.encode(x, y)
-        z, log_q = sample_with_log_prob(q, (self.samples,))
-        log_px = model.decode(z, y).log_prob(x)
-        log_pz = model.prior.log_prob(z)
-        return log_px + log_pz - log_q, log_px, log_pz, log_q
+        return importance_weights(model, x, y, self.samples)[0]
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         if self.gradient == "dreg":
             return self._dreg(model, x, y)
-        log_w, log_px, log_pz, log_q = self.log_weights(model, x, y)
+        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, self.samples)
         iwae = iwae_bound(log_w)
-        return ObjectiveOutput(-iwae.mean(), self._terms(iwae, log_px, log_pz, log_q))
-
-    @staticmethod
-    def _terms(iwae: Tensor, log_px: Tensor, log_pz: Tensor, log_q: Tensor) -> dict[str, Tensor]:
-        recon = -log_px.mean(0)
-        kl = (log_q - log_pz).mean(0)
-        return {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
+        return ObjectiveOutput(-iwae.mean(), weight_terms(iwae, log_px, log_pz, log_q) | layers)
 
     def _dreg(self, model: VAE, x: Tensor, y: Tensor | None) -> ObjectiveOutput:
         """The bound with the doubly reparameterised gradient (Tucker et al. 2019).
@@ -443,19 +497,11 @@ class IWAE(Objective):
         reaches z by ``w_s`` once more. The loss's value is still minus the bound.
         """
         q = model.encode(x, y)
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise TypeError(
-                f"objective.gradient=dreg needs a diagonal Gaussian posterior, got {type(q).__name__}"
-            )
         z = q.rsample((self.samples,))
-        fixed = Independent(
-            Normal(q.base_dist.loc.detach(), q.base_dist.scale.detach(), validate_args=False),
-            q.reinterpreted_batch_ndims,
-            validate_args=False,
-        )
-        log_q = fixed.log_prob(z)
+        log_q = log_prob_fixed(q, z)
+        prior = model.prior
         log_px = model.decode(z, y).log_prob(x)
-        log_pz = model.prior.log_prob(z)
+        log_pz = prior.log_prob(z)
         log_w = log_px + log_pz - log_q
         iwae = iwae_bound(log_w)
         w = torch.softmax(log_w.detach(), dim=0)
@@ -464,7 +510,56 @@ class IWAE(Objective):
         surrogate = (w * log_w).sum(0)
         # Value: minus the bound; gradient: minus the surrogate's.
         loss = -(iwae.detach() + surrogate - surrogate.detach()).mean()
-        return ObjectiveOutput(loss, self._terms(iwae, log_px, log_pz, log_q))
+        terms = weight_terms(iwae, log_px, log_pz, log_q) | _layers_mc(q, prior, z)
+        return ObjectiveOutput(loss, terms)
+
+
+def importance_weights(
+    model: VAE, x: Tensor, y: Tensor | None, samples: int
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+    """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(samples, B)``, of
+    reparameterised draws z ~ q(z|x), and the per-layer KL terms of the same draws."""
+    q = model.encode(x, y)
+    prior = model.prior
+    z, log_q = sample_with_log_prob(q, (samples,))
+    log_px = model.decode(z, y).log_prob(x)
+    log_pz = prior.log_prob(z)
+    return (log_px + log_pz - log_q, log_px, log_pz, log_q), _layers_mc(q, prior, z)
+
+
+def weight_terms(iwae: Tensor, log_px: Tensor, log_pz: Tensor, log_q: Tensor) -> dict[str, Tensor]:
+    """The terms an importance-weighted objective reports: ``recon`` and ``kl`` averaged
+    over the draws, their ``elbo``, the ``iwae`` bound and minus it as ``loss``."""
+    recon = -log_px.mean(0)
+    kl = (log_q - log_pz).mean(0)
+    return {"loss": -iwae, "recon": recon, "kl": kl, "elbo": -(recon + kl), "iwae": iwae}
+
+
+def log_prob_fixed(q: Distribution, z: Tensor) -> Tensor:
+    """log q(z) with q's parameters held fixed and the gradient flowing through z only:
+    the doubly reparameterised estimator's term. A diagonal Gaussian, or a posterior with
+    ``log_prob_fixed`` (a hierarchy); anything else is refused."""
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+        fixed = Independent(
+            Normal(q.base_dist.loc.detach(), q.base_dist.scale.detach(), validate_args=False),
+            q.reinterpreted_batch_ndims,
+            validate_args=False,
+        )
+        return fixed.log_prob(z)
+    own = getattr(q, "log_prob_fixed", None)
+    if own is None:
+        raise TypeError(
+            "objective.gradient=dreg needs a diagonal Gaussian posterior or one with "
+            f"log_prob_fixed, got {type(q).__name__}"
+        )
+    out: Tensor = own(z)
+    return out
+
+
+def _layers_mc(q: Distribution, prior: Distribution, z: Tensor) -> dict[str, Tensor]:
+    """Per-layer KL terms of the draws z (Monte Carlo, from the densities already computed)."""
+    with torch.no_grad():
+        return layer_terms(kl_per_layer(q, prior, z, "mc"))
 
 
 class Discriminator(nn.Module):

@@ -83,7 +83,12 @@ class PosteriorAbilities:
     ``gaussian``: it is a diagonal Normal, ``Independent(Normal)`` (the VampPrior's
     components, the DReG estimator); ``factorised``: independent across latent dimensions
     (KL per dimension, free bits per dimension); ``takes_flow``: ``model.flow`` may
-    transform it.
+    transform it. ``gaussian_top``: the layer the prior is over is a diagonal Gaussian
+    given x (a hierarchy's q(z_L|x): the VampPrior fits it); ``dreg``: its log-density can
+    be taken with its parameters held fixed (``log_prob_fixed``), as the doubly
+    reparameterised gradient needs (a diagonal Gaussian can without saying so);
+    ``networks``: it brings the model's encoder and decoder networks itself (a
+    convolutional hierarchy), so ``model.encoder`` and ``model.decoder`` are not used.
     """
 
     density: bool = True
@@ -91,6 +96,9 @@ class PosteriorAbilities:
     gaussian: bool = False
     factorised: bool = False
     takes_flow: bool = False
+    gaussian_top: bool = False
+    dreg: bool = False
+    networks: bool = False
 
 
 @dataclass(frozen=True)

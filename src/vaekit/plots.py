@@ -16,7 +16,10 @@ Figures:
 - :func:`training_curves`: every logged term of ``metrics.jsonl``, train and test;
 - :func:`latent_traversal`: one dimension at a time (beta-VAE);
 - :func:`class_grid`: classes by samples for a conditional VAE;
-- :func:`compare_runs`: the autoencoder-versus-VAE comparison side by side.
+- :func:`compare_runs`: the autoencoder-versus-VAE comparison side by side;
+- with several stochastic layers or a tempered prior (:mod:`vaekit.hierarchy`): each
+  layer's KL over training, samples at temperatures below 1, reconstructions that redraw
+  the layers below a chosen one.
 
 :data:`FIGURES` is their catalogue: one :class:`FigureSpec` per figure (name, caption,
 how it is drawn, what it needs); :func:`run_figures` builds every figure that applies to
@@ -47,6 +50,7 @@ from torch import Tensor
 
 from vaekit.data import Dataset, Split
 from vaekit.errors import UsageError
+from vaekit.hierarchy import FIGURES as LAYER_FIGURES
 from vaekit.images import image_grid, to_images
 from vaekit.parts import ObjectiveAbilities
 from vaekit.rundir import Run, atomic_write
@@ -55,6 +59,7 @@ __all__ = [
     "FIGURES",
     "FigureSpec",
     "FigureData",
+    "LAYER_FIGURES",
     "latent_scatter",
     "latent_histograms",
     "manifold_grid",
@@ -828,6 +833,8 @@ class FigureSpec:
     conditional: bool = False
     images: bool = False
     codes: bool = False
+    # Anything else the figure needs, as a reason it does not apply (None: it applies).
+    check: Callable[[Run], str | None] | None = None
 
     def needs(self) -> list[str]:
         """What it needs, in words (for ``vaekit plot --help``)."""
@@ -852,7 +859,7 @@ class FigureSpec:
             return "not a conditional model"
         if self.images and not run.info["data"].get("is_image", False):
             return "the data are not images"
-        return None
+        return self.check(run) if self.check is not None else None
 
 
 def _codes(d: FigureData) -> np.ndarray:
@@ -960,8 +967,38 @@ FIGURES: dict[str, FigureSpec] = {
             conditional=True,
             images=True,
         ),
+        # Several stochastic layers, or a tempered prior (vaekit.hierarchy).
+        FigureSpec(
+            "layer_kl",
+            "KL of each stochastic layer by epoch (held-out solid, train dashed).",
+            lambda d: _hierarchy().layer_kl_curves(d.run.metrics),
+            metrics=True,
+            check=lambda run: _hierarchy().figure_reasons(run)["layer_kl"],
+        ),
+        FigureSpec(
+            "temperatures",
+            "Samples with the prior's spread (every layer's) scaled by a temperature t, the "
+            "same noise on each row.",
+            lambda d: _hierarchy().temperature_samples(d.run, seed=d.seed),
+            images=True,
+            check=lambda run: _hierarchy().figure_reasons(run)["temperatures"],
+        ),
+        FigureSpec(
+            "layer_resampling",
+            "Test images, then decodings that keep a posterior draw's layers from z_l up and "
+            "redraw those below from the prior.",
+            lambda d: _hierarchy().layer_resampling(d.run, d.test.x[:8], d.labels, seed=d.seed),
+            images=True,
+            check=lambda run: _hierarchy().figure_reasons(run)["layer_resampling"],
+        ),
     )
 }
+
+
+def _hierarchy() -> Any:
+    from vaekit import hierarchy
+
+    return hierarchy
 
 
 def figure_list() -> str:

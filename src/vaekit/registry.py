@@ -15,7 +15,10 @@ Example:
 
 from __future__ import annotations
 
+from vaekit.bounds import CIWAE, MIWAE, PIWAE
 from vaekit.distributions.flows import IAF, PlanarFlow
+from vaekit.distributions.hierarchical import HierarchicalPosterior
+from vaekit.distributions.hierarchical_conv import ConvHierarchicalPosterior
 from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
@@ -41,6 +44,8 @@ POSTERIORS = Registry("posterior")
 POSTERIORS.add("gaussian", GaussianPosterior)
 POSTERIORS.add("point", PointPosterior)
 POSTERIORS.add("implicit", ImplicitPosterior)
+POSTERIORS.add("hierarchical", HierarchicalPosterior)
+POSTERIORS.add("hierarchical-conv", ConvHierarchicalPosterior)
 
 FLOWS = Registry("flow")
 FLOWS.add("planar", PlanarFlow)
@@ -65,6 +70,9 @@ OBJECTIVES.add("elbo", ELBO)
 OBJECTIVES.add("iwae", IWAE)
 OBJECTIVES.add("avb", AVB)
 OBJECTIVES.add("ae", AutoencoderLoss)
+OBJECTIVES.add("miwae", MIWAE)
+OBJECTIVES.add("piwae", PIWAE)
+OBJECTIVES.add("ciwae", CIWAE)
 
 # The registry that serves each kind of part.
 REGISTRIES = {r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES)}

@@ -213,6 +213,19 @@ def _metric_rows(
                 "Cov<sub>x</sub>(E<sub>q</sub>[z<sub>d</sub>]) &gt; 0.01 (Burda et al. 2016)",
             )
         )
+    sizes, kls = results.get("layer_sizes"), results.get("kl_per_layer")
+    if isinstance(sizes, list) and isinstance(kls, list):
+        units = results.get("active_units_per_layer") or [None] * len(sizes)
+        rows.append(
+            (
+                "per layer (z1 first)",
+                "; ".join(
+                    f"z{i + 1}: KL {_num(k)}, {u} of {s} active"
+                    for i, (s, k, u) in enumerate(zip(sizes, kls, units, strict=False))
+                ),
+                "KL(q(z<sub>l</sub>|x, z<sub>l+1</sub>) || p(z<sub>l</sub>|z<sub>l+1</sub>)) and active units of each stochastic layer",
+            )
+        )
     clf = results.get("classifier")
     if isinstance(clf, Mapping):
         rows.append(

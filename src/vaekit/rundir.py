@@ -731,11 +731,12 @@ class Run:
         return self.decode(z, y).mean
 
     @torch.inference_mode()
-    def sample(self, n: int, y: Any = None, mean: bool = True) -> Tensor:
+    def sample(self, n: int, y: Any = None, mean: bool = True, temperature: float = 1.0) -> Tensor:
         """``n`` examples from the model. A conditional model draws class ``y`` (one class or
-        one label each), or cycles through its classes when ``y`` is None."""
+        one label each), or cycles through its classes when ``y`` is None. ``temperature``
+        below 1 narrows the prior (every layer's, in a hierarchy)."""
         labels = None if (y is None and self.num_classes) else self._y(y, n)
-        return self.model.sample(n, labels, mean=mean)
+        return self.model.sample(n, labels, mean=mean, temperature=temperature)
 
     # -- the whole model --------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ __all__ = [
     "check_training",
     "check_resume",
     "check_model",
+    "prior_parameter_names",
     "check_part",
     "part_config",
     "check_config",
@@ -365,6 +366,13 @@ def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None
         )
 
 
+def prior_parameter_names(model: VAE) -> tuple[str, ...]:
+    """Names of the prior's parameters (:meth:`VAE.prior_parameters`), which an objective
+    that never draws from the posterior (the plain autoencoder's) leaves alone."""
+    ids = {id(p) for p in model.prior_parameters()}
+    return tuple(n for n, p in model.named_parameters() if id(p) in ids)
+
+
 def check_model(
     model: VAE,
     objective: Objective,
@@ -506,7 +514,7 @@ def check_config(
     x = _data_for(cfg, batch, data_shape, seed)
     y = torch.arange(batch) % 3 if cfg.model.conditional else None
     # The plain autoencoder's loss leaves the prior alone by design.
-    unused = ("prior_module.",) if not objective.abilities.needs_stochastic else ()
+    unused = prior_parameter_names(model) if not objective.abilities.needs_stochastic else ()
     done = check_model(model, objective, x, y, unused=unused)
     if training:
         with _seeded(seed + 1):
@@ -533,12 +541,21 @@ def check_config(
 
 def contract_combinations(
     variants: Callable[[str, str], list[dict[str, Any]]] | None = None,
+    *,
+    cover: bool = False,
 ) -> list[dict[str, Any]]:
     """Every combination of registered posterior (with each flow, or none), prior,
     likelihood, objective and network that the config validator accepts, as config data.
 
     ``variants(kind, name)`` gives the option sets to try for a part (tiny flows, few
     mixture components, an estimator's variants); by default each part's defaults.
+
+    ``cover=True`` keeps every combination of the parts that shape the latent side
+    (posterior and flow, prior, objective) and takes the data side (likelihood, network)
+    in turn instead of crossing it: each posterior meets every likelihood, and both
+    networks, at least once. The exhaustive product grows with the product of every
+    registry's size (over 1,200 tests for 7 posteriors); the cover grows with the latent
+    side only.
     """
     import itertools
 
@@ -551,26 +568,14 @@ def contract_combinations(
     def every(kind: str, names: list[str]) -> list[dict[str, Any]]:
         return [s for n in names for s in specs(kind, n)]
 
-    posts: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-    for post in every("posterior", POSTERIORS.names()):
-        posts.append((post, None))
-        if POSTERIORS.get(post["name"]).abilities.takes_flow:
-            posts += [(post, f) for f in every("flow", FLOWS.names())]
-    first_prior = PRIORS.names()[0]
-    out = []
-    for (post, flow), prior, lik, obj, net in itertools.product(
-        posts,
-        every("prior", PRIORS.names()),
-        every("likelihood", LIKELIHOODS.names()),
-        every("objective", OBJECTIVES.names()),
-        every("network", NETWORKS.names()),
-    ):
-        # An objective that never draws from the posterior ignores the prior: one is enough.
-        if (
-            not OBJECTIVES.get(obj["name"]).abilities.needs_stochastic
-            and prior["name"] != first_prior
-        ):
-            continue
+    def config(
+        post: dict[str, Any],
+        flow: dict[str, Any] | None,
+        prior: dict[str, Any],
+        lik: dict[str, Any],
+        obj: dict[str, Any],
+        net: dict[str, Any],
+    ) -> dict[str, Any] | None:
         data = {
             "model": {
                 "latent_dim": 3,
@@ -585,6 +590,68 @@ def contract_combinations(
         try:
             config_from_dict(copy.deepcopy(data))
         except ConfigError:
-            continue
-        out.append(data)
+            return None
+        return data
+
+    post_specs = every("posterior", POSTERIORS.names())
+    posts: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    for post in post_specs:
+        posts.append((post, None))
+        if POSTERIORS.get(post["name"]).abilities.takes_flow:
+            posts += [(post, f) for f in every("flow", FLOWS.names())]
+    first_prior = PRIORS.names()[0]
+    priors = every("prior", PRIORS.names())
+    liks = every("likelihood", LIKELIHOODS.names())
+    objs = every("objective", OBJECTIVES.names())
+    nets = every("network", NETWORKS.names())
+
+    def needed(prior: dict[str, Any], obj: dict[str, Any]) -> bool:
+        # An objective that never draws from the posterior ignores the prior: one is enough.
+        return (
+            OBJECTIVES.get(obj["name"]).abilities.needs_stochastic or prior["name"] == first_prior
+        )
+
+    out = []
+    if not cover:
+        for (post, flow), prior, lik, obj, net in itertools.product(
+            posts, priors, liks, objs, nets
+        ):
+            if needed(prior, obj):
+                data = config(post, flow, prior, lik, obj, net)
+                if data is not None:
+                    out.append(data)
+        return out
+    for post in post_specs:
+        mine = [pf for pf in posts if pf[0] is post]
+        # A posterior that brings its own networks ignores model.encoder: one is enough.
+        own = POSTERIORS.get(post["name"]).abilities.networks
+        nets_here = nets[:1] if own else nets
+        cores = [
+            (p, f, prior, obj)
+            for (p, f), prior, obj in itertools.product(mine, priors, objs)
+            if needed(prior, obj)
+        ]
+        # Likelihood varies fastest and the network alternates: any len(liks) consecutive
+        # turns meet every likelihood, and 2 * len(liks) every (likelihood, network) pair.
+        turn, done, valid = 0, 0, [True] * len(cores)
+        seen: set[str] = set()
+        while any(valid) and (done < len(cores) or len(seen) < len(liks)):
+            i = done % len(cores)
+            done += 1
+            if not valid[i]:
+                continue
+            p, f, prior, obj = cores[i]
+            valid[i] = False
+            for _ in range(len(liks) * len(nets_here)):
+                lik = liks[turn % len(liks)]
+                net = nets_here[(turn + turn // len(liks)) % len(nets_here)]
+                turn += 1
+                data = config(p, f, prior, lik, obj, net)
+                if data is not None:
+                    out.append(data)
+                    seen.add(lik["name"])
+                    valid[i] = True
+                    break
+            if done > 4 * (len(cores) + len(liks)):
+                break  # likelihoods this posterior can never take
     return out

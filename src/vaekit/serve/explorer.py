@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.distributions import Distribution
 
 import vaekit
 from vaekit.data import Split
 from vaekit.errors import UsageError
 from vaekit.evaluate import posterior_moments
+from vaekit.hierarchy import TopLayer
 from vaekit.rundir import Run, load, part_labels
 from vaekit.serve.imaging import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, tile, to_model_input, to_png
 
@@ -60,7 +62,9 @@ class Explorer:
 
     def __init__(self, run: Run, test: Split | None = None, *, max_points: int = 2000) -> None:
         self.run = run
-        self.latent_dim = run.latent_dim
+        # A hierarchy is explored through its top layer (vaekit.hierarchy.TopLayer).
+        self.top = TopLayer.of(run.model)
+        self.latent_dim = self.top.dim if self.top is not None else run.latent_dim
         self.data_shape = tuple(run.data_shape)
         self.is_image = bool(run.info["data"].get("is_image", False)) and len(self.data_shape) == 3
         self.kind: Literal["vae", "autoencoder"] = (
@@ -106,6 +110,14 @@ class Explorer:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _encode_all(self, x: Tensor, y: Tensor | None) -> np.ndarray:
+        if self.top is not None:
+            # A hierarchy is mapped by its top layer: q(z_L | x)'s means.
+            out = []
+            for i in range(0, len(x), 1000):
+                yb = None if (y is None or not self.run.num_classes) else y[i : i + 1000]
+                q = self._posterior(self.run.encode(x[i : i + 1000], yb))
+                out.append(q.mean.float().cpu().numpy())
+            return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
         # The posterior means `vaekit encode` writes and the plots draw.
         labels = y if self.run.num_classes else None
         return posterior_moments(self.run.model, x, labels).mean.numpy()
@@ -158,6 +170,16 @@ class Explorer:
                 explained = [float(s[0] ** 2 / total), float(s[1] ** 2 / total)]
         return mean.astype(np.float64), comps.astype(np.float64), explained
 
+    def _posterior(self, q: Distribution) -> Distribution:
+        return self.top.posterior(q) if self.top is not None else q
+
+    def _prior(self) -> Distribution:
+        return self.top.prior() if self.top is not None else self.run.prior
+
+    def _full(self, z: Tensor) -> Tensor:
+        """The model's latent vector for a code of the explored space."""
+        return self.top.complete(z) if self.top is not None else z
+
     # -- facts for the page -----------------------------------------------------------------------
 
     @property
@@ -204,6 +226,8 @@ class Explorer:
             "prior": self.labels_of_parts["prior"],
             "likelihood": self.labels_of_parts["likelihood"],
             "latent_dim": self.latent_dim,
+            # Which latent the map and sliders are (None: the whole latent of one layer).
+            "layer": self.top.describe() if self.top is not None else None,
             "data_shape": list(self.data_shape),
             "is_image": self.is_image,
             "image_size": [h, w],
@@ -265,7 +289,7 @@ class Explorer:
     def _decode_pixels(self, z: np.ndarray, label: int | None) -> np.ndarray:
         zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.run.device)
         with self._lock:
-            x = self.run.decode(zt, self._labels(label, len(zt))).mean
+            x = self.run.decode(self._full(zt), self._labels(label, len(zt))).mean
         return self._pixels(x)
 
     def decode(self, z: np.ndarray, label: int | None = None) -> list[bytes]:
@@ -321,7 +345,7 @@ class Explorer:
         """``n`` draws z ~ p(z) (seeded) and their decoded pictures."""
         with self._lock, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            z = self.run.prior.sample((n,)).float().cpu().numpy()
+            z = self._prior().sample((n,)).float().cpu().numpy()
         return z, self.decode(z, label)
 
     def encode_picture(
@@ -344,10 +368,14 @@ class Explorer:
         xt = torch.from_numpy(x[None]).to(self.run.device)
         with self._lock:
             y = self._labels(label, 1)
-            moments = posterior_moments(self.run.model, xt, y)
-            mean = moments.mean.to(xt.device)
-            std = moments.variance.clamp_min(0).sqrt()
-            recon = self.run.decode(mean, y).mean
+            if self.top is not None:
+                q = self._posterior(self.run.encode(xt, y))
+                mean, std = q.mean, q.variance.clamp_min(0).sqrt()
+            else:
+                moments = posterior_moments(self.run.model, xt, y)
+                mean = moments.mean.to(xt.device)
+                std = moments.variance.clamp_min(0).sqrt()
+            recon = self.run.decode(self._full(mean), y).mean
         return {
             "z": _rounded(mean[0].cpu().numpy()),
             "std": _rounded(std[0].cpu().numpy()),
@@ -379,7 +407,7 @@ class Explorer:
         if np.linalg.matrix_rank(axes.astype(np.float64), tol=1e-9) < 2:
             raise UsageError("the plane's two axes must point in different directions")
         grid_z = self.plane_points(origin, axes, bounds, n)
-        prior = self.run.prior
+        prior = self._prior()
         with self._lock:
             if self._prior_samples is None:
                 with torch.random.fork_rng(devices=[]):

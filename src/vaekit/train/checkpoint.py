@@ -87,6 +87,8 @@ class EpochProgress:
     count: int = 0
     bad_steps: int = 0
     rollbacks: int = 0
+    # Finite steps dropped for a gradient norm above train.skip_threshold.
+    skipped: int = 0
 
     def to_saved(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class EpochProgress:
             "count": self.count,
             "bad_steps": self.bad_steps,
             "rollbacks": self.rollbacks,
+            "skipped": self.skipped,
         }
 
     @classmethod
@@ -103,6 +106,7 @@ class EpochProgress:
             int(d["count"]),
             int(d["bad_steps"]),
             int(d["rollbacks"]),
+            int(d.get("skipped", 0)),  # absent from checkpoints written before the option
         )
 
 

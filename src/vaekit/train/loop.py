@@ -1015,7 +1015,11 @@ def train_step(
     # Non-finite guard: one scalar read per step (free on CPU). Under DDP only the
     # all-reduced gradient norm decides, so that every rank takes the same branch.
     finite = bool(torch.isfinite(norm if s.dist.world_size > 1 else loss.detach() + norm))
-    if finite:
+    # Gradient-norm skipping (VDVAE): a finite but outsized update is dropped.
+    outsized = finite and t.skip_threshold > 0 and float(norm) > t.skip_threshold
+    if outsized:
+        ep.skipped += 1
+    elif finite:
         for o in parts.optimizers.values():
             o.step()
         state.step += 1
@@ -1080,6 +1084,12 @@ def end_of_epoch(
     """Reduce the epoch's sums, evaluate the validation and test splits, keep the best
     weights, print and append the metrics line. Returns the line."""
     dist, ep, state, t = s.dist, prog.epoch, prog.state, s.t
+    if ep.skipped and not ep.count:  # no step taken: the run cannot move
+        raise TrainingError(
+            f"every step of epoch {epoch} was skipped: the gradient norm never fell below "
+            f"train.skip_threshold={t.skip_threshold:g}, so no update was applied. Set it well "
+            "above the gradient norm of a healthy step (at the start of training too), or 0"
+        )
     keys = list(ep.sums)
     count, *totals = all_reduce_sum(
         [torch.tensor(float(ep.count), device=s.device), *ep.sums.values()], dist
@@ -1094,6 +1104,8 @@ def end_of_epoch(
         esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
         totals = all_reduce_sum(list(esums.values()), dist)
         row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
+    if ep.skipped:
+        row["skipped_steps"] = ep.skipped
     if ep.bad_steps:
         row["nonfinite"] = {
             "bad_steps": ep.bad_steps,

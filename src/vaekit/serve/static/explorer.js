@@ -837,12 +837,14 @@
       : info.num_classes > 0 ? "conditional VAE" : "VAE";
     const badges = [
       [kind, "badge kind"],
-      [`${info.latent_dim}-D latent`, "badge"],
+      [info.layer ? `${info.latent_dim}-D top layer` : `${info.latent_dim}-D latent`, "badge"],
       [`${info.dataset} · ${info.data_shape.join("×")}`, "badge"],
       [`${info.likelihood} likelihood`, "badge"],
       [`${info.points} test points`, "badge"],
     ];
     for (const [text, cls] of badges) $("badges").appendChild(el("span", { class: cls, text }));
+    // A hierarchy is explored through its top layer: say so where the badges are.
+    if (info.layer) $("badges").appendChild(el("span", { class: "badge", title: info.layer, text: "layers below at their prior means" }));
   }
 
   // -- class selector ---------------------------------------------------------------------------
