@@ -107,7 +107,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def _readme_parts() -> str:
     """The Python blocks of the README's "Parts of your own", as one module."""
     text = README.read_text()
-    section = text[text.index("### Parts of your own") : text.index("## The tutorials' configs")]
+    start = text.index("### Parts of your own")
+    # Up to the next section of the same or a higher level, whatever it is called.
+    end = text.find("\n## ", start)
+    section = text[start : end if end > 0 else None]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     # The last block uses the module (check_part); the others are its parts.
     return "\n\n".join(b for b in blocks if "check_part(" not in b)
