@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaekit.distributions import sample_with_log_prob
+from vaekit.divergences import Divergence
 from vaekit.nn import MLP
 from vaekit.parts import Composition, ObjectiveAbilities
 from vaekit.validate import check_choice, check_nonneg, check_positive, check_widths
@@ -52,6 +53,7 @@ __all__ = [
     "kl_term",
     "kl_per_dim",
     "iwae_bound",
+    "build_divergence",
     "KL_MODES",
     "build_objective",
 ]
@@ -219,6 +221,10 @@ class ELBO(_Warmup):
     ``kl="analytic"`` uses the closed form that torch registers for the posterior and
     prior (a diagonal Gaussian against a standard normal, say) and is refused when torch
     has none; ``auto`` falls back to Monte Carlo there.
+
+    ``divergence`` is the term beta weighs (:mod:`vaekit.divergences`): ``kl`` (the
+    default), or ``mmd`` between the batch's codes and draws of the prior (InfoVAE's
+    MMD-VAE, WAE-MMD); the ``kl`` and ``elbo`` terms are reported whatever it is.
     """
 
     @dataclass
@@ -234,6 +240,12 @@ class ELBO(_Warmup):
         # Free bits: nats per latent dimension below which the KL is not pushed down
         # (Kingma et al. 2016); 0 = off.
         free_bits: float = 0.0
+        # The term beta weighs: kl | mmd (between the batch's codes and prior draws:
+        # InfoVAE's MMD-VAE, WAE-MMD), with its own options ({name: mmd, kernel: rbf}).
+        divergence: Any = field(default_factory=lambda: "kl", metadata={"part": "divergence"})
+
+        def __post_init__(self) -> None:
+            self.divergence = _divergence_config(self.divergence)
 
         def validate(self, where: str) -> None:
             check_positive(f"{where}.samples", self.samples)
@@ -250,8 +262,25 @@ class ELBO(_Warmup):
     abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO")
 
     @staticmethod
+    def check(o: ELBO.Options, parts: Composition) -> str | None:
+        from vaekit.registry import DIVERGENCES
+
+        div = DIVERGENCES.get(o.divergence.name)
+        if o.free_bits and not div.abilities.kl:
+            return (
+                f"objective.free_bits floors the KL per latent dimension, but objective.divergence="
+                f"{o.divergence.name} is not the KL: set objective.free_bits=0 or objective.divergence=kl"
+            )
+        return div.check(o.divergence.options, parts)
+
+    @staticmethod
     def label(o: ELBO.Options) -> str:
+        from vaekit.registry import DIVERGENCES
+
         extra = []
+        div = DIVERGENCES.get(o.divergence.name)
+        if not div.abilities.kl:
+            extra.append(div.label(o.divergence.options))
         if o.beta != 1.0:
             extra.append(f"beta={o.beta:g}")
         if o.warmup_epochs:
@@ -269,11 +298,13 @@ class ELBO(_Warmup):
         kl: str = "auto",
         warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        divergence: Any = "kl",
     ) -> None:
         super().__init__(beta, warmup_epochs)
         self.samples = samples
         self.kl_mode = kl
         self.free_bits = free_bits
+        self.divergence = build_divergence(divergence)
 
     def setup(self, model: VAE) -> None:
         if self.kl_mode != "analytic":
@@ -304,9 +335,10 @@ class ELBO(_Warmup):
         z = q.rsample((self.samples,))  # (S, B, D); flows cache log q of this z for kl_term
         recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
         kl = kl_term(q, prior, z, self.kl_mode)  # (B,)
+        div = self.divergence(q, prior, z, kl)  # (B,): kl itself unless another is chosen
         beta = self.current_beta
-        loss_b = recon + beta * kl
-        if self.free_bits > 0:
+        loss_b = recon + beta * div
+        if self.free_bits > 0:  # only with the KL divergence (ELBO.check)
             dims = kl_per_dim(q, prior, z, self.kl_mode)
             if dims is not None:
                 kl_floor = dims.mean(0).clamp_min(self.free_bits).sum()
@@ -316,7 +348,32 @@ class ELBO(_Warmup):
         else:
             loss = loss_b.mean()
         terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        if self.divergence.term not in terms:
+            terms[self.divergence.term] = div
         return ObjectiveOutput(loss, terms)
+
+
+def _divergence_config(value: Any) -> Any:
+    """A divergence setting (name, mapping or PartConfig) as a PartConfig with checked options."""
+    from vaekit.config import PartConfig, parse_part
+
+    if isinstance(value, PartConfig) and value.options is not None:
+        return value
+    return parse_part("divergence", value, "objective.divergence")
+
+
+def build_divergence(value: Any) -> Divergence:
+    """The divergence module a setting names (``"kl"``, ``{"name": "mmd", "kernel": "rbf"}``).
+
+    Example:
+        >>> build_divergence("mmd").kernel
+        'imq'
+    """
+    from vaekit.registry import DIVERGENCES
+
+    pc = _divergence_config(value)
+    module: Divergence = DIVERGENCES.get(pc.name, where="objective.divergence").build(pc.options)
+    return module
 
 
 class IWAE(Objective):

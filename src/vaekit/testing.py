@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import tempfile
@@ -533,20 +534,51 @@ def check_config(
 
 def contract_combinations(
     variants: Callable[[str, str], list[dict[str, Any]]] | None = None,
+    *,
+    objectives: str = "every",
 ) -> list[dict[str, Any]]:
-    """Every combination of registered posterior (with each flow, or none), prior,
-    likelihood, objective and network that the config validator accepts, as config data.
+    """Combinations of registered posterior (with each flow, or none), prior, likelihood,
+    objective (with each of its nested parts, such as ``objective.divergence``) and network
+    that the config validator accepts, as config data.
 
     ``variants(kind, name)`` gives the option sets to try for a part (tiny flows, few
     mixture components, an estimator's variants); by default each part's defaults.
+
+    ``objectives="every"`` (the default) is the full product. ``"cover"`` keeps the parts
+    that meet inside the model whole and covers the objective's axis: every combination
+    of posterior, flow, prior, likelihood and network is checked with some objective
+    that accepts it (the objectives taking turns); every objective with every posterior,
+    flow and prior it accepts (the parts it computes with), and with every likelihood and
+    network at least once (it sees those only through log p(x|z) and q(z|x)). The checks
+    per part are the same; the count grows with the sum of the objectives, not their
+    product with everything else.
     """
     import itertools
 
     from vaekit.config import ConfigError, config_from_dict
-    from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, OBJECTIVES, POSTERIORS, PRIORS
+    from vaekit.registry import (
+        FLOWS,
+        LIKELIHOODS,
+        NETWORKS,
+        OBJECTIVES,
+        POSTERIORS,
+        PRIORS,
+        REGISTRIES,
+    )
+
+    if objectives not in ("cover", "every"):
+        raise ValueError(f"objectives must be 'cover' or 'every', got {objectives!r}")
 
     def specs(kind: str, name: str) -> list[dict[str, Any]]:
-        return [{"name": name, **o} for o in (variants(kind, name) if variants else [{}])]
+        out = [{"name": name, **o} for o in (variants(kind, name) if variants else [{}])]
+        # A part nested in this one's options (the objective's divergence): each registered one.
+        for f in dataclasses.fields(REGISTRIES[kind].get(name).options):
+            inner = f.metadata.get("part")
+            if inner is not None and not any(f.name in o for o in out):
+                out = [
+                    o | {f.name: s} for o in out for s in every(inner, REGISTRIES[inner].names())
+                ]
+        return out
 
     def every(kind: str, names: list[str]) -> list[dict[str, Any]]:
         return [s for n in names for s in specs(kind, n)]
@@ -557,7 +589,7 @@ def contract_combinations(
         if POSTERIORS.get(post["name"]).abilities.takes_flow:
             posts += [(post, f) for f in every("flow", FLOWS.names())]
     first_prior = PRIORS.names()[0]
-    out = []
+    accepted = []
     for (post, flow), prior, lik, obj, net in itertools.product(
         posts,
         every("prior", PRIORS.names()),
@@ -586,5 +618,48 @@ def contract_combinations(
             config_from_dict(copy.deepcopy(data))
         except ConfigError:
             continue
-        out.append(data)
-    return out
+        accepted.append(data)
+    if objectives == "every":
+        return accepted
+    return _cover(accepted)
+
+
+def _cover(combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The combinations that cover what :func:`contract_combinations` promises, in order."""
+    import json
+
+    def key(part: Any) -> str:
+        return json.dumps(part, sort_keys=True)
+
+    def needs(c: dict[str, Any]) -> list[tuple[str, ...]]:
+        m, o = c["model"], key(c["objective"])
+        model = (key(m["posterior"]), key(m["flow"]), key(m["prior"]))
+        data = (key(m["likelihood"]), key(m["encoder"]))
+        return [
+            ("cell", *model, *data),
+            ("objective", o, *model),
+            ("likelihood", o, data[0]),
+            ("network", o, data[1]),
+        ]
+
+    chosen: list[dict[str, Any]] = []
+    covered: set[tuple[str, ...]] = set()
+    turn: dict[tuple[str, ...], int] = {}
+    # First pass: every cell once, the objectives that accept it taking turns, so that
+    # each objective meets many likelihoods and networks; then whatever is still missing.
+    by_cell: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for c in combos:
+        by_cell.setdefault(needs(c)[0], []).append(c)
+    for cell, options in by_cell.items():
+        model = cell[1:4]
+        i = turn.get(model, 0)
+        turn[model] = i + 1
+        fresh = [c for c in options if needs(c)[1] not in covered]
+        pick = (fresh or options)[i % len(fresh or options)]
+        chosen.append(pick)
+        covered.update(needs(pick))
+    for c in combos:
+        if any(n not in covered for n in needs(c)):
+            chosen.append(c)
+            covered.update(needs(c))
+    return chosen
