@@ -50,6 +50,7 @@ __all__ = [
     "AVB",
     "AutoencoderLoss",
     "Discriminator",
+    "discriminator_groups",
     "kl_term",
     "kl_per_dim",
     "iwae_bound",
@@ -485,6 +486,14 @@ class IWAE(Objective):
         return ObjectiveOutput(loss, self._terms(iwae, log_px, log_pz, log_q))
 
 
+def discriminator_groups(
+    model: nn.Module, discriminator: nn.Module
+) -> dict[str, list[nn.Parameter]]:
+    """The optimiser groups of an objective that trains a discriminator beside the model
+    (AVB, FactorVAE): ``model`` and ``discriminator``, each minimising its own loss."""
+    return {"model": list(model.parameters()), "discriminator": list(discriminator.parameters())}
+
+
 class Discriminator(nn.Module):
     """T(x, z[, y]): an MLP on the flattened data and the latent code, one logit out.
 
@@ -571,10 +580,7 @@ class AVB(_Warmup):
     def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
         self.setup(model)
         assert self.discriminator is not None
-        return {
-            "model": list(model.parameters()),
-            "discriminator": list(self.discriminator.parameters()),
-        }
+        return discriminator_groups(model, self.discriminator)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         self.setup(model)

@@ -37,7 +37,13 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
 from vaekit.nn import MLP
-from vaekit.objectives import KL_MODES, Objective, ObjectiveOutput, kl_term
+from vaekit.objectives import (
+    KL_MODES,
+    Objective,
+    ObjectiveOutput,
+    discriminator_groups,
+    kl_term,
+)
 from vaekit.parts import Composition, ObjectiveAbilities
 from vaekit.validate import check_choice, check_nonneg, check_positive, check_widths
 
@@ -289,10 +295,7 @@ class FactorVAE(Objective):
     def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
         self.setup(model)
         assert self.discriminator is not None
-        return {
-            "model": list(model.parameters()),
-            "discriminator": list(self.discriminator.parameters()),
-        }
+        return discriminator_groups(model, self.discriminator)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         self.setup(model)
