@@ -158,7 +158,9 @@ class BetaTCVAE(Objective):
     loss = E_q[-log p(x|z)] + alpha * MI + beta * TC + gamma * DWKL, the KL's three parts
     estimated on the minibatch (:func:`kl_decomposition`); alpha = beta = gamma = 1 is the
     VAE. The ``kl`` and ``elbo`` terms use ``objective.kl``'s estimate of the KL, so the
-    bound reported is the model's ELBO.
+    bound reported is the model's ELBO. With ``mws`` the ``loss``, ``mi``, ``tc`` and
+    ``dwkl`` terms carry the estimator's constant offsets (see :func:`kl_decomposition`):
+    compare runs on ``elbo``.
     """
 
     @dataclass
@@ -470,6 +472,7 @@ class CapacityELBO(Objective):
         if model.training and torch.is_grad_enabled():
             self.seen += len(x)
         terms = {
+            # Per example, for the logs; the loss above holds the batch's mean KL near C.
             "loss": recon + self.gamma * (kl - c).abs(),
             "recon": recon,
             "kl": kl,
