@@ -84,7 +84,7 @@ def traversals_side_by_side(
     pick = split.select(torch.arange(min(len(split), 2000)))
     x = split.x[example : example + 1]
     cols = len(runs)
-    fig = Figure(figsize=(cols * (0.42 * n + 0.5) + 0.4, 0.42 * rows + 1.0), layout="constrained")
+    fig = Figure(figsize=(cols * (0.55 * n + 0.6) + 0.4, 0.55 * rows + 1.0), layout="constrained")
     axes = fig.subplots(1, cols, squeeze=False)[0]
     values = torch.linspace(-span, span, n)
     for ax, run, label in zip(axes, runs, labels, strict=True):
