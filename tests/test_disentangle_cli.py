@@ -83,3 +83,13 @@ def test_data_without_factors_is_a_clear_error(
     assert "has no ground-truth factors" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--quick"]) == 2
     assert "--quick goes with --disentanglement" in capsys.readouterr().err
+
+
+def test_traversals_command(sprites_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.png"
+    assert (
+        main(["traversals", str(sprites_run), str(sprites_run), "--rows", "2", "--out", str(out)])
+        == 0
+    )
+    assert out.stat().st_size > 1000
+    assert main(["traversals", str(sprites_run), "--example", "100000"]) == 2

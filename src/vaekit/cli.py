@@ -3,9 +3,11 @@
     vaekit train --config FILE [--dataset NAME_OR_PATH] [--epochs N] [--out RUN] [--seed S] [--set k=v ...]
     vaekit train --resume RUN [--epochs N] [--patience N] [--threads N] [--allow-changed-data]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
+    vaekit evaluate RUN --disentanglement [--quick] [--split test]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
     vaekit curves RUN [RUN ...] [--split valid|test|train] [--out FILE]
+    vaekit traversals RUN [RUN ...] [--rows 6] [--out FILE]
     vaekit summary RUN [RUN ...] [--format markdown|csv|json] [--out FILE]
     vaekit report RUN [--k K]
     vaekit sample RUN [--n 64] [--label K]
@@ -310,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="figure file; .png, .pdf, .svg, ... by the extension (default: curves-SPLIT.png)",
     )
     p.add_argument("--dpi", type=DPI, default=100, help="resolution of a PNG (default: 100)")
+
+    p = sub.add_parser(
+        "traversals",
+        help="latent traversals of several runs side by side in one PNG",
+        description="For each run, its most informative latent dimensions (by KL) varied one "
+        "at a time around the code of the same test example: whether each dimension "
+        "changes one factor of the image (disentangled) or several.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one panel each")
+    p.add_argument("--rows", type=COUNT, default=6, help="latent dimensions per run (default: 6)")
+    p.add_argument("--n", type=COUNT, default=7, help="values per dimension (default: 7)")
+    p.add_argument(
+        "--span", type=float, default=2.0, help="values from -SPAN to SPAN (default: 2.0)"
+    )
+    p.add_argument("--example", type=int, default=0, help="which test example's code (default: 0)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="figure file; .png, .pdf, .svg, ... by the extension (default: traversals.png)",
+    )
+    p.add_argument("--dpi", type=DPI, default=100, help="resolution of a PNG (default: 100)")
+    _common(p)
 
     p = sub.add_parser(
         "summary",
@@ -691,6 +715,27 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traversals(a: argparse.Namespace) -> int:
+    from vaekit.disentangle.figures import traversals_side_by_side
+    from vaekit.rundir import load
+
+    runs = [load(r, device=a.device or "cpu") for r in a.runs]
+    test = runs[0].dataset(a.data_dir).test
+    if not 0 <= a.example < len(test):
+        raise CommandError(f"--example must be in 0..{len(test) - 1}, got {a.example}")
+    labels = [Path(r).resolve().name for r in a.runs]
+    try:
+        fig = traversals_side_by_side(
+            runs, labels, test, rows=a.rows, n=a.n, span=a.span, example=a.example
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = _save_figure(fig, a.out or "traversals.png", a.dpi)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from vaekit.report import write_report
     from vaekit.rundir import load
@@ -950,6 +995,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plot": cmd_plot,
     "compare": cmd_compare,
     "curves": cmd_curves,
+    "traversals": cmd_traversals,
     "summary": cmd_summary,
     "report": cmd_report,
     "sample": cmd_sample,
