@@ -173,3 +173,26 @@ def test_factorvae_and_capacity_resume_exactly() -> None:
     assert report["resume"] == "bit-identical"
     report = check_part("objective", "capacity", {"capacity_epochs": 1.5}, resume=True)
     assert report["resume"] == "bit-identical"
+
+
+class HalfKL(torch.nn.Module):
+    """A user's divergence: half the KL (a beta of 0.5 by another name)."""
+
+    def forward(self, q: object, p: object, z: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
+        return 0.5 * kl
+
+
+class BatchMeanKL(HalfKL):
+    """Breaks the contract: one number instead of one per example."""
+
+    def forward(self, q: object, p: object, z: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
+        return kl.mean()
+
+
+def test_divergences_are_checked_like_other_parts() -> None:
+    from vaekit.testing import ContractError
+
+    assert check_part("divergence", "mmd", training=False)["objective"] == "ok"
+    assert check_part("divergence", HalfKL, training=False)["gradients"] == "ok"
+    with pytest.raises(ContractError, match="per example"):
+        check_part("divergence", BatchMeanKL, training=False)

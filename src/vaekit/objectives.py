@@ -349,8 +349,10 @@ class ELBO(_Warmup):
         else:
             loss = loss_b.mean()
         terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
-        if self.divergence.term not in terms:
-            terms[self.divergence.term] = div
+        # A user's divergence may leave out ``term``: its values are logged as "divergence".
+        name = getattr(self.divergence, "term", "divergence")
+        if name not in terms:
+            terms[name] = div
         return ObjectiveOutput(loss, terms)
 
 

@@ -424,7 +424,11 @@ def part_config(
         "prior": "model.prior",
         "likelihood": "model.likelihood",
         "objective": "objective",
+        # A divergence is checked inside the ELBO, which weighs it by beta.
+        "divergence": "objective.divergence",
     }[kind]
+    if kind == "divergence":
+        sets["objective"] = {"name": "elbo"}
     sets[field] = value
     if kind == "network":
         sets["model.encoder"] = value
