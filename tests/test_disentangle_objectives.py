@@ -196,3 +196,32 @@ def test_divergences_are_checked_like_other_parts() -> None:
     assert check_part("divergence", HalfKL, training=False)["gradients"] == "ok"
     with pytest.raises(ContractError, match="per example"):
         check_part("divergence", BatchMeanKL, training=False)
+
+
+def test_stratified_estimate_of_q_z_is_unbiased() -> None:
+    """Over random batches holding example 0 and B - 1 others of the N, the mss estimate
+    of q(z) averages to the exact (1/N) sum_n q(z | x_n); the mws one, which weighs every
+    batch member 1 / (N B), to (q(z|x_0) + (B - 1) mean_other q(z|x_n)) / (N B)."""
+    g = torch.Generator().manual_seed(0)
+    n, b, d = 40, 8, 2
+    loc, logvar = torch.randn(n, d, generator=g), torch.full((n, d), -0.5)
+    p = _normal(torch.zeros(d), torch.zeros(d))
+    z0 = _normal(loc[0], logvar[0]).sample()
+    each = _normal(loc, logvar).log_prob(z0).exp()
+    exact = math.log(float(each.sum()) / n)
+    mws_mean = math.log(float(each[0] + (b - 1) * each[1:].mean()) / (n * b))
+    means = {}
+    for estimator in ("mss", "mws"):
+        total = 0.0
+        draws = 600
+        for _ in range(draws):
+            rest = torch.randperm(n - 1, generator=g)[: b - 1] + 1
+            idx = torch.cat([torch.zeros(1, dtype=torch.long), rest])
+            q = _normal(loc[idx], logvar[idx])
+            z = q.sample((1,))
+            z[0, 0] = z0
+            mi = kl_decomposition(q, p, z, n, estimator)["mi"][0]
+            total += float(torch.exp(q.log_prob(z)[0, 0] - mi))  # q(z0) = q(z0|x0) / e^mi
+        means[estimator] = math.log(total / draws)
+    assert means["mss"] == pytest.approx(exact, abs=0.1)
+    assert means["mws"] == pytest.approx(mws_mean, abs=0.1)
