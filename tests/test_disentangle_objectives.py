@@ -202,6 +202,7 @@ def test_stratified_estimate_of_q_z_is_unbiased() -> None:
     """Over random batches holding example 0 and B - 1 others of the N, the mss estimate
     of q(z) averages to the exact (1/N) sum_n q(z | x_n); the mws one, which weighs every
     batch member 1 / (N B), to (q(z|x_0) + (B - 1) mean_other q(z|x_n)) / (N B)."""
+    torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     n, b, d = 40, 8, 2
     loc, logvar = torch.randn(n, d, generator=g), torch.full((n, d), -0.5)
