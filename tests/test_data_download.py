@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import io
 import struct
 import threading
 import time
@@ -315,3 +316,53 @@ def test_binarized_mnist_rejects_wrong_download(
     text = str(info.value)
     assert "downloaded content is not valid" in text and "expected (50000, 784)" in text
     assert leftovers(tmp_path / "binarized-mnist") == []
+
+
+def _dsprites_like_npz(n_per: tuple[int, ...] = (1, 3, 2, 2, 2, 2)) -> tuple[bytes, np.ndarray]:
+    """An .npz laid out as the official dSprites file (imgs, latents_classes, and a pickled
+    metadata dict that must never be unpickled), on a small grid."""
+    classes = np.stack(np.meshgrid(*[np.arange(k) for k in n_per], indexing="ij"), -1).reshape(
+        -1, len(n_per)
+    )
+    imgs = np.zeros((len(classes), 64, 64), np.uint8)
+    for i, c in enumerate(classes):
+        imgs[i, c[4] * 8 : c[4] * 8 + 4 + c[2], c[5] * 8 : c[5] * 8 + 4] = 1
+    metadata = np.array({"latents_sizes": np.array(n_per)}, dtype=object)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, imgs=imgs, latents_classes=classes, metadata=metadata)
+    return buf.getvalue(), classes
+
+
+def test_dsprites_downloads_verifies_and_carries_its_factors(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vaekit.data import dsprites
+
+    body, classes = _dsprites_like_npz()
+    name = dsprites.DSPRITES_FILE.name
+    server.add(f"/dm/{name}", body)
+    monkeypatch.setattr(
+        dsprites, "DSPRITES_FILE", RemoteFile(name, md5=hashlib.md5(body).hexdigest())
+    )
+    monkeypatch.setattr(dsprites, "DSPRITES_MIRRORS", [server.url("gone/"), server.url("dm/")])
+    ds = load_dataset("dsprites", cache_dir_=tmp_path / "cache")
+    assert ds.shape == (1, 64, 64) and ds.kind == "binary"
+    assert ds.factor_names == ["shape", "scale", "orientation", "posX", "posY"]
+    assert ds.factor_sizes == [3, 2, 2, 2, 2]
+    assert len(ds.train) + len(ds.test) == len(classes) and len(ds.test) == 5  # 10% of 48
+    # Each image sits where its posX/posY factors put it.
+    for split in (ds.train, ds.test):
+        assert split.factors is not None
+        for x, f in zip(split.x, split.factors, strict=True):
+            rows, cols = np.nonzero(x[0].numpy())
+            assert rows.min() == 8 * int(f[3]) and cols.min() == 8 * int(f[4])
+    assert leftovers(tmp_path / "cache" / "dsprites") == [name]
+    # A file that is not the official one is refused and nothing is kept.
+    monkeypatch.setattr(dsprites, "DSPRITES_FILE", RemoteFile(name, md5="0" * 32))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_dataset("dsprites", cache_dir_=tmp_path / "other")
+    assert leftovers(tmp_path / "other" / "dsprites") == []
+    # Offline, the message says where to put the file by hand.
+    monkeypatch.setenv("VAEKIT_OFFLINE", "1")
+    with pytest.raises(DataError, match=f"save it as .*{name}"):
+        load_dataset("dsprites", cache_dir_=tmp_path / "third")

@@ -70,6 +70,8 @@ def _id(data: dict[str, Any]) -> str:
     names += [m["likelihood"]["name"], data["objective"]["name"], m["encoder"]["name"]]
     if data["objective"].get("gradient") == "dreg":
         names.append("dreg")
+    if data["objective"].get("divergence", {}).get("name", "kl") != "kl":
+        names.append(data["objective"]["divergence"]["name"])
     return "-".join(n for n in names if n)
 
 
@@ -98,6 +100,8 @@ def test_the_combinations_cover_every_registered_part() -> None:
         seen["prior"].add(m["prior"]["name"])
         seen["likelihood"].add(m["likelihood"]["name"])
         seen["objective"].add(c["objective"]["name"])
+        if "divergence" in c["objective"]:
+            seen["divergence"].add(c["objective"]["divergence"]["name"])
     for kind, registry in REGISTRIES.items():
         assert seen[kind] == set(registry.names()), kind
     # Each posterior meets every likelihood it can take, and both networks.

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaekit.distributions import sample_with_log_prob
+from vaekit.divergences import Divergence
 from vaekit.nn import MLP
 from vaekit.parts import Composition, ObjectiveAbilities
 from vaekit.validate import check_choice, check_nonneg, check_positive, check_widths
@@ -51,6 +52,7 @@ __all__ = [
     "AVB",
     "AutoencoderLoss",
     "Discriminator",
+    "discriminator_groups",
     "kl_term",
     "kl_per_dim",
     "kl_per_layer",
@@ -59,6 +61,7 @@ __all__ = [
     "importance_weights",
     "weight_terms",
     "iwae_bound",
+    "build_divergence",
     "KL_MODES",
     "build_objective",
 ]
@@ -288,6 +291,10 @@ class ELBO(_Warmup):
     ``kl="analytic"`` uses the closed form that torch registers for the posterior and
     prior (a diagonal Gaussian against a standard normal, say) and is refused when torch
     has none; ``auto`` falls back to Monte Carlo there.
+
+    ``divergence`` is the term beta weighs (:mod:`vaekit.divergences`): ``kl`` (the
+    default), or ``mmd`` between the batch's codes and draws of the prior (InfoVAE's
+    MMD-VAE, WAE-MMD); the ``kl`` and ``elbo`` terms are reported whatever it is.
     """
 
     @dataclass
@@ -309,6 +316,12 @@ class ELBO(_Warmup):
         # Spectral regularisation (NVAE): this weight times the sum of the largest singular
         # value of every weight matrix is added to the loss (0 = off).
         spectral: float = 0.0
+        # The term beta weighs: kl | mmd (between the batch's codes and prior draws:
+        # InfoVAE's MMD-VAE, WAE-MMD), with its own options ({name: mmd, kernel: rbf}).
+        divergence: Any = field(default_factory=lambda: "kl", metadata={"part": "divergence"})
+
+        def __post_init__(self) -> None:
+            self.divergence = _divergence_config(self.divergence)
 
         def validate(self, where: str) -> None:
             check_positive(f"{where}.samples", self.samples)
@@ -326,8 +339,25 @@ class ELBO(_Warmup):
     abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO")
 
     @staticmethod
+    def check(o: ELBO.Options, parts: Composition) -> str | None:
+        from vaekit.registry import DIVERGENCES
+
+        div = DIVERGENCES.get(o.divergence.name)
+        if o.free_bits and not div.abilities.kl:
+            return (
+                f"objective.free_bits floors the KL per latent dimension, but objective.divergence="
+                f"{o.divergence.name} is not the KL: set objective.free_bits=0 or objective.divergence=kl"
+            )
+        return div.check(o.divergence.options, parts)
+
+    @staticmethod
     def label(o: ELBO.Options) -> str:
+        from vaekit.registry import DIVERGENCES
+
         extra = []
+        div = DIVERGENCES.get(o.divergence.name)
+        if not div.abilities.kl:
+            extra.append(div.label(o.divergence.options))
         if o.beta != 1.0:
             extra.append(f"beta={o.beta:g}")
         if o.warmup_epochs:
@@ -351,6 +381,7 @@ class ELBO(_Warmup):
         free_bits: float = 0.0,
         kl_balance: bool = False,
         spectral: float = 0.0,
+        divergence: Any = "kl",
     ) -> None:
         super().__init__(beta, warmup_epochs)
         self.samples = samples
@@ -358,6 +389,7 @@ class ELBO(_Warmup):
         self.free_bits = free_bits
         self.kl_balance = kl_balance
         self.spectral = spectral
+        self.divergence = build_divergence(divergence)
 
     def setup(self, model: VAE) -> None:
         if self.kl_mode != "analytic":
@@ -389,15 +421,17 @@ class ELBO(_Warmup):
         recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
         layers = kl_per_layer(q, prior, z, self.kl_mode)  # (L, B) with several layers
         kl = layers.sum(0) if layers is not None else kl_term(q, prior, z, self.kl_mode)  # (B,)
+        div = self.divergence(q, prior, z, kl)  # (B,): kl itself unless another is chosen
         beta = self.current_beta
-        loss_b = recon + beta * kl
-        kl_opt = kl
-        if self.kl_balance and layers is not None and beta < self.beta:
+        loss_b = recon + beta * div
+        div_opt = div
+        # KL balancing reweighs the layers' KL terms: with the KL divergence only.
+        if self.kl_balance and layers is not None and beta < self.beta and div is kl:
             from vaekit.stability import kl_balance_weights
 
             weights = kl_balance_weights(layers, q.sizes)  # type: ignore[attr-defined]
-            kl_opt = (weights[:, None] * layers).sum(0)
-        if self.free_bits > 0:
+            div_opt = (weights[:, None] * layers).sum(0)
+        if self.free_bits > 0:  # only with the KL divergence (ELBO.check)
             dims = kl_per_dim(q, prior, z, self.kl_mode)
             if dims is not None:
                 kl_floor = dims.mean(0).clamp_min(self.free_bits).sum()
@@ -408,7 +442,7 @@ class ELBO(_Warmup):
                 kl_floor = kl.mean().clamp_min(self.free_bits * z.shape[-1])
             loss = recon.mean() + beta * kl_floor
         else:
-            loss = (recon + beta * kl_opt).mean()
+            loss = (recon + beta * div_opt).mean()
         terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
         if self.spectral > 0:
             from vaekit.stability import spectral_penalty
@@ -416,7 +450,34 @@ class ELBO(_Warmup):
             penalty = spectral_penalty(model)
             loss = loss + self.spectral * penalty
             terms["spectral"] = penalty.detach().expand_as(kl)
+        # A user's divergence may leave out ``term``: its values are logged as "divergence".
+        name = getattr(self.divergence, "term", "divergence")
+        if name not in terms:
+            terms[name] = div
         return ObjectiveOutput(loss, terms | layer_terms(layers))
+
+
+def _divergence_config(value: Any) -> Any:
+    """A divergence setting (name, mapping or PartConfig) as a PartConfig with checked options."""
+    from vaekit.config import PartConfig, parse_part
+
+    if isinstance(value, PartConfig) and value.options is not None:
+        return value
+    return parse_part("divergence", value, "objective.divergence")
+
+
+def build_divergence(value: Any) -> Divergence:
+    """The divergence module a setting names (``"kl"``, ``{"name": "mmd", "kernel": "rbf"}``).
+
+    Example:
+        >>> build_divergence("mmd").kernel
+        'imq'
+    """
+    from vaekit.registry import DIVERGENCES
+
+    pc = _divergence_config(value)
+    module: Divergence = DIVERGENCES.get(pc.name, where="objective.divergence").build(pc.options)
+    return module
 
 
 class IWAE(Objective):
@@ -562,6 +623,14 @@ def _layers_mc(q: Distribution, prior: Distribution, z: Tensor) -> dict[str, Ten
         return layer_terms(kl_per_layer(q, prior, z, "mc"))
 
 
+def discriminator_groups(
+    model: nn.Module, discriminator: nn.Module
+) -> dict[str, list[nn.Parameter]]:
+    """The optimiser groups of an objective that trains a discriminator beside the model
+    (AVB, FactorVAE): ``model`` and ``discriminator``, each minimising its own loss."""
+    return {"model": list(model.parameters()), "discriminator": list(discriminator.parameters())}
+
+
 class Discriminator(nn.Module):
     """T(x, z[, y]): an MLP on the flattened data and the latent code, one logit out.
 
@@ -648,10 +717,7 @@ class AVB(_Warmup):
     def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
         self.setup(model)
         assert self.discriminator is not None
-        return {
-            "model": list(model.parameters()),
-            "discriminator": list(self.discriminator.parameters()),
-        }
+        return discriminator_groups(model, self.discriminator)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         self.setup(model)

@@ -1,8 +1,8 @@
 """What a part is: its builder, its own options, and what it can do.
 
-Every part of a model (network, posterior, flow, prior, likelihood, objective) is a
-class (or a small holder of builders) registered under a name in
-:mod:`vaekit.registry`. The class itself declares everything the rest of the library
+Every part of a model (network, posterior, flow, prior, likelihood, objective, and the
+objective's divergence) is a class (or a small holder of builders) registered under a
+name in :mod:`vaekit.registry`. The class itself declares everything the rest of the library
 needs to know, so that code outside the part asks its :class:`Part` instead of
 comparing its name:
 
@@ -49,6 +49,7 @@ __all__ = [
     "LikelihoodAbilities",
     "NetworkAbilities",
     "ObjectiveAbilities",
+    "DivergenceAbilities",
     "Composition",
     "Part",
     "Registry",
@@ -89,6 +90,8 @@ class PosteriorAbilities:
     reparameterised gradient needs (a diagonal Gaussian can without saying so);
     ``networks``: it brings the model's encoder and decoder networks itself (a
     convolutional hierarchy), so ``model.encoder`` and ``model.decoder`` are not used.
+    ``layered``: several stochastic layers whose conditional priors p(z_l | z_>l) live in
+    this part, so ``model.prior`` is the prior of the top layer only.
     """
 
     density: bool = True
@@ -99,6 +102,7 @@ class PosteriorAbilities:
     gaussian_top: bool = False
     dreg: bool = False
     networks: bool = False
+    layered: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,20 @@ class ObjectiveAbilities:
         return self.sign * float(terms[self.bound])
 
 
+@dataclass(frozen=True)
+class DivergenceAbilities:
+    """What the divergence an objective weighs by beta (``objective.divergence``) is.
+
+    ``kl``: it is the KL term itself, KL(q(z|x) || p(z)) per example (free bits, which
+    floor the KL per dimension, apply only to it); ``per_example``: each example has its
+    own value; False for a term of the whole batch, such as the MMD between the batch's
+    codes and draws of the prior, which every example of the batch reports.
+    """
+
+    kl: bool = False
+    per_example: bool = True
+
+
 ABILITIES: dict[str, type] = {
     "network": NetworkAbilities,
     "posterior": PosteriorAbilities,
@@ -183,6 +201,7 @@ ABILITIES: dict[str, type] = {
     "prior": PriorAbilities,
     "likelihood": LikelihoodAbilities,
     "objective": ObjectiveAbilities,
+    "divergence": DivergenceAbilities,
 }
 
 
@@ -337,6 +356,7 @@ CONTRACT_ARGS: dict[str, tuple[str, ...]] = {
     "prior": ("latent_dim",),
     "likelihood": ("data_shape",),
     "objective": (),
+    "divergence": (),
 }
 CONTEXT_KEYWORDS = frozenset(
     {"data_shape", "num_classes", "encoder_width", "encoder_activation", "latent_dim"}

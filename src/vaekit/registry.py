@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from vaekit.bounds import CIWAE, MIWAE, PIWAE
+from vaekit.disentangle.objectives import DIPVAE, BetaTCVAE, CapacityELBO, FactorVAE
 from vaekit.distributions.flows import IAF, PlanarFlow
 from vaekit.distributions.hierarchical import HierarchicalPosterior
 from vaekit.distributions.hierarchical_conv import ConvHierarchicalPosterior
@@ -30,11 +31,21 @@ from vaekit.distributions.likelihoods import (
 from vaekit.distributions.posteriors import GaussianPosterior, ImplicitPosterior, PointPosterior
 from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampPrior
 from vaekit.distributions.radial import RadialFlow
+from vaekit.divergences import KLDivergence, MMDDivergence
 from vaekit.nn import ConvNetwork, MLPNetwork
 from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss
 from vaekit.parts import Registry
 
-__all__ = ["NETWORKS", "POSTERIORS", "FLOWS", "PRIORS", "LIKELIHOODS", "OBJECTIVES", "REGISTRIES"]
+__all__ = [
+    "NETWORKS",
+    "POSTERIORS",
+    "FLOWS",
+    "PRIORS",
+    "LIKELIHOODS",
+    "OBJECTIVES",
+    "DIVERGENCES",
+    "REGISTRIES",
+]
 
 NETWORKS = Registry("network")
 NETWORKS.add("mlp", MLPNetwork)
@@ -73,6 +84,17 @@ OBJECTIVES.add("ae", AutoencoderLoss)
 OBJECTIVES.add("miwae", MIWAE)
 OBJECTIVES.add("piwae", PIWAE)
 OBJECTIVES.add("ciwae", CIWAE)
+OBJECTIVES.add("tcvae", BetaTCVAE)
+OBJECTIVES.add("factorvae", FactorVAE)
+OBJECTIVES.add("dipvae", DIPVAE)
+OBJECTIVES.add("capacity", CapacityELBO)
+
+# The term an ELBO-style objective weighs by beta (objective.divergence).
+DIVERGENCES = Registry("divergence")
+DIVERGENCES.add("kl", KLDivergence)
+DIVERGENCES.add("mmd", MMDDivergence)
 
 # The registry that serves each kind of part.
-REGISTRIES = {r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES)}
+REGISTRIES = {
+    r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES, DIVERGENCES)
+}

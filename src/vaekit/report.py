@@ -16,6 +16,7 @@ import base64
 import datetime as _dt
 import html
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -358,8 +359,11 @@ def render_report(
     skipped: Mapping[str, str] | None = None,
     *,
     dpi: int = 90,
+    disentanglement: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report as one HTML string (figures embedded as base64 PNG)."""
+    """The report as one HTML string (figures embedded as base64 PNG); ``disentanglement``,
+    a :func:`vaekit.disentangle.metrics.evaluate_disentanglement` result, adds its table
+    and plot."""
     import vaekit
     from vaekit.plots import FIGURES
 
@@ -410,6 +414,7 @@ def render_report(
         ),
         "</table>",
         _kl_bars(results),
+        _disentanglement_section(disentanglement, dpi),
         _reference_table(cfg, results),
         "<h2>Figures</h2>" if figures else "",
         '<div class="figs">' if figures else "",
@@ -443,6 +448,50 @@ def render_report(
     return "\n".join(p for p in parts if p)
 
 
+def _disentanglement_section(result: Mapping[str, Any] | None, dpi: int) -> str:
+    if result is None:
+        return ""
+    from vaekit.disentangle.figures import metrics_table_html, run_metrics_figure
+
+    uri = _png_data_uri(run_metrics_figure(result), dpi)
+    return (
+        "<h2>Disentanglement</h2>"
+        + metrics_table_html(result)
+        + f'<figure id="disentanglement" class="wide"><img alt="disentanglement scores" src="{uri}">'
+        "<figcaption><b>disentanglement.</b> The scores against the data's ground-truth factors, "
+        "and the mutual information gap of each factor.</figcaption></figure>"
+    )
+
+
+def load_or_score_disentanglement(
+    run: Run, dataset: Dataset, threads: int | None = None
+) -> dict[str, Any] | None:
+    """A saved ``vaekit evaluate --disentanglement`` result for these weights (the full
+    protocol's before a quick one), else a quick one, saved; None for data without factors."""
+    from vaekit.disentangle.metrics import (
+        Protocol,
+        disentanglement_file_name,
+        evaluate_disentanglement,
+    )
+
+    if dataset.factor_names is None:
+        return None
+    for quick in (False, True):
+        path = run.dir / disentanglement_file_name(run, quick=quick)
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(saved, dict) and saved.get("epoch") == run.weights_epoch:
+                return saved
+    result = evaluate_disentanglement(
+        run, dataset=dataset, protocol=Protocol.quick(), threads=threads
+    )
+    write_json(run.dir / disentanglement_file_name(run, quick=True), result)
+    return result
+
+
 def write_report(
     run: Run,
     *,
@@ -460,7 +509,8 @@ def write_report(
     results = load_or_evaluate(run, k=k, dataset=ds, threads=threads)
     figures = run_figures(run, ds)
     skipped = {n: why for n, why in applicable_figures(run, ds).items() if why is not None}
-    text = render_report(run, results, figures, skipped)
+    scores = load_or_score_disentanglement(run, ds, threads)
+    text = render_report(run, results, figures, skipped, disentanglement=scores)
     path = Path(out) if out is not None else run.dir / "report.html"
     with atomic_write(path, "w") as f:
         f.write(text)

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import tempfile
@@ -431,7 +432,11 @@ def part_config(
         "prior": "model.prior",
         "likelihood": "model.likelihood",
         "objective": "objective",
+        # A divergence is checked inside the ELBO, which weighs it by beta.
+        "divergence": "objective.divergence",
     }[kind]
+    if kind == "divergence":
+        sets["objective"] = {"name": "elbo"}
     sets[field] = value
     if kind == "network":
         sets["model.encoder"] = value
@@ -544,8 +549,9 @@ def contract_combinations(
     *,
     cover: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every combination of registered posterior (with each flow, or none), prior,
-    likelihood, objective and network that the config validator accepts, as config data.
+    """Combinations of registered posterior (with each flow, or none), prior, likelihood,
+    objective (with each of its nested parts, such as ``objective.divergence``) and network
+    that the config validator accepts, as config data.
 
     ``variants(kind, name)`` gives the option sets to try for a part (tiny flows, few
     mixture components, an estimator's variants); by default each part's defaults.
@@ -560,10 +566,26 @@ def contract_combinations(
     import itertools
 
     from vaekit.config import ConfigError, config_from_dict
-    from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, OBJECTIVES, POSTERIORS, PRIORS
+    from vaekit.registry import (
+        FLOWS,
+        LIKELIHOODS,
+        NETWORKS,
+        OBJECTIVES,
+        POSTERIORS,
+        PRIORS,
+        REGISTRIES,
+    )
 
     def specs(kind: str, name: str) -> list[dict[str, Any]]:
-        return [{"name": name, **o} for o in (variants(kind, name) if variants else [{}])]
+        out = [{"name": name, **o} for o in (variants(kind, name) if variants else [{}])]
+        # A part nested in this one's options (the objective's divergence): each registered one.
+        for f in dataclasses.fields(REGISTRIES[kind].get(name).options):
+            inner = f.metadata.get("part")
+            if inner is not None and not any(f.name in o for o in out):
+                out = [
+                    o | {f.name: s} for o in out for s in every(inner, REGISTRIES[inner].names())
+                ]
+        return out
 
     def every(kind: str, names: list[str]) -> list[dict[str, Any]]:
         return [s for n in names for s in specs(kind, n)]

@@ -24,6 +24,7 @@ __all__ = [
     "hold_out_validation",
     "limit_split",
     "check_finite_rows",
+    "attach_factors",
 ]
 
 
@@ -33,23 +34,41 @@ class DataError(VaekitError, ValueError):
 
 @dataclass
 class Split:
-    """One split: ``x`` float32 ``(N, *shape)``, ``y`` int64 ``(N,)`` or None."""
+    """One split: ``x`` float32 ``(N, *shape)``, ``y`` int64 ``(N,)`` or None.
+
+    ``factors``: for data generated from known factors of variation (dSprites), int64
+    ``(N, K)``, each example's index on each factor's grid (``Dataset.factor_names`` and
+    ``factor_sizes`` say which); None for other data.
+    """
 
     x: Tensor
     y: Tensor | None = None
+    factors: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+        return Split(
+            self.x.to(device),
+            None if self.y is None else self.y.to(device),
+            None if self.factors is None else self.factors.to(device),
+        )
 
     def take(self, n: int) -> Split:
-        return Split(self.x[:n], None if self.y is None else self.y[:n])
+        return Split(
+            self.x[:n],
+            None if self.y is None else self.y[:n],
+            None if self.factors is None else self.factors[:n],
+        )
 
     def select(self, idx: Tensor) -> Split:
         """The examples at ``idx``, in that order."""
-        return Split(self.x[idx], None if self.y is None else self.y[idx])
+        return Split(
+            self.x[idx],
+            None if self.y is None else self.y[idx],
+            None if self.factors is None else self.factors[idx],
+        )
 
 
 @dataclass
@@ -74,6 +93,10 @@ class Dataset:
     # What the data were when a run was trained on them (see data.fingerprint); None
     # until training_data() computes it.
     fingerprint: dict[str, Any] | None = None
+    # Data generated from known factors of variation: their names and grid sizes, in the
+    # order of each split's ``factors`` columns (see :func:`attach_factors`).
+    factor_names: list[str] | None = None
+    factor_sizes: list[int] | None = None
 
     def info(self) -> dict[str, object]:
         """What a run directory records about its data (enough to rebuild the model)."""
@@ -93,6 +116,8 @@ class Dataset:
         }
         if self.fingerprint is not None:
             info["fingerprint"] = self.fingerprint
+        if self.factor_names is not None and self.factor_sizes is not None:
+            info["factors"] = {"names": self.factor_names, "sizes": self.factor_sizes}
         return info
 
     def split(self, name: str) -> Split:
@@ -358,6 +383,52 @@ def make_dataset(
     )
 
 
+def attach_factors(
+    ds: Dataset,
+    factors: dict[str, np.ndarray],
+    names: list[str],
+    sizes: list[int],
+) -> Dataset:
+    """``ds`` with ground-truth factors beside the examples of each split.
+
+    ``factors[split]`` is an integer array ``(N, K)``: for each example, its index on each
+    of the K factors' grids (``0 <= f[:, k] < sizes[k]``). Every split of ``ds`` needs one.
+
+    Example:
+        >>> ds = make_dataset("toy", (np.zeros((4, 2)), None), (np.zeros((2, 2)), None))
+        >>> ds = attach_factors(ds, {"train": np.array([[0], [1], [2], [0]]),
+        ...                          "test": np.array([[1], [2]])}, ["size"], [3])
+        >>> ds.test.factors.tolist(), ds.info()["factors"]
+        ([[1], [2]], {'names': ['size'], 'sizes': [3]})
+    """
+    if len(names) != len(sizes) or not names:
+        raise DataError(f"{ds.name}: give one name per factor size, got {names} and {sizes}")
+    out: dict[str, Split] = {}
+    for key in ("train", "valid", "test"):
+        split = getattr(ds, key)
+        if split is None:
+            continue
+        if key not in factors:
+            raise DataError(f"{ds.name}: the {key} split has no factors")
+        f = np.asarray(factors[key])
+        if f.shape != (len(split), len(names)) or not np.issubdtype(f.dtype, np.integer):
+            raise DataError(
+                f"{ds.name} ({key} split): factors must be integers of shape "
+                f"({len(split)}, {len(names)}), got {f.dtype} {f.shape}"
+            )
+        if f.size and (f.min() < 0 or np.any(f.max(0) >= np.asarray(sizes))):
+            raise DataError(f"{ds.name} ({key} split): factor indices outside 0..size-1 ({sizes})")
+        out[key] = replace(split, factors=torch.from_numpy(f.astype(np.int64)))
+    return replace(
+        ds,
+        train=out["train"],
+        test=out["test"],
+        valid=out.get("valid"),
+        factor_names=list(names),
+        factor_sizes=[int(n) for n in sizes],
+    )
+
+
 def binarize(ds: Dataset, mode: str, seed: int = 0) -> Dataset:
     """``static``: one fixed Bernoulli draw per pixel (the literature's static binarization);
     ``threshold``: x > 0.5; ``dynamic``: the trainer redraws the training set every batch,
@@ -372,8 +443,8 @@ def binarize(ds: Dataset, mode: str, seed: int = 0) -> Dataset:
 
     def conv(s: Split) -> Split:
         if mode == "threshold":
-            return Split((s.x > 0.5).float(), s.y)
-        return Split(torch.bernoulli(s.x, generator=gen), s.y)
+            return replace(s, x=(s.x > 0.5).float())
+        return replace(s, x=torch.bernoulli(s.x, generator=gen))
 
     dynamic = mode == "dynamic"
     # Draw order (train, test, valid) fixes which random numbers each split gets.

@@ -12,6 +12,9 @@ mnist               the four official IDX ``.gz`` files in ``DATA/mnist/``, ``DA
                     cache, else downloaded from the mirrors (MD5 verified)
 fashion-mnist       Debian's ``/usr/share/datasets/fashion-mnist`` (``$VAEKIT_FASHION_MNIST_DIR``
                     overrides it), ``DATA/fashion-mnist/``, ``DATA/``, the cache, else downloaded
+dsprites            the official ``.npz`` in ``DATA/dsprites/``, ``DATA/``, the cache, else
+                    downloaded (MD5 verified); with its factors (:mod:`vaekit.data.dsprites`)
+dsprites-synthetic  drawn offline: a dSprites-like set with the same factors, 32x32
 ==================  ======================================================================
 
 MNIST and Fashion-MNIST use the same file names, so a data directory that holds both
@@ -350,12 +353,27 @@ def load_fashion_mnist(data_dir: Path | None, cache: Path) -> Dataset:
     )
 
 
+def _dsprites(data_dir: Path | None, cache: Path) -> Dataset:
+    from vaekit.data.dsprites import load_dsprites
+
+    return load_dsprites(data_dir, cache)
+
+
+def _dsprites_synthetic(data_dir: Path | None, cache: Path) -> Dataset:
+    from vaekit.data.dsprites import load_dsprites_synthetic
+
+    return load_dsprites_synthetic(data_dir, cache)
+
+
 NAMED: dict[str, Callable[[Path | None, Path], Dataset]] = {
     "digits": load_digits,
     "mnist-10k": load_mnist_10k,
     "binarized-mnist": load_binarized_mnist,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
+    # With ground-truth factors (vaekit.data.dsprites).
+    "dsprites": _dsprites,
+    "dsprites-synthetic": _dsprites_synthetic,
 }
 
 

@@ -489,18 +489,25 @@ def _check_npy_header(f: IO[bytes], size: int, path: Path, label: str) -> None:
         )
 
 
-def read_npz_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file (never unpickling objects)."""
+def read_npz_arrays(
+    path: Path, required: Sequence[str] = (), only: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file (never unpickling objects); with ``only``, just those
+    (the file may hold other members, even pickled ones, which are not read)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path")
     note_read(path)
+    wanted = None if only is None else {f"{k}.npy" for k in only}
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
+                if wanted is not None and info.filename not in wanted:
+                    continue
                 with zf.open(info) as f:
                     _check_npy_header(f, info.file_size, path, f"array {info.filename!r}")
         with _quiet_numpy_load(path) as npz:  # type: ignore[attr-defined]
-            arrays = {k: npz[k] for k in npz.files}
+            keys = [k for k in npz.files if only is None or k in only]
+            arrays = {k: npz[k] for k in keys}
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - zipfile and numpy's parser raise many types for damaged bytes

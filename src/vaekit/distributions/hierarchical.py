@@ -226,7 +226,9 @@ class HierarchicalPosterior(HierarchyHead):
     Options = HierarchicalOptions
     # Not factorised (lower layers depend on the layers above); the top layer, which the
     # registered prior is over, is a diagonal Gaussian given x (so the VampPrior fits).
-    abilities = PosteriorAbilities(gaussian=False, factorised=False, gaussian_top=True, dreg=True)
+    abilities = PosteriorAbilities(
+        gaussian=False, factorised=False, gaussian_top=True, dreg=True, layered=True
+    )
 
     @staticmethod
     def label(o: HierarchicalOptions) -> str:

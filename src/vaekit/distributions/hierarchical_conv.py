@@ -133,7 +133,7 @@ class ConvHierarchicalPosterior(HierarchyHead):
     """
 
     Options = ConvHierarchyOptions
-    abilities = PosteriorAbilities(gaussian_top=True, dreg=True, networks=True)
+    abilities = PosteriorAbilities(gaussian_top=True, dreg=True, networks=True, layered=True)
 
     @staticmethod
     def label(o: ConvHierarchyOptions) -> str:
