@@ -48,6 +48,13 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
         # tanh: no dead units at initialisation, so every parameter gets a gradient.
         "activation": "tanh",
         "components": 3 if kind == "prior" else 2,
+        # Discrete codes: 3 positions of 4 codes (vq), one variable of 3 classes (gumbel), so
+        # that every code can be listed; a prior over codes with something to learn.
+        "codes": 4,
+        "code_dim": 1,
+        "categories": 3,
+        "learned": True,
+        "layers": 2,
     }
     small = {k: v for k, v in sizes.items() if k in fields}
     out = [small]

@@ -204,8 +204,11 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Mean of p(x | z) at the posterior mean of z."""
-        return self.decode(self.encode(x, y).mean, y).mean
+        """Mean of p(x | z) at the posterior mean of z (for discrete codes, at the most
+        probable code: the mean of one-hot rows is no code)."""
+        q = self.encode(x, y)
+        z = q.mode if self.composition.posterior.discrete else q.mean
+        return self.decode(z, y).mean
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
@@ -272,6 +275,8 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
     )
     out_features = likelihood.params_per_element * int(math.prod(data_shape))
     dec_net = dec_part.build(dec_options, latent, data_shape, out_features, classes, role="decoder")
+    # Priors over a discrete posterior's codes are sized by its positions and codes.
+    context["code_space"] = getattr(head, "space", None)
     prior = PRIORS.get(cfg.prior.name).build(cfg.prior.options, latent, **context)
     model = VAE(
         Encoder(enc_net, head, classes),

@@ -15,6 +15,12 @@ Example:
 
 from __future__ import annotations
 
+from vaekit.distributions.codes import (
+    CategoricalPrior,
+    GumbelPosterior,
+    PixelCNNPrior,
+    VQPosterior,
+)
 from vaekit.distributions.flows import IAF, PlanarFlow
 from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
@@ -28,7 +34,7 @@ from vaekit.distributions.posteriors import GaussianPosterior, ImplicitPosterior
 from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampPrior
 from vaekit.distributions.radial import RadialFlow
 from vaekit.nn import ConvNetwork, MLPNetwork
-from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss
+from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss, PriorFit
 from vaekit.parts import Registry
 
 __all__ = ["NETWORKS", "POSTERIORS", "FLOWS", "PRIORS", "LIKELIHOODS", "OBJECTIVES", "REGISTRIES"]
@@ -41,6 +47,8 @@ POSTERIORS = Registry("posterior")
 POSTERIORS.add("gaussian", GaussianPosterior)
 POSTERIORS.add("point", PointPosterior)
 POSTERIORS.add("implicit", ImplicitPosterior)
+POSTERIORS.add("vq", VQPosterior)
+POSTERIORS.add("gumbel", GumbelPosterior)
 
 FLOWS = Registry("flow")
 FLOWS.add("planar", PlanarFlow)
@@ -51,6 +59,8 @@ PRIORS = Registry("prior")
 PRIORS.add("normal", StandardNormalPrior)
 PRIORS.add("mog", MixturePrior)
 PRIORS.add("vamp", VampPrior)
+PRIORS.add("categorical", CategoricalPrior)
+PRIORS.add("pixelcnn", PixelCNNPrior)
 
 LIKELIHOODS = Registry("likelihood")
 LIKELIHOODS.add("bernoulli", BernoulliLikelihood)
@@ -65,6 +75,7 @@ OBJECTIVES.add("elbo", ELBO)
 OBJECTIVES.add("iwae", IWAE)
 OBJECTIVES.add("avb", AVB)
 OBJECTIVES.add("ae", AutoencoderLoss)
+OBJECTIVES.add("prior-fit", PriorFit)
 
 # The registry that serves each kind of part.
 REGISTRIES = {r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES)}

@@ -157,7 +157,23 @@ def check_densities(model: VAE, x: Tensor, y: Tensor | None = None, samples: int
 def _check_normalised(dist: Distribution, what: str, draws: int = 20000) -> None:
     """exp(log_prob) integrates to one: importance sampling from a Gaussian twice as wide
     as ``dist`` (its mean and standard deviation) estimates the normaliser of each batch
-    member; a log-density off by a constant, or a wrong log-determinant, shows here."""
+    member; a log-density off by a constant, or a wrong log-determinant, shows here. A
+    distribution over finitely many values (discrete codes) sums its probabilities over
+    ``enumerate_support`` instead, where that list is short enough to make."""
+    if dist.has_enumerate_support:
+        try:
+            support = dist.enumerate_support()
+        except NotImplementedError:  # too many values to list
+            return
+        with torch.no_grad():
+            total = torch.logsumexp(dist.log_prob(support).double(), 0)
+        worst = float(total.abs().max())
+        if worst > 1e-4:
+            raise ContractError(
+                f"{what} does not sum to one over its {len(support)} values: its log-normaliser "
+                f"is {worst:.3g} (log_prob must be a normalised log-probability)"
+            )
+        return
     with torch.no_grad():
         loc, scale = dist.mean.detach(), 2.0 * dist.stddev.detach().clamp_min(1e-3)
         r = torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
@@ -230,6 +246,8 @@ def check_gradients(
     ``unused`` lists name prefixes of parameters that the objective leaves alone by design
     (the plain autoencoder's loss does not involve the prior).
     """
+    # And the parts the objective leaves untrained by design (a second stage's frozen encoder).
+    unused = (*unused, *(f"{m}." for m in objective.abilities.fixed))
     model.zero_grad()
     objective.zero_grad()
     groups = _backward(objective, model, x, y)
@@ -407,7 +425,7 @@ def part_config(
 
     ``others`` sets further settings as dotted overrides (``{"model.prior": "mog"}``).
     """
-    from vaekit.registry import OBJECTIVES, REGISTRIES
+    from vaekit.registry import OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
 
     name = part if isinstance(part, str) else f"{part.__module__}:{part.__qualname__}"
     spec = REGISTRIES[kind].get(name)
@@ -433,10 +451,15 @@ def part_config(
             p
             for p in OBJECTIVES
             if (ab.density or not p.abilities.needs_density)
-            and (ab.stochastic or not p.abilities.needs_stochastic)
+            and (ab.stochastic or ab.density or not p.abilities.needs_stochastic)
+            and not p.abilities.fixed
         ]
         fits.sort(key=lambda p: not p.abilities.needs_stochastic)
         sets["objective"] = {"name": fits[0].name}
+        if ab.discrete:  # a prior over its codes
+            sets["model.prior"] = next(p.name for p in PRIORS if p.abilities.discrete)
+    if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
+        sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
     # A likelihood that does not fit binary data gets grey or real data (see _data_for).
     sets |= others or {}
     data: dict[str, Any] = {}
@@ -556,8 +579,9 @@ def contract_combinations(
         posts.append((post, None))
         if POSTERIORS.get(post["name"]).abilities.takes_flow:
             posts += [(post, f) for f in every("flow", FLOWS.names())]
-    first_prior = PRIORS.names()[0]
     out = []
+    # Parts an objective does not involve need not vary: the first that is accepted is kept.
+    covered: set[str] = set()
     for (post, flow), prior, lik, obj, net in itertools.product(
         posts,
         every("prior", PRIORS.names()),
@@ -565,11 +589,16 @@ def contract_combinations(
         every("objective", OBJECTIVES.names()),
         every("network", NETWORKS.names()),
     ):
-        # An objective that never draws from the posterior ignores the prior: one is enough.
-        if (
-            not OBJECTIVES.get(obj["name"]).abilities.needs_stochastic
-            and prior["name"] != first_prior
-        ):
+        ab = OBJECTIVES.get(obj["name"]).abilities
+        key: list[Any] = [post, flow, obj]
+        # An objective that never draws from the posterior ignores the prior: one is enough;
+        if ab.needs_stochastic:
+            key.append(prior)
+        # one that fixes the encoder and decoder (a second stage) is indifferent to them.
+        if not {"encoder", "decoder"} <= set(ab.fixed):
+            key += [lik, net]
+        signature = repr(key)
+        if signature in covered:
             continue
         data = {
             "model": {
@@ -586,5 +615,6 @@ def contract_combinations(
             config_from_dict(copy.deepcopy(data))
         except ConfigError:
             continue
+        covered.add(signature)
         out.append(data)
     return out
