@@ -290,3 +290,66 @@ def test_prior_fit_trains_only_the_prior_and_raises_the_elbo() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)  # encoder, codebook, decoder
     assert float(fit(model, x).terms["elbo"].mean().detach()) > elbo0 + 0.5
     assert IWAE.check(IWAE.Options(samples=1), model.composition) is None
+
+
+# -- the second stage in the same run directory, from the command line ---------------------------
+
+VQ_RUN = (
+    "model.latent_dim=8",
+    "model.encoder={name: conv, channels: [8, 8], grid: true}",
+    "model.posterior={name: vq, codes: 8, code_dim: 2}",
+    "model.prior=categorical",
+)
+
+
+def test_train_a_prior_stage_then_sample_and_evaluate_with_it(tmp_path, capsys) -> None:
+    import json
+
+    import vaekit
+    from conftest import train_tiny
+    from vaekit.cli import main
+
+    run = train_tiny(tmp_path / "vq", *VQ_RUN)
+    assert vaekit.load(run).stage == "model"
+    # Before the stage: samples come from the uniform prior, and the output says so.
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "a.npy")]) == 0
+    assert "uniform prior" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--stage", "prior", "--epochs", "1",
+                 "--set", "model.prior.hidden=8", "--set", "model.prior.layers=2"]) == 0
+    stage = run / "prior"
+    cfg = json.loads((stage / "config.json").read_text())
+    assert cfg["objective"]["name"] == "prior-fit" and cfg["model"]["prior"]["name"] == "pixelcnn"
+    loaded = vaekit.load(run)
+    assert loaded.stage == "prior" and loaded.dir == stage and loaded.parent == run
+    first = vaekit.load(run, stage="model")
+    # The stage changed only the prior: encoder, codebook and decoder are RUN's.
+    same = {k: v for k, v in first.model.state_dict().items() if not k.startswith("prior")}
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in same.items())
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "b.npy")]) == 0
+    assert "uniform" not in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--k", "10", "--limit", "20"]) == 0
+    result = json.loads((stage / "eval-n20-k10.json").read_text())
+    assert result["codes"]["codes"] == 8 and result["codes"]["positions"] == 4
+    assert "one is used" in result["nll_note"]
+    # Training the stage further resumes it; --set applies only when it starts.
+    assert main(["train", "--resume", str(run), "--stage", "prior", "--epochs", "2"]) == 0
+    assert len(vaekit.load(run).metrics) == 2
+    assert main(["train", "--resume", str(run), "--stage", "prior", "--set", "train.lr=0.1"]) == 2
+    assert "--set applies when a stage starts" in capsys.readouterr().err
+
+
+def test_a_prior_stage_needs_a_run_and_a_prior_for_continuous_latents(tmp_path, capsys) -> None:
+    from conftest import train_tiny
+    from vaekit.cli import main
+
+    assert main(["train", "--stage", "prior"]) == 2
+    assert "--resume RUN --stage prior" in capsys.readouterr().err
+    run = train_tiny(tmp_path / "vae")
+    assert main(["train", "--resume", str(run), "--stage", "prior", "--epochs", "1"]) == 2
+    assert "--set model.prior=mog" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--stage", "prior", "--set", "model.latent_dim=3"]) == 2
+    assert "keeps" in capsys.readouterr().err
+    args = ["train", "--resume", str(run), "--stage", "prior", "--epochs", "1"]
+    assert main([*args, "--set", "model.prior=mog"]) == 0
+    assert (run / "prior" / "model.safetensors").is_file()

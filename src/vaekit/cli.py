@@ -2,6 +2,7 @@
 
     vaekit train --config FILE [--dataset NAME_OR_PATH] [--epochs N] [--out RUN] [--seed S] [--set k=v ...]
     vaekit train --resume RUN [--epochs N] [--patience N] [--threads N] [--allow-changed-data]
+    vaekit train --resume RUN --stage prior [--epochs N] [--set model.prior.KEY=V]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
@@ -99,6 +100,14 @@ def _weights(p: argparse.ArgumentParser) -> None:
         help="last: the newest weights (default); best: the epoch with the best validation "
         "ELBO (RUN/best.safetensors)",
     )
+    p.add_argument(
+        "--stage",
+        default="auto",
+        choices=["auto", "model", "prior"],
+        help="a run with a prior fitted to its codes (RUN/prior, `vaekit train --resume RUN "
+        "--stage prior`): auto loads that prior stage when it exists (default); model: the "
+        "run as first trained",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resume", default=None, metavar="RUN", help="continue the run in this directory"
+    )
+    p.add_argument(
+        "--stage",
+        default="model",
+        choices=["model", "prior"],
+        help="with --resume: model trains the run itself (default); prior fits a learned prior "
+        "to its frozen codes in RUN/prior (model.prior: pixelcnn for discrete codes, or "
+        "--set model.prior=NAME), so that `vaekit sample RUN` draws from it",
     )
     p.add_argument(
         "--dataset",
@@ -414,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default=None,
         choices=["npy", "csv"],
-        help="npy: PREFIX_mean.npy, PREFIX_var.npy and PREFIX_labels.npy; csv: one PREFIX.csv "
+        help="npy: PREFIX_mean.npy, PREFIX_var.npy, PREFIX_labels.npy (and PREFIX_codes.npy, "
+        "the code indices of a discrete model); csv: one PREFIX.csv "
         "(default: the extension of --out, else npy)",
     )
     p.add_argument(
@@ -465,6 +483,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from vaekit.config import load_config
     from vaekit.train import fit
 
+    if a.stage == "prior":
+        return _train_prior_stage(a)
     if a.resume:
         if a.out is not None:
             print(
@@ -512,6 +532,44 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_prior_stage(a: argparse.Namespace) -> int:
+    """``train --resume RUN --stage prior``: fit a prior to RUN's codes in RUN/prior."""
+    from vaekit.stages import train_prior
+
+    if not a.resume:
+        raise CommandError(
+            "--stage prior fits a prior to a trained run's codes: "
+            "vaekit train --resume RUN --stage prior --epochs N"
+        )
+    if a.out is not None or a.config or a.dataset or a.seed is not None:
+        raise CommandError(
+            f"--stage prior trains into {Path(a.resume) / 'prior'} with {a.resume}'s data and "
+            "model; drop --out, --config, --dataset and --seed (--set may choose the prior "
+            "and train.* settings)"
+        )
+    train_prior(
+        a.resume,
+        epochs=a.epochs,
+        overrides=a.overrides,
+        patience=a.patience,
+        threads=a.threads,
+        device=a.device,
+        data_dir=a.data_dir,
+        progress=a.progress,
+        allow_changed_data=a.allow_changed_data,
+    )
+    return 0
+
+
+def _notes(run: Any) -> None:
+    """What a reader of this run's outputs should know (on stderr, beside the output)."""
+    from vaekit.stages import prior_note
+
+    for text in (run.note, prior_note(run)):
+        if text:
+            print(f"note: {text}", file=sys.stderr)
+
+
 def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
     """The run's splits as training used them, from --dataset when the data have moved."""
     return run.dataset(a.data_dir, path=a.dataset, allow_changed=a.allow_changed_data)
@@ -520,7 +578,7 @@ def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
 def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     return run, _run_dataset(a, run).split(a.split)
 
 
@@ -528,7 +586,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from vaekit.evaluate import eval_file_name, evaluate_run
     from vaekit.rundir import load, write_json
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     ds = _run_dataset(a, run)
     out = _out_file(a.out, "eval.json") if a.out else None  # checked before the long part
     try:
@@ -550,6 +608,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out = out or run.dir / eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
     write_json(out, result)
     print(json.dumps(result, indent=2))
+    _notes(run)
     if result.get("nll") is not None and result.get("nll_note"):
         # Beside the JSON (stdout stays JSON), so that the caveat is read with the number.
         print(f"note: the NLL of {result['nll']:.2f} nats is {result['nll_note']}", file=sys.stderr)
@@ -560,7 +619,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     from vaekit.plots import run_figures, save_figures
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise CommandError(f"--out {a.out} is a file; plot writes one PNG per figure into a folder")
     try:
@@ -649,7 +708,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     from vaekit.report import write_report
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     ds = _run_dataset(a, run)
     if a.out:
         _out_file(a.out, "report.html")
@@ -745,7 +804,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from vaekit.images import display_scale, image_grid, save_image, to_images
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     out, kind = _examples_out(a.out, run, "samples")
     torch.manual_seed(a.seed)
     if a.label is not None and run.num_classes and not 0 <= a.label < run.num_classes:
@@ -753,6 +812,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     # A conditional model cycles through its classes unless --label picks one, as
     # Run.sample does; an unconditional one refuses --label.
     x = run.sample(a.n, a.label)
+    _notes(run)
     if kind == "image":
         ncol = run.num_classes if (run.num_classes and a.label is None) else None
         grid = image_grid(to_images(x, run.data_shape), ncol=ncol)
@@ -835,13 +895,16 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
     run, split = _run_and_split(a)
     prefix, fmt = _encode_out(a, run.dir)
-    means, variances = [], []
+    means, variances, codes = [], [], []
+    discrete = run.model.composition.posterior.discrete
     for i in range(0, len(split), 1000):
         x = split.x[i : i + 1000]
         y = None if (split.y is None or not run.num_classes) else split.y[i : i + 1000]
         q = run.encode(x, y)
         means.append(q.mean.cpu())
         variances.append(q.variance.cpu())
+        if discrete:  # the code index at each position of the most probable code
+            codes.append(run.model.encoder.head.codes(q.mode).cpu())
     mean = torch.cat(means).numpy()
     var = torch.cat(variances).numpy()
     labels = split.y.numpy() if split.y is not None else None
@@ -852,6 +915,9 @@ def cmd_encode(a: argparse.Namespace) -> int:
         ]
         _write_array(files[0], "npy", mean, [])
         _write_array(files[1], "npy", var, [])
+        if codes:
+            files.append(prefix.with_name(prefix.name + "_codes.npy"))
+            _write_array(files[-1], "npy", torch.cat(codes).numpy(), [])
         if labels is not None:
             files.append(prefix.with_name(prefix.name + "_labels.npy"))
             _write_array(files[-1], "npy", labels, [])

@@ -201,6 +201,11 @@ class TrainConfig:
     # Experiment trackers that receive every epoch's metrics beside metrics.jsonl:
     # tensorboard | mlflow (optional extras: pip install "vaekit[tensorboard]" / "[mlflow]").
     trackers: list[str] = field(default_factory=list)
+    # Start from the weights of another run (its directory: its last weights; or a
+    # .safetensors file): parameters whose names and shapes match are loaded, the others
+    # keep their initialisation. A second stage (vaekit train --resume RUN --stage prior)
+    # starts from RUN so. A resumed run loads its own checkpoint over them.
+    init: str = ""
 
 
 @dataclass

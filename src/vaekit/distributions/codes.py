@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,7 @@ __all__ = [
     "PixelCNNCodes",
     "PixelCNNPrior",
     "code_head",
+    "code_usage",
     "MAX_ENUMERATE",
     "DEAD_SHARE",
 ]
@@ -871,6 +873,28 @@ class PixelCNNPrior(nn.Module):
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
         return PixelCNNCodes(code_head(encoder, "model.prior=pixelcnn"), self.net)
+
+
+@torch.no_grad()
+def code_usage(codes: Tensor, space: CodeSpace) -> dict[str, Any]:
+    """How a data set uses the codebook, from its codes ``(N, P)``: codes used (of K),
+    the perplexity of the code frequencies (pooled over positions; K when all are used
+    evenly) and the bits a code grid holds (P log2 K).
+
+    >>> code_usage(torch.tensor([[0, 1], [0, 2]]), CodeSpace(2, 4, (1, 2)))
+    {'codes': 4, 'positions': 2, 'grid': [1, 2], 'used': 3, 'perplexity': 2.8284, 'bits': 4.0}
+    """
+    counts = torch.bincount(codes.reshape(-1).long(), minlength=space.codes).double()
+    share = counts / counts.sum().clamp_min(1.0)
+    entropy = -(share * torch.log(share.clamp_min(1e-300))).sum()
+    return {
+        "codes": space.codes,
+        "positions": space.positions,
+        "grid": list(space.grid),
+        "used": int((counts > 0).sum()),
+        "perplexity": round(float(torch.exp(entropy)), 4),
+        "bits": round(space.bits, 4),
+    }
 
 
 # -- KL divergences in closed form --------------------------------------------------------------

@@ -60,6 +60,7 @@ from vaekit.rundir import (
     BEST_WEIGHTS,
     RunError,
     atomic_write,
+    init_weights,
     objective_abilities,
     read_data_info,
     read_metrics,
@@ -469,6 +470,8 @@ def _fit(
     _seed_everything(t.seed + dist.rank)
     loss_module = _build(cfg, ds, device)
     model, objective = loss_module.model, loss_module.objective
+    if t.init:  # another run's weights to start from (a second stage); a checkpoint overrides
+        init_weights(model, t.init)
     warmup = objective.warmup_epochs
     # Estimators that weigh a minibatch against the whole data (total correlation) need N.
     objective.set_dataset_size(len(ds.train))
