@@ -73,7 +73,9 @@ __all__ = [
 
 # enumerate_support lists every code of every position (K ** P values): only tiny models.
 MAX_ENUMERATE = 1 << 16
-# A VQ code is dead when its running usage falls below this share of an even split.
+# A VQ code is dead when its running usage falls below this share of an even split of a
+# batch's vectors; a (re)started code gets twice that, so that it has ~70 steps (at decay
+# 0.99) to win vectors before it counts as dead again.
 DEAD_SHARE = 0.01
 
 
@@ -411,8 +413,8 @@ class VQPosterior(CodeHead):
     In training steps (training mode, gradients on) the codebook learns: by EMA of the
     vectors assigned to each code (Razavi et al. 2019; ``decay``), or by gradient
     (``ema: false``). ``restart_dead``: a code whose running usage falls below 1% of an
-    even share is moved to a random encoder output of the batch, and at the first step
-    the whole codebook starts from encoder outputs (without it, from N(0, 1)).
+    even share of a batch is moved to a random encoder output of the batch, and at the
+    first step the whole codebook starts from encoder outputs (without it, from N(0, 1)).
 
     Example:
         >>> head = VQPosterior(latent_dim=8, codes=4, code_dim=2)
@@ -557,8 +559,8 @@ class VQPosterior(CodeHead):
         """Every code from an encoder output of the first batch (a data-dependent start)."""
         k = self.space.codes
         pick = _choice(len(vectors), k, vectors.device)
-        share = len(vectors) / k
-        self._set(torch.ones(k, dtype=torch.bool, device=vectors.device), vectors[pick], share)
+        fresh = 2 * DEAD_SHARE * len(vectors) / k
+        self._set(torch.ones(k, dtype=torch.bool, device=vectors.device), vectors[pick], fresh)
         self.started.fill_(1)
         _broadcast(self.codebook, self.usage, *([self.ema_sum] if self.ema else []))
 
@@ -584,11 +586,12 @@ class VQPosterior(CodeHead):
             used = counts > 0
             self.codebook[used] = self.ema_sum[used] / self.usage[used, None]
         if self.restart_dead:
-            even = self.usage.sum() / self.space.codes
+            even = float(counts.sum()) / self.space.codes  # of this batch (all processes')
             dead = self.usage < DEAD_SHARE * even
             n = int(dead.sum())
             if n:
-                self._set(dead, vectors[_choice(len(vectors), n, vectors.device)], even)
+                new = vectors[_choice(len(vectors), n, vectors.device)]
+                self._set(dead, new, 2 * DEAD_SHARE * even)
                 _broadcast(self.codebook, self.usage, *([self.ema_sum] if self.ema else []))
 
 
