@@ -6,12 +6,17 @@ particular to codes on tiny models (8x8 data, a handful of codes).
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import train_tiny
 
+import vaekit
+from vaekit.cli import main
 from vaekit.config import ConfigError, ModelConfig, config_from_dict, part
 from vaekit.distributions.codes import GatedPixelCNN, GumbelPosterior, VQPosterior
 from vaekit.evaluate import log_likelihood
@@ -303,19 +308,29 @@ VQ_RUN = (
 
 
 def test_train_a_prior_stage_then_sample_and_evaluate_with_it(tmp_path, capsys) -> None:
-    import json
-
-    import vaekit
-    from conftest import train_tiny
-    from vaekit.cli import main
-
     run = train_tiny(tmp_path / "vq", *VQ_RUN)
     assert vaekit.load(run).stage == "model"
     # Before the stage: samples come from the uniform prior, and the output says so.
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "a.npy")]) == 0
     assert "uniform prior" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run), "--stage", "prior", "--epochs", "1",
-                 "--set", "model.prior.hidden=8", "--set", "model.prior.layers=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--stage",
+                "prior",
+                "--epochs",
+                "1",
+                "--set",
+                "model.prior.hidden=8",
+                "--set",
+                "model.prior.layers=2",
+            ]
+        )
+        == 0
+    )
     stage = run / "prior"
     cfg = json.loads((stage / "config.json").read_text())
     assert cfg["objective"]["name"] == "prior-fit" and cfg["model"]["prior"]["name"] == "pixelcnn"
@@ -340,16 +355,90 @@ def test_train_a_prior_stage_then_sample_and_evaluate_with_it(tmp_path, capsys) 
 
 
 def test_a_prior_stage_needs_a_run_and_a_prior_for_continuous_latents(tmp_path, capsys) -> None:
-    from conftest import train_tiny
-    from vaekit.cli import main
-
     assert main(["train", "--stage", "prior"]) == 2
     assert "--resume RUN --stage prior" in capsys.readouterr().err
     run = train_tiny(tmp_path / "vae")
     assert main(["train", "--resume", str(run), "--stage", "prior", "--epochs", "1"]) == 2
     assert "--set model.prior=mog" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run), "--stage", "prior", "--set", "model.latent_dim=3"]) == 2
+    assert (
+        main(["train", "--resume", str(run), "--stage", "prior", "--set", "model.latent_dim=3"])
+        == 2
+    )
     assert "keeps" in capsys.readouterr().err
     args = ["train", "--resume", str(run), "--stage", "prior", "--epochs", "1"]
     assert main([*args, "--set", "model.prior=mog"]) == 0
     assert (run / "prior" / "model.safetensors").is_file()
+
+
+# -- figures and the explorer ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vq_run(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    return train_tiny(tmp_path_factory.mktemp("vq") / "run", *VQ_RUN)
+
+
+def test_figures_of_a_discrete_model_show_its_code_grids(vq_run) -> None:
+    from vaekit.plots import applicable_figures, code_grids, run_figures
+
+    run = vaekit.load(vq_run)
+    ds = run.dataset()
+    reasons = applicable_figures(run, ds)
+    assert reasons["codes"] is None and reasons["reconstructions"] is None
+    assert "discrete code" in reasons["traversal"] and "discrete code" in reasons["interpolation"]
+    figs = run_figures(run, ds, which=["codes", "samples"])
+    assert "uniform" in figs["samples"].axes[0].get_title()
+    fig = code_grids(run, ds.test.x[:5])
+    assert len(fig.axes) == 15  # image, code grid, decoding for each of 5
+    grid = fig.axes[5].images[0].get_array()
+    codes = run.model.encoder.head.codes(run.encode(ds.test.x[:1]).mode)
+    assert grid.shape == (2, 2) and grid.ravel().tolist() == codes[0].tolist()
+    assert len(fig.axes[5].texts) == 4  # the indices written in
+    with pytest.raises(ValueError, match="discrete posterior"):
+        code_grids(vaekit.load(train_tiny(vq_run.parent / "vae")), ds.test.x[:2])
+
+
+def test_explorer_serves_the_codes_and_decodes_an_edited_grid(vq_run) -> None:
+    import http.client
+    import threading
+
+    from vaekit.serve import make_server
+
+    server = make_server(str(vq_run), port=0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def post(path: str, body: object) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+
+    try:
+        ex = server.explorer
+        info = ex.info()
+        assert info["codes"] == {"positions": 4, "codes": 8, "grid": [2, 2]}
+        assert info["kind"] == "vae" and info["has_prior"]
+        codes = ex.points()["codes"]
+        assert len(codes) == 359 and all(len(c) == 4 for c in codes)
+        # The map's points are codes: each decodes to its own indices.
+        assert ex.codes_of(np.array(ex.points()["z"][:3])) == codes[:3]
+        status, out = post("/api/codes", {"codes": [3, 1, 4, 1]})
+        assert status == 200 and len(out["images"]) == 1
+        run = vaekit.load(vq_run)
+        z = run.model.encoder.head.embed(torch.tensor([[3, 1, 4, 1]]))
+        np.testing.assert_allclose(out["z"], z.numpy(), atol=1e-4)
+        assert ex.codes_of(np.array(out["z"])) == [[3, 1, 4, 1]]
+        status, out = post("/api/sample", {"n": 3, "seed": 1})
+        assert status == 200 and len(out["codes"]) == 3
+        for bad, message in [
+            ({"codes": [3, 1, 4]}, "4 code indices"),
+            ({"codes": [3, 1, 4, 8]}, "in 0..7"),
+            ({"codes": [3, 1, 4, True]}, "in 0..7"),
+            ({"codes": []}, "code indices"),
+        ]:
+            status, out = post("/api/codes", bad)
+            assert status == 400 and message in out["error"], (bad, out)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -46,7 +46,7 @@ from torch import Tensor
 from vaekit.data import Dataset, Split
 from vaekit.images import image_grid, to_images
 from vaekit.parts import ObjectiveAbilities
-from vaekit.rundir import Run, atomic_write
+from vaekit.rundir import Run, atomic_write, part_labels
 
 __all__ = [
     "FIGURES",
@@ -61,6 +61,7 @@ __all__ = [
     "training_curves",
     "latent_traversal",
     "class_grid",
+    "code_grids",
     "compare_runs",
     "compare_curves",
     "applicable_figures",
@@ -79,6 +80,7 @@ FIGURES: tuple[str, ...] = (
     "samples",
     "latent_histograms",
     "reconstructions",
+    "codes",
     "interpolation",
     "traversal",
     "class_grid",
@@ -92,6 +94,7 @@ CAPTIONS: dict[str, str] = {
     "latent_grid": "Decoded uniform grid over the range the test set occupies in latent space.",
     "reconstructions": "Test images (top) and their reconstructions at the posterior mean (bottom).",
     "samples": "Decoded draws from the prior p(z).",
+    "codes": "Discrete latents: test images (top), their code grids (one colour per code, its index written in) and the decoding of each grid (bottom).",
     "interpolation": "Linear interpolation in latent space between pairs of test images (originals at the ends).",
     "traversal": "Latent traversals: one dimension per row (at most ten, those the test codes spread over most) from -3 to 3, the others at a test image's code.",
     "class_grid": "Conditional samples: one class per row, the same latent code down each column.",
@@ -469,7 +472,52 @@ def prior_samples(
     fig = Figure(figsize=(6, 6 * math.ceil(n / ncol) / ncol + 0.5), layout="constrained")
     ax = fig.subplots()
     _show_images(ax, to_images(x, run.data_shape), ncol)
-    ax.set_title("Samples from the prior")
+    ax.set_title(f"Samples from the prior ({part_labels(run.config)['prior']})")
+    return fig
+
+
+def code_grids(run: Run, x: Any, y: Any = None, n: int = 8) -> Figure:
+    """A discrete model's codes: the first ``n`` examples of ``x`` (top), the code grid of
+    each (its most probable code at every position, one colour per code with the index
+    written in) and the decoding of that grid (bottom)."""
+    from matplotlib.colors import ListedColormap, hsv_to_rgb
+
+    from vaekit.distributions.codes import CodeHead
+
+    head = run.model.encoder.head
+    if not isinstance(head, CodeHead):
+        raise ValueError("code grids need a discrete posterior (model.posterior=vq or gumbel)")
+    _require_images(run, "code_grids")
+    xs = torch.as_tensor(_np(x)[:n], dtype=torch.float32)
+    ys = None if (y is None or not run.num_classes) else torch.as_tensor(_np(y)[:n])
+    with torch.no_grad():
+        z = run.encode(xs, ys).mode
+        codes = head.codes(z).cpu().numpy()
+        decoded = run.decode(z, ys).mean
+    rows, cols = head.space.grid
+    k = head.space.codes
+    # Neighbouring indices far apart in hue (golden-angle steps), light enough to read on.
+    hues = (np.arange(k) * 0.618033988749895) % 1.0
+    colours = hsv_to_rgb(np.stack([hues, np.full(k, 0.45), np.full(k, 0.95)], 1))
+    cmap = ListedColormap(colours)
+    fig = Figure(figsize=(1.6 * len(xs) + 0.6, 5.2), layout="constrained")
+    axes = fig.subplots(3, len(xs), squeeze=False)
+    originals, recons = to_images(xs, run.data_shape), to_images(decoded, run.data_shape)
+    for i in range(len(xs)):
+        _show_images(axes[0, i], originals[i : i + 1])
+        grid = codes[i].reshape(rows, cols)
+        ax = axes[1, i]
+        ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+        if rows * cols <= 100:
+            size = max(3.0, min(8.0, 60.0 / max(rows, cols)))
+            for (r, c), v in np.ndenumerate(grid):
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=size)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _show_images(axes[2, i], recons[i : i + 1])
+    axes[0, 0].set_ylabel("image")
+    axes[1, 0].set_ylabel(f"codes ({rows}x{cols} of {k})")
+    axes[2, 0].set_ylabel("decoded codes")
     return fig
 
 
@@ -750,11 +798,9 @@ def compare_runs(
         from vaekit.evaluate import latent_means
 
         z = latent_means(run.model, xs.reshape(len(xs), *run.data_shape), ys).numpy()
-        kind = (
-            f"VAE ({run.objective_label})"
-            if run.model.composition.posterior.stochastic
-            else "autoencoder"
-        )
+        post = run.model.composition.posterior
+        # Trained against a prior: random draws, or a density (VQ-VAE's one-hot code).
+        kind = f"VAE ({run.objective_label})" if post.stochastic or post.density else "autoencoder"
         ax = axes[0, col]
         _draw_scatter(
             ax, z, labels, class_names=run.info["data"].get("class_names"), legend=col == 1
@@ -786,6 +832,7 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
     """For each name of :data:`FIGURES`, None when it applies to this run, else why not."""
     image = run.info["data"].get("is_image", False)
     labelled = dataset.test.y is not None
+    discrete = run.model.composition.posterior.discrete
     reasons: dict[str, str | None] = {}
     for name in FIGURES:
         why: str | None = None
@@ -797,6 +844,10 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
             why = f"the latent space has {run.latent_dim} dimensions, not 2"
         elif name == "class_grid" and not run.num_classes:
             why = "not a conditional model"
+        elif name == "codes" and not discrete:
+            why = "the latents are continuous (no codes)"
+        elif name in ("interpolation", "traversal", "latent_histograms") and discrete:
+            why = "z is a discrete code: no line runs between codes, nor along one coordinate"
         if (
             why is None
             and not image
@@ -806,6 +857,7 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
                 "latent_grid",
                 "reconstructions",
                 "samples",
+                "codes",
                 "interpolation",
                 "traversal",
                 "class_grid",
@@ -910,6 +962,8 @@ def run_figures(
             )
         elif name == "samples":
             out[name] = prior_samples(run, 100 if cond else 64, seed=seed)
+        elif name == "codes":
+            out[name] = code_grids(run, test.x[:8], y_test[:8] if y_test is not None else None)
         elif name == "interpolation":
             a, b, ya, yb = _interpolation_pairs(test)
             out[name] = interpolation(
