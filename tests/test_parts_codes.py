@@ -442,3 +442,12 @@ def test_explorer_serves_the_codes_and_decodes_an_edited_grid(vq_run) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_report_of_a_discrete_model_shows_its_bound_and_codebook(vq_run, tmp_path) -> None:
+    from vaekit.report import write_report
+
+    out = write_report(vaekit.load(vq_run), k=2, out=tmp_path / "report.html")
+    text = out.read_text()
+    assert "codebook use" in text and "of 8 codes" in text
+    assert "of one code per example" in text and 'alt="codes"' in text

@@ -652,7 +652,7 @@ def evaluate_run(
     ``active_units`` with ``latent_variance``, ``classifier`` (accuracies on latent
     means, where labels exist) and ``seconds``. A discrete posterior adds ``codes`` (the
     codebook's use over the split); one that is deterministic (VQ-VAE) needs a single
-    sample, and its ``nll`` is the bound -log p(x|z_q) - log p(z_q). ``prior_note``: the
+    sample, and its ``nll`` is the bound -log p(x|z_q) - log p(z_q) (``nll_bound``). ``prior_note``: the
     prior over codes is uniform, nothing learned yet.
 
     ``limit`` evaluates the first ``limit`` examples only (quick checks).
@@ -714,6 +714,7 @@ def evaluate_run(
                 result["bits_per_dim_se"] = se / (d * math.log(2))
             caveat = m.decoder.head.nll_caveat(ds.kind)
             if deterministic:
+                result["nll_bound"] = True
                 caveat = (
                     "the bound -log p(x|z_q) - log p(z_q) (an upper bound on the NLL): the posterior "
                     "is one code per example, so every importance sample is the same and one is used"
