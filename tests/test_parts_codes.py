@@ -451,3 +451,16 @@ def test_report_of_a_discrete_model_shows_its_bound_and_codebook(vq_run, tmp_pat
     text = out.read_text()
     assert "codebook use" in text and "of 8 codes" in text
     assert "of one code per example" in text and 'alt="codes"' in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "options"),
+    [("posterior", "vq", {"codes": 4, "code_dim": 1}), ("posterior", "gumbel", {"categories": 3})],
+)
+def test_check_part_builds_a_model_around_a_discrete_posterior(kind, name, options) -> None:
+    from vaekit.testing import check_part, part_config
+
+    cfg = part_config(kind, name, options)
+    # A prior over its codes, and an objective that takes it (not AVB's discriminator).
+    assert cfg.model.prior.name == "categorical" and cfg.objective.name == "elbo"
+    assert check_part(kind, name, options, training=False)["bounds"] == "ok"

@@ -500,18 +500,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        fit(
-            None,
-            a.resume,
-            resume=True,
-            epochs=a.epochs,
-            patience=a.patience,
-            threads=a.threads,
-            device=a.device,
-            data_dir=a.data_dir,
-            progress=a.progress,
-            allow_changed_data=a.allow_changed_data,
-        )
+        fit(None, a.resume, resume=True, **_resume_settings(a))
         return 0
     overrides = list(a.overrides)
     if a.dataset:
@@ -547,18 +536,21 @@ def _train_prior_stage(a: argparse.Namespace) -> int:
             "model; drop --out, --config, --dataset and --seed (--set may choose the prior "
             "and train.* settings)"
         )
-    train_prior(
-        a.resume,
-        epochs=a.epochs,
-        overrides=a.overrides,
-        patience=a.patience,
-        threads=a.threads,
-        device=a.device,
-        data_dir=a.data_dir,
-        progress=a.progress,
-        allow_changed_data=a.allow_changed_data,
-    )
+    train_prior(a.resume, overrides=a.overrides, **_resume_settings(a))
     return 0
+
+
+def _resume_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """What ``train --resume`` may change, as keywords of :func:`vaekit.train.fit`."""
+    return {
+        "epochs": a.epochs,
+        "patience": a.patience,
+        "threads": a.threads,
+        "device": a.device,
+        "data_dir": a.data_dir,
+        "progress": a.progress,
+        "allow_changed_data": a.allow_changed_data,
+    }
 
 
 def _notes(run: Any) -> None:

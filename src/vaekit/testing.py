@@ -455,23 +455,31 @@ def part_config(
             and not p.abilities.fixed
         ]
         fits.sort(key=lambda p: not p.abilities.needs_stochastic)
-        sets["objective"] = {"name": fits[0].name}
+        objectives = [{"name": p.name} for p in fits]
         if ab.discrete:  # a prior over its codes
             sets["model.prior"] = next(p.name for p in PRIORS if p.abilities.discrete)
+    else:
+        objectives = [sets.get("objective", {"name": "elbo"})]
     if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
         sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
-    # A likelihood that does not fit binary data gets grey or real data (see _data_for).
-    sets |= others or {}
-    data: dict[str, Any] = {}
-    for key, v in sets.items():
-        node = data
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    from vaekit.config import config_from_dict
+    from vaekit.config import ConfigError, config_from_dict
 
-    return config_from_dict(data)
+    # The first objective that takes the posterior (its own checks may refuse it).
+    for i, objective in enumerate(objectives):
+        # A likelihood that does not fit binary data gets grey or real data (see _data_for).
+        data: dict[str, Any] = {}
+        for key, v in ({**sets, "objective": objective} | (others or {})).items():
+            node = data
+            *path, last = key.split(".")
+            for p in path:
+                node = node.setdefault(p, {})
+            node[last] = v
+        try:
+            return config_from_dict(data)
+        except ConfigError:
+            if i == len(objectives) - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _data_for(cfg: Config, n: int, shape: tuple[int, ...], seed: int = 0) -> Tensor:
