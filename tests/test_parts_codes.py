@@ -431,6 +431,9 @@ def test_explorer_serves_the_codes_and_decodes_an_edited_grid(vq_run) -> None:
         assert ex.codes_of(np.array(out["z"])) == [[3, 1, 4, 1]]
         status, out = post("/api/sample", {"n": 3, "seed": 1})
         assert status == 200 and len(out["codes"]) == 3
+        plane = {"origin": [0.0] * 8, "axes": [[1.0] + [0.0] * 7, [0.0, 1.0] + [0.0] * 6]}
+        status, out = post("/api/prior", {"plane": plane, "bounds": [-1, 1, -1, 1]})
+        assert status == 400 and "distribution over codes" in out["error"]
         for bad, message in [
             ({"codes": [3, 1, 4]}, "4 code indices"),
             ({"codes": [3, 1, 4, 8]}, "in 0..7"),

@@ -432,6 +432,11 @@ class Explorer:
             raise ValueError(
                 "this run is a plain autoencoder: it was trained without a prior, so there are no contours"
             )
+        if self.code_head is not None:
+            raise ValueError(
+                "this run's latents are discrete codes: its prior is a distribution over codes, "
+                "with no density on a plane of the latent space"
+            )
         if np.linalg.matrix_rank(axes.astype(np.float64), tol=1e-9) < 2:
             raise ValueError("the plane's two axes must point in different directions")
         grid_z = self.plane_points(origin, axes, bounds, n)

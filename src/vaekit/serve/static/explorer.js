@@ -799,7 +799,8 @@
       $("grid-n-val").textContent = `${S.gridN}×${S.gridN}`;
       if (S.gridOn) scheduleGrid();
     });
-    if (!S.info.has_prior || D < 2) {
+    // Codes have a prior over codes, with no density on a plane: no contours.
+    if (!S.info.has_prior || D < 2 || S.info.codes) {
       $("contours-toggle").hidden = true;
       S.contoursOn = false;
     }
@@ -831,7 +832,7 @@
     box.appendChild(sym("⊕", "", "marker"));
     box.appendChild(sym("★", "", "prior sample"));
     if (S.info.is_image) box.appendChild(sym("◆", "", "your picture"));
-    if (S.info.has_prior && S.D >= 2) box.appendChild(sym("┄", "", "prior: 50 / 90 / 99% of mass"));
+    if (S.info.has_prior && S.D >= 2 && !S.info.codes) box.appendChild(sym("┄", "", "prior: 50 / 90 / 99% of mass"));
   }
 
   function buildHeader() {
