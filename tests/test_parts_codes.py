@@ -467,3 +467,26 @@ def test_check_part_builds_a_model_around_a_discrete_posterior(kind, name, optio
     # A prior over its codes, and an objective that takes it (not AVB's discriminator).
     assert cfg.model.prior.name == "categorical" and cfg.objective.name == "elbo"
     assert check_part(kind, name, options, training=False)["bounds"] == "ok"
+
+
+def test_train_init_loads_matching_weights_and_refuses_another_model(vq_run, tmp_path) -> None:
+    from vaekit.rundir import RunError, init_weights
+
+    run = vaekit.load(vq_run)
+    other = _vq_model(part("pixelcnn", hidden=8, layers=2))  # an MLP model: other shapes
+    with pytest.raises(RunError, match="not the same model"):
+        init_weights(other, vq_run)
+    with pytest.raises(RunError, match="no such run directory"):
+        init_weights(other, tmp_path / "missing")
+    # The same model with a learned prior: all but the prior's weights come from the run.
+    cfg = config_from_dict(
+        json.loads((vq_run / "config.json").read_text())
+        | {
+            "model": json.loads((vq_run / "config.json").read_text())["model"]
+            | {"prior": "pixelcnn"}
+        }
+    )
+    fresh = build_model(cfg.model, SHAPE)
+    missing = init_weights(fresh, vq_run)
+    assert missing and all(k.startswith("prior_module.") for k in missing)
+    assert torch.equal(fresh.encoder.head.codebook, run.model.encoder.head.codebook)
