@@ -52,6 +52,13 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
         "activation": "tanh",
         "components": 3 if kind == "prior" else 2,
         "groups": 2 if kind == "objective" else [0, 1, 1],
+        # Discrete codes: 3 positions of 4 codes (vq), one variable of 3 classes (gumbel), so
+        # that every code can be listed; a prior over codes with something to learn.
+        "codes": 4,
+        "code_dim": 1,
+        "categories": 3,
+        "learned": True,
+        "layers": 2,
     }
     small = {k: v for k, v in sizes.items() if k in fields}
     out = [small]
@@ -124,6 +131,15 @@ def test_contract(data: dict[str, Any], batch: torch.Tensor) -> None:
 def test_short_training_lowers_the_loss(data: dict[str, Any], batch: torch.Tensor) -> None:
     model, objective = _build(data, seed=1)
     torch.manual_seed(2)
+    if objective.abilities.fixed:
+        # A second stage fits the prior alone to codes that an untrained encoder puts near
+        # it (a KL of hundredths of a nat): spread the codes (as a trained encoder's are)
+        # and start the prior away from them, so that there is something to learn.
+        with torch.no_grad():
+            for p in model.encoder.parameters():
+                p.mul_(3.0)
+            for p in model.prior_module.parameters():
+                p.add_(torch.randn_like(p))
     check_training(model, objective, batch)
 
 

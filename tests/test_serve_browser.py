@@ -65,6 +65,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Expl
         "ae": _train(root, "ae", "model.posterior=point", "objective.name=ae"),
         "cvae": _train(root, "cvae", "model.conditional=true"),
         "vae3": _train(root, "vae3", "model.latent_dim=3"),
+        # Discrete codes: a 2x2 grid of 8 codes (VQ-VAE with a grid encoder).
+        "vq": _train(
+            root,
+            "vq",
+            "model.latent_dim=8",
+            "model.encoder={name: conv, channels: [8, 8], grid: true}",
+            "model.posterior={name: vq, codes: 8, code_dim: 2}",
+            "model.prior=categorical",
+        ),
     }
     started: dict[str, ExplorerServer] = {}
     for name, run in runs.items():
@@ -460,4 +469,37 @@ def test_more_latent_dimensions_offer_projection_and_dimension_choice(
     x0, y0, x1, y1 = plot_box(d)
     map_action(d, x0 + 0.3 * (x1 - x0), y0 + 0.3 * (y1 - y0)).perform()
     wait_for(lambda: decoded(d) != first, "decoding in the (z0, z2) plane")
+    assert console_errors(d) == []
+
+
+def test_code_editor_of_a_discrete_model(browser: Any, servers: dict[str, ExplorerServer]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    open_page(d, servers["vq"])
+    # Codes get an editor in place of sliders over single coordinates of code vectors.
+    assert d.find_element("id", "codes-card").is_displayed()
+    assert not d.find_element("id", "sliders-card").is_displayed()
+    assert len(d.find_elements("css selector", "#codegrid .code-cell")) == 4
+    wait_for(lambda: images_loaded(d, "#code-decoded") == 1, "the code grid's decoding")
+    grid = state(d, "codeGrid")
+    assert d.find_element("id", "code-cell-1").text == str(grid[1])
+    # Click a position, pick a code: the grid, its decoding and the marker follow.
+    d.find_element("id", "code-cell-1").click()
+    assert "selected" in d.find_element("id", "code-cell-1").get_attribute("class")
+    new = (grid[1] + 3) % 8
+    Select(d.find_element("id", "code-pick")).select_by_value(str(new))
+    wait_for(lambda: state(d, "source") == "edited codes", "the marker to move to the edited codes")
+    assert state(d, "codeGrid") == [*grid[:1], new, *grid[2:]]
+    assert d.find_element("id", "code-cell-1").text == str(new)
+    z = state(d, "z")
+    codes = servers["vq"].explorer.codes_of(np.array([z]))
+    assert codes == [state(d, "codeGrid")]
+    # A clicked test point brings its own codes.
+    x, y = js(d, "return window.vaekitExplorer.pointToPixel(7);")
+    map_action(d, x, y).click().perform()
+    wait_for(
+        lambda: state(d, "codeGrid") == servers["vq"].explorer.points()["codes"][7],
+        "test point 7's codes in the editor",
+    )
     assert console_errors(d) == []

@@ -41,6 +41,7 @@ from vaekit.objectives import (
     ObjectiveOutput,
     importance_weights,
     iwae_bound,
+    posterior_extras,
     weight_terms,
 )
 from vaekit.parts import ObjectiveAbilities
@@ -48,6 +49,7 @@ from vaekit.validate import check_positive
 
 if TYPE_CHECKING:
     from vaekit.model import VAE
+    from vaekit.parts import Composition
 
 __all__ = ["miwae_bound", "MIWAE", "CIWAE", "PIWAE"]
 
@@ -62,6 +64,17 @@ def miwae_bound(log_w: Tensor, groups: int) -> Tensor:
     return (torch.logsumexp(lw, dim=1) - math.log(lw.shape[1])).mean(0)
 
 
+def _stochastic_only(o: object, parts: Composition) -> str | None:
+    """Several importance samples of a deterministic posterior are one code k times."""
+    if not parts.posterior.stochastic:
+        return (
+            f"{parts.names.get('posterior', 'this posterior')} is deterministic: its importance "
+            "samples would all be the same code, so this bound is the ELBO at many times the "
+            "cost; use objective.name=elbo"
+        )
+    return None
+
+
 class _Grouped(Objective):
     """M groups of K importance samples, drawn as one batch of M * K."""
 
@@ -73,8 +86,10 @@ class _Grouped(Objective):
     def _bounds(self, model: VAE, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
         """The terms every grouped objective reports, its MIWAE bound among them."""
         n = self.samples * self.groups
-        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, n)
+        q = model.encode(x, y)
+        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, n, q)
         terms = weight_terms(iwae_bound(log_w), log_px, log_pz, log_q) | layers
+        terms |= posterior_extras(q)[1]  # a relaxed code's temperature, say
         terms["miwae"] = miwae_bound(log_w, self.groups)
         return terms
 
@@ -95,6 +110,7 @@ class MIWAE(_Grouped):
             check_positive(f"{where}.groups", self.groups)
 
     abilities = ObjectiveAbilities(bound="miwae", bound_label="MIWAE bound")
+    check = staticmethod(_stochastic_only)
 
     @staticmethod
     def label(o: MIWAE.Options) -> str:
@@ -118,6 +134,7 @@ class PIWAE(_Grouped):
     abilities = ObjectiveAbilities(
         bound="iwae", bound_label="IWAE bound", optimizers=("model", "encoder")
     )
+    check = staticmethod(_stochastic_only)
 
     @staticmethod
     def label(o: MIWAE.Options) -> str:
@@ -166,6 +183,7 @@ class CIWAE(Objective):
                 raise ConfigError(f"{where}.beta must be in [0, 1], got {self.beta}")
 
     abilities = ObjectiveAbilities(bound="ciwae", bound_label="CIWAE bound")
+    check = staticmethod(_stochastic_only)
 
     @staticmethod
     def label(o: CIWAE.Options) -> str:
@@ -177,9 +195,10 @@ class CIWAE(Objective):
         self.beta = beta
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
-        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, self.samples)
+        q = model.encode(x, y)
+        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, self.samples, q)
         iwae = iwae_bound(log_w)
-        terms = weight_terms(iwae, log_px, log_pz, log_q) | layers
+        terms = weight_terms(iwae, log_px, log_pz, log_q) | layers | posterior_extras(q)[1]
         terms["ciwae"] = self.beta * log_w.mean(0) + (1.0 - self.beta) * iwae
         terms["loss"] = -terms["ciwae"]
         return ObjectiveOutput(-terms["ciwae"].mean(), terms)

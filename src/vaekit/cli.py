@@ -2,6 +2,7 @@
 
     vaekit train --config FILE [--dataset NAME_OR_PATH] [--epochs N] [--out RUN] [--seed S] [--set k=v ...]
     vaekit train --resume RUN [--epochs N] [--patience N] [--threads N] [--allow-changed-data]
+    vaekit train --resume RUN --stage prior [--epochs N] [--set model.prior.KEY=V]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
     vaekit evaluate RUN --disentanglement [--quick] [--split test]
     vaekit plot RUN [--which NAME ...] [--out DIR]
@@ -107,6 +108,14 @@ def _weights(p: argparse.ArgumentParser) -> None:
         help="last: the newest weights (default); best: the epoch with the best validation "
         "ELBO (RUN/best.safetensors)",
     )
+    p.add_argument(
+        "--stage",
+        default="auto",
+        choices=["auto", "model", "prior"],
+        help="a run with a prior fitted to its codes (RUN/prior, `vaekit train --resume RUN "
+        "--stage prior`): auto loads that prior stage when it exists (default); model: the "
+        "run as first trained",
+    )
 
 
 class _PlotHelp(argparse.HelpFormatter):
@@ -147,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resume", default=None, metavar="RUN", help="continue the run in this directory"
+    )
+    p.add_argument(
+        "--stage",
+        default="model",
+        choices=["model", "prior"],
+        help="with --resume: model trains the run itself (default); prior fits a learned prior "
+        "to its frozen codes in RUN/prior (model.prior: pixelcnn for discrete codes, or "
+        "--set model.prior=NAME), so that `vaekit sample RUN` draws from it",
     )
     p.add_argument(
         "--dataset",
@@ -479,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default=None,
         choices=["npy", "csv"],
-        help="npy: PREFIX_mean.npy, PREFIX_var.npy and PREFIX_labels.npy; csv: one PREFIX.csv "
+        help="npy: PREFIX_mean.npy, PREFIX_var.npy, PREFIX_labels.npy (and PREFIX_codes.npy, "
+        "the code indices of a discrete model); csv: one PREFIX.csv "
         "(default: the extension of --out, else npy)",
     )
     p.add_argument(
@@ -530,6 +548,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from vaekit.config import load_config
     from vaekit.train import fit
 
+    if a.stage == "prior":
+        return _train_prior_stage(a)
     if a.resume:
         if a.out is not None:
             raise CommandError(
@@ -541,18 +561,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                 "--resume continues a run with its own config; only --epochs, "
                 "--patience, --threads and --device may change"
             )
-        fit(
-            None,
-            a.resume,
-            resume=True,
-            epochs=a.epochs,
-            patience=a.patience,
-            threads=a.threads,
-            device=a.device,
-            data_dir=a.data_dir,
-            progress=a.progress,
-            allow_changed_data=a.allow_changed_data,
-        )
+        fit(None, a.resume, resume=True, **_resume_settings(a))
         return 0
     overrides = list(a.overrides)
     if a.dataset:
@@ -573,6 +582,47 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_prior_stage(a: argparse.Namespace) -> int:
+    """``train --resume RUN --stage prior``: fit a prior to RUN's codes in RUN/prior."""
+    from vaekit.stages import train_prior
+
+    if not a.resume:
+        raise CommandError(
+            "--stage prior fits a prior to a trained run's codes: "
+            "vaekit train --resume RUN --stage prior --epochs N"
+        )
+    if a.out is not None or a.config or a.dataset or a.seed is not None:
+        raise CommandError(
+            f"--stage prior trains into {Path(a.resume) / 'prior'} with {a.resume}'s data and "
+            "model; drop --out, --config, --dataset and --seed (--set may choose the prior "
+            "and train.* settings)"
+        )
+    train_prior(a.resume, overrides=a.overrides, **_resume_settings(a))
+    return 0
+
+
+def _resume_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """What ``train --resume`` may change, as keywords of :func:`vaekit.train.fit`."""
+    return {
+        "epochs": a.epochs,
+        "patience": a.patience,
+        "threads": a.threads,
+        "device": a.device,
+        "data_dir": a.data_dir,
+        "progress": a.progress,
+        "allow_changed_data": a.allow_changed_data,
+    }
+
+
+def _notes(run: Any) -> None:
+    """What a reader of this run's outputs should know (on stderr, beside the output)."""
+    from vaekit.stages import prior_note
+
+    for text in (run.note, prior_note(run)):
+        if text:
+            print(f"note: {text}", file=sys.stderr)
+
+
 def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
     """The run's splits as training used them, from --dataset when the data have moved."""
     return run.dataset(a.data_dir, path=a.dataset, allow_changed=a.allow_changed_data)
@@ -581,7 +631,7 @@ def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
 def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     return run, _run_dataset(a, run).split(a.split)
 
 
@@ -589,7 +639,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from vaekit.evaluate import evaluate_run
     from vaekit.rundir import eval_file_name, load, write_json
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     ds = _run_dataset(a, run)
     if a.disentanglement:
         return _evaluate_disentanglement(a, run, ds)
@@ -611,6 +661,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out = out or run.dir / eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
     write_json(out, result)
     print(json.dumps(result, indent=2))
+    _notes(run)
     if result.get("nll") is not None and result.get("nll_note"):
         # Beside the JSON (stdout stays JSON), so that the caveat is read with the number.
         print(f"note: the NLL of {result['nll']:.2f} nats is {result['nll_note']}", file=sys.stderr)
@@ -649,7 +700,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     from vaekit.plots import run_figures, save_figures
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise CommandError(f"--out {a.out} is a file; plot writes one PNG per figure into a folder")
     figures = run_figures(run, _run_dataset(a, run), which=a.which)
@@ -744,7 +795,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     from vaekit.report import write_report
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     ds = _run_dataset(a, run)
     if a.out:
         _out_file(a.out, "report.html")
@@ -836,7 +887,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from vaekit.images import display_scale, image_grid, save_image, to_images
     from vaekit.rundir import load
 
-    run = load(a.run, device=a.device or "cpu", weights=a.weights)
+    run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     out, kind = _examples_out(a.out, run, "samples")
     torch.manual_seed(a.seed)
     if a.label is not None and run.num_classes and not 0 <= a.label < run.num_classes:
@@ -849,6 +900,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
         x = run.sample(a.n, a.label, temperature=a.temperature)
     except ValueError as e:  # a prior that has no temperature
         raise CommandError(str(e)) from None
+    _notes(run)
     if kind == "image":
         ncol = run.num_classes if (run.num_classes and a.label is None) else None
         grid = image_grid(to_images(x, run.data_shape), ncol=ncol)
@@ -935,6 +987,15 @@ def cmd_encode(a: argparse.Namespace) -> int:
     # The means evaluation, the plots and the explorer use: the same function.
     moments = posterior_moments(run.model, split.x, split.y if run.num_classes else None)
     mean, var = moments.mean.numpy(), moments.variance.numpy()
+    codes = []
+    if run.model.composition.posterior.discrete:
+        import torch
+
+        # The code index at each position of the most probable code.
+        for i in range(0, len(split), 1000):
+            x = split.x[i : i + 1000]
+            y = None if (split.y is None or not run.num_classes) else split.y[i : i + 1000]
+            codes.append(run.model.encoder.head.codes(run.encode(x, y).mode).cpu())
     labels = split.y.numpy() if split.y is not None else None
     if fmt == "npy":
         files = [
@@ -943,6 +1004,9 @@ def cmd_encode(a: argparse.Namespace) -> int:
         ]
         _write_array(files[0], "npy", mean, [])
         _write_array(files[1], "npy", var, [])
+        if codes:
+            files.append(prefix.with_name(prefix.name + "_codes.npy"))
+            _write_array(files[-1], "npy", torch.cat(codes).numpy(), [])
         if labels is not None:
             files.append(prefix.with_name(prefix.name + "_labels.npy"))
             _write_array(files[-1], "npy", labels, [])

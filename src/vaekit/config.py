@@ -134,10 +134,12 @@ class ModelConfig:
     # gaussian (diagonal, reparameterised) | point (deterministic code: the plain autoencoder)
     # | implicit (noise into the encoder, no density: train with objective avb)
     # | hierarchical (several stochastic layers; model.prior is then the top layer's prior)
+    # | vq (VQ-VAE's codebook) | gumbel (categorical codes, Gumbel-softmax relaxed)
     posterior: PartConfig = _part_field("posterior", "gaussian")
     # A normalizing flow on the posterior: none, or a flow part (planar, iaf, ...) with its length K.
     flow: PartConfig | None = _part_field("flow", None)
-    # normal | mog (learned mixture of Gaussians) | vamp (VampPrior)
+    # normal | mog (learned mixture of Gaussians) | vamp (VampPrior); over a discrete
+    # posterior's codes: categorical (uniform or learned) | pixelcnn (autoregressive)
     prior: PartConfig = _part_field("prior", "normal")
     # bernoulli | continuous-bernoulli | gaussian | student-t | categorical | discretized-logistic
     likelihood: PartConfig = _part_field("likelihood", "bernoulli")
@@ -208,6 +210,11 @@ class TrainConfig:
     # Experiment trackers that receive every epoch's metrics beside metrics.jsonl:
     # tensorboard | mlflow (optional extras: pip install "vaekit[tensorboard]" / "[mlflow]").
     trackers: list[str] = field(default_factory=list)
+    # Start from the weights of another run (its directory: its last weights; or a
+    # .safetensors file): parameters whose names and shapes match are loaded, the others
+    # keep their initialisation. A second stage (vaekit train --resume RUN --stage prior)
+    # starts from RUN so. A resumed run loads its own checkpoint over them.
+    init: str = ""
 
 
 @dataclass
@@ -425,6 +432,16 @@ def _check_composition(cfg: Config, parts: Any) -> None:
             "Gaussian posterior without a flow (model.posterior=gaussian, model.flow=none); "
             f"other priors need none: {', '.join('model.prior=' + p for p in others)}"
         )
+    if parts.posterior.discrete != parts.prior.discrete:
+        fits = [p.name for p in PRIORS if p.abilities.discrete == parts.posterior.discrete]
+        what = (
+            "a discrete code, which only a prior over codes can score"
+            if parts.posterior.discrete
+            else "continuous, and this prior is a distribution over a discrete posterior's codes"
+        )
+        raise ConfigError(
+            f"{n['posterior']} makes z {what}: use {' or '.join('model.prior=' + p for p in fits)}"
+        )
     if m.conditional and not parts.prior.conditional:
         others = [p.name for p in PRIORS if p.abilities.conditional]
         raise ConfigError(
@@ -437,7 +454,8 @@ def _check_composition(cfg: Config, parts: Any) -> None:
     missing = []
     if o.needs_density and not parts.posterior.density:
         missing.append("no density")
-    if o.needs_stochastic and not parts.posterior.stochastic:
+    # A deterministic posterior with a density (a one-hot code: log q = 0) has an ELBO.
+    if o.needs_stochastic and not (parts.posterior.stochastic or parts.posterior.density):
         missing.append("no randomness (a point mass)")
     if missing:
         fits = [

@@ -543,6 +543,18 @@ def latent_means(
     return posterior_moments(model, x, y, batch_size=batch_size, samples=samples).mean
 
 
+@torch.inference_mode()
+def _code_usage(m: VAE, split: Split, labels: bool) -> dict[str, Any]:
+    """Codebook usage of a discrete model over a split (the codes of the posterior's mode)."""
+    from vaekit.distributions.codes import CodeHead, code_usage
+
+    head = m.encoder.head
+    assert isinstance(head, CodeHead)
+    device = next(m.parameters()).device
+    codes = [head.codes(m.encode(x, y).mode) for x, y in _batches(split, 1000, device, labels)]
+    return code_usage(torch.cat(codes), head.space)
+
+
 def active_units(means: Tensor | np.ndarray, threshold: float = 0.01) -> tuple[int, list[float]]:
     """Burda et al. (2016)'s active units: dimensions with Cov_x(E_q[z_d|x]) > ``threshold``.
 
@@ -656,6 +668,10 @@ def evaluate_run(
     ``active_units`` with ``latent_variance``, ``classifier`` (accuracies on latent
     means, where labels exist) and ``seconds``; with several stochastic layers also
     ``layer_sizes``, ``kl_per_layer`` and ``active_units_per_layer`` (bottom layer first).
+    means, where labels exist) and ``seconds``. A discrete posterior adds ``codes`` (the
+    codebook's use over the split); one that is deterministic (VQ-VAE) needs a single
+    sample, and its ``nll`` is the bound -log p(x|z_q) - log p(z_q) (``nll_bound``). ``prior_note``: the
+    prior over codes is uniform, nothing learned yet.
 
     ``limit`` evaluates the first ``limit`` examples only (quick checks). Where the
     result is saved in the run directory: :func:`vaekit.rundir.eval_file_name`.
@@ -697,8 +713,17 @@ def evaluate_run(
 
         if density:
             t = time.perf_counter()
+            # A deterministic posterior with a density (VQ-VAE's one-hot code) gives the same
+            # sample every time: one is the whole estimate, the bound log p(x|z_q) + log p(z_q).
+            deterministic = not m.composition.posterior.stochastic
             ll = log_likelihood_split(
-                m, part, k, batch_size=batch_size, max_rows=max_rows, seed=seed, progress=progress
+                m,
+                part,
+                1 if deterministic else k,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                seed=seed,
+                progress=progress,
             )
             seconds["nll"] = time.perf_counter() - t
             nll, se = mean_and_se(-ll)
@@ -707,6 +732,13 @@ def evaluate_run(
                 result["bits_per_dim"] = nll / (d * math.log(2))
                 result["bits_per_dim_se"] = se / (d * math.log(2))
             caveat = m.decoder.head.nll_caveat(ds.kind)
+            if deterministic:
+                result["nll_bound"] = True
+                caveat = (
+                    "the bound -log p(x|z_q) - log p(z_q) (an upper bound on the NLL): the posterior "
+                    "is one code per example, so every importance sample is the same and one is used"
+                    + (f"; {caveat}" if caveat else "")
+                )
             if caveat:
                 result["nll_note"] = caveat
         else:
@@ -715,6 +747,14 @@ def evaluate_run(
                 "undefined: the posterior has no density (a plain autoencoder's point mass or an "
                 "implicit posterior), so neither the ELBO nor the importance-sampled likelihood exists"
             )
+
+        if m.composition.posterior.discrete:
+            result["codes"] = _code_usage(m, part, labels)
+        from vaekit.stages import prior_note
+
+        note = prior_note(run)
+        if note:
+            result["prior_note"] = note
 
         kl_d, method = kl_per_dim(m, part, seed=seed)
         result["kl_per_dim"] = None if kl_d is None else [float(v) for v in kl_d]

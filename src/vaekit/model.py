@@ -266,8 +266,11 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Mean of p(x | z) at the posterior mean of z."""
-        return self.decode(self.encode(x, y).mean, y).mean
+        """Mean of p(x | z) at the posterior mean of z (for discrete codes, at the most
+        probable code: the mean of one-hot rows is no code)."""
+        q = self.encode(x, y)
+        z = q.mode if self.composition.posterior.discrete else q.mean
+        return self.decode(z, y).mean
 
     @torch.no_grad()
     def sample(
@@ -388,6 +391,8 @@ def _assemble(
         dec_net = dec_part.build(
             dec_options, reads, data_shape, out_features, classes, role="decoder"
         )
+    # Priors over a discrete posterior's codes are sized by its positions and codes.
+    context["code_space"] = getattr(head, "space", None)
     prior = part(
         "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, prior_dim, **context)
     )

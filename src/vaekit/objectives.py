@@ -9,6 +9,12 @@ terms are ``(B,)``.
 - :class:`AVB`: adversarial variational Bayes (Mescheder et al. 2017): a discriminator
   estimates the KL term, so the posterior needs no density; two optimiser groups.
 - :class:`AutoencoderLoss`: reconstruction only (the plain autoencoder).
+- :class:`PriorFit`: a second stage that fits only the prior to the frozen encoder's
+  posterior (VQ-VAE's PixelCNN over its codes); the ELBO it reports uses that prior.
+
+A posterior may carry its own training loss and terms (VQ-VAE's commitment loss and
+codebook perplexity: ``q.aux_loss`` and ``q.terms``, see :func:`posterior_extras`); every
+objective adds them.
 
 Every objective reports ``loss``, ``recon`` and (except the autoencoder) ``kl`` and
 ``elbo``, so metric lines read the same across objectives.
@@ -51,6 +57,8 @@ __all__ = [
     "IWAE",
     "AVB",
     "AutoencoderLoss",
+    "PriorFit",
+    "posterior_extras",
     "Discriminator",
     "discriminator_groups",
     "kl_term",
@@ -184,6 +192,13 @@ def iwae_bound(log_w: Tensor) -> Tensor:
     tensor([-10000.])
     """
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
+def posterior_extras(q: Distribution) -> tuple[Tensor | None, dict[str, Tensor]]:
+    """A posterior's own loss per example (``q.aux_loss``: VQ-VAE's commitment and
+    codebook terms), which the objective adds to its loss, and the per-example terms it
+    reports (``q.terms``: codebook perplexity, a temperature); ``(None, {})`` for most."""
+    return getattr(q, "aux_loss", None), dict(getattr(q, "terms", None) or {})
 
 
 class Objective(nn.Module):
@@ -443,7 +458,11 @@ class ELBO(_Warmup):
             loss = recon.mean() + beta * kl_floor
         else:
             loss = (recon + beta * div_opt).mean()
-        terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        aux, extra = posterior_extras(q)
+        if aux is not None:
+            loss_b = loss_b + aux
+            loss = loss + aux.mean()
+        terms = {"loss": loss_b, "recon": recon, "kl": kl, "elbo": -(recon + kl)} | extra
         if self.spectral > 0:
             from vaekit.stability import spectral_penalty
 
@@ -518,6 +537,12 @@ class IWAE(Objective):
 
     @staticmethod
     def check(o: IWAE.Options, parts: Composition) -> str | None:
+        if not parts.posterior.stochastic and o.samples > 1:
+            return (
+                f"{parts.names.get('posterior', 'this posterior')} is deterministic: its "
+                f"{o.samples} importance samples would all be the same code, so the IWAE bound "
+                "is the ELBO at k times the cost; use objective.name=elbo"
+            )
         if o.gradient == "dreg" and not (parts.posterior.gaussian or parts.posterior.dreg):
             return (
                 "objective.gradient=dreg needs the posterior's log-density with its parameters "
@@ -543,9 +568,16 @@ class IWAE(Objective):
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         if self.gradient == "dreg":
             return self._dreg(model, x, y)
-        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, self.samples)
+        q = model.encode(x, y)
+        (log_w, log_px, log_pz, log_q), layers = importance_weights(model, x, y, self.samples, q)
         iwae = iwae_bound(log_w)
-        return ObjectiveOutput(-iwae.mean(), weight_terms(iwae, log_px, log_pz, log_q) | layers)
+        terms = weight_terms(iwae, log_px, log_pz, log_q) | layers
+        loss = -iwae.mean()
+        aux, extra = posterior_extras(q)
+        if aux is not None:
+            terms["loss"] = terms["loss"] + aux
+            loss = loss + aux.mean()
+        return ObjectiveOutput(loss, terms | extra)
 
     def _dreg(self, model: VAE, x: Tensor, y: Tensor | None) -> ObjectiveOutput:
         """The bound with the doubly reparameterised gradient (Tucker et al. 2019).
@@ -576,11 +608,13 @@ class IWAE(Objective):
 
 
 def importance_weights(
-    model: VAE, x: Tensor, y: Tensor | None, samples: int
+    model: VAE, x: Tensor, y: Tensor | None, samples: int, q: Distribution | None = None
 ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
     """``(log w, log p(x|z), log p(z), log q(z|x))``, each ``(samples, B)``, of
-    reparameterised draws z ~ q(z|x), and the per-layer KL terms of the same draws."""
-    q = model.encode(x, y)
+    reparameterised draws z ~ q(z|x), and the per-layer KL terms of the same draws.
+    ``q``: the posterior of x already encoded (the caller needs it for its extras)."""
+    if q is None:
+        q = model.encode(x, y)
     prior = model.prior
     z, log_q = sample_with_log_prob(q, (samples,))
     log_px = model.decode(z, y).log_prob(x)
@@ -685,6 +719,16 @@ class AVB(_Warmup):
             check_nonneg(f"{where}.warmup_epochs", self.warmup_epochs)
             check_widths(f"{where}.discriminator", self.discriminator)
 
+    @staticmethod
+    def check(o: AVB.Options, parts: Composition) -> str | None:
+        if parts.posterior.discrete:
+            return (
+                f"objective.name=avb's discriminator tells continuous posterior draws from prior "
+                f"draws; {parts.names.get('posterior', 'this posterior')} draws discrete codes, "
+                "whose KL has a closed form: use objective.name=elbo"
+            )
+        return None
+
     # Its "elbo" is the discriminator's estimate, not a bound; it needs no density.
     abilities = ObjectiveAbilities(
         bound="elbo",
@@ -769,7 +813,91 @@ class AutoencoderLoss(Objective):
         q = model.encode(x, y)
         z = q.rsample()
         recon = -model.decode(z, y).log_prob(x)
-        return ObjectiveOutput(recon.mean(), {"loss": recon, "recon": recon})
+        aux, extra = posterior_extras(q)
+        loss_b = recon if aux is None else recon + aux
+        return ObjectiveOutput(loss_b.mean(), {"loss": loss_b, "recon": recon} | extra)
+
+
+class PriorFit(Objective):
+    """Fit the prior alone to the frozen encoder's posterior: VQ-VAE's second stage.
+
+    The encoder and decoder are frozen (their parameters stop requiring gradients and they
+    run in evaluation mode, so a discrete posterior gives its exact codes and a VQ
+    codebook stays as it is). The loss is KL(q(z|x) || p(z)), analytic where torch has it
+    and else over ``samples`` draws of z: with q fixed that is the cross-entropy
+    E_q[-log p(z)] up to a constant, so every step raises the ELBO, which is reported with
+    the prior being fitted (``recon`` does not move). ``vaekit train --resume RUN --stage
+    prior`` runs it into ``RUN/prior``, a run of its own that starts from RUN's weights.
+
+    Example:
+        >>> from vaekit.config import ModelConfig, part
+        >>> from vaekit.model import build_model
+        >>> model = build_model(ModelConfig(latent_dim=2, prior="mog"), (1, 8, 8))
+        >>> fit = PriorFit()
+        >>> sorted(fit.param_groups(model)), len(fit.param_groups(model)["model"])
+        (['model'], 3)
+    """
+
+    @dataclass
+    class Options:
+        # Draws of z per example where the KL has no closed form.
+        samples: int = 1
+
+        def validate(self, where: str) -> None:
+            check_positive(f"{where}.samples", self.samples)
+
+    abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO", fixed=("encoder", "decoder"))
+
+    @staticmethod
+    def label(o: PriorFit.Options) -> str:
+        return "prior fit" + (f" S={o.samples}" if o.samples != 1 else "")
+
+    @staticmethod
+    def check(o: PriorFit.Options, parts: Composition) -> str | None:
+        if not parts.prior.learned:
+            return (
+                f"objective.name=prior-fit fits the prior, but {parts.names.get('prior', 'it')} "
+                "has nothing to learn: choose a learned prior (mog, vamp; over codes pixelcnn, "
+                "or categorical with learned: true)"
+            )
+        return None
+
+    def __init__(self, samples: int = 1) -> None:
+        super().__init__()
+        self.samples = samples
+
+    def setup(self, model: VAE) -> None:
+        for module in (model.encoder, model.decoder):
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
+        self.setup(model)
+        params = [p for p in model.prior_module.parameters()]
+        if not params:
+            from vaekit.errors import ConfigError
+
+            raise ConfigError(
+                "objective.name=prior-fit: this prior has no parameters to fit (a uniform "
+                "categorical, model.prior.learned=false?); choose a learned prior"
+            )
+        return {"model": params}
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        modes = model.encoder.training, model.decoder.training
+        model.encoder.eval()
+        model.decoder.eval()
+        try:
+            with torch.no_grad():
+                q = model.encode(x, y)
+                z = q.rsample((self.samples,))
+                recon = -model.decode(z, y).log_prob(x).mean(0)
+            kl = kl_term(q, model.prior, z, "auto")
+        finally:
+            model.encoder.train(modes[0])
+            model.decoder.train(modes[1])
+        terms = {"loss": kl, "recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        return ObjectiveOutput(kl.mean(), terms)
 
 
 def _dist_name(d: Distribution) -> str:

@@ -92,6 +92,10 @@ class PosteriorAbilities:
     convolutional hierarchy), so ``model.encoder`` and ``model.decoder`` are not used.
     ``layered``: several stochastic layers whose conditional priors p(z_l | z_>l) live in
     this part, so ``model.prior`` is the prior of the top layer only.
+    transform it; ``discrete``: z is a discrete code (one-hot rows, or a codebook's
+    vectors) whose density counts codes, so it pairs with priors over codes only
+    (:attr:`PriorAbilities.discrete`). A deterministic posterior with a density (VQ-VAE's
+    one-hot code, log q = 0) still has an ELBO: ``stochastic=False, density=True``.
     """
 
     density: bool = True
@@ -103,6 +107,7 @@ class PosteriorAbilities:
     dreg: bool = False
     networks: bool = False
     layered: bool = False
+    discrete: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,13 +122,16 @@ class PriorAbilities:
 
     ``needs_gaussian_posterior``: it is built from the encoder's diagonal Gaussian
     posteriors (the VampPrior); ``conditional``: it works in a conditional model;
-    ``factorised``: independent across latent dimensions; ``learned``: it has parameters.
+    ``factorised``: independent across latent dimensions; ``learned``: it has parameters;
+    ``discrete``: a distribution over the codes of a discrete posterior (it reads and
+    writes z through the posterior's codebook), so it pairs with those only.
     """
 
     needs_gaussian_posterior: bool = False
     conditional: bool = True
     factorised: bool = False
     learned: bool = False
+    discrete: bool = False
 
 
 # The kinds of data a likelihood may be asked to model (``Dataset.kind``).
@@ -165,7 +173,9 @@ class ObjectiveAbilities:
     ``needs_density`` / ``needs_stochastic``: what the posterior must have.
     ``optimizers``: one name per optimiser the trainer runs (an adversarial objective has
     two); ``warmup``: it weighs a KL term up over ``warmup_epochs`` (early stopping counts
-    from its end).
+    from its end). ``fixed``: the parts of the model it leaves untrained by design (their
+    parameters get no gradient), named as the model's modules: ``encoder``, ``decoder``,
+    ``prior_module`` (a second stage that fits only the prior fixes the other two).
     """
 
     bound: str = "elbo"
@@ -174,6 +184,7 @@ class ObjectiveAbilities:
     needs_density: bool = True
     needs_stochastic: bool = True
     optimizers: tuple[str, ...] = ("model",)
+    fixed: tuple[str, ...] = ()
 
     def score(self, terms: typing.Mapping[str, float]) -> float:
         """The best-epoch score of one split's mean terms (higher is better)."""
@@ -358,8 +369,10 @@ CONTRACT_ARGS: dict[str, tuple[str, ...]] = {
     "objective": (),
     "divergence": (),
 }
+# ``code_space``: a discrete posterior's positions and codes (None for a continuous one),
+# for the priors over its codes.
 CONTEXT_KEYWORDS = frozenset(
-    {"data_shape", "num_classes", "encoder_width", "encoder_activation", "latent_dim"}
+    {"data_shape", "num_classes", "encoder_width", "encoder_activation", "latent_dim", "code_space"}
 )
 
 _SIMPLE_TYPES = (int, float, str, bool)

@@ -53,7 +53,7 @@ from vaekit.errors import UsageError
 from vaekit.hierarchy import FIGURES as LAYER_FIGURES
 from vaekit.images import image_grid, to_images
 from vaekit.parts import ObjectiveAbilities
-from vaekit.rundir import Run, atomic_write
+from vaekit.rundir import Run, atomic_write, part_labels
 
 __all__ = [
     "FIGURES",
@@ -70,6 +70,7 @@ __all__ = [
     "training_curves",
     "latent_traversal",
     "class_grid",
+    "code_grids",
     "compare_runs",
     "compare_curves",
     "applicable_figures",
@@ -452,7 +453,52 @@ def prior_samples(
     fig = Figure(figsize=(6, 6 * math.ceil(n / ncol) / ncol + 0.5), layout="constrained")
     ax = fig.subplots()
     _show_images(ax, to_images(x, run.data_shape), ncol)
-    ax.set_title("Samples from the prior")
+    ax.set_title(f"Samples from the prior ({part_labels(run.config)['prior']})")
+    return fig
+
+
+def code_grids(run: Run, x: Any, y: Any = None, n: int = 8) -> Figure:
+    """A discrete model's codes: the first ``n`` examples of ``x`` (top), the code grid of
+    each (its most probable code at every position, one colour per code with the index
+    written in) and the decoding of that grid (bottom)."""
+    from matplotlib.colors import ListedColormap, hsv_to_rgb
+
+    from vaekit.distributions.codes import CodeHead
+
+    head = run.model.encoder.head
+    if not isinstance(head, CodeHead):
+        raise ValueError("code grids need a discrete posterior (model.posterior=vq or gumbel)")
+    _require_images(run, "code_grids")
+    xs = torch.as_tensor(_np(x)[:n], dtype=torch.float32)
+    ys = None if (y is None or not run.num_classes) else torch.as_tensor(_np(y)[:n])
+    with torch.no_grad():
+        z = run.encode(xs, ys).mode
+        codes = head.codes(z).cpu().numpy()
+        decoded = run.decode(z, ys).mean
+    rows, cols = head.space.grid
+    k = head.space.codes
+    # Neighbouring indices far apart in hue (golden-angle steps), light enough to read on.
+    hues = (np.arange(k) * 0.618033988749895) % 1.0
+    colours = hsv_to_rgb(np.stack([hues, np.full(k, 0.45), np.full(k, 0.95)], 1))
+    cmap = ListedColormap(colours)
+    fig = Figure(figsize=(1.6 * len(xs) + 0.6, 5.2), layout="constrained")
+    axes = fig.subplots(3, len(xs), squeeze=False)
+    originals, recons = to_images(xs, run.data_shape), to_images(decoded, run.data_shape)
+    for i in range(len(xs)):
+        _show_images(axes[0, i], originals[i : i + 1])
+        grid = codes[i].reshape(rows, cols)
+        ax = axes[1, i]
+        ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+        if rows * cols <= 100:
+            size = max(3.0, min(8.0, 60.0 / max(rows, cols)))
+            for (r, c), v in np.ndenumerate(grid):
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=size)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _show_images(axes[2, i], recons[i : i + 1])
+    axes[0, 0].set_ylabel("image")
+    axes[1, 0].set_ylabel(f"codes ({rows}x{cols} of {k})")
+    axes[2, 0].set_ylabel("decoded codes")
     return fig
 
 
@@ -733,11 +779,9 @@ def compare_runs(
         from vaekit.evaluate import latent_means
 
         z = latent_means(run.model, xs.reshape(len(xs), *run.data_shape), ys).numpy()
-        kind = (
-            f"VAE ({run.objective_label})"
-            if run.model.composition.posterior.stochastic
-            else "autoencoder"
-        )
+        post = run.model.composition.posterior
+        # Trained against a prior: random draws, or a density (VQ-VAE's one-hot code).
+        kind = f"VAE ({run.objective_label})" if post.stochastic or post.density else "autoencoder"
         ax = axes[0, col]
         _draw_scatter(
             ax, z, labels, class_names=run.info["data"].get("class_names"), legend=col == 1
@@ -887,6 +931,18 @@ def _draw_traversal(d: FigureData) -> Figure:
     return latent_traversal(d.run, d.test.x[:1], y0, dims=dims)
 
 
+def _continuous_only(run: Run) -> str | None:
+    if run.model.composition.posterior.discrete:
+        return "z is a discrete code: no line runs between codes, nor along one coordinate"
+    return None
+
+
+def _discrete_only(run: Run) -> str | None:
+    if not run.model.composition.posterior.discrete:
+        return "the latents are continuous (no codes)"
+    return None
+
+
 # The figures `vaekit plot` and the report know, in the order the report shows them.
 FIGURES: dict[str, FigureSpec] = {
     f.name: f
@@ -936,6 +992,7 @@ FIGURES: dict[str, FigureSpec] = {
             lambda d: latent_histograms(_codes(d), d.test.y, class_names=d.class_names),
             labels=True,
             codes=True,
+            check=_continuous_only,
         ),
         FigureSpec(
             "reconstructions",
@@ -946,11 +1003,20 @@ FIGURES: dict[str, FigureSpec] = {
             images=True,
         ),
         FigureSpec(
+            "codes",
+            "Discrete latents: test images (top), their code grids (one colour per code, its "
+            "index written in) and the decoding of each grid (bottom).",
+            lambda d: code_grids(d.run, d.test.x[:8], None if d.labels is None else d.labels[:8]),
+            images=True,
+            check=_discrete_only,
+        ),
+        FigureSpec(
             "interpolation",
             "Linear interpolation in latent space between pairs of test images (originals "
             "at the ends).",
             _draw_interpolation,
             images=True,
+            check=_continuous_only,
         ),
         FigureSpec(
             "traversal",
@@ -959,6 +1025,7 @@ FIGURES: dict[str, FigureSpec] = {
             _draw_traversal,
             images=True,
             codes=True,
+            check=_continuous_only,
         ),
         FigureSpec(
             "class_grid",

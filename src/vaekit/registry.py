@@ -17,6 +17,12 @@ from __future__ import annotations
 
 from vaekit.bounds import CIWAE, MIWAE, PIWAE
 from vaekit.disentangle.objectives import DIPVAE, BetaTCVAE, CapacityELBO, FactorVAE
+from vaekit.distributions.codes import (
+    CategoricalPrior,
+    GumbelPosterior,
+    PixelCNNPrior,
+    VQPosterior,
+)
 from vaekit.distributions.flows import IAF, PlanarFlow
 from vaekit.distributions.hierarchical import HierarchicalPosterior
 from vaekit.distributions.hierarchical_conv import ConvHierarchicalPosterior
@@ -33,7 +39,7 @@ from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampP
 from vaekit.distributions.radial import RadialFlow
 from vaekit.divergences import KLDivergence, MMDDivergence
 from vaekit.nn import ConvNetwork, MLPNetwork
-from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss
+from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss, PriorFit
 from vaekit.parts import Registry
 
 __all__ = [
@@ -57,6 +63,8 @@ POSTERIORS.add("point", PointPosterior)
 POSTERIORS.add("implicit", ImplicitPosterior)
 POSTERIORS.add("hierarchical", HierarchicalPosterior)
 POSTERIORS.add("hierarchical-conv", ConvHierarchicalPosterior)
+POSTERIORS.add("vq", VQPosterior)
+POSTERIORS.add("gumbel", GumbelPosterior)
 
 FLOWS = Registry("flow")
 FLOWS.add("planar", PlanarFlow)
@@ -67,6 +75,8 @@ PRIORS = Registry("prior")
 PRIORS.add("normal", StandardNormalPrior)
 PRIORS.add("mog", MixturePrior)
 PRIORS.add("vamp", VampPrior)
+PRIORS.add("categorical", CategoricalPrior)
+PRIORS.add("pixelcnn", PixelCNNPrior)
 
 LIKELIHOODS = Registry("likelihood")
 LIKELIHOODS.add("bernoulli", BernoulliLikelihood)
@@ -93,6 +103,7 @@ OBJECTIVES.add("capacity", CapacityELBO)
 DIVERGENCES = Registry("divergence")
 DIVERGENCES.add("kl", KLDivergence)
 DIVERGENCES.add("mmd", MMDDivergence)
+OBJECTIVES.add("prior-fit", PriorFit)
 
 # The registry that serves each kind of part.
 REGISTRIES = {

@@ -169,7 +169,12 @@ def _metric_rows(
                 "test NLL",
                 _pm(results["nll"], results.get("nll_se")) + " nats",
                 warn
-                + f"&minus;log p(x), importance sampling with k={k}, mean &plusmn; standard error over {results.get('n')} examples",
+                + (
+                    "the bound &minus;log p(x|z<sub>q</sub>) &minus; log p(z<sub>q</sub>) of one code per example"
+                    if results.get("nll_bound")
+                    else f"&minus;log p(x), importance sampling with k={k}"
+                )
+                + f", mean &plusmn; standard error over {results.get('n')} examples",
             )
         )
     else:
@@ -225,6 +230,16 @@ def _metric_rows(
                     for i, (s, k, u) in enumerate(zip(sizes, kls, units, strict=False))
                 ),
                 "KL(q(z<sub>l</sub>|x, z<sub>l+1</sub>) || p(z<sub>l</sub>|z<sub>l+1</sub>)) and active units of each stochastic layer",
+            )
+        )
+    codes = results.get("codes")
+    if isinstance(codes, Mapping):  # a discrete posterior's codebook over the test split
+        rows.append(
+            (
+                "codebook use",
+                f"{codes.get('used')} of {codes.get('codes')} codes, perplexity {_num(codes.get('perplexity'))}",
+                f"codes at {codes.get('positions')} positions ({codes.get('bits')} bits per code "
+                "grid); perplexity: exp of the entropy of the code frequencies",
             )
         )
     clf = results.get("classifier")

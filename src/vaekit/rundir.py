@@ -77,6 +77,7 @@ __all__ = [
     "write_json",
     "save_weights",
     "load_weights",
+    "init_weights",
     "read_metrics",
     "STANDARD_K",
     "eval_file_name",
@@ -331,6 +332,40 @@ def load_weights(path: Path, module: torch.nn.Module) -> None:
         ) from None
 
 
+def init_weights(module: torch.nn.Module, source: str | os.PathLike[str]) -> list[str]:
+    """Load another run's weights into ``module`` where names and shapes match (the
+    ``train.init`` of a run that starts from another, as a second stage does).
+
+    ``source`` is a run directory (its last weights) or a ``.safetensors`` file. Returns the
+    names of the module's tensors that it did not hold (they keep their initialisation);
+    a tensor of another shape, or a file that matches nothing, is a RunError.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = weights_path(path, "last")
+    elif not path.is_file():
+        raise RunError(
+            f"train.init={source}: no such run directory or weights file; give the directory "
+            "that `vaekit train --out` wrote"
+        )
+    try:
+        saved = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"train.init: cannot read {path} ({e})") from None
+    own = module.state_dict()
+    wrong = [k for k in own if k in saved and saved[k].shape != own[k].shape]
+    if wrong:
+        raise RunError(
+            f"train.init: {path} holds {wrong[0]} of shape {tuple(saved[wrong[0]].shape)}, "
+            f"this model needs {tuple(own[wrong[0]].shape)}: it is not the same model"
+        )
+    found = {k: v for k, v in saved.items() if k in own}
+    if not found:
+        raise RunError(f"train.init: {path} holds none of this model's weights")
+    module.load_state_dict(found, strict=False)
+    return [k for k in own if k not in found]
+
+
 def part_labels(config: Config) -> dict[str, str]:
     """Each part's short label, as its class gives it: for summaries, reports and plots.
 
@@ -568,6 +603,11 @@ class Run:
         # Which weights were loaded ("last" or "best") and the epoch that wrote them.
         self.weights = "last"
         self.weights_epoch: int | None = None
+        # "model", or "prior" for a second stage (RUN/prior) loaded as its parent RUN.
+        self.stage = "model"
+        self.parent: Path | None = None
+        # Something to tell whoever reads outputs of this run (a stale second stage).
+        self.note: str | None = None
 
     # -- construction -----------------------------------------------------------------------
 
@@ -578,8 +618,22 @@ class Run:
         device: str | torch.device = "cpu",
         weights: str = "last",
         model: VAE | None = None,
+        stage: str = "auto",
     ) -> Run:
+        from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
+
         run_dir = Path(run_dir)
+        if stage not in ("auto", *STAGES):
+            raise RunError(f"stage must be auto, {' or '.join(STAGES)}; got {stage!r}")
+        if stage == "prior" or (stage == "auto" and has_prior_stage(run_dir)):
+            if not has_prior_stage(run_dir):
+                raise RunError(
+                    f"{run_dir} has no prior stage yet: train one with "
+                    f"`vaekit train --resume {run_dir} --stage prior --epochs N`"
+                )
+            run = cls.from_dir(prior_stage_dir(run_dir), device, weights, model, stage="model")
+            run.stage, run.parent, run.note = "prior", run_dir, stage_note(run_dir)
+            return run
         config = read_run_config(run_dir)
         info = _read_json(run_dir / "model.json", "data shape and classes")
         data = info.get("data")
@@ -616,8 +670,9 @@ class Run:
             if data.get("num_classes")
             else ""
         )
+        stage = f" (the prior stage of {str(self.parent)!r})" if self.parent is not None else ""
         return (
-            f"<vaekit.Run {str(self.dir)!r}: {model_label(self.config)}; "
+            f"<vaekit.Run {str(self.dir)!r}{stage}: {model_label(self.config)}; "
             f"{self.objective_label}; {self.weights} weights{epoch}; "
             f"data {data.get('name')} {tuple(self.data_shape)} {data.get('kind', '')}{classes}; "
             f"on {self.device}>"
@@ -754,7 +809,7 @@ class Run:
         xt = self._x(x)
         yt = self._y(y, len(xt))
         posterior = self.model.composition.posterior
-        if not posterior.stochastic:
+        if not (posterior.stochastic or posterior.density):
             return AutoencoderLoss()(self.model, xt, yt).terms
         if not posterior.density:
             raise RunError(
@@ -798,6 +853,7 @@ def load(
     weights: str = "last",
     *,
     model: VAE | None = None,
+    stage: str = "auto",
 ) -> Run:
     """Load a trained run: ``vaekit.load("runs/demo").encode(x)``.
 
@@ -805,9 +861,11 @@ def load(
     best validation score (``RUN/best.safetensors``, kept when the data has a validation
     split and ``train.keep_best`` is on). ``model``: a model you built again in Python
     (the run was trained from your own modules with :func:`vaekit.fit`): its weights are
-    loaded from the run, which must fit it exactly.
+    loaded from the run, which must fit it exactly. ``stage``: a run with a second stage
+    (a prior fitted to its codes in ``RUN/prior``, :mod:`vaekit.stages`) loads that one
+    ("auto", or "prior"); ``"model"`` is the run as first trained.
     """
-    return Run.from_dir(run_dir, device, weights, model=model)
+    return Run.from_dir(run_dir, device, weights, model=model, stage=stage)
 
 
 def read_data_info(run_dir: Path) -> dict[str, Any] | None:

@@ -159,7 +159,23 @@ def check_densities(model: VAE, x: Tensor, y: Tensor | None = None, samples: int
 def _check_normalised(dist: Distribution, what: str, draws: int = 20000) -> None:
     """exp(log_prob) integrates to one: importance sampling from a Gaussian twice as wide
     as ``dist`` (its mean and standard deviation) estimates the normaliser of each batch
-    member; a log-density off by a constant, or a wrong log-determinant, shows here."""
+    member; a log-density off by a constant, or a wrong log-determinant, shows here. A
+    distribution over finitely many values (discrete codes) sums its probabilities over
+    ``enumerate_support`` instead, where that list is short enough to make."""
+    if dist.has_enumerate_support:
+        try:
+            support = dist.enumerate_support()
+        except NotImplementedError:  # too many values to list
+            return
+        with torch.no_grad():
+            total = torch.logsumexp(dist.log_prob(support).double(), 0)
+        worst = float(total.abs().max())
+        if worst > 1e-4:
+            raise ContractError(
+                f"{what} does not sum to one over its {len(support)} values: its log-normaliser "
+                f"is {worst:.3g} (log_prob must be a normalised log-probability)"
+            )
+        return
     with torch.no_grad():
         loc, scale = dist.mean.detach(), 2.0 * dist.stddev.detach().clamp_min(1e-3)
         r = torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
@@ -232,6 +248,8 @@ def check_gradients(
     ``unused`` lists name prefixes of parameters that the objective leaves alone by design
     (the plain autoencoder's loss does not involve the prior).
     """
+    # And the parts the objective leaves untrained by design (a second stage's frozen encoder).
+    unused = (*unused, *(f"{m}." for m in objective.abilities.fixed))
     model.zero_grad()
     objective.zero_grad()
     groups = _backward(objective, model, x, y)
@@ -416,7 +434,7 @@ def part_config(
 
     ``others`` sets further settings as dotted overrides (``{"model.prior": "mog"}``).
     """
-    from vaekit.registry import OBJECTIVES, REGISTRIES
+    from vaekit.registry import OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
 
     name = part if isinstance(part, str) else f"{part.__module__}:{part.__qualname__}"
     spec = REGISTRIES[kind].get(name)
@@ -446,22 +464,36 @@ def part_config(
             p
             for p in OBJECTIVES
             if (ab.density or not p.abilities.needs_density)
-            and (ab.stochastic or not p.abilities.needs_stochastic)
+            and (ab.stochastic or ab.density or not p.abilities.needs_stochastic)
+            and not p.abilities.fixed
         ]
-        fits.sort(key=lambda p: not p.abilities.needs_stochastic)
-        sets["objective"] = {"name": fits[0].name}
-    # A likelihood that does not fit binary data gets grey or real data (see _data_for).
-    sets |= others or {}
-    data: dict[str, Any] = {}
-    for key, v in sets.items():
-        node = data
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    from vaekit.config import config_from_dict
+        # The plain ELBO first where it fits (the registry lists names alphabetically).
+        fits.sort(key=lambda p: (not p.abilities.needs_stochastic, p.name != "elbo"))
+        objectives = [{"name": p.name} for p in fits]
+        if ab.discrete:  # a prior over its codes
+            sets["model.prior"] = next(p.name for p in PRIORS if p.abilities.discrete)
+    else:
+        objectives = [sets.get("objective", {"name": "elbo"})]
+    if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
+        sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
+    from vaekit.config import ConfigError, config_from_dict
 
-    return config_from_dict(data)
+    # The first objective that takes the posterior (its own checks may refuse it).
+    for i, objective in enumerate(objectives):
+        # A likelihood that does not fit binary data gets grey or real data (see _data_for).
+        data: dict[str, Any] = {}
+        for key, v in ({**sets, "objective": objective} | (others or {})).items():
+            node = data
+            *path, last = key.split(".")
+            for p in path:
+                node = node.setdefault(p, {})
+            node[last] = v
+        try:
+            return config_from_dict(data)
+        except ConfigError:
+            if i == len(objectives) - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _data_for(cfg: Config, n: int, shape: tuple[int, ...], seed: int = 0) -> Tensor:
@@ -565,7 +597,7 @@ def contract_combinations(
     """
     import itertools
 
-    from vaekit.config import ConfigError, config_from_dict
+    from vaekit.config import ConfigError, ModelConfig, config_from_dict
     from vaekit.registry import (
         FLOWS,
         LIKELIHOODS,
@@ -621,7 +653,10 @@ def contract_combinations(
         posts.append((post, None))
         if POSTERIORS.get(post["name"]).abilities.takes_flow:
             posts += [(post, f) for f in every("flow", FLOWS.names())]
-    first_prior = PRIORS.names()[0]
+    # The prior an objective that never draws from the posterior is checked with: the
+    # default one (the first name may be a prior over discrete codes only).
+    default_prior = ModelConfig().prior.name
+    first_prior = default_prior if default_prior in PRIORS.names() else PRIORS.names()[0]
     priors = every("prior", PRIORS.names())
     liks = every("likelihood", LIKELIHOODS.names())
     objs = every("objective", OBJECTIVES.names())
@@ -676,4 +711,20 @@ def contract_combinations(
                     break
             if done > 4 * (len(cores) + len(liks)):
                 break  # likelihoods this posterior can never take
+        # The turns can keep missing a pairing that only some networks allow: any likelihood
+        # or network this posterior has not met yet, with the first core that takes it.
+        met = {
+            (c["model"]["likelihood"]["name"], c["model"]["encoder"]["name"])
+            for c in out
+            if c["model"]["posterior"] is post
+        }
+        for lik, net in itertools.product(liks, nets_here):
+            if any(m[0] == lik["name"] for m in met) and any(m[1] == net["name"] for m in met):
+                continue
+            for p, f, prior, obj in cores:
+                data = config(p, f, prior, lik, obj, net)
+                if data is not None:
+                    out.append(data)
+                    met.add((lik["name"], net["name"]))
+                    break
     return out

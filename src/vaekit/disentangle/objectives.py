@@ -438,6 +438,18 @@ class CapacityELBO(Objective):
     abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO")
 
     @staticmethod
+    def check(o: CapacityELBO.Options, parts: Composition) -> str | None:
+        if not parts.posterior.stochastic:
+            # A deterministic code's KL is -log p(code): no encoder gradient to steer it
+            # towards C, and the posterior's own losses (VQ's commitment) are not this one's.
+            return (
+                f"objective.name=capacity steers the KL of a stochastic posterior; "
+                f"{parts.names.get('posterior', 'this posterior')} is deterministic: use "
+                "objective.name=elbo"
+            )
+        return None
+
+    @staticmethod
     def label(o: CapacityELBO.Options) -> str:
         return f"capacity (C={o.capacity:g} over {o.capacity_epochs:g} epochs, gamma={o.gamma:g})"
 

@@ -1,5 +1,13 @@
 """Posteriors, priors, likelihoods and flows: modules whose forward returns a torch Distribution."""
 
+from vaekit.distributions.codes import (
+    CategoricalPrior,
+    CodeHead,
+    CodeSpace,
+    GumbelPosterior,
+    PixelCNNPrior,
+    VQPosterior,
+)
 from vaekit.distributions.flows import IAF, Flow, FlowDistribution, FlowPosterior, PlanarFlow
 from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
@@ -32,6 +40,12 @@ from vaekit.distributions.priors import (
 from vaekit.distributions.supervised import Predictor, classifier, fit_predictor, regressor
 
 __all__ = [
+    "CategoricalPrior",
+    "CodeHead",
+    "CodeSpace",
+    "GumbelPosterior",
+    "PixelCNNPrior",
+    "VQPosterior",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "ContinuousBernoulliLikelihood",

@@ -104,16 +104,40 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
+def _grid_channels(features: int, h: int, w: int, what: str) -> int:
+    """Channels of a ``features``-long output read as an (h, w) map; it must divide."""
+    if features % (h * w):
+        raise ValueError(
+            f"model.encoder.grid: the latent is the {h}x{w} map of the last stage, so {what} "
+            f"({features}) must be a multiple of {h * w}: set model.latent_dim to "
+            f"channels x {h * w} (for VQ, code_dim x {h * w})"
+        )
+    return features // (h * w)
+
+
+def _with_context(x: Tensor, context: Tensor | None) -> Tensor:
+    """A label's one-hot row as constant channels beside a map ``(B, C, H, W)``."""
+    if context is None:
+        return x
+    planes = context.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+    return torch.cat([x, planes], dim=1)
+
+
 class ConvEncoderNet(nn.Module):
     """Stride-2 convolutions (each followed by ``blocks`` residual blocks), then an MLP.
 
     Works for any image size: the spatial size after the convolutions is computed
-    (each stage maps H to H // 2, so 28 -> 14 -> 7 and 8 -> 4 -> 2).
+    (each stage maps H to H // 2, so 28 -> 14 -> 7 and 8 -> 4 -> 2). With ``grid`` there
+    is no MLP: a 1x1 convolution maps the last stage to ``out_features / (H' W')``
+    channels, and the output is that map flattened channel-major, each latent tied to a
+    place in the image (VQ-VAE's code grid).
 
     Example:
         >>> net = ConvEncoderNet((1, 28, 28), [32, 64], [256], 10, "relu")
         >>> net(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
+        >>> ConvEncoderNet((1, 28, 28), [32, 64], [], 49 * 8, grid=True).map_shape
+        (8, 7, 7)
     """
 
     def __init__(
@@ -125,6 +149,7 @@ class ConvEncoderNet(nn.Module):
         activation: str = "relu",
         context: int = 0,
         blocks: int = 0,
+        grid: bool = False,
     ) -> None:
         super().__init__()
         c, h, w = _image_shape(in_shape)
@@ -141,11 +166,22 @@ class ConvEncoderNet(nn.Module):
                     "use fewer model.encoder.channels"
                 )
         self.conv = nn.Sequential(*layers)
-        self.mlp = MLP(c * h * w, hidden, out_features, activation, context)
         self.out_features = out_features
+        self.mlp: MLP | None = None
+        self.to_map: nn.Conv2d | None = None
+        if grid:
+            out = _grid_channels(out_features, h, w, "the encoder's outputs")
+            self.to_map = nn.Conv2d(c + context, out, 1)
+            self.map_shape = (out, h, w)
+        else:
+            self.mlp = MLP(c * h * w, hidden, out_features, activation, context)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         x = x.reshape(x.shape[0], *self.in_shape)
+        if self.to_map is not None:
+            out: Tensor = self.to_map(_with_context(self.conv(x), context))
+            return out.flatten(1)
+        assert self.mlp is not None
         return self.mlp(self.conv(x), context)
 
 
@@ -156,11 +192,15 @@ class ConvDecoderNet(nn.Module):
     the first map and every stage but the last get ``blocks`` residual blocks. The output is
     ``(B, params_per_element * C * H * W)``, parameter-major, for the requested image
     shape; the map is grown to at least that size and cropped, so odd sizes (28, 7) work.
+    With ``grid`` there is no MLP: z is read as a ``(latent_dim / (H0 W0), H0, W0)`` map (as
+    a grid encoder writes it) and a 3x3 convolution starts the first stage.
 
     Example:
         >>> net = ConvDecoderNet(8, (1, 28, 28), [64, 32], [256], 2, "relu")
         >>> net(torch.zeros(2, 8)).shape
         torch.Size([2, 1568])
+        >>> ConvDecoderNet(49 * 8, (1, 28, 28), [64, 32], [], 1, grid=True)(torch.zeros(2, 392)).shape
+        torch.Size([2, 784])
     """
 
     def __init__(
@@ -173,6 +213,7 @@ class ConvDecoderNet(nn.Module):
         activation: str = "relu",
         context: int = 0,
         blocks: int = 0,
+        grid: bool = False,
     ) -> None:
         super().__init__()
         c, h, w = _image_shape(out_shape)
@@ -181,7 +222,13 @@ class ConvDecoderNet(nn.Module):
         self.h0 = max(1, math.ceil(h / 2**n))
         self.w0 = max(1, math.ceil(w / 2**n))
         self.c0 = channels[0] if channels else c * params_per_element
-        self.mlp = MLP(latent_dim, hidden, self.c0 * self.h0 * self.w0, activation, context)
+        self.mlp: MLP | None = None
+        self.from_map: nn.Conv2d | None = None
+        if grid:
+            self.cz = _grid_channels(latent_dim, self.h0, self.w0, "model.latent_dim")
+            self.from_map = nn.Conv2d(self.cz + context, self.c0, 3, padding=1)
+        else:
+            self.mlp = MLP(latent_dim, hidden, self.c0 * self.h0 * self.w0, activation, context)
         self.act = ACTIVATIONS[activation]()
         layers: list[nn.Module] = (
             [ResBlock(self.c0, activation) for _ in range(blocks)] if channels else []
@@ -199,7 +246,12 @@ class ConvDecoderNet(nn.Module):
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         b = z.shape[0]
-        x = self.act(self.mlp(z, context)).reshape(b, self.c0, self.h0, self.w0)
+        if self.from_map is not None:
+            zmap = z.reshape(b, self.cz, self.h0, self.w0)
+            x = self.act(self.from_map(_with_context(zmap, context)))
+        else:
+            assert self.mlp is not None
+            x = self.act(self.mlp(z, context)).reshape(b, self.c0, self.h0, self.w0)
         x = self.deconv(x)
         c, h, w = self.out_shape
         # Up-sampling may overshoot odd sizes: crop (and pad if a tiny image undershoots).
@@ -356,6 +408,10 @@ class ConvOptions(MLPOptions):
     channels: list[int] = field(default_factory=lambda: [32, 64])
     # Residual blocks (two 3x3 convolutions) after each stage.
     blocks: int = 0
+    # Fully convolutional: the latent is the last stage's map (no dense layers, hidden is
+    # not used), so model.latent_dim = channels per place x H' x W' (a 28x28 image after two
+    # stages: 7x7 places). VQ-VAE's code grid: one code per place.
+    grid: bool = False
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -374,6 +430,8 @@ class ConvNetwork:
         # Channels of the stride-2 stages, residual blocks per stage, then the dense widths.
         channels = "-".join(str(c) for c in o.channels)
         blocks = f" x{o.blocks} res" if o.blocks else ""
+        if o.grid:
+            return f"conv {channels}{blocks} grid"
         hidden = "-".join(str(w) for w in o.hidden)
         return f"conv {channels}{blocks}" + (f" + {hidden}" if hidden else "")
 
@@ -390,9 +448,10 @@ class ConvNetwork:
         activation: str = "relu",
         channels: Sequence[int] = (32, 64),
         blocks: int = 0,
+        grid: bool = False,
     ) -> nn.Module:
         return ConvEncoderNet(
-            data_shape, channels, hidden, out_features, activation, context_features, blocks
+            data_shape, channels, hidden, out_features, activation, context_features, blocks, grid
         )
 
     @staticmethod
@@ -405,6 +464,7 @@ class ConvNetwork:
         activation: str = "relu",
         channels: Sequence[int] = (32, 64),
         blocks: int = 0,
+        grid: bool = False,
     ) -> nn.Module:
         # ``channels`` in the encoder's order; the decoder runs them reversed.
         return ConvDecoderNet(
@@ -416,4 +476,5 @@ class ConvNetwork:
             activation,
             context_features,
             blocks,
+            grid,
         )

@@ -26,6 +26,7 @@ from torch.distributions import Distribution
 
 import vaekit
 from vaekit.data import Split
+from vaekit.distributions.codes import CodeHead
 from vaekit.errors import UsageError
 from vaekit.evaluate import posterior_moments
 from vaekit.hierarchy import TopLayer
@@ -67,9 +68,14 @@ class Explorer:
         self.latent_dim = self.top.dim if self.top is not None else run.latent_dim
         self.data_shape = tuple(run.data_shape)
         self.is_image = bool(run.info["data"].get("is_image", False)) and len(self.data_shape) == 3
+        posterior = run.model.composition.posterior
+        # Trained against a prior: any posterior with randomness or a density (VQ's one-hot).
         self.kind: Literal["vae", "autoencoder"] = (
-            "vae" if run.model.composition.posterior.stochastic else "autoencoder"
+            "vae" if posterior.stochastic or posterior.density else "autoencoder"
         )
+        # A discrete posterior's head: z <-> code indices, for the code editor.
+        head = run.model.encoder.head
+        self.code_head: CodeHead | None = head if isinstance(head, CodeHead) else None
         self.labels_of_parts = part_labels(run.config)
         self._lock = threading.Lock()
         self._prior_samples: Tensor | None = None
@@ -86,6 +92,12 @@ class Explorer:
         self.x = test.x[:n].float() if test is not None else torch.zeros(0, *self.data_shape)
         self.labels = test.y[:n] if (test is not None and test.y is not None) else None
         self.codes = self._encode_all(self.x, self.labels)
+        # The code indices (N, positions) of the test points, for a discrete posterior.
+        self.code_indices = (
+            self.code_head.codes(torch.from_numpy(self.codes).to(run.device)).cpu().numpy()
+            if self.code_head is not None
+            else None
+        )
         self._data_lo, self._data_hi = self._data_range(self.x)
         self.dark_background, self.ink_fraction = self._ink_statistics(self.x)
         self.pca_mean, self.pca_components, self.pca_explained = self._pca(self.codes)
@@ -110,13 +122,15 @@ class Explorer:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _encode_all(self, x: Tensor, y: Tensor | None) -> np.ndarray:
-        if self.top is not None:
-            # A hierarchy is mapped by its top layer: q(z_L | x)'s means.
+        if self.top is not None or self.code_head is not None:
+            # A hierarchy is mapped by its top layer, q(z_L | x)'s means; a discrete
+            # posterior by its most probable code, not a mean of codes.
             out = []
             for i in range(0, len(x), 1000):
                 yb = None if (y is None or not self.run.num_classes) else y[i : i + 1000]
                 q = self._posterior(self.run.encode(x[i : i + 1000], yb))
-                out.append(q.mean.float().cpu().numpy())
+                z = q.mode if self.code_head is not None else q.mean
+                out.append(z.float().cpu().numpy())
             return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
         # The posterior means `vaekit encode` writes and the plots draw.
         labels = y if self.run.num_classes else None
@@ -242,16 +256,34 @@ class Explorer:
                 "explained": [round(e, 4) for e in self.pca_explained],
             },
             "slider_range": self.slider_ranges(),
-            "z_default": [0.0] * self.latent_dim if self.has_prior else _rounded(self.pca_mean),
+            # A discrete posterior's code grid (None for continuous latents).
+            "codes": None
+            if self.code_head is None
+            else {
+                "positions": self.code_head.space.positions,
+                "codes": self.code_head.space.codes,
+                "grid": list(self.code_head.space.grid),
+            },
+            "z_default": self._z_default(),
             "limits": dict(LIMITS),
         }
 
+    def _z_default(self) -> Any:
+        """Where the marker starts: the prior's centre, the codes' mean for a plain
+        autoencoder, the first test point's code for discrete latents (0 is no code)."""
+        if self.code_head is not None and len(self.codes):
+            return _rounded(self.codes[0])
+        return [0.0] * self.latent_dim if self.has_prior else _rounded(self.pca_mean)
+
     def points(self) -> dict[str, Any]:
         """The encoded test set (posterior means) and its labels; served as /api/points."""
-        return {
+        out = {
             "z": _rounded(self.codes),
             "labels": None if self.labels is None else [int(v) for v in self.labels],
         }
+        if self.code_indices is not None:  # a discrete posterior's code indices per point
+            out["codes"] = self.code_indices.tolist()
+        return out
 
     # -- pictures ------------------------------------------------------------------------------
 
@@ -295,6 +327,25 @@ class Explorer:
     def decode(self, z: np.ndarray, label: int | None = None) -> list[bytes]:
         """Decode latent vectors ``(N, latent_dim)``: one PNG of the mean of p(x|z) each."""
         return [to_png(p) for p in self._decode_pixels(z, label)]
+
+    def codes_of(self, z: np.ndarray) -> list[list[int]] | None:
+        """The code indices of latent vectors ``(N, latent_dim)`` (None for continuous latents)."""
+        if self.code_head is None:
+            return None
+        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.run.device)
+        with self._lock:
+            return [[int(c) for c in row] for row in self.code_head.codes(zt).cpu()]
+
+    def decode_codes(
+        self, codes: np.ndarray, label: int | None = None
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """The z of code grids ``(N, positions)`` (integers) and their decoded pictures."""
+        if self.code_head is None:
+            raise ValueError("this run's latents are continuous: there are no codes to set")
+        idx = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=self.run.device)
+        with self._lock, torch.no_grad():
+            z = self.code_head.embed(idx).float().cpu().numpy()
+        return z, self.decode(z, label)
 
     def plane_points(
         self,
@@ -366,17 +417,22 @@ class Explorer:
             ink_fraction=self.ink_fraction,
         )
         xt = torch.from_numpy(x[None]).to(self.run.device)
+        out: dict[str, Any] = {}
         with self._lock:
             y = self._labels(label, 1)
-            if self.top is not None:
+            if self.top is not None or self.code_head is not None:
                 q = self._posterior(self.run.encode(xt, y))
-                mean, std = q.mean, q.variance.clamp_min(0).sqrt()
+                # A discrete posterior lands on its most probable code (with its indices).
+                mean = q.mode if self.code_head is not None else q.mean
+                std = q.variance.clamp_min(0).sqrt()
+                if self.code_head is not None:
+                    out["codes"] = [int(c) for c in self.code_head.codes(mean)[0].cpu()]
             else:
                 moments = posterior_moments(self.run.model, xt, y)
                 mean = moments.mean.to(xt.device)
                 std = moments.variance.clamp_min(0).sqrt()
             recon = self.run.decode(self._full(mean), y).mean
-        return {
+        return out | {
             "z": _rounded(mean[0].cpu().numpy()),
             "std": _rounded(std[0].cpu().numpy()),
             "input": to_png(self._pixels(xt)[0]),
@@ -403,6 +459,11 @@ class Explorer:
         if not self.has_prior:
             raise UsageError(
                 "this run is a plain autoencoder: it was trained without a prior, so there are no contours"
+            )
+        if self.code_head is not None:
+            raise ValueError(
+                "this run's latents are discrete codes: its prior is a distribution over codes, "
+                "with no density on a plane of the latent space"
             )
         if np.linalg.matrix_rank(axes.astype(np.float64), tol=1e-9) < 2:
             raise UsageError("the plane's two axes must point in different directions")

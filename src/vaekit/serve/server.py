@@ -11,6 +11,10 @@ Routes (every POST takes and every API route returns JSON; pictures are base64 P
     POST /api/sample        {"n", "label"?, "seed"?}                       -> {"z", "images", "seed"}
     POST /api/encode        {"image": data URL, "label"?, "fit"?, "invert"?} -> {"z", "std", "input", "reconstruction"}
     POST /api/prior         {"plane", "bounds", "n"}                       -> {"logp", "levels", ...}
+    POST /api/codes         {"codes": [..] or [[..], ..], "label"?}        -> {"z", "images"}
+
+A discrete posterior's code indices (one per position, ``info.codes``) come with the test
+points, samples and encoded pictures, and ``/api/codes`` decodes a code grid as edited.
 
 A plane is ``{"origin": z, "axes": [a1, a2]}`` (``z(u, v) = origin + u a1 + v a2``) and
 bounds are ``[u_min, u_max, v_min, v_max]``. Every request is validated before the
@@ -221,6 +225,7 @@ class ExplorerAPI:
             ("POST", "/api/sample"): self.sample,
             ("POST", "/api/encode"): self.encode,
             ("POST", "/api/prior"): self.prior,
+            ("POST", "/api/codes"): self.codes,
         }
 
     def _label(self, body: dict[str, Any]) -> int | None:
@@ -296,11 +301,41 @@ class ExplorerAPI:
         n = _int(body, "n", 1, LIMITS["max_samples"], default=16)
         seed = _int(body, "seed", 0, 2**31 - 1, default=secrets.randbelow(2**31))
         z, pngs = self.ex.sample(n, self._label(body), seed)
-        return {
+        out = {
             "z": np.round(z.astype(np.float64), 4).tolist(),
             "images": [_b64(p) for p in pngs],
             "seed": seed,
         }
+        codes = self.ex.codes_of(z)
+        if codes is not None:  # a discrete posterior's code indices per sample
+            out["codes"] = codes
+        return out
+
+    def codes(self, body: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(body, {"codes", "label"}, {"codes"})
+        head = self.ex.code_head
+        if head is None:
+            raise RequestError(400, "this run's latents are continuous: it has no codes to set")
+        p, k = head.space.positions, head.space.codes
+        grids = body["codes"]
+        if isinstance(grids, list) and grids and not isinstance(grids[0], list):
+            grids = [grids]
+        if not isinstance(grids, list) or not grids:
+            raise RequestError(400, f"codes must be {p} code indices or a list of such rows")
+        if len(grids) > LIMITS["max_decode"]:
+            raise RequestError(413, f"at most {LIMITS['max_decode']} code grids per request")
+        rows = []
+        for i, row in enumerate(grids):
+            if not isinstance(row, list) or len(row) != p:
+                raise RequestError(400, f"codes[{i}] must be {p} code indices (one per position)")
+            for j, c in enumerate(row):
+                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
+                    raise RequestError(
+                        400, f"codes[{i}][{j}] must be a code index in 0..{k - 1}, got {c!r}"[:120]
+                    )
+            rows.append(row)
+        z, pngs = self.ex.decode_codes(np.array(rows, dtype=np.int64), self._label(body))
+        return {"z": np.round(z.astype(np.float64), 4).tolist(), "images": [_b64(p) for p in pngs]}
 
     def encode(self, body: dict[str, Any]) -> dict[str, Any]:
         _check_keys(body, {"image", "label", "fit", "invert"}, {"image"})

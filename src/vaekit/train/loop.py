@@ -79,6 +79,7 @@ from vaekit.rundir import (
     BEST_WEIGHTS,
     RunError,
     atomic_write,
+    init_weights,
     read_data_info,
     read_metrics,
     read_run_config,
@@ -765,6 +766,8 @@ def build(s: Session, given: _Given, data: TrainingData) -> Parts:
             f"cannot build the model of this config for {ds.name} {tuple(ds.shape)}: {_first_line(e)}"
         ) from None
     loss_module = _LossModule(model, objective)
+    if t.init:  # another run's weights to start from (a second stage); a checkpoint overrides
+        init_weights(model, t.init)
     # Estimators that weigh a minibatch against the whole data (total correlation) need N.
     objective.set_dataset_size(len(data.train))
     _check_one_batch(loss_module, data, s.device)

@@ -29,6 +29,9 @@
     strip: null,        // what the strip shows: {kind: "interp"|"traversal", ...}
     samples: [],
     encoded: null,
+    codeIndices: null,  // a discrete posterior: the code indices of every test point
+    codeGrid: null,     // the code grid in the editor (one index per position)
+    codePos: null,      // the position being edited
   };
 
   // -- helpers -----------------------------------------------------------------------------
@@ -471,7 +474,9 @@
   }
 
   function showZ(z, source) {
-    $("zreadout").textContent = `(${z.map(fmt).join(", ")})`;
+    // A long z (a grid of code vectors) is shown by its first values.
+    const shown = z.length > 16 ? `${z.slice(0, 8).map(fmt).join(", ")}, … ${z.length} values` : z.map(fmt).join(", ");
+    $("zreadout").textContent = `(${shown})`;
     $("decoded-source").textContent = source;
   }
 
@@ -652,6 +657,7 @@
     S.picks = S.picks.length >= 2 ? [i] : S.picks.concat([i]);
     if (S.picks.length === 2 && S.picks[0] === S.picks[1]) S.picks = [i];
     setZ(S.codes[i], `test point #${i} (${labelName(i)})`);
+    if (S.codeIndices) showCodes(S.codeIndices[i], `test point #${i}`);
     if (S.picks.length === 2) showInterpolation();
     else {
       $("strip-title").textContent = "Interpolation";
@@ -793,7 +799,8 @@
       $("grid-n-val").textContent = `${S.gridN}×${S.gridN}`;
       if (S.gridOn) scheduleGrid();
     });
-    if (!S.info.has_prior || D < 2) {
+    // Codes have a prior over codes, with no density on a plane: no contours.
+    if (!S.info.has_prior || D < 2 || S.info.codes) {
       $("contours-toggle").hidden = true;
       S.contoursOn = false;
     }
@@ -825,7 +832,7 @@
     box.appendChild(sym("⊕", "", "marker"));
     box.appendChild(sym("★", "", "prior sample"));
     if (S.info.is_image) box.appendChild(sym("◆", "", "your picture"));
-    if (S.info.has_prior && S.D >= 2) box.appendChild(sym("┄", "", "prior: 50 / 90 / 99% of mass"));
+    if (S.info.has_prior && S.D >= 2 && !S.info.codes) box.appendChild(sym("┄", "", "prior: 50 / 90 / 99% of mass"));
   }
 
   function buildHeader() {
@@ -883,6 +890,73 @@
     }
   }
 
+  // -- the code editor (discrete latents): click a position, pick a code, see the decoding ------
+
+  function codeColour(c) {
+    return `hsl(${(c * 137.508) % 360}, 60%, ${c % 2 ? 80 : 70}%)`;
+  }
+
+  function buildCodes() {
+    const info = S.info.codes;
+    if (!info) return;
+    $("codes-card").hidden = false;
+    const grid = $("codegrid");
+    grid.style.gridTemplateColumns = `repeat(${info.grid[1]}, minmax(0, 1fr))`;
+    for (let p = 0; p < info.positions; p++) {
+      const row = Math.floor(p / info.grid[1]), col = p % info.grid[1];
+      const b = el("button", {
+        type: "button", id: `code-cell-${p}`, class: "code-cell",
+        title: `position (${row}, ${col})`, "aria-label": `code at position (${row}, ${col})`,
+      });
+      b.addEventListener("click", () => selectPosition(p));
+      grid.appendChild(b);
+    }
+    const box = $("code-pick");
+    for (let c = 0; c < info.codes; c++) box.appendChild(el("option", { value: String(c), text: String(c) }));
+    box.addEventListener("change", () => setCode(S.codePos, parseInt(box.value, 10)));
+    if (S.codeIndices && S.codeIndices.length) showCodes(S.codeIndices[0], "test point #0");
+  }
+
+  function showCodes(codes, source, move = false) {
+    S.codeGrid = codes.slice();
+    $("codes-source").textContent = source;
+    S.codeGrid.forEach((c, p) => {
+      const b = $(`code-cell-${p}`);
+      b.textContent = String(c);
+      b.style.background = codeColour(c);
+    });
+    if (S.codePos != null) $("code-pick").value = String(S.codeGrid[S.codePos]);
+    decodeCodes(source, move);
+  }
+
+  function selectPosition(p) {
+    S.codePos = p;
+    document.querySelectorAll(".code-cell").forEach((b, i) => b.classList.toggle("selected", i === p));
+    const cols = S.info.codes.grid[1];
+    $("code-pos").textContent = `(${Math.floor(p / cols)}, ${p % cols})`;
+    const box = $("code-pick");
+    box.disabled = false;
+    box.value = String(S.codeGrid[p]);
+    box.focus();
+  }
+
+  function setCode(p, c) {
+    if (p == null || !S.codeGrid) return;
+    const grid = S.codeGrid.slice();
+    grid[p] = c;
+    showCodes(grid, "edited codes", true);
+  }
+
+  async function decodeCodes(source, move) {
+    try {
+      const r = await api("/api/codes", withLabel({ codes: S.codeGrid }));
+      $("code-decoded").src = r.images[0];
+      if (move) setZ(r.z[0], source);
+    } catch (e) {
+      toast(e.message);
+    }
+  }
+
   // -- samples ----------------------------------------------------------------------------------
 
   async function drawSamples() {
@@ -893,7 +967,10 @@
       box.textContent = "";
       r.images.forEach((src, i) => {
         const img = el("img", { src, alt: `sample ${i + 1}`, title: "click: move the marker here" });
-        img.addEventListener("click", () => setZ(r.z[i], `prior sample ${i + 1}`));
+        img.addEventListener("click", () => {
+          setZ(r.z[i], `prior sample ${i + 1}`);
+          if (r.codes) showCodes(r.codes[i], `prior sample ${i + 1}`);
+        });
         box.appendChild(img);
       });
       draw();
@@ -953,6 +1030,7 @@
       const sd = S.info.kind === "vae" ? `, posterior sd (${r.std.map(fmt).join(", ")})` : "";
       $("enc-info").textContent = `Lands at z = (${r.z.map(fmt).join(", ")})${sd}${r.inverted ? "; colours inverted to match the training data" : ""}.`;
       setZ(r.z, "your picture");
+      if (r.codes) showCodes(r.codes, "your picture");
     } catch (e) {
       toast(e.message);
     }
@@ -1007,6 +1085,7 @@
       S.D = info.latent_dim;
       S.codes = points.z;
       S.labels = points.labels;
+      S.codeIndices = points.codes;
       S.z = info.z_default.slice();
       S.mode = S.D > 2 ? "pca" : "dims";
       S.dy = S.D > 1 ? 1 : 0;
@@ -1017,7 +1096,10 @@
       }
       buildHeader();
       buildToolbar();
-      buildSliders();
+      // A slider over one coordinate of a code vector means nothing: codes get an editor.
+      if (info.codes) $("sliders-card").hidden = true;
+      else buildSliders();
+      buildCodes();
       buildClasses();
       buildLegend();
       setupDrawing();
