@@ -208,16 +208,28 @@ class VAE(nn.Module):
         return self.decode(self.encode(x, y).mean, y).mean
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        y: Tensor | int | None = None,
+        mean: bool = True,
+        temperature: float = 1.0,
+        z: Tensor | None = None,
+    ) -> Tensor:
         """``n`` draws from the model: z ~ p(z), then the mean of (or a sample from) p(x|z).
 
         For a conditional model, ``y`` is one class for all draws, one label per draw, or
         None: the draws cycle through the classes (0, 1, ..., C-1, 0, ...). An
-        unconditional model refuses a label.
+        unconditional model refuses a label. ``temperature`` scales the prior's spread
+        (:func:`vaekit.distributions.priors.tempered`); ``z`` given (from a post-hoc
+        sampler, :mod:`vaekit.samplers`) replaces the prior draws.
         """
+        from vaekit.distributions.priors import tempered
+
         if not self.conditional and y is not None:
             raise DataError(NOT_CONDITIONAL)
-        z = self.prior.sample((n,))
+        if z is None:
+            z = tempered(self.prior, temperature).sample((n,))
         labels: Tensor | None = None
         if self.conditional:
             if y is None:
