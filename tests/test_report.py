@@ -58,8 +58,9 @@ def test_report_is_self_contained_with_metrics_and_figures(vae: vaekit.Run) -> N
     assert f"{results['elbo']:,.2f}" in text and "active units" in text and "5-NN" in text
     # One embedded PNG per figure that applies (all but the conditional class grid).
     images = re.findall(r'<img alt="([a-z_]+)" src="data:image/png;base64,', text)
-    assert images == [n for n in FIGURES if n != "class_grid"]
+    assert images == [n for n in FIGURES if n not in ("class_grid", "samplers")]
     assert "class_grid: not a conditional model" in text
+    assert "samplers: no post-hoc sampler fitted yet" in text
     # digits is not a published setting: no reference table.
     assert "Published numbers" not in text
     assert "latent_dim: 2" in text  # the config

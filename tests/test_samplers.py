@@ -164,6 +164,40 @@ def test_two_stage_sampler_trains_a_second_vaekit_run(run_dir: Path, tmp_path: P
     assert z.shape == (5, run.latent_dim) and bool(torch.isfinite(z).all())
 
 
+def test_samplers_figure_and_report_show_each_sampler_and_its_scores(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from vaekit.plots import applicable_figures, run_figures
+    from vaekit.quality import quality_file_name
+    from vaekit.report import render_report
+
+    shutil.copytree(run_dir, tmp_path / "run")
+    run = vaekit.load(tmp_path / "run")
+    assert "vaekit fit-sampler" in str(applicable_figures(run, run.dataset())["samplers"])
+    fit_sampler(run, "gmm", {"components": [1]})
+    scores = {"prior": {"fid": 12.5, "precision": 0.5, "recall": 0.25}}
+    result = {
+        "features": {"network": "the test network", "key": "k"},
+        "n_samples": 10,
+        "reference": "test split",
+        "temperature": 1.0,
+        "scores": scores,
+    }
+    (run.dir / quality_file_name("domain")).write_text(json.dumps(result))
+    fig = run_figures(run, which=["samplers"])["samplers"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["prior\nFID 12.5, P 0.50, R 0.25", "gmm (gmm1)"]
+    html = render_report(run, {}, {"samplers": fig})
+    assert "Sample quality" in html and "the test network" in html and "12.50" in html
+    # A sampler fitted on other weights shows why it is left out, instead of samples.
+    with torch.no_grad():
+        next(run.model.parameters()).add_(1.0)
+    fig = run_figures(run, which=["samplers"])["samplers"]
+    assert "fitted on other weights" in fig.axes[1].texts[0].get_text()
+
+
 def test_conditional_models_sample_from_their_prior_only(tmp_path: Path) -> None:
     run = vaekit.load(train_tiny(tmp_path / "cvae", "model.conditional=true", "train.epochs=1"))
     with pytest.raises(SamplerError, match="conditional model"):

@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="figures to write (default: all that apply): training_curves latent_scatter latent_histograms manifold latent_grid reconstructions samples interpolation traversal class_grid",
+        help="figures to write (default: all that apply): training_curves latent_scatter latent_histograms manifold latent_grid reconstructions samples samplers interpolation traversal class_grid",
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
     p.add_argument("--dpi", type=DPI, default=100, help="resolution of the PNGs (default: 100)")

@@ -57,6 +57,7 @@ __all__ = [
     "latent_grid",
     "reconstructions",
     "prior_samples",
+    "sampler_samples",
     "interpolation",
     "training_curves",
     "latent_traversal",
@@ -77,6 +78,7 @@ FIGURES: tuple[str, ...] = (
     "manifold",
     "latent_grid",
     "samples",
+    "samplers",
     "latent_histograms",
     "reconstructions",
     "interpolation",
@@ -92,6 +94,7 @@ CAPTIONS: dict[str, str] = {
     "latent_grid": "Decoded uniform grid over the range the test set occupies in latent space.",
     "reconstructions": "Test images (top) and their reconstructions at the posterior mean (bottom).",
     "samples": "Decoded draws from the prior p(z).",
+    "samplers": "Decoded draws from each sampler side by side: the prior p(z) and every post-hoc sampler fitted to the run's codes (vaekit fit-sampler); with FID, precision and recall against the test split where `vaekit quality` scored them (domain network).",
     "interpolation": "Linear interpolation in latent space between pairs of test images (originals at the ends).",
     "traversal": "Latent traversals: one dimension per row (at most ten, those the test codes spread over most) from -3 to 3, the others at a test image's code.",
     "class_grid": "Conditional samples: one class per row, the same latent code down each column.",
@@ -473,6 +476,49 @@ def prior_samples(
     return fig
 
 
+def sampler_samples(
+    run: Run,
+    names: Sequence[str] | None = None,
+    n: int = 36,
+    *,
+    seed: int = 0,
+    temperature: float = 1.0,
+    scores: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Figure:
+    """Means of p(x|z) for ``n`` codes from each sampler (:mod:`vaekit.samplers`), one panel
+    each, the same seed for all. ``names`` default to the prior and the samplers saved in
+    the run; none is fitted here (a missing or stale one shows why). ``scores``: sampler
+    name -> {"fid", "precision", "recall"}, written under each panel's title."""
+    from vaekit.samplers import SamplerError, load_sampler, saved_samplers
+
+    _require_images(run, "sampler_samples")
+    names = list(names) if names is not None else ["prior", *saved_samplers(run.dir)]
+    ncol = math.ceil(math.sqrt(n))
+    fig = Figure(figsize=(3.2 * len(names), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=True):
+        try:
+            sampler = load_sampler(run, name, fit=False)
+        except SamplerError as e:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, str(e), ha="center", va="center", wrap=True, fontsize=7)
+            ax.set_title(name)
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = sampler.sample(n, temperature).to(run.device)
+            x = run.model.sample(n, z=z)
+        _show_images(ax, to_images(x, run.data_shape), ncol)
+        title = name if sampler.label == name else f"{name} ({sampler.label})"
+        s = (scores or {}).get(name)
+        if s:
+            title += f"\nFID {s['fid']:.1f}, P {s['precision']:.2f}, R {s['recall']:.2f}"
+        ax.set_title(title, fontsize=10)
+    if temperature != 1.0:
+        fig.suptitle(f"temperature {temperature:g}")
+    return fig
+
+
 def interpolation(
     run: Run, x_a: Any, x_b: Any, y_a: Any = None, y_b: Any = None, steps: int = 10
 ) -> Figure:
@@ -797,6 +843,8 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
             why = f"the latent space has {run.latent_dim} dimensions, not 2"
         elif name == "class_grid" and not run.num_classes:
             why = "not a conditional model"
+        elif name == "samplers":
+            why = _samplers_absent(run)
         if (
             why is None
             and not image
@@ -806,6 +854,7 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
                 "latent_grid",
                 "reconstructions",
                 "samples",
+                "samplers",
                 "interpolation",
                 "traversal",
                 "class_grid",
@@ -814,6 +863,17 @@ def applicable_figures(run: Run, dataset: Dataset) -> dict[str, str | None]:
             why = "the data are not images"
         reasons[name] = why
     return reasons
+
+
+def _samplers_absent(run: Run) -> str | None:
+    """Why the samplers figure does not apply (None when it does)."""
+    from vaekit.samplers import saved_samplers
+
+    if run.num_classes:
+        return "a conditional model samples from its prior only"
+    if not saved_samplers(run.dir):
+        return f"no post-hoc sampler fitted yet (vaekit fit-sampler {run.dir} --sampler gmm)"
+    return None
 
 
 def _interpolation_pairs(
@@ -924,6 +984,10 @@ def run_figures(
             out[name] = latent_traversal(run, test.x[:1], y0, dims=dims)
         elif name == "class_grid":
             out[name] = class_grid(run, 10, seed=seed)
+        elif name == "samplers":
+            from vaekit.quality import saved_scores
+
+            out[name] = sampler_samples(run, seed=seed, scores=saved_scores(run.dir))
     return out
 
 

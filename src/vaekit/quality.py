@@ -65,6 +65,9 @@ __all__ = [
     "feature_network",
     "sample_quality",
     "quality_file_name",
+    "saved_quality",
+    "saved_scores",
+    "quality_html",
 ]
 
 FEATURES = ("domain", "inception")
@@ -482,3 +485,49 @@ def format_scores(result: dict[str, Any]) -> str:
             f"{s['precision']:9.3f} {s['recall']:7.3f}"
         )
     return "\n".join(lines)
+
+
+def saved_quality(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every ``quality-*.json`` of a run that can be read, by file name."""
+    out = []
+    for path in sorted(Path(run_dir).glob("quality-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("scores"), dict):
+            out.append((path.name, data))
+    return out
+
+
+def saved_scores(run_dir: Path, features: str = "domain") -> dict[str, dict[str, Any]]:
+    """The scores of ``RUN/quality-FEATURES.json`` (the default setting) by sampler."""
+    for name, data in saved_quality(run_dir):
+        if name == quality_file_name(features):
+            return dict(data["scores"])
+    return {}
+
+
+def quality_html(run_dir: Path) -> str:
+    """The report's sample-quality tables: one per saved file, headed by its network."""
+    import html
+
+    esc = html.escape
+    parts = []
+    for name, data in saved_quality(run_dir):
+        net = (data.get("features") or {}).get("network", "unknown network")
+        rows = "".join(
+            f"<tr><td>{esc(str(k))}</td><td>{esc(str(s.get('sampler', '')))}</td>"
+            f"<td>{s.get('fid', float('nan')):.2f}</td><td>{s.get('precision', float('nan')):.3f}</td>"
+            f"<td>{s.get('recall', float('nan')):.3f}</td></tr>"
+            for k, s in data["scores"].items()
+            if isinstance(s, dict)
+        )
+        parts.append(
+            f"<h3>{esc(name)}</h3><p class='muted'>Features: {esc(str(net))}. "
+            f"{esc(str(data.get('n_samples')))} samples against the {esc(str(data.get('reference')))}, "
+            f"temperature {esc(str(data.get('temperature')))}. Scores of different networks "
+            "are not comparable.</p><table><tr><th>sampler</th><th></th><th>FID</th>"
+            f"<th>precision</th><th>recall</th></tr>{rows}</table>"
+        )
+    return "<h2>Sample quality</h2>" + "".join(parts) if parts else ""

@@ -342,6 +342,7 @@ def render_report(
     """The report as one HTML string (figures embedded as base64 PNG)."""
     import vaekit
     from vaekit.plots import CAPTIONS
+    from vaekit.quality import quality_html
 
     cfg = run.config
     data = run.info.get("data", {})
@@ -391,6 +392,7 @@ def render_report(
         "</table>",
         _kl_bars(results),
         _reference_table(cfg, results),
+        quality_html(run.dir),
         "<h2>Figures</h2>" if figures else "",
         '<div class="figs">' if figures else "",
     ]

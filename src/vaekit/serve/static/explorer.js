@@ -883,15 +883,39 @@
 
   // -- samples ----------------------------------------------------------------------------------
 
+  // The prior, and the post-hoc samplers fitted to the run's codes (vaekit fit-sampler).
+  function buildSamplers(info) {
+    const select = $("sampler-select");
+    for (const s of info.samplers || [{ name: "prior", label: "prior" }]) {
+      const text = s.name === "prior" ? "prior p(z)" : s.label === s.name ? s.name : `${s.name} (${s.label})`;
+      select.appendChild(el("option", { value: s.name, text }));
+    }
+    select.hidden = select.options.length < 2;
+    const note = () => {
+      const prior = select.value === "prior" || !select.value;
+      $("sample-from").textContent = prior ? "from the prior" : "from a sampler fitted to the codes";
+      // A plain autoencoder has no prior of its own: show what N(0, I) gives, and say so.
+      const ae = info.kind === "autoencoder" && prior;
+      $("sample-note").textContent = ae
+        ? "This autoencoder was trained without a prior: these codes come from N(0, I), which it never saw." +
+          (select.hidden ? " Fit a sampler to its codes (vaekit fit-sampler RUN --sampler gmm) to generate." : " Pick a fitted sampler above.")
+        : "";
+      $("sample-note").hidden = !ae;
+    };
+    select.addEventListener("change", () => { note(); drawSamples(); });
+    note();
+  }
+
   async function drawSamples() {
     try {
-      const r = await api("/api/sample", withLabel({ n: 16 }));
+      const sampler = $("sampler-select").value || "prior";
+      const r = await api("/api/sample", withLabel({ n: 16, sampler }));
       S.samples = r.z;
       const box = $("samples");
       box.textContent = "";
       r.images.forEach((src, i) => {
         const img = el("img", { src, alt: `sample ${i + 1}`, title: "click: move the marker here" });
-        img.addEventListener("click", () => setZ(r.z[i], `prior sample ${i + 1}`));
+        img.addEventListener("click", () => setZ(r.z[i], `${sampler} sample ${i + 1}`));
         box.appendChild(img);
       });
       draw();
@@ -1008,11 +1032,7 @@
       S.z = info.z_default.slice();
       S.mode = S.D > 2 ? "pca" : "dims";
       S.dy = S.D > 1 ? 1 : 0;
-      if (info.kind === "autoencoder") {
-        // A plain autoencoder has no prior of its own: show what N(0, I) gives, and say so.
-        $("sample-note").textContent = "This autoencoder was trained without a prior: these codes come from N(0, I), which it never saw.";
-        $("sample-note").hidden = false;
-      }
+      buildSamplers(info);
       buildHeader();
       buildToolbar();
       buildSliders();
