@@ -419,7 +419,9 @@ def sample_quality(
             torch.manual_seed(seed)
             x = torch.cat(
                 [
-                    run.sample(len(b), sampler=name, temperature=temperature).cpu()
+                    run.model.sample(
+                        len(b), z=sampler.sample(len(b), temperature).to(run.device)
+                    ).cpu()
                     for b in torch.arange(n).split(2000)
                 ]
             )
