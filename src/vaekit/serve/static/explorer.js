@@ -823,7 +823,7 @@
     }
     const sym = (s, cls, text) => el("span", { class: "item" }, [el("span", { class: `sym ${cls}`, text: s }), el("span", { text })]);
     box.appendChild(sym("⊕", "", "marker"));
-    box.appendChild(sym("★", "", "prior sample"));
+    box.appendChild(sym("★", "", "sample"));
     if (S.info.is_image) box.appendChild(sym("◆", "", "your picture"));
     if (S.info.has_prior && S.D >= 2) box.appendChild(sym("┄", "", "prior: 50 / 90 / 99% of mass"));
   }
@@ -891,9 +891,10 @@
       select.appendChild(el("option", { value: s.name, text }));
     }
     select.hidden = select.options.length < 2;
+    // With a choice to make, the choice itself says where samples come from.
+    $("sample-from").hidden = !select.hidden;
     const note = () => {
       const prior = select.value === "prior" || !select.value;
-      $("sample-from").textContent = prior ? "from the prior" : "from a sampler fitted to the codes";
       // A plain autoencoder has no prior of its own: show what N(0, I) gives, and say so.
       const ae = info.kind === "autoencoder" && prior;
       $("sample-note").textContent = ae
