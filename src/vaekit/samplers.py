@@ -386,16 +386,6 @@ class GMMSampler(Sampler):
         eps = torch.randn(n, self.means.shape[1], dtype=torch.float64)
         return self.means[k] + t * (self.scale_tril[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
-    def log_prob(self, z: Tensor) -> Tensor:
-        """log density of (unstandardised) codes under the mixture."""
-        from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
-
-        assert self.std is not None
-        mix = MixtureSameFamily(
-            Categorical(probs=self.weights), MultivariateNormal(self.means, self.covariances)
-        )
-        return mix.log_prob(self._standard(z.double())) - self.std.double().log().sum()
-
     def _save(self, folder: Path) -> None:
         from safetensors.torch import save_file
 
