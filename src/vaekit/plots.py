@@ -494,7 +494,7 @@ def sampler_samples(
     _require_images(run, "sampler_samples")
     names = list(names) if names is not None else ["prior", *saved_samplers(run.dir)]
     ncol = math.ceil(math.sqrt(n))
-    fig = Figure(figsize=(3.2 * len(names), 3.6), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(names), 3.9), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         try:
