@@ -223,7 +223,10 @@ def test_compare_runs_side_by_side(
 
 def test_run_figures_picks_what_applies(vae: vaekit.Run, cvae: vaekit.Run, tmp_path: Path) -> None:
     figs = run_figures(vae)
-    assert list(figs) == [n for n in FIGURES if n not in ("class_grid", "codes", *LAYER_FIGURES)]
+    # No post-hoc sampler is fitted to this run: no samplers figure (tests/test_samplers.py).
+    assert list(figs) == [
+        n for n in FIGURES if n not in ("class_grid", "codes", "samplers", *LAYER_FIGURES)
+    ]
     assert all(isinstance(f, Figure) for f in figs.values())
     assert "class_grid" in run_figures(cvae, which=["class_grid", "samples"])
     with pytest.raises(ValueError, match="does not apply.*not a conditional model"):

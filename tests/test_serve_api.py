@@ -310,6 +310,30 @@ def test_sample_is_seeded(vae: tuple[ExplorerServer, Client]) -> None:
     assert isinstance(c.ok("/api/sample", {})["seed"], int)
 
 
+def test_sample_from_a_fitted_sampler(runs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from vaekit.samplers import fit_sampler
+
+    run_dir = tmp_path / "ae"
+    shutil.copytree(runs["ae"], run_dir)
+    fit_sampler(vaekit.load(run_dir), "gmm", {"components": [1, 2]})
+    for server, c in _start(run_dir):
+        names = [s["name"] for s in c.ok("/api/info")["samplers"]]
+        assert names == ["prior", "gmm"]
+        a = c.ok("/api/sample", {"n": 5, "seed": 3, "sampler": "gmm"})
+        assert a == c.ok("/api/sample", {"n": 5, "seed": 3, "sampler": "gmm"})
+        assert a["z"] != c.ok("/api/sample", {"n": 5, "seed": 3})["z"]
+        cold = c.ok("/api/sample", {"n": 5, "seed": 3, "sampler": "gmm", "temperature": 0.05})
+        gmm = server.explorer.samplers["gmm"]
+        assert np.abs(np.array(cold["z"]) - np.array(a["z"])).max() > 0
+        assert gmm.info["chosen_components"] in (1, 2)
+        status, out = c.post("/api/sample", {"sampler": "flow"})
+        assert status == 400 and "prior, gmm" in out["error"]
+        status, out = c.post("/api/sample", {"sampler": "gmm", "temperature": 0})
+        assert status == 400 and "temperature must be in 0.05..5" in out["error"]
+
+
 def test_encode_a_drawing_and_an_upload(vae: tuple[ExplorerServer, Client]) -> None:
     server, c = vae
     out = c.ok("/api/encode", {"image": data_url(digit_picture())})

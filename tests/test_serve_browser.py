@@ -75,6 +75,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Expl
             "model.prior=categorical",
         ),
     }
+    # The autoencoder gets a post-hoc sampler for the page's sampler choice.
+    from vaekit.rundir import load
+    from vaekit.samplers import fit_sampler
+
+    fit_sampler(load(runs["ae"]), "gmm", {"components": [1, 2]})
     started: dict[str, ExplorerServer] = {}
     for name, run in runs.items():
         server = make_server(str(run), port=0, quiet=True)
@@ -353,6 +358,25 @@ def test_prior_samples(browser: Any, servers: dict[str, ExplorerServer]) -> None
     assert len(samples) == 16
     d.find_elements("css selector", "#samples img")[3].click()
     wait_for(lambda: state(d, "z") == samples[3], "the marker to move to the clicked sample")
+    assert console_errors(d) == []
+
+
+def test_samples_from_a_fitted_sampler(browser: Any, servers: dict[str, ExplorerServer]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    open_page(d, servers["ae"])
+    select = d.find_element("id", "sampler-select")
+    assert select.is_displayed()
+    # From the prior, the autoencoder's note says it never saw N(0, I).
+    assert "without a prior" in d.find_element("id", "sample-note").text
+    Select(select).select_by_value("gmm")
+    wait_for(lambda: images_loaded(d, "#samples img") == 16, "16 samples from the gmm")
+    assert not d.find_element("id", "sample-note").is_displayed()
+    assert not d.find_element("id", "sample-from").is_displayed()  # the choice says it
+    # The vae has no fitted sampler: no choice to make.
+    open_page(d, servers["vae"])
+    assert not d.find_element("id", "sampler-select").is_displayed()
     assert console_errors(d) == []
 
 

@@ -11,7 +11,9 @@
     vaekit traversals RUN [RUN ...] [--rows 6] [--out FILE]
     vaekit summary RUN [RUN ...] [--format markdown|csv|json] [--out FILE]
     vaekit report RUN [--k K]
-    vaekit sample RUN [--n 64] [--label K]
+    vaekit sample RUN [--n 64] [--label K] [--sampler prior|gmm|flow|two-stage] [--temperature T]
+    vaekit fit-sampler RUN --sampler gmm|flow|two-stage [--option KEY=VALUE ...]
+    vaekit quality RUN [--sampler NAME ...] [--features domain|inception] [--n N] [--temperature T]
     vaekit reconstruct RUN [--n 16]
     vaekit encode RUN [--split test] [--format npy|csv]
     vaekit explore RUN [--host 127.0.0.1] [--port 0|N] [--data-dir DIR]
@@ -434,13 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="class to sample (conditional models; default: every class in turn)",
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        help="scale the prior's spread (every layer's in a hierarchy) by this factor; below 1 "
-        "gives fewer, sharper kinds of samples (default: 1)",
-    )
+    _sampler_flags(p)
     p.add_argument(
         "--out",
         default=None,
@@ -448,6 +444,92 @@ def build_parser() -> argparse.ArgumentParser:
         ".npy (shape (N, *data shape)) or .csv (a row per example) (default: "
         "RUN/samples.png for images, else RUN/samples.csv)",
     )
+    _weights(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "fit-sampler",
+        help="fit a post-hoc latent sampler (gmm, flow, two-stage) to a run's codes",
+        description="Fit a density to the posterior means of the run's training split and "
+        "save it in RUN/samplers/NAME (sampler.json says what was fitted): gmm, a Gaussian "
+        "mixture (components chosen on held-out codes); flow, a neural spline flow (needs "
+        'zuko: pip install "vaekit[flows]"); two-stage, a second VAE on the codes (Dai & '
+        "Wipf 2019). `vaekit sample --sampler NAME` and `vaekit quality` fit one on first "
+        "use; this refits it.",
+    )
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--sampler", required=True, choices=["gmm", "flow", "two-stage"])
+    p.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sampler option, e.g. components=[5,10,20] (gmm), kind=maf or epochs=50 "
+        "(flow), latent_dim=8 (two-stage) (repeatable)",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the fit (default: 0)")
+    _run_data_flags(p)
+    _weights(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "quality",
+        help="sample quality: FID, precision and recall against the test split",
+        description="FID (Heusel et al. 2017) and precision / recall (Kynkaanniemi et al. "
+        "2019) of samples from each sampler against the test split, in the feature space "
+        "of a network that every output names: domain (a classifier vaekit trains once per "
+        "dataset and caches; offline) or inception (FID's standard Inception-v3; its "
+        "weights file is found in $VAEKIT_DATA_DIR or the cache, else downloaded and "
+        "verified). Scores of different networks are not comparable. A `data` row scores "
+        "training examples the same way. Writes RUN/quality-FEATURES.json.",
+    )
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument(
+        "--sampler",
+        dest="samplers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="samplers to score: prior gmm flow two-stage (default: prior and every "
+        "sampler saved in the run)",
+    )
+    p.add_argument(
+        "--features",
+        default="domain",
+        choices=["domain", "inception"],
+        help="the feature network (default: domain)",
+    )
+    p.add_argument(
+        "--n",
+        type=COUNT,
+        default=None,
+        help="samples per sampler (default: as many as the test split has)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature (default: 1)",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="PATH",
+        help="the FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) or its "
+        "folder, when it is not in $VAEKIT_DATA_DIR or the cache",
+    )
+    p.add_argument(
+        "--threads",
+        type=THREADS,
+        default=None,
+        help="torch threads (default: torch's own)",
+    )
+    p.add_argument(
+        "--out", default=None, help="JSON file to write (default: RUN/quality-FEATURES.json)"
+    )
+    _run_data_flags(p)
     _weights(p)
     _common(p)
 
@@ -532,6 +614,25 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_flags(p)
     _common(p)
     return parser
+
+
+def _sampler_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sampler",
+        default="prior",
+        choices=["prior", "gmm", "flow", "two-stage"],
+        help="where the codes come from: prior (p(z), default), or a density fitted to the "
+        "run's training codes: gmm, flow, two-stage (fitted and saved in RUN/samplers on "
+        "first use; see `vaekit fit-sampler`)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="scales the sampler's spread (the prior's standard deviation, every layer's in a "
+        "hierarchy; each mixture component's; a flow's or second stage's base noise); below 1: "
+        "fewer, sharper kinds of samples (default: 1)",
+    )
 
 
 def _default_out(config: str | None) -> Path:
@@ -889,15 +990,19 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     out, kind = _examples_out(a.out, run, "samples")
-    torch.manual_seed(a.seed)
     if a.label is not None and run.num_classes and not 0 <= a.label < run.num_classes:
         raise CommandError(f"--label must be a class of this model, 0..{run.num_classes - 1}")
     # A conditional model cycles through its classes unless --label picks one, as
     # Run.sample does; an unconditional one refuses --label.
     if not (a.temperature > 0 and math.isfinite(a.temperature)):
         raise CommandError(f"--temperature must be a positive number, got {a.temperature}")
+    if a.sampler != "prior":
+        from vaekit.samplers import load_sampler
+
+        load_sampler(run, a.sampler, log=sys.stderr)  # fitted now if it is not yet
+    torch.manual_seed(a.seed)
     try:
-        x = run.sample(a.n, a.label, temperature=a.temperature)
+        x = run.sample(a.n, a.label, sampler=a.sampler, temperature=a.temperature)
     except ValueError as e:  # a prior that has no temperature
         raise CommandError(str(e)) from None
     _notes(run)
@@ -909,6 +1014,77 @@ def cmd_sample(a: argparse.Namespace) -> int:
         _write_array(out, kind, x.cpu().numpy(), _columns(run)[0])
     print(f"wrote {a.n} samples to {out}")
     return 0
+
+
+def _option_values(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each value read as YAML (numbers, lists, strings)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise CommandError(f"--option {pair!r}: expected KEY=VALUE, e.g. components=[5,10]")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CommandError(f"--option {pair!r}: the value is not readable") from None
+    return out
+
+
+def cmd_fit_sampler(a: argparse.Namespace) -> int:
+    from vaekit.samplers import fit_sampler
+
+    run = _load_run(a)
+    options = _option_values(a.options)
+    fit_sampler(run, a.sampler, options, dataset=_run_dataset(a, run), seed=a.seed, log=sys.stdout)
+    return 0
+
+
+def cmd_quality(a: argparse.Namespace) -> int:
+    import math
+
+    from vaekit.evaluate import num_threads
+    from vaekit.quality import (
+        format_scores,
+        merge_saved,
+        quality_file_name,
+        reference_data,
+        sample_quality,
+    )
+    from vaekit.rundir import write_json
+    from vaekit.samplers import saved_samplers
+
+    if not (math.isfinite(a.temperature) and a.temperature > 0):
+        raise CommandError(f"--temperature must be a positive number, got {a.temperature}")
+    run = _load_run(a)
+    out = _out_file(a.out, "quality.json") if a.out else None
+    samplers = a.samplers or ["prior", *saved_samplers(run.dir)]
+    ds = reference_data(run, a.dataset, a.allow_changed_data)
+    with num_threads(a.threads):
+        result = sample_quality(
+            run,
+            samplers,
+            features=a.features,
+            n=a.n,
+            temperature=a.temperature,
+            seed=a.seed,
+            dataset=ds,
+            inception_path=a.inception_weights,
+            log=sys.stderr,
+        )
+    out = out or run.dir / quality_file_name(a.features, a.n, a.temperature)
+    result = merge_saved(out, result)
+    write_json(out, result)
+    print(format_scores(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_run(a: argparse.Namespace) -> Any:
+    from vaekit.rundir import load
+
+    return load(a.run, device=a.device or "cpu", weights=a.weights)
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> int:
@@ -1061,6 +1237,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "summary": cmd_summary,
     "report": cmd_report,
     "sample": cmd_sample,
+    "fit-sampler": cmd_fit_sampler,
+    "quality": cmd_quality,
     "reconstruct": cmd_reconstruct,
     "encode": cmd_encode,
     "explore": cmd_explore,

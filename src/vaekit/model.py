@@ -274,20 +274,27 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, y: Tensor | int | None = None, mean: bool = True, temperature: float = 1.0
+        self,
+        n: int,
+        y: Tensor | int | None = None,
+        mean: bool = True,
+        temperature: float = 1.0,
+        z: Tensor | None = None,
     ) -> Tensor:
         """``n`` draws from the model: z ~ p(z), then the mean of (or a sample from) p(x|z).
 
         For a conditional model, ``y`` is one class for all draws, one label per draw, or
         None: the draws cycle through the classes (0, 1, ..., C-1, 0, ...). An
         unconditional model refuses a label. ``temperature`` below 1 scales the prior's
-        spread (every layer's in a hierarchy; :func:`~vaekit.distributions.hierarchical.tempered_sample`).
+        spread (every layer's in a hierarchy; :func:`~vaekit.distributions.hierarchical.tempered_sample`);
+        ``z`` given (from a post-hoc sampler, :mod:`vaekit.samplers`) replaces the prior draws.
         """
         from vaekit.distributions.hierarchical import tempered_sample
 
         if not self.conditional and y is not None:
             raise DataError(NOT_CONDITIONAL)
-        z = tempered_sample(self.prior, (n,), temperature)
+        if z is None:
+            z = tempered_sample(self.prior, (n,), temperature)
         labels: Tensor | None = None
         if self.conditional:
             if y is None:

@@ -66,6 +66,7 @@ __all__ = [
     "latent_grid",
     "reconstructions",
     "prior_samples",
+    "sampler_samples",
     "interpolation",
     "training_curves",
     "latent_traversal",
@@ -502,6 +503,49 @@ def code_grids(run: Run, x: Any, y: Any = None, n: int = 8) -> Figure:
     return fig
 
 
+def sampler_samples(
+    run: Run,
+    names: Sequence[str] | None = None,
+    n: int = 36,
+    *,
+    seed: int = 0,
+    temperature: float = 1.0,
+    scores: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Figure:
+    """Means of p(x|z) for ``n`` codes from each sampler (:mod:`vaekit.samplers`), one panel
+    each, the same seed for all. ``names`` default to the prior and the samplers saved in
+    the run; none is fitted here (a missing or stale one shows why). ``scores``: sampler
+    name -> {"fid", "precision", "recall"}, written under each panel's title."""
+    from vaekit.samplers import SamplerError, load_sampler, saved_samplers
+
+    _require_images(run, "sampler_samples")
+    names = list(names) if names is not None else ["prior", *saved_samplers(run.dir)]
+    ncol = math.ceil(math.sqrt(n))
+    fig = Figure(figsize=(3.2 * len(names), 3.9), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=True):
+        try:
+            sampler = load_sampler(run, name, fit=False)
+        except SamplerError as e:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, str(e), ha="center", va="center", wrap=True, fontsize=7)
+            ax.set_title(name)
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = sampler.sample(n, temperature).to(run.device)
+            x = run.model.sample(n, z=z)
+        _show_images(ax, to_images(x, run.data_shape), ncol)
+        title = name if sampler.label == name else f"{name} ({sampler.label})"
+        s = (scores or {}).get(name)
+        if s:
+            title += f"\nFID {s['fid']:.1f}, P {s['precision']:.2f}, R {s['recall']:.2f}"
+        ax.set_title(title, fontsize=10)
+    if temperature != 1.0:
+        fig.suptitle(f"temperature {temperature:g}")
+    return fig
+
+
 def interpolation(
     run: Run, x_a: Any, x_b: Any, y_a: Any = None, y_b: Any = None, steps: int = 10
 ) -> Figure:
@@ -809,6 +853,23 @@ def compare_runs(
     return fig
 
 
+def _samplers_absent(run: Run) -> str | None:
+    """Why the samplers figure does not apply (None when it does)."""
+    from vaekit.samplers import saved_samplers
+
+    if run.num_classes:
+        return "a conditional model samples from its prior only"
+    if not saved_samplers(run.dir):
+        return f"no post-hoc sampler fitted yet (vaekit fit-sampler {run.dir} --sampler gmm)"
+    return None
+
+
+def _draw_samplers(d: FigureData) -> Figure:
+    from vaekit.quality import saved_scores
+
+    return sampler_samples(d.run, seed=d.seed, scores=saved_scores(d.run.dir))
+
+
 def _interpolation_pairs(
     split: Split, count: int = 4
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -984,6 +1045,15 @@ FIGURES: dict[str, FigureSpec] = {
             "Decoded draws from the prior p(z).",
             lambda d: prior_samples(d.run, 100 if d.run.num_classes else 64, seed=d.seed),
             images=True,
+        ),
+        FigureSpec(
+            "samplers",
+            "Decoded draws from each sampler side by side: the prior p(z) and every post-hoc "
+            "sampler fitted to the run's codes (vaekit fit-sampler); with FID, precision and "
+            "recall against the test split where `vaekit quality` scored them (domain network).",
+            _draw_samplers,
+            images=True,
+            check=_samplers_absent,
         ),
         FigureSpec(
             "latent_histograms",

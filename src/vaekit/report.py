@@ -381,6 +381,7 @@ def render_report(
     and plot."""
     import vaekit
     from vaekit.plots import FIGURES
+    from vaekit.quality import quality_html
 
     cfg = run.config
     data = run.info.get("data", {})
@@ -431,6 +432,7 @@ def render_report(
         _kl_bars(results),
         _disentanglement_section(disentanglement, dpi),
         _reference_table(cfg, results),
+        quality_html(run.dir),
         "<h2>Figures</h2>" if figures else "",
         '<div class="figs">' if figures else "",
     ]

@@ -62,6 +62,7 @@ from vaekit.parts import ObjectiveAbilities
 
 if TYPE_CHECKING:
     from vaekit.data import Dataset
+    from vaekit.samplers import Sampler
 
 __all__ = [
     "BEST_WEIGHTS",
@@ -786,12 +787,37 @@ class Run:
         return self.decode(z, y).mean
 
     @torch.inference_mode()
-    def sample(self, n: int, y: Any = None, mean: bool = True, temperature: float = 1.0) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        y: Any = None,
+        mean: bool = True,
+        *,
+        sampler: str = "prior",
+        temperature: float = 1.0,
+    ) -> Tensor:
         """``n`` examples from the model. A conditional model draws class ``y`` (one class or
-        one label each), or cycles through its classes when ``y`` is None. ``temperature``
-        below 1 narrows the prior (every layer's, in a hierarchy)."""
+        one label each), or cycles through its classes when ``y`` is None.
+
+        ``sampler`` draws the codes: ``prior`` (p(z)), or a post-hoc sampler fitted to the
+        run's codes (``gmm``, ``flow``, ``two-stage``; fitted and saved on first use, see
+        :meth:`sampler`). ``temperature`` < 1 draws closer to the sampler's modes (with the prior: narrows
+        every layer's spread, in a hierarchy).
+        """
         labels = None if (y is None and self.num_classes) else self._y(y, n)
-        return self.model.sample(n, labels, mean=mean, temperature=temperature)
+        z = None
+        if sampler != "prior":
+            z = self.sampler(sampler).sample(n, temperature).to(self.device)
+        return self.model.sample(n, labels, mean=mean, temperature=temperature, z=z)
+
+    def sampler(self, name: str, *, fit: bool | str = "auto", **options: Any) -> Sampler:
+        """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`): the one saved
+        in ``RUN/samplers/NAME`` when it was fitted on these weights, else fitted now on the
+        training codes and saved (``fit=False``: refuse instead; ``fit=True``: refit).
+        ``options`` are the sampler's own (``components=[5, 10]`` for gmm, ...)."""
+        from vaekit.samplers import load_sampler
+
+        return load_sampler(self, name, fit=fit, options=options)
 
     # -- the whole model --------------------------------------------------------------------
 

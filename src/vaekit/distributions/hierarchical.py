@@ -48,7 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Size, Tensor, nn
-from torch.distributions import Distribution, Independent, Normal, constraints, kl_divergence
+from torch.distributions import Distribution, Independent, constraints, kl_divergence
 from torch.types import _size
 
 from vaekit.distributions.posteriors import (
@@ -58,7 +58,6 @@ from vaekit.distributions.posteriors import (
     PosteriorHead,
     diagonal_normal,
 )
-from vaekit.distributions.priors import DiagonalGaussianMixture
 from vaekit.nn import ACTIVATIONS, MLP
 from vaekit.parts import PosteriorAbilities
 from vaekit.validate import check_choice, check_positive, check_widths
@@ -663,26 +662,14 @@ def tempered_sample(
         >>> float(tempered_sample(p, (4000,), 0.5).std()) < 0.6
         True
     """
+    from vaekit.distributions.priors import tempered
+
     if temperature == 1.0:
         return dist.sample(sample_shape)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    shape = Size(sample_shape)
     with torch.no_grad():
         if isinstance(dist, HierarchicalPrior):
-            return dist.sample(shape, temperature)
-        if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
-            base = dist.base_dist
-            eps = torch.randn(shape + base.loc.shape, device=base.loc.device, dtype=base.loc.dtype)
-            return base.loc + temperature * base.scale * eps
-        if isinstance(dist, DiagonalGaussianMixture):
-            comps = dist.component_distribution
-            assert isinstance(comps, Independent)
-            loc, scale = comps.base_dist.mean, comps.base_dist.stddev  # (K, D)
-            k = dist.mixture_distribution.sample(shape)
-            eps = torch.randn(shape + loc.shape[-1:], device=loc.device, dtype=loc.dtype)
-            return loc[k] + temperature * scale[k] * eps
-    raise ValueError(
-        f"sampling at a temperature other than 1 needs a Gaussian, a mixture of diagonal "
-        f"Gaussians or a hierarchy of them; this prior is a {type(dist).__name__}"
-    )
+            return dist.sample(Size(sample_shape), temperature)
+        # A Gaussian or a mixture of them (or a prior with its own tempered(t)).
+        return tempered(dist, temperature).sample(sample_shape)

@@ -23,14 +23,22 @@ from torch.distributions import (
     Distribution,
     Independent,
     MixtureSameFamily,
+    MultivariateNormal,
     Normal,
 )
 
 from vaekit.distributions.posteriors import LOGVAR_MAX, LOGVAR_MIN
+from vaekit.errors import ConfigError
 from vaekit.parts import PriorAbilities
 from vaekit.validate import check_positive
 
-__all__ = ["DiagonalGaussianMixture", "StandardNormalPrior", "MixturePrior", "VampPrior"]
+__all__ = [
+    "DiagonalGaussianMixture",
+    "StandardNormalPrior",
+    "MixturePrior",
+    "VampPrior",
+    "tempered",
+]
 
 
 class DiagonalGaussianMixture(MixtureSameFamily):
@@ -195,3 +203,52 @@ class VampPrior(nn.Module):
         k = self.pseudo_inputs.shape[0]
         logits = torch.zeros(k, device=self.pseudo_inputs.device, dtype=q.base_dist.loc.dtype)
         return DiagonalGaussianMixture(logits, q.base_dist.loc, q.base_dist.scale)
+
+
+def tempered(dist: Distribution, temperature: float) -> Distribution:
+    """``dist`` with its spread scaled by ``temperature`` (T): sampling at a temperature.
+
+    A Gaussian's standard deviation is multiplied by T; a mixture of Gaussians keeps its
+    weights and means and scales each component's spread, z = mu_k + T (z0 - mu_k) for a
+    draw z0 of component k. Another distribution may say what its temperature means by
+    a ``tempered(t)`` method; without one, any T but 1 is refused.
+
+    Example:
+        >>> p = tempered(StandardNormalPrior(2)(), 0.5)
+        >>> p.stddev.tolist()
+        [0.5, 0.5]
+    """
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"the temperature must be a positive number, got {temperature!r}")
+    if t == 1.0:
+        return dist
+    own = getattr(dist, "tempered", None)
+    if callable(own):
+        out: Distribution = own(t)
+        return out
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        base = dist.base_dist
+        return Independent(
+            Normal(base.loc, base.scale * t, validate_args=False),
+            dist.reinterpreted_batch_ndims,
+            validate_args=False,
+        )
+    if isinstance(dist, Normal):
+        return Normal(dist.loc, dist.scale * t, validate_args=False)
+    if isinstance(dist, MultivariateNormal):
+        return MultivariateNormal(dist.loc, scale_tril=dist.scale_tril * t, validate_args=False)
+    if isinstance(dist, MixtureSameFamily):
+        comps = dist.component_distribution
+        if isinstance(dist, DiagonalGaussianMixture):
+            assert isinstance(comps, Independent)  # built so in __init__
+            base = comps.base_dist
+            return DiagonalGaussianMixture(
+                dist.mixture_distribution.logits, base.mean, base.stddev * t
+            )
+        return MixtureSameFamily(dist.mixture_distribution, tempered(comps, t), validate_args=False)
+    raise ConfigError(
+        f"this prior ({type(dist).__name__}) has no temperature: it is defined for Gaussian "
+        "priors and mixtures of Gaussians (or a distribution with a tempered(t) method); "
+        "sample at temperature 1, or from a fitted sampler (--sampler gmm)"
+    )

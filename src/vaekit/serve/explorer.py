@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from vaekit.evaluate import posterior_moments
 from vaekit.hierarchy import TopLayer
 from vaekit.rundir import Run, load, part_labels
 from vaekit.serve.imaging import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, tile, to_model_input, to_png
+
+if TYPE_CHECKING:
+    from vaekit.samplers import Sampler
 
 __all__ = ["Explorer", "LIMITS", "PRIOR_MASSES"]
 
@@ -101,6 +104,24 @@ class Explorer:
         self._data_lo, self._data_hi = self._data_range(self.x)
         self.dark_background, self.ink_fraction = self._ink_statistics(self.x)
         self.pca_mean, self.pca_components, self.pca_explained = self._pca(self.codes)
+        self.samplers = self._load_samplers()
+
+    def _load_samplers(self) -> dict[str, Sampler]:
+        """The prior and every post-hoc sampler saved in the run and fitted on its weights
+        (none is fitted here: a fit can take minutes, too long for a page to wait)."""
+        from vaekit.samplers import PriorSampler, SamplerError, load_sampler, saved_samplers
+
+        out: dict[str, Sampler] = {"prior": PriorSampler(self._prior())}
+        # Post-hoc samplers draw the whole code; a conditional model's decoder needs a
+        # label they do not give, and a hierarchy is explored by its top layer only.
+        if self.run.num_classes or self.top is not None:
+            return out
+        for name in saved_samplers(self.run.dir):
+            try:
+                out[name] = load_sampler(self.run, name, fit=False)
+            except SamplerError:
+                continue  # stale (fitted on other weights): `vaekit fit-sampler` refits it
+        return out
 
     @classmethod
     def from_run_dir(
@@ -248,6 +269,8 @@ class Explorer:
             "num_classes": self.run.num_classes,
             "class_names": self.class_names(),
             "has_prior": self.has_prior,
+            # Where sample codes may come from: the prior, then fitted post-hoc samplers.
+            "samplers": [{"name": k, "label": v.label} for k, v in self.samplers.items()],
             "points": len(self.codes),
             "labelled": self.labels is not None,
             "pca": {
@@ -391,12 +414,23 @@ class Explorer:
         return to_png(self._pixels(self.x[index : index + 1])[0])
 
     def sample(
-        self, n: int, label: int | None = None, seed: int = 0
+        self,
+        n: int,
+        label: int | None = None,
+        seed: int = 0,
+        sampler: str = "prior",
+        temperature: float = 1.0,
     ) -> tuple[np.ndarray, list[bytes]]:
-        """``n`` draws z ~ p(z) (seeded) and their decoded pictures."""
+        """``n`` codes from ``sampler`` (the prior, or a fitted post-hoc sampler of the run;
+        seeded, at ``temperature``) and their decoded pictures."""
+        if sampler not in self.samplers:
+            raise ValueError(
+                f"no sampler {sampler!r} in this run; it has {', '.join(self.samplers)} "
+                f"(fit one with `vaekit fit-sampler RUN --sampler {sampler}`)"
+            )
         with self._lock, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            z = self._prior().sample((n,)).float().cpu().numpy()
+            z = self.samplers[sampler].sample(n, temperature).float().cpu().numpy()
         return z, self.decode(z, label)
 
     def encode_picture(

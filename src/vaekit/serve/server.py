@@ -8,7 +8,7 @@ Routes (every POST takes and every API route returns JSON; pictures are base64 P
     POST /api/decode        {"z": [..] or [[..], ..], "label"?}            -> {"images": [...]}
     POST /api/grid          {"plane", "bounds", "n", "label"?}             -> {"image": mosaic}
     POST /api/interpolate   {"a", "b" (test index or z), "steps", "label"?} -> {"z", "images", "ends"?}
-    POST /api/sample        {"n", "label"?, "seed"?}                       -> {"z", "images", "seed"}
+    POST /api/sample        {"n", "label"?, "seed"?, "sampler"?, "temperature"?} -> {"z", "images", "seed"}
     POST /api/encode        {"image": data URL, "label"?, "fit"?, "invert"?} -> {"z", "std", "input", "reconstruction"}
     POST /api/prior         {"plane", "bounds", "n"}                       -> {"logp", "levels", ...}
     POST /api/codes         {"codes": [..] or [[..], ..], "label"?}        -> {"z", "images"}
@@ -297,10 +297,20 @@ class ExplorerAPI:
         return out
 
     def sample(self, body: dict[str, Any]) -> dict[str, Any]:
-        _check_keys(body, {"n", "label", "seed"})
+        _check_keys(body, {"n", "label", "seed", "sampler", "temperature"})
         n = _int(body, "n", 1, LIMITS["max_samples"], default=16)
         seed = _int(body, "seed", 0, 2**31 - 1, default=secrets.randbelow(2**31))
-        z, pngs = self.ex.sample(n, self._label(body), seed)
+        sampler = body.get("sampler", "prior")
+        if sampler not in self.ex.samplers:
+            raise RequestError(
+                400,
+                f"sampler must be one this run has: {', '.join(self.ex.samplers)}; got "
+                f"{json.dumps(sampler)[:40]}",
+            )
+        t = _finite_number(body.get("temperature", 1.0), "temperature")
+        if not 0.05 <= t <= 5:
+            raise RequestError(400, f"temperature must be in 0.05..5, got {t:g}")
+        z, pngs = self.ex.sample(n, self._label(body), seed, sampler, t)
         out = {
             "z": np.round(z.astype(np.float64), 4).tolist(),
             "images": [_b64(p) for p in pngs],

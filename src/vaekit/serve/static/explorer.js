@@ -830,7 +830,7 @@
     }
     const sym = (s, cls, text) => el("span", { class: "item" }, [el("span", { class: `sym ${cls}`, text: s }), el("span", { text })]);
     box.appendChild(sym("⊕", "", "marker"));
-    box.appendChild(sym("★", "", "prior sample"));
+    box.appendChild(sym("★", "", "sample"));
     if (S.info.is_image) box.appendChild(sym("◆", "", "your picture"));
     if (S.info.has_prior && S.D >= 2 && !S.info.codes) box.appendChild(sym("┄", "", "prior: 50 / 90 / 99% of mass"));
   }
@@ -959,17 +959,42 @@
 
   // -- samples ----------------------------------------------------------------------------------
 
+  // The prior, and the post-hoc samplers fitted to the run's codes (vaekit fit-sampler).
+  function buildSamplers(info) {
+    const select = $("sampler-select");
+    for (const s of info.samplers || [{ name: "prior", label: "prior" }]) {
+      const text = s.name === "prior" ? "prior p(z)" : s.label === s.name ? s.name : `${s.name} (${s.label})`;
+      select.appendChild(el("option", { value: s.name, text }));
+    }
+    select.hidden = select.options.length < 2;
+    // With a choice to make, the choice itself says where samples come from.
+    $("sample-from").hidden = !select.hidden;
+    const note = () => {
+      const prior = select.value === "prior" || !select.value;
+      // A plain autoencoder has no prior of its own: show what N(0, I) gives, and say so.
+      const ae = info.kind === "autoencoder" && prior;
+      $("sample-note").textContent = ae
+        ? "This autoencoder was trained without a prior: these codes come from N(0, I), which it never saw." +
+          (select.hidden ? " Fit a sampler to its codes (vaekit fit-sampler RUN --sampler gmm) to generate." : " Pick a fitted sampler above.")
+        : "";
+      $("sample-note").hidden = !ae;
+    };
+    select.addEventListener("change", () => { note(); drawSamples(); });
+    note();
+  }
+
   async function drawSamples() {
     try {
-      const r = await api("/api/sample", withLabel({ n: 16 }));
+      const sampler = $("sampler-select").value || "prior";
+      const r = await api("/api/sample", withLabel({ n: 16, sampler }));
       S.samples = r.z;
       const box = $("samples");
       box.textContent = "";
       r.images.forEach((src, i) => {
         const img = el("img", { src, alt: `sample ${i + 1}`, title: "click: move the marker here" });
         img.addEventListener("click", () => {
-          setZ(r.z[i], `prior sample ${i + 1}`);
-          if (r.codes) showCodes(r.codes[i], `prior sample ${i + 1}`);
+          setZ(r.z[i], `${sampler} sample ${i + 1}`);
+          if (r.codes) showCodes(r.codes[i], `${sampler} sample ${i + 1}`);
         });
         box.appendChild(img);
       });
@@ -1089,11 +1114,7 @@
       S.z = info.z_default.slice();
       S.mode = S.D > 2 ? "pca" : "dims";
       S.dy = S.D > 1 ? 1 : 0;
-      if (info.kind === "autoencoder") {
-        // A plain autoencoder has no prior of its own: show what N(0, I) gives, and say so.
-        $("sample-note").textContent = "This autoencoder was trained without a prior: these codes come from N(0, I), which it never saw.";
-        $("sample-note").hidden = false;
-      }
+      buildSamplers(info);
       buildHeader();
       buildToolbar();
       // A slider over one coordinate of a code vector means nothing: codes get an editor.
