@@ -458,7 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         "use; this refits it.",
     )
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--sampler", required=True, choices=["gmm", "flow", "two-stage"])
+    p.add_argument(
+        "--sampler",
+        required=True,
+        choices=["gmm", "flow", "two-stage"],
+        help="the density to fit to the run's training codes: gmm (Gaussian mixture), flow "
+        "(zuko's neural spline flow), two-stage (a second VAE on the codes)",
+    )
     p.add_argument(
         "--option",
         dest="options",
