@@ -462,16 +462,27 @@ def eval_file_name(run: Run, *, split: str = "test", k: int = STANDARD_K, limit:
         >>> eval_file_name(R()), eval_file_name(R(), k=100), eval_file_name(R(), split="valid", limit=500)
         ('eval.json', 'eval-k100.json', 'eval-valid-n500.json')
     """
-    parts = ["eval"]
+    return result_file_name("eval", run, split, limit, *([f"k{k}"] if k != STANDARD_K else []))
+
+
+def result_file_name(stem: str, run: Run, split: str, limit: int, *settings: str) -> str:
+    """``STEM[-best][-SPLIT][-nN][-SETTING...].json``: a result of ``run`` named by what it
+    is (its weights, split and example count, then the caller's own settings), so that a
+    quick check never replaces a thorough one.
+
+    >>> class R:
+    ...     weights = "best"
+    >>> result_file_name("eval", R(), "valid", 500, "k100")
+    'eval-best-valid-n500-k100.json'
+    """
+    parts = [stem]
     if getattr(run, "weights", "last") == "best":
         parts.append("best")
     if split != "test":
         parts.append(split)
     if limit:
         parts.append(f"n{limit}")
-    if k != STANDARD_K:
-        parts.append(f"k{k}")
-    return "-".join(parts) + ".json"
+    return "-".join([*parts, *settings]) + ".json"
 
 
 def saved_evaluation(

@@ -409,16 +409,9 @@ def disentanglement_file_name(
         >>> disentanglement_file_name(R(), "valid")
         'disentanglement-best-valid.json'
     """
-    parts = ["disentanglement"]
-    if getattr(run, "weights", "last") == "best":
-        parts.append("best")
-    if split != "test":
-        parts.append(split)
-    if limit:
-        parts.append(f"n{limit}")
-    if quick:
-        parts.append("quick")
-    return "-".join(parts) + ".json"
+    from vaekit.rundir import result_file_name
+
+    return result_file_name("disentanglement", run, split, limit, *(["quick"] if quick else []))
 
 
 def evaluate_disentanglement(
