@@ -268,9 +268,19 @@ class VAE(nn.Module):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Mean of p(x | z) at the posterior mean of z (for discrete codes, at the most
         probable code: the mean of one-hot rows is no code)."""
-        q = self.encode(x, y)
-        z = q.mode if self.composition.posterior.discrete else q.mean
-        return self.decode(z, y).mean
+        return self.decode(self.point(self.encode(x, y)), y).mean
+
+    def point(self, q: Distribution) -> Tensor:
+        """The one point of a posterior that vaekit shows and decodes: the mean of z, or for
+        discrete codes the most probable code (the mean of one-hot rows is no code).
+
+        Example:
+            >>> from vaekit.config import ModelConfig, part
+            >>> m = build_model(ModelConfig(latent_dim=4, posterior=part("gumbel", categories=2)), (1, 4, 4))
+            >>> m.point(m.encode(torch.rand(3, 1, 4, 4))).sum(-1)   # two one-hot pairs per row
+            tensor([2., 2., 2.])
+        """
+        return q.mode if self.composition.posterior.discrete else q.mean
 
     @torch.no_grad()
     def sample(

@@ -89,10 +89,9 @@ class PosteriorAbilities:
     be taken with its parameters held fixed (``log_prob_fixed``), as the doubly
     reparameterised gradient needs (a diagonal Gaussian can without saying so);
     ``networks``: it brings the model's encoder and decoder networks itself (a
-    convolutional hierarchy), so ``model.encoder`` and ``model.decoder`` are not used.
+    convolutional hierarchy), so ``model.encoder`` and ``model.decoder`` are not used;
     ``layered``: several stochastic layers whose conditional priors p(z_l | z_>l) live in
-    this part, so ``model.prior`` is the prior of the top layer only.
-    transform it; ``discrete``: z is a discrete code (one-hot rows, or a codebook's
+    this part, so ``model.prior`` is the prior of the top layer only; ``discrete``: z is a discrete code (one-hot rows, or a codebook's
     vectors) whose density counts codes, so it pairs with priors over codes only
     (:attr:`PriorAbilities.discrete`). A deterministic posterior with a density (VQ-VAE's
     one-hot code, log q = 0) still has an ELBO: ``stochastic=False, density=True``.

@@ -150,7 +150,7 @@ class Explorer:
             for i in range(0, len(x), 1000):
                 yb = None if (y is None or not self.run.num_classes) else y[i : i + 1000]
                 q = self._posterior(self.run.encode(x[i : i + 1000], yb))
-                z = q.mode if self.code_head is not None else q.mean
+                z = self.run.model.point(q)
                 out.append(z.float().cpu().numpy())
             return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
         # The posterior means `vaekit encode` writes and the plots draw.
@@ -457,7 +457,7 @@ class Explorer:
             if self.top is not None or self.code_head is not None:
                 q = self._posterior(self.run.encode(xt, y))
                 # A discrete posterior lands on its most probable code (with its indices).
-                mean = q.mode if self.code_head is not None else q.mean
+                mean = self.run.model.point(q)
                 std = q.variance.clamp_min(0).sqrt()
                 if self.code_head is not None:
                     out["codes"] = [int(c) for c in self.code_head.codes(mean)[0].cpu()]
