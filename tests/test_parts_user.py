@@ -150,3 +150,11 @@ def test_the_readme_parts_meet_their_contracts(
             load_config(None, ["model.encoder=myparts:MyEncoder"])
     finally:
         sys.modules.pop("myparts", None)
+
+
+def test_a_second_stage_objective_is_checked_as_a_second_stage_starts() -> None:
+    # check_part picks a prior with something to learn, and check_training spreads the
+    # frozen encoder's codes and moves the fitted prior away from them (start_second_stage).
+    done = check_part("objective", "prior-fit")
+    before, after = (float(v) for v in done["training"].split(" -> "))
+    assert after < before - 0.05, done

@@ -58,6 +58,7 @@ __all__ = [
     "check_gradients",
     "check_bounds",
     "check_training",
+    "start_second_stage",
     "check_resume",
     "check_model",
     "prior_parameter_names",
@@ -330,8 +331,12 @@ def check_training(
     """A few Adam steps on one batch lower the loss (the ``key`` term; for an objective
     whose loss moves with a learned estimate, as adversarial VB's, its ``recon``).
 
-    Returns ``(before, after)``.
+    A second stage (an objective that holds parts fixed, ``abilities.fixed``, as a prior
+    fitted to a frozen encoder's codes) is first given something to learn: see
+    :func:`start_second_stage`. Returns ``(before, after)``.
     """
+    if objective.abilities.fixed:
+        start_second_stage(model, objective.abilities.fixed)
     groups = objective.param_groups(model)
     opts = {k: torch.optim.Adam(ps, lr=lr) for k, ps in groups.items()}
     if key is None:
@@ -349,6 +354,34 @@ def check_training(
         f"{steps} steps of Adam (lr {lr}) did not lower the {key}: {before:.4f} -> {after:.4f}",
     )
     return before, after
+
+
+def start_second_stage(model: VAE, fixed: Sequence[str]) -> None:
+    """Set a fresh model up as a second stage finds it: the ``fixed`` encoder's codes
+    spread (its weights x 3, as a trained encoder's codes are) and every part the stage
+    fits moved away from them (unit Gaussian noise on its weights).
+
+    An untrained encoder puts its codes within hundredths of a nat of a fresh prior, so a
+    stage that fits the prior alone would have nothing to learn. Uses torch's global RNG.
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> from vaekit.model import build_model
+        >>> m = build_model(load_config("bmnist_vqvae").model, (1, 28, 28))
+        >>> before = [p.clone() for p in m.prior_module.parameters()]
+        >>> start_second_stage(m, ("encoder", "decoder"))
+        >>> any(not torch.equal(a, b) for a, b in zip(before, m.prior_module.parameters()))
+        True
+    """
+    with torch.no_grad():
+        for name, module in model.named_children():
+            if name in fixed:
+                if name == "encoder":
+                    for p in module.parameters():
+                        p.mul_(3.0)
+            else:
+                for p in module.parameters():
+                    p.add_(torch.randn_like(p))
 
 
 def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None) -> None:
@@ -474,6 +507,11 @@ def part_config(
             sets["model.prior"] = next(p.name for p in PRIORS if p.abilities.discrete)
     else:
         objectives = [sets.get("objective", {"name": "elbo"})]
+    if kind == "objective" and "prior_module" not in spec.abilities.fixed and spec.abilities.fixed:
+        # A second stage fits the prior alone: give it a prior with something to learn.
+        sets["model.prior"] = next(
+            p.name for p in PRIORS if p.abilities.learned and not p.abilities.discrete
+        )
     if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
         sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
     from vaekit.config import ConfigError, config_from_dict
