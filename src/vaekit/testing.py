@@ -365,12 +365,14 @@ def start_second_stage(model: VAE, fixed: Sequence[str]) -> None:
     stage that fits the prior alone would have nothing to learn. Uses torch's global RNG.
 
     Example:
-        >>> from vaekit.config import load_config
-        >>> from vaekit.model import build_model
-        >>> m = build_model(load_config("bmnist_vqvae").model, (1, 28, 28))
-        >>> before = [p.clone() for p in m.prior_module.parameters()]
+        >>> from vaekit.config import ModelConfig, part
+        >>> m = build_model(ModelConfig(latent_dim=2, prior=part("mog")), (1, 4, 4))
+        >>> prior = [p.clone() for p in m.prior_module.parameters()]
+        >>> decoder = {k: v.clone() for k, v in m.decoder.state_dict().items()}
         >>> start_second_stage(m, ("encoder", "decoder"))
-        >>> any(not torch.equal(a, b) for a, b in zip(before, m.prior_module.parameters()))
+        >>> all(not torch.equal(a, b) for a, b in zip(prior, m.prior_module.parameters()))
+        True
+        >>> all(torch.equal(v, m.decoder.state_dict()[k]) for k, v in decoder.items())
         True
     """
     with torch.no_grad():
