@@ -326,3 +326,49 @@ def test_avb_model_loss_reaches_a_learnable_prior(x: torch.Tensor) -> None:
     torch.testing.assert_close(out.loss, out.losses["model"])
     with pytest.raises(NotImplementedError, match="objective.name=avb"):
         model.encode(x).log_prob(torch.zeros(64, 3))
+
+
+def test_a_discriminator_objective_of_yours_gets_its_own_optimiser_and_learns() -> None:
+    import torch.nn.functional as F
+    from torch import nn
+
+    from vaekit.objectives import DiscriminatorObjective, ObjectiveOutput
+    from vaekit.parts import ObjectiveAbilities
+    from vaekit.testing import check_training
+
+    class PriorCritic(DiscriminatorObjective):
+        """Reconstruction, and a critic that tells posterior codes from prior codes."""
+
+        abilities = ObjectiveAbilities(optimizers=("model", "discriminator"))
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.discriminator = None
+
+        def build_discriminator(self, model: VAE) -> nn.Module:
+            return nn.Linear(model.latent_dim, 1)
+
+        def forward(self, model: VAE, x: torch.Tensor, y: torch.Tensor | None = None):  # type: ignore[no-untyped-def]
+            critic = self.critic(model)
+            z = model.encode(x).rsample()
+            recon = -model.decode(z).log_prob(x)
+            t_q = critic(z.detach()).squeeze(-1)
+            t_p = critic(model.prior.sample((len(x),))).squeeze(-1)
+            disc = F.softplus(-t_q) + F.softplus(t_p)
+            terms = {"loss": recon, "recon": recon, "disc": disc}
+            return ObjectiveOutput(
+                recon.mean(), terms, {"model": recon.mean(), "discriminator": disc.mean()}
+            )
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=2), (1, 4, 4))
+    objective = PriorCritic()
+    assert objective.discriminator is None  # built on first use, with the model's shapes
+    groups = objective.param_groups(model)
+    assert set(groups) == {"model", "discriminator"}
+    assert {id(p) for p in groups["discriminator"]} == {
+        id(p) for p in objective.critic(model).parameters()
+    }
+    x = torch.rand(32, 1, 4, 4).round()
+    check_training(model, objective, x, key="disc", steps=40, lr=3e-2)
+    check_training(model, objective, x, key="recon")

@@ -61,6 +61,7 @@ __all__ = [
     "posterior_extras",
     "Discriminator",
     "discriminator_groups",
+    "DiscriminatorObjective",
     "kl_term",
     "kl_per_dim",
     "kl_per_layer",
@@ -665,6 +666,37 @@ def discriminator_groups(
     return {"model": list(model.parameters()), "discriminator": list(discriminator.parameters())}
 
 
+class DiscriminatorObjective(Objective):
+    """An objective that trains a discriminator beside the model (AVB, FactorVAE; yours).
+
+    Subclasses set ``self.discriminator = None`` in ``__init__`` and define
+    :meth:`build_discriminator`; the discriminator is built on first use, when the model's
+    shapes are known, on the model's device, and gets its own optimiser group
+    (``optimizers=("model", "discriminator")`` in the abilities). ``forward`` returns both
+    losses in ``ObjectiveOutput.losses`` and reads the discriminator with :meth:`critic`.
+    """
+
+    discriminator: nn.Module | None
+
+    def build_discriminator(self, model: VAE) -> nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    def setup(self, model: VAE) -> None:
+        super().setup(model)
+        if self.discriminator is None:
+            device = next(model.parameters()).device
+            self.discriminator = self.build_discriminator(model).to(device)
+
+    def critic(self, model: VAE) -> nn.Module:
+        """The discriminator, built for ``model`` if it is not yet."""
+        self.setup(model)
+        assert self.discriminator is not None
+        return self.discriminator
+
+    def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
+        return discriminator_groups(model, self.critic(model))
+
+
 class Discriminator(nn.Module):
     """T(x, z[, y]): an MLP on the flattened data and the latent code, one logit out.
 
@@ -688,7 +720,7 @@ class Discriminator(nn.Module):
         return out.reshape(lead)
 
 
-class AVB(_Warmup):
+class AVB(_Warmup, DiscriminatorObjective):
     """Adversarial variational Bayes (Mescheder et al. 2017).
 
     A discriminator T(x, z) learns to tell ``(x, z ~ q(z|x))`` from ``(x, z ~ p(z))``
@@ -747,25 +779,14 @@ class AVB(_Warmup):
         super().__init__(beta, warmup_epochs)
         self.samples = samples
         self.hidden = list(discriminator) if discriminator is not None else [256, 256]
-        self.discriminator: Discriminator | None = None
+        self.discriminator = None
 
-    def setup(self, model: VAE) -> None:
-        if self.discriminator is not None:
-            return
-        device = next(model.parameters()).device
+    def build_discriminator(self, model: VAE) -> nn.Module:
         features = int(math.prod(model.data_shape))
-        self.discriminator = Discriminator(
-            features, model.latent_dim, self.hidden, model.num_classes
-        ).to(device)
-
-    def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
-        self.setup(model)
-        assert self.discriminator is not None
-        return discriminator_groups(model, self.discriminator)
+        return Discriminator(features, model.latent_dim, self.hidden, model.num_classes)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
-        self.setup(model)
-        assert self.discriminator is not None
+        critic = self.critic(model)
         from vaekit.model import _one_hot
 
         ctx = _one_hot(y, model.num_classes)
@@ -773,7 +794,7 @@ class AVB(_Warmup):
         prior = model.prior
         z = q.rsample((self.samples,))  # (S, B, D)
         recon = -model.decode(z, y).log_prob(x).mean(0)
-        t_q = self.discriminator(x, z, ctx)  # (S, B)
+        t_q = critic(x, z, ctx)  # (S, B)
         kl = t_q.mean(0)
         # Zero in value; its gradient is the prior's share of dKL (z held fixed).
         log_pz = prior.log_prob(z.detach())
@@ -782,7 +803,7 @@ class AVB(_Warmup):
         # Backpropagated into the discriminator only (the trainer passes inputs=), so t_q
         # can be shared with the model loss without a second pass.
         z_p = prior.sample(z.shape[:-1])
-        t_p = self.discriminator(x, z_p, ctx)
+        t_p = critic(x, z_p, ctx)
         disc_b = (F.softplus(-t_q) + F.softplus(t_p)).mean(0)
         terms = {
             "loss": recon + self.current_beta * kl,

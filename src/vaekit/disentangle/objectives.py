@@ -39,9 +39,9 @@ from torch.distributions import Distribution, Independent
 from vaekit.nn import MLP
 from vaekit.objectives import (
     KL_MODES,
+    DiscriminatorObjective,
     Objective,
     ObjectiveOutput,
-    discriminator_groups,
     kl_term,
 )
 from vaekit.parts import Composition, ObjectiveAbilities
@@ -224,7 +224,7 @@ def permute_dims(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return z.gather(0, order)
 
 
-class FactorVAE(Objective):
+class FactorVAE(DiscriminatorObjective):
     """FactorVAE (Kim & Mnih 2018): the ELBO plus gamma times a discriminator's total correlation.
 
     A discriminator T(z) learns to tell codes z ~ q(z) (a posterior draw for each
@@ -286,27 +286,18 @@ class FactorVAE(Objective):
         self.samples, self.gamma, self.beta = samples, gamma, beta
         self.kl_mode = kl
         self.hidden = list(discriminator) if discriminator is not None else [1000] * 6
-        self.discriminator: nn.Module | None = None
+        self.discriminator = None
 
-    def setup(self, model: VAE) -> None:
-        if self.discriminator is not None:
-            return
-        device = next(model.parameters()).device
-        self.discriminator = MLP(model.latent_dim, self.hidden, 1, "leaky_relu").to(device)
-
-    def param_groups(self, model: VAE) -> dict[str, list[nn.Parameter]]:
-        self.setup(model)
-        assert self.discriminator is not None
-        return discriminator_groups(model, self.discriminator)
+    def build_discriminator(self, model: VAE) -> nn.Module:
+        return MLP(model.latent_dim, self.hidden, 1, "leaky_relu")
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
-        self.setup(model)
-        assert self.discriminator is not None
+        critic = self.critic(model)
         q, prior, z, recon, kl = _recon_and_kl(model, x, y, self.samples, self.kl_mode)
         codes = z.reshape(-1, z.shape[-1])
-        t_q = self.discriminator(codes).reshape(z.shape[:-1])  # (S, B): log-odds "joint"
+        t_q = critic(codes).reshape(z.shape[:-1])  # (S, B): log-odds "joint"
         tc = t_q.mean(0)
-        t_perm = self.discriminator(permute_dims(codes.detach())).reshape(z.shape[:-1])
+        t_perm = critic(permute_dims(codes.detach())).reshape(z.shape[:-1])
         # Backpropagated into each group's own parameters only (the trainer passes inputs=).
         disc_b = (F.softplus(-t_q) + F.softplus(t_perm)).mean(0)
         model_b = recon + self.beta * kl + self.gamma * tc
