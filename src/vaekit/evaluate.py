@@ -38,7 +38,7 @@ from vaekit.data import Dataset, Split
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.errors import UsageError
 from vaekit.model import VAE
-from vaekit.rundir import STANDARD_K, Run
+from vaekit.rundir import STANDARD_K, Run, result_header
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -685,17 +685,7 @@ def evaluate_run(
         part = part.take(limit)
     m = run.model
     d = int(np.prod(m.data_shape))
-    result: dict[str, Any] = {
-        "run": str(run.dir),
-        # Which weights: the newest ("last") or the best validation ELBO's ("best").
-        "weights": getattr(run, "weights", "last"),
-        "epoch": getattr(run, "weights_epoch", None),
-        "dataset": ds.name,
-        "split": split,
-        "n": len(part),
-        "k": k,
-        "latent_dim": m.latent_dim,
-    }
+    result: dict[str, Any] = result_header(run, ds.name, split, len(part)) | {"k": k}
     seconds: dict[str, float] = {}
     with num_threads(threads) as used:
         result["threads"] = used

@@ -82,6 +82,7 @@ __all__ = [
     "read_metrics",
     "STANDARD_K",
     "eval_file_name",
+    "result_header",
     "saved_evaluation",
     "objective_abilities",
     "part_labels",
@@ -463,6 +464,21 @@ def eval_file_name(run: Run, *, split: str = "test", k: int = STANDARD_K, limit:
         ('eval.json', 'eval-k100.json', 'eval-valid-n500.json')
     """
     return result_file_name("eval", run, split, limit, *([f"k{k}"] if k != STANDARD_K else []))
+
+
+def result_header(run: Run, dataset: str, split: str, n: int) -> dict[str, Any]:
+    """The keys every result file of a run begins with (evaluation, disentanglement): the
+    run, which weights (``last`` or ``best``) of which epoch, the data and how many
+    examples, and the latent size."""
+    return {
+        "run": str(run.dir),
+        "weights": getattr(run, "weights", "last"),
+        "epoch": getattr(run, "weights_epoch", None),
+        "dataset": dataset,
+        "split": split,
+        "n": n,
+        "latent_dim": run.latent_dim,
+    }
 
 
 def result_file_name(stem: str, run: Run, split: str, limit: int, *settings: str) -> str:

@@ -434,6 +434,7 @@ def evaluate_disentanglement(
     numbers were made.
     """
     from vaekit.evaluate import elbo_terms, latent_means, num_threads
+    from vaekit.rundir import result_header
 
     ds = dataset if dataset is not None else run.dataset(data_dir)
     part = ds.split(split)
@@ -458,14 +459,7 @@ def evaluate_disentanglement(
             codes, part.factors.cpu().numpy(), protocol=protocol, seed=seed, metrics=metrics
         )
     scores["seconds"]["encode"] = round(encode_seconds, 3)
-    return {
-        "run": str(run.dir),
-        "weights": getattr(run, "weights", "last"),
-        "epoch": getattr(run, "weights_epoch", None),
-        "dataset": ds.name,
-        "split": split,
-        "n": len(part),
-        "latent_dim": run.latent_dim,
+    return result_header(run, ds.name, split, len(part)) | {
         "representation": "mean",
         "factors": {"names": ds.factor_names, "sizes": ds.factor_sizes},
         "elbo": terms.get("elbo"),
