@@ -463,3 +463,27 @@ def test_fitted_max_rows_follows_the_widest_decoder_activation(
     y = torch.arange(5) if conditional else None
     log_likelihood_split(model, Split(x, y), k=300)
     assert seen and max(seen) <= rows
+
+
+def test_threads_hold_the_blas_and_openmp_pools_too_and_restore_them() -> None:
+    # scikit-learn's classifiers and DCI's regressors compute in numpy/scipy's BLAS: with
+    # its pool left at one thread per core they spin against other processes (a 4x slower
+    # latent classifier on a busy 2-core machine).
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from vaekit.evaluate import num_threads
+
+    np.dot(np.ones((8, 8)), np.ones((8, 8)))  # loads the BLAS
+
+    def pools() -> dict[str, int]:
+        return {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+
+    torch_before = torch.get_num_threads()
+    with threadpool_limits(limits=2):
+        outside = pools()
+        with num_threads(1) as used:
+            assert used == 1 and torch.get_num_threads() == 1
+            assert set(pools().values()) == {1}, pools()
+        assert pools() == outside
+    assert torch.get_num_threads() == torch_before
