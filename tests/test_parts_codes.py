@@ -222,6 +222,32 @@ def test_pixelcnn_prior_sums_to_one_and_scores_its_own_samples() -> None:
     assert z.shape == (10, 6) and bool(torch.isfinite(lp).all())
 
 
+@pytest.mark.parametrize(
+    "prior", [part("pixelcnn", hidden=8, layers=2), part("categorical", learned=True)]
+)
+def test_priors_over_codes_sample_at_a_temperature(prior) -> None:
+    # Below 1, each conditional's logits are divided by T: still a distribution, sharper.
+    from vaekit.distributions.priors import tempered
+
+    model = _vq_model(prior)
+    with torch.no_grad():
+        for prm in model.prior_module.parameters():
+            prm.add_(torch.randn_like(prm))  # a prior with preferences
+        p = model.prior
+        support = p.enumerate_support()
+        entropy = {}
+        for t in (1.0, 0.5, 0.2):
+            lp = tempered(p, t).log_prob(support)
+            assert abs(float(torch.logsumexp(lp, 0))) < 1e-5
+            entropy[t] = float(-(lp.exp() * lp).sum())
+        assert entropy[1.0] > entropy[0.5] > entropy[0.2]
+        assert torch.allclose(tempered(p, 1.0).log_prob(support), p.log_prob(support))
+        # Near zero, sampling is the most probable grid: every draw alike.
+        z = tempered(p, 1e-4).sample((8,))
+        assert bool((z == z[0]).all())
+        assert model.sample(4, temperature=0.5).shape == (4, *SHAPE)
+
+
 # -- composition rules and the second stage ------------------------------------------------------
 
 

@@ -653,6 +653,11 @@ class CategoricalCodes(CodeDistribution):
     def mean(self) -> Tensor:
         return self.head.embed_weights(torch.softmax(self.logits, dim=-1))
 
+    def tempered(self, t: float) -> CategoricalCodes:
+        """Sampling at temperature ``t``: every position's logits divided by ``t`` (below 1
+        the frequent codes gain; a uniform prior stays uniform)."""
+        return CategoricalCodes(self.head, self.logits / t)
+
 
 class CategoricalPrior(nn.Module):
     """A categorical prior over a discrete posterior's codes (``model.prior=categorical``):
@@ -799,16 +804,26 @@ class PixelCNNCodes(CodeDistribution):
     ``log_prob`` is one pass; ``sample`` one pass per position.
     """
 
-    def __init__(self, head: CodeHead, net: GatedPixelCNN) -> None:
+    def __init__(self, head: CodeHead, net: GatedPixelCNN, temperature: float = 1.0) -> None:
         self.net = net
+        self.temperature = temperature
         super().__init__(head, ())
+
+    def _logits(self, x: Tensor) -> Tensor:
+        logits = self.net(x)
+        return logits if self.temperature == 1.0 else logits / self.temperature
+
+    def tempered(self, t: float) -> PixelCNNCodes:
+        """The prior at temperature ``t``: each conditional p(code_i | codes before i) with
+        its logits divided by ``t``, as autoregressive models are sampled below 1."""
+        return PixelCNNCodes(self.head, self.net, self.temperature * t)
 
     def log_prob(self, value: Tensor) -> Tensor:
         rows, cols = self.head.space.grid
         w = self.head.onehot(value)  # (..., P, K)
         lead = w.shape[:-2]
         x = w.reshape(-1, rows, cols, w.shape[-1])
-        logp = torch.log_softmax(self.net(x), dim=-1)
+        logp = torch.log_softmax(self._logits(x), dim=-1)
         return (x * logp).sum((1, 2, 3)).reshape(lead)
 
     def sample(self, sample_shape: _size = ()) -> Tensor:
@@ -821,7 +836,7 @@ class PixelCNNCodes(CodeDistribution):
             x = torch.zeros(n, rows, cols, space.codes, device=device)
             for i in range(rows):
                 for j in range(cols):
-                    logits = self.net(x)[:, i, j]
+                    logits = self._logits(x)[:, i, j]
                     code = Categorical(logits=logits).sample()
                     x[:, i, j] = F.one_hot(code, space.codes).to(x.dtype)
             z = self.head.embed_weights(x.reshape(n, space.positions, space.codes))
