@@ -623,13 +623,10 @@ def num_threads(n: int | None) -> Iterator[int]:
     try:
         with ExitStack() as stack:
             if n is not None:
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError:  # pragma: no cover - scikit-learn requires it
-                    pass
-                else:
-                    # Before torch's own setting, so that what it restores is the original.
-                    stack.enter_context(threadpool_limits(limits=n))
+                from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+                # Before torch's own setting, so that what it restores is the original.
+                stack.enter_context(threadpool_limits(limits=n))
                 torch.set_num_threads(n)
             yield torch.get_num_threads()
     finally:

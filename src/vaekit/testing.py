@@ -509,7 +509,7 @@ def part_config(
             sets["model.prior"] = next(p.name for p in PRIORS if p.abilities.discrete)
     else:
         objectives = [sets.get("objective", {"name": "elbo"})]
-    if kind == "objective" and "prior_module" not in spec.abilities.fixed and spec.abilities.fixed:
+    if kind == "objective" and spec.abilities.fixed and "prior_module" not in spec.abilities.fixed:
         # A second stage fits the prior alone: give it a prior with something to learn.
         sets["model.prior"] = next(
             p.name for p in PRIORS if p.abilities.learned and not p.abilities.discrete
