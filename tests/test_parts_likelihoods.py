@@ -72,6 +72,41 @@ def test_tiny_bin_masses_stay_finite_and_exact() -> None:
     assert torch.isfinite(lp).all() and float(lp) < -100
 
 
+@pytest.mark.parametrize("log_scale", [50.0, 120.0, 4370.0])
+def test_a_very_wide_logistic_gives_a_finite_loss_whose_gradient_narrows_it(
+    log_scale: float,
+) -> None:
+    # A decoder far off its data (a posterior draw at |z| ~ 1000 in a run's outlier) put
+    # out log-scales in the thousands: exp(-s) underflowed, log(1 - exp(-d)) was log(0), and
+    # every such batch was skipped as non-finite, so nothing ever taught the model otherwise.
+    levels = 256
+    log_s = torch.tensor([[log_scale]], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64)
+    d = DiscretizedLogisticMixture(
+        torch.zeros(3, 1, dtype=torch.float64),
+        torch.zeros(3, 1, dtype=torch.float64),
+        log_s.expand(3, 1),
+        event_dims=0,
+        levels=levels,
+    )
+    lp = d.log_prob(x)
+    # Interior bin of width 2/255 under a logistic of scale e^s: log(1/4 * (2/255) e^-s);
+    # the end bins hold half the mass each.
+    expected = torch.tensor(
+        [math.log(0.25 * 2 / (levels - 1)) - log_scale, math.log(0.5), math.log(0.5)],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(lp, expected, atol=1e-6, rtol=1e-9)
+    (-lp.sum()).backward()
+    assert log_s.grad is not None and torch.isfinite(log_s.grad).all()
+    torch.testing.assert_close(log_s.grad, torch.tensor([[1.0]], dtype=torch.float64))
+    # float32, as training runs it, stays finite too
+    d32 = DiscretizedLogisticMixture(
+        torch.zeros(3, 1), torch.zeros(3, 1), torch.full((3, 1), log_scale), 0, levels
+    )
+    assert torch.isfinite(d32.log_prob(x.float())).all()
+
+
 @pytest.mark.parametrize("levels", [2, 256])
 def test_categorical_sums_to_one_and_uniform_is_log2_levels_bits(levels: int) -> None:
     torch.manual_seed(2)

@@ -3,6 +3,7 @@ regularisation and KL balancing."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,44 @@ def test_gradient_norm_skipping_drops_outsized_steps(tmp_path: Path) -> None:
         train_tiny(tmp_path / "u", "train.skip_threshold=1e-9", "train.epochs=1")
     with pytest.raises(ConfigError, match="skip_threshold must be >= 0"):
         load_config(None, ["train.skip_threshold=-1"])
+
+
+@pytest.mark.parametrize("style", ["bottom-up", "ladder", "residual"])
+def test_a_log_variance_past_its_bound_is_pulled_back(style: str) -> None:
+    # One Fashion-MNIST training example sat at a top-layer log-variance of ~490 epoch after
+    # epoch: the hard clamp at 12 gave it zero gradient, so nothing pulled it in. The
+    # clamp now passes the gradient straight through; values are unchanged.
+    torch.manual_seed(0)
+    cfg = load_config(
+        None,
+        [
+            "model.latent_dim=3",
+            "model.encoder.hidden=[16]",
+            f"model.posterior={{name: hierarchical, layers: 2, hidden: 10, style: {style}}}",
+        ],
+    )
+    model = build_model(cfg.model, (1, 8, 8))
+    head = model.encoder.head
+    # The bias behind the top layer's log-variance (the last 3 of its 6 outputs).
+    if style == "bottom-up":
+        last = [m for m in model.encoder.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    else:
+        last = head.estimates[-1] if style == "ladder" else head.top
+    with torch.no_grad():
+        last.bias[3:6] += 40.0
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)).round()
+    (_, logvar), _ = head.context(model.encoder.net(x))
+    assert (logvar > 30).all()  # far past LOGVAR_MAX = 12
+    out = ELBO()(model, x)
+    assert torch.isfinite(out.loss)
+    # The top layer's KL pulls each unit in with d KL / d logvar = (e^12 - 1) / 2 at the
+    # bound (a plain clamp: 0); the reconstruction adds its own pull through the draw.
+    out.terms["kl_z2"].mean().backward(retain_graph=True)
+    grad = last.bias.grad[3:6]
+    torch.testing.assert_close(grad, torch.full((3,), 0.5 * math.expm1(12.0)))
+    model.zero_grad()
+    out.loss.backward()
+    assert torch.isfinite(last.bias.grad).all() and (last.bias.grad[3:6] != 0).all()
+    # The values are those of the plain clamp: the KL of the top layer at log-variance 12.
+    q = model.encode(x)
+    assert torch.allclose(q.layer_dists(q.rsample())[-1].base_dist.scale, torch.tensor(403.4288))

@@ -52,10 +52,9 @@ from torch.distributions import Distribution, Independent, constraints, kl_diver
 from torch.types import _size
 
 from vaekit.distributions.posteriors import (
-    LOGVAR_MAX,
-    LOGVAR_MIN,
     MonteCarloMoments,
     PosteriorHead,
+    clamp_logvar,
     diagonal_normal,
 )
 from vaekit.nn import ACTIVATIONS, MLP
@@ -89,7 +88,7 @@ def _normal(params: Params) -> Independent:
 def _draw(params: Params, noise: Noise, temperature: float = 1.0) -> Tensor:
     """A reparameterised draw ``mu + t * sigma * eps`` of a diagonal Gaussian."""
     mu, logvar = params
-    std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+    std = torch.exp(0.5 * clamp_logvar(logvar))
     return mu + temperature * std * noise(mu.shape, mu)
 
 
@@ -327,10 +326,10 @@ class HierarchicalPosterior(HierarchyHead):
             mu, logvar = _call(self.posterior_nets[i], a, fixed).chunk(2, dim=-1)
             return (mu, logvar), None
         (mu_p, lv_p), h = self.prior_layer(i, above, fixed)
-        lv_p = lv_p.clamp(LOGVAR_MIN, LOGVAR_MAX)
+        lv_p = clamp_logvar(lv_p)
         if self.style == "ladder":
             mu_h, lv_h = ctx.chunk(2, dim=-1)
-            lv_h = lv_h.clamp(LOGVAR_MIN, LOGVAR_MAX)
+            lv_h = clamp_logvar(lv_h)
             # Precisions add: 1/var = 1/var_hat + 1/var_p; the mean weighs each by its precision.
             logvar = -torch.logaddexp(-lv_h, -lv_p)
             mu = mu_h * torch.exp(logvar - lv_h) + mu_p * torch.exp(logvar - lv_p)

@@ -49,7 +49,7 @@ from vaekit.distributions.hierarchical import (
     _memo,
     _randn,
 )
-from vaekit.distributions.posteriors import LOGVAR_MAX, LOGVAR_MIN
+from vaekit.distributions.posteriors import clamp_logvar
 from vaekit.nn import ACTIVATIONS, ResBlock
 from vaekit.parts import Composition, PosteriorAbilities
 from vaekit.validate import check_choice, check_nonneg, check_widths
@@ -290,7 +290,7 @@ class ConvHierarchicalPosterior(HierarchyHead):
         for layer in reversed(range(top)):
             h = self._up(h, self.scale_of[layer], self.scale_of[layer + 1], fixed)
             mu_p, lv_p = self._params(_apply(self.priors[layer], self.act(h), fixed), lead)
-            lv_p = lv_p.clamp(LOGVAR_MIN, LOGVAR_MAX)
+            lv_p = clamp_logvar(lv_p)
             p = (mu_p, lv_p)
             given = values[layer] if values is not None else None
             if ctx is None:
@@ -306,7 +306,7 @@ class ConvHierarchicalPosterior(HierarchyHead):
                     mu_h, lv_h = self._params(
                         _apply(self.posteriors[layer], self.act(e), fixed), lead
                     )
-                    lv_h = lv_h.clamp(LOGVAR_MIN, LOGVAR_MAX)
+                    lv_h = clamp_logvar(lv_h)
                     logvar = -torch.logaddexp(-lv_h, -lv_p)
                     mu = mu_h * torch.exp(logvar - lv_h) + mu_p * torch.exp(logvar - lv_p)
                     q = (mu, logvar)

@@ -520,6 +520,26 @@ class QuantizedCategorical(_Quantized):
             return idx.to(self.logits.dtype) / (self.levels - 1)
 
 
+def _log1mexp_neg(width: float, log_scale: Tensor) -> Tensor:
+    """``log(1 - exp(-d))`` for ``d = width * exp(-log_scale)``, finite for every log-scale.
+
+    Once ``exp(-log_scale)`` underflows (a log-scale above ~88 in float32: a decoder run
+    far off its data) the direct form is ``log(0) = -inf`` and its gradient NaN; for small
+    ``d`` the series ``log d - d / 2`` is exact to O(d^2) and stays finite. The direct form
+    is kept where ``d`` is not small, its argument floored so that the branch ``torch.where``
+    discards still has a finite gradient.
+
+    Example:
+        >>> _log1mexp_neg(2 / 255, torch.tensor([0.0, 500.0]))
+        tensor([  -4.8520, -504.8481])
+    """
+    log_d = math.log(width) - log_scale
+    d = torch.exp(log_d)
+    small = log_d < -8.0
+    direct = torch.log(-torch.expm1(-d.clamp_min(math.exp(-8.0))))
+    return torch.where(small, log_d - 0.5 * d, direct)
+
+
 class DiscretizedLogisticMixture(_Quantized):
     """A mixture of logistics discretized to the levels (Salimans et al. 2017, PixelCNN++).
 
@@ -527,7 +547,9 @@ class DiscretizedLogisticMixture(_Quantized):
     on the data rescaled to [-1, 1]; level j gets the logistic mass of its bin, the
     lowest and highest levels the whole tails, so the levels' probabilities sum to one.
     Bin masses use ``log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) +
-    log(1 - exp(b - a))``, which stays exact for tiny masses (no threshold fallback).
+    log(1 - exp(b - a))``, which stays exact for tiny masses (no threshold fallback), and
+    ``log(1 - exp(-d))`` is taken in log space for wide logistics, so a diverging decoder's
+    huge log-scale gives a huge finite loss whose gradient narrows it, never ``-inf``.
     Channels are independent given z (no PixelCNN++ channel coupling).
     """
 
@@ -547,7 +569,7 @@ class DiscretizedLogisticMixture(_Quantized):
         centered = x - self.means
         a = inv * (centered + half)
         b = inv * (centered - half)
-        interior = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(-2.0 * half * inv))
+        interior = F.logsigmoid(a) + F.logsigmoid(-b) + _log1mexp_neg(2.0 * half, self.log_scales)
         i = idx.unsqueeze(-1)
         comp = torch.where(
             i == 0, F.logsigmoid(a), torch.where(i == top, F.logsigmoid(-b), interior)

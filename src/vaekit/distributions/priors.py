@@ -27,7 +27,7 @@ from torch.distributions import (
     Normal,
 )
 
-from vaekit.distributions.posteriors import LOGVAR_MAX, LOGVAR_MIN
+from vaekit.distributions.posteriors import clamp_logvar
 from vaekit.errors import ConfigError
 from vaekit.parts import PriorAbilities
 from vaekit.validate import check_positive
@@ -145,7 +145,7 @@ class MixturePrior(nn.Module):
         self.logits = nn.Parameter(torch.zeros(components))
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
-        std = torch.exp(0.5 * self.logvars.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        std = torch.exp(0.5 * clamp_logvar(self.logvars))
         return DiagonalGaussianMixture(self.logits, self.means, std)
 
 
