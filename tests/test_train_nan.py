@@ -74,7 +74,10 @@ def test_nan_batch_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert [r["step"] for r in rows] == [3, 6, 9]
     assert all(math.isfinite(v) for r in rows for v in r["train"].values())
     assert _finite_weights(tmp_path / "run")
-    assert capsys.readouterr().err.count("non-finite loss or gradient; skipped the update") == 3
+    err = capsys.readouterr().err
+    assert err.count("non-finite loss or gradient; skipped the update") == 3
+    # The warning names the example: the same row in every epoch is the data, not the run.
+    assert err.count(f"non-finite at training example(s) {NAN_ROW})") == 3
 
 
 def test_nan_batch_with_rollback_policy_halves_lr(tmp_path: Path) -> None:

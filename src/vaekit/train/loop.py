@@ -1032,21 +1032,54 @@ def train_step(
                 ep.sums[k] = ep.sums[k] + total if k in ep.sums else total
         ep.count += len(x)
     else:
-        guard(s, data, parts, prog, epoch, i)
+        guard(s, data, parts, prog, epoch, i, _culprits(s, data, epoch, i, terms))
     state.batch = i + 1
     return loss
 
 
-def guard(s: Session, data: TrainingData, parts: Parts, prog: Progress, epoch: int, i: int) -> None:
+def _culprits(s: Session, data: TrainingData, epoch: int, i: int, terms: dict[str, Tensor]) -> str:
+    """Which per-example terms of a non-finite step are non-finite, and for which training
+    examples (rows of ``run.dataset().train``, the split the trainer holds): the same row
+    every epoch is one example the model cannot fit, a different one each time is the
+    optimisation itself."""
+    perm = shard(_epoch_permutation(data.n, s.t.seed, epoch, s.device), s.dist)
+    rows = perm[i * data.batch : (i + 1) * data.batch].cpu()
+    names: list[str] = []
+    bad = torch.zeros(len(rows), dtype=torch.bool)
+    for k, v in terms.items():
+        if v.dim() != 1 or len(v) != len(rows):
+            continue
+        finite = torch.isfinite(v.detach()).cpu()
+        if not finite.all():
+            names.append(k)
+            bad |= ~finite
+    if not names:
+        return "every term finite, the gradient not"
+    shown = rows[bad].tolist()
+    more = f" and {len(shown) - 8} more" if len(shown) > 8 else ""
+    listed = ", ".join(map(str, shown[:8])) + more
+    return f"{', '.join(names)} non-finite at training example(s) {listed}"
+
+
+def guard(
+    s: Session,
+    data: TrainingData,
+    parts: Parts,
+    prog: Progress,
+    epoch: int,
+    i: int,
+    culprits: str = "",
+) -> None:
     """A step with a non-finite loss or gradient: apply train.nan_policy, or give up."""
     t, ep, state = s.t, prog.epoch, prog.state
     where = f"epoch {epoch} batch {i + 1}/{data.steps_per_epoch}"
+    told = f" ({culprits})" if culprits else ""
     ep.bad_steps += 1
     state.bad_steps_total += 1
     resume_hint = _resume_hint(s.run_dir, s.dist)
     if t.nan_policy == "stop":
         raise TrainingError(
-            f"non-finite loss or gradient at {where} (train.nan_policy=stop). Lower train.lr, "
+            f"non-finite loss or gradient at {where} (train.nan_policy=stop){told}. Lower train.lr, "
             f"set train.grad_clip or check the data; the last checkpoint continues with `{resume_hint}`"
         )
     weights_bad = not all(bool(torch.isfinite(p).all()) for p in parts.params)
@@ -1062,7 +1095,7 @@ def guard(s: Session, data: TrainingData, parts: Parts, prog: Progress, epoch: i
             what = "weights became non-finite: " + what
     else:
         what = "skipped the update"
-    s.say(f"warning: {where}: non-finite loss or gradient; {what}", err=True)
+    s.say(f"warning: {where}: non-finite loss or gradient; {what}{told}", err=True)
     if ep.bad_steps > t.max_bad_steps:
         raise TrainingError(
             f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
