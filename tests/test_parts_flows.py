@@ -117,13 +117,27 @@ def test_planar_steps_are_always_invertible(u: list[float], w: list[float]) -> N
     context = torch.tensor([u + w + [0.3]])
     u_hat, w_t, _, m = flow._params(context)
     assert float(m) > -1
-    if float((w_t * w_t).sum()) > 1e-6:  # w = 0: a step that does nothing
+    if float((w_t * w_t).sum()) > 1e-6:  # w = 0: a translation (see the test below)
         assert float((w_t * u_hat).sum()) > -1 + 1e-5
     z0 = torch.randn(10, 1, 3)
     z, logdet = flow(z0, context)
     assert torch.isfinite(logdet).all() and (logdet > math.log(1e-4) - 1e-3).all()
     back, _ = flow.inverse(z, context)
     assert torch.isfinite(back).all()
+
+
+def test_a_planar_step_with_w_zero_is_a_translation_with_log_det_zero() -> None:
+    # A context of exact zeros (a ReLU's) once gave such a step log det log(1 - 0.31 (1 -
+    # t^2)) and an inverse that missed by 0.05: m came from softplus(w . u) - 1, not w . u_hat.
+    flow = PlanarFlow(3, 1)
+    context = torch.tensor([[0.5, -1.0, 2.0, 0.0, 0.0, 0.0, 0.3]])
+    z0 = torch.randn(10, 1, 3)
+    z, logdet = flow(z0, context)
+    torch.testing.assert_close(z, z0 + math.tanh(0.3) * torch.tensor([0.5, -1.0, 2.0]))
+    torch.testing.assert_close(logdet, torch.zeros(10, 1))
+    back, logdet_back = flow.inverse(z, context)
+    torch.testing.assert_close(back, z0)
+    torch.testing.assert_close(logdet_back, torch.zeros(10, 1))
 
 
 def test_flow_posterior_mean_is_reproducible() -> None:

@@ -126,7 +126,11 @@ class PlanarFlow(Flow):
         # m = w . u_hat > -1. The floor keeps that true in float32 too (softplus(-18) - 1
         # rounds to -1), so det = 1 + m (1 - t^2) >= 1e-4 and every step stays invertible.
         m = (F.softplus(wu) - 1.0).clamp_min(-1.0 + _M_FLOOR)
-        u_hat = u + (m - wu) * w / (w * w).sum(-1, keepdim=True).clamp_min(1e-12)
+        ww = (w * w).sum(-1, keepdim=True)
+        u_hat = u + (m - wu) * w / ww.clamp_min(1e-12)
+        # w = 0 (a context of exact zeros) leaves a translation by u tanh(b), whose w . u_hat
+        # and log-determinant are 0, not the m the formula gives.
+        m = torch.where(ww > 1e-12, m, torch.zeros_like(m))
         return u_hat, w, b, m.squeeze(-1)
 
     @staticmethod
