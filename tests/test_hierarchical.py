@@ -159,6 +159,41 @@ def test_dreg_uses_q_with_fixed_parameters(style: str) -> None:
     assert torch.isfinite(out.loss)
 
 
+@pytest.mark.parametrize(
+    ("style", "flow"), [("bottom-up", "iaf"), ("ladder", "planar"), ("residual", "iaf")]
+)
+def test_flows_on_the_layers_below_the_top(style: str, flow: str) -> None:
+    # The IAF-VAE's layout (Kingma et al. 2016): each lower layer's Gaussian through a flow.
+    model = _model(
+        style, f"model.flow={{name: {flow}, length: 2}}", "model.prior.name=vamp", layers=3
+    )
+    head = model.encoder.head
+    assert head.flows is not None and len(head.flows) == 2
+    q = model.encode(_x())
+    z, log_q = q.rsample_and_log_prob((4,))
+    # The draw's log q (Gaussian at z0 less the log-determinant) is the exact density: a
+    # copy of z (inverted through each flow) gives the same, layer by layer.
+    torch.testing.assert_close(q.log_prob(z.clone()), log_q, atol=1e-4, rtol=1e-5)
+    dists = q.layer_dists(z)
+    assert [type(d).__name__ for d in dists] == ["FlowDistribution"] * 2 + ["Independent"]
+    parts = z.split([3, 3, 3], -1)
+    by_layer = torch.stack([d.log_prob(v.clone()) for d, v in zip(dists, parts, strict=True)])
+    torch.testing.assert_close(by_layer.sum(0), log_q, atol=1e-4, rtol=1e-5)
+    # KL per layer: Monte Carlo below the top, the closed form (a VampPrior: MC) on top.
+    auto = q.kl_layers(model.prior, z, "auto")
+    mc = q.kl_layers(model.prior, z, "mc")
+    torch.testing.assert_close(auto, mc)
+    # Training moves every flow; the VampPrior still mixes the top layer's Gaussians.
+    out = ELBO()(model, _x())
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.flows.parameters())
+    assert torch.isfinite(log_likelihood(model, _x(2), k=10)).all()
+    # DReG needs log q with its parameters fixed, which a flow's inverse does not give.
+    cfg = load_config(None, ["objective={name: iwae, samples: 3, gradient: dreg}"])
+    refused = IWAE.check(cfg.objective.options, model.composition)
+    assert refused is not None and "held fixed" in refused
+
+
 def test_the_likelihood_estimate_is_a_bound_above_the_elbo() -> None:
     model = _model("ladder")
     x = _x(3)
@@ -193,7 +228,7 @@ def test_temperature_and_resampling_below_a_layer() -> None:
         (["model.posterior.sizes=[3, 4, 5]"], "3 layer sizes for 2 layers"),
         (["model.posterior.decoder_reads=3"], "decoder_reads must be between 1 and layers"),
         (["model.posterior.style=lader"], "did you mean .ladder"),
-        (["model.flow=planar"], "takes no flow"),
+        (["model.posterior=hierarchical-conv", "model.flow=planar"], "takes no flow"),
     ],
 )
 def test_bad_hierarchies_are_refused_with_advice(sets: list[str], message: str) -> None:

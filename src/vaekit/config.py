@@ -372,8 +372,14 @@ def composition(model: ModelConfig, objective: PartConfig | None = None) -> Any:
     base = POSTERIORS.get(model.posterior.name).abilities
     post = base
     if model.flow is not None:
-        # A flow keeps the density (its log-determinant) and breaks the Gaussian form.
-        post = PosteriorAbilities(density=base.density, stochastic=base.stochastic)
+        # A flow keeps the density (its log-determinant) and breaks the Gaussian form; on
+        # a hierarchy it goes on the layers below the top, which stays a Gaussian given x.
+        post = PosteriorAbilities(
+            density=base.density,
+            stochastic=base.stochastic,
+            gaussian_top=base.layered and base.gaussian_top,
+            layered=base.layered,
+        )
     names = {
         "posterior": f"model.posterior={model.posterior.name}",
         "prior": f"model.prior={model.prior.name}",

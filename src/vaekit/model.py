@@ -366,10 +366,21 @@ def _assemble(
     )
     if cfg.flow is not None:
         flow_cfg = cfg.flow
-        flow = part(
-            "flow", lambda: FLOWS.get(flow_cfg.name).build(flow_cfg.options, latent, **context)
-        )
-        head = FlowPosterior(head, flow)
+
+        def one_flow(units: int) -> Any:
+            return FLOWS.get(flow_cfg.name).build(flow_cfg.options, units, **context)
+
+        if callable(getattr(head, "attach_flows", None)):
+            # A hierarchy: one flow of the named kind on each layer below the top.
+            if given.get("flow") is not None:
+                raise ConfigError(
+                    "a hierarchy takes one flow per layer below the top, built from "
+                    "model.flow: name the flow class (model.flow: module:Class) instead "
+                    "of passing a flow module"
+                )
+            head.attach_flows(one_flow)
+        else:
+            head = FlowPosterior(head, part("flow", lambda: one_flow(latent)))
     # Several stochastic layers: z is every layer's units; the prior part is over the top
     # layer and the decoder reads the bottom layer(s), a prefix of z.
     total = int(getattr(head, "latent_dim", latent))

@@ -637,7 +637,7 @@ def contract_combinations(
     """
     import itertools
 
-    from vaekit.config import ConfigError, ModelConfig, config_from_dict
+    from vaekit.config import Config, ConfigError, ModelConfig, config_from_dict
     from vaekit.registry import (
         FLOWS,
         LIKELIHOODS,
@@ -718,15 +718,25 @@ def contract_combinations(
                 if data is not None:
                     out.append(data)
         return out
+    default_objective = Config().objective.name
     for post in post_specs:
         mine = [pf for pf in posts if pf[0] is post]
+        abilities = POSTERIORS.get(post["name"]).abilities
         # A posterior that brings its own networks ignores model.encoder: one is enough.
-        own = POSTERIORS.get(post["name"]).abilities.networks
-        nets_here = nets[:1] if own else nets
+        nets_here = nets[:1] if abilities.networks else nets
+        # A flow on a hierarchy meets every prior (with the ELBO) and every objective (with
+        # the default prior): the pairs, not every triple, which the hierarchy without a
+        # flow already runs.
         cores = [
             (p, f, prior, obj)
             for (p, f), prior, obj in itertools.product(mine, priors, objs)
             if needed(prior, obj)
+            and (
+                f is None
+                or not abilities.layered
+                or prior["name"] == first_prior
+                or obj["name"] == default_objective
+            )
         ]
         # Likelihood varies fastest and the network alternates: any len(liks) consecutive
         # turns meet every likelihood, and 2 * len(liks) every (likelihood, network) pair.

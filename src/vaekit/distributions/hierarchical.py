@@ -27,6 +27,10 @@ prior's path; inference runs in one of three styles (``style``):
 - ``residual``: q(z_l|x, z_{l+1}) = N(mu_p + dmu, sigma_p * dsigma), relative to the
   prior's conditional (NVAE's residual normal, Vahdat & Kautz 2020).
 
+With ``model.flow`` each layer below the top is its Gaussian pushed through a flow of its
+own (:meth:`HierarchicalPosterior.attach_flows`, the IAF-VAE's layout); the top layer
+stays a Gaussian.
+
 Example:
     >>> head = HierarchicalPosterior(3, layers=2, hidden=8)
     >>> q = head(torch.randn(5, head.in_features))
@@ -41,9 +45,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +56,7 @@ from torch import Size, Tensor, nn
 from torch.distributions import Distribution, Independent, constraints, kl_divergence
 from torch.types import _size
 
+from vaekit.distributions.flows import Flow, FlowDistribution
 from vaekit.distributions.posteriors import (
     MonteCarloMoments,
     PosteriorHead,
@@ -83,6 +89,19 @@ def _randn(shape: Size, like: Tensor) -> Tensor:
 
 def _normal(params: Params) -> Independent:
     return diagonal_normal(*params)
+
+
+def _walk_log_q(walk: Walk, params: Sequence[Params]) -> list[Tensor]:
+    """log q of each layer of a posterior walk (``params``: every layer's Gaussian, the
+    top last): a flowed layer's is its Gaussian's at z0 less the flow's log-determinant."""
+    flowed = walk.flowed or []
+    out = []
+    for i, (p, z) in enumerate(zip(params, walk.z, strict=True)):
+        if i < len(flowed):
+            out.append(_normal(p).log_prob(flowed[i].z0) - flowed[i].logdet)
+        else:
+            out.append(_normal(p).log_prob(z))
+    return out
 
 
 def _draw(params: Params, noise: Noise, temperature: float = 1.0) -> Tensor:
@@ -225,7 +244,12 @@ class HierarchicalPosterior(HierarchyHead):
     # Not factorised (lower layers depend on the layers above); the top layer, which the
     # registered prior is over, is a diagonal Gaussian given x (so the VampPrior fits).
     abilities = PosteriorAbilities(
-        gaussian=False, factorised=False, gaussian_top=True, dreg=True, layered=True
+        gaussian=False,
+        factorised=False,
+        gaussian_top=True,
+        dreg=True,
+        layered=True,
+        takes_flow=True,
     )
 
     @staticmethod
@@ -288,6 +312,38 @@ class HierarchicalPosterior(HierarchyHead):
                 self.residuals = nn.ModuleList(
                     [MLP(2 * hidden, body[1:], 2 * s[i], act) for i in range(layers - 1)]
                 )
+
+        # Flows on the layers below the top (model.flow; see attach_flows), none by default.
+        self.flows: nn.ModuleList | None = None
+        self.flow_context: nn.ModuleList | None = None
+
+    def attach_flows(self, build: Callable[[int], Flow]) -> None:
+        """A flow on each layer below the top (``build(units)`` makes one), as the IAF-VAE
+        of Kingma et al. (2016) puts one in every layer: q(z_l | x, z_{l+1}) becomes the
+        layer's Gaussian pushed through its flow, whose context is a projection of what the
+        layer reads (its features of x and z_{l+1}). The top layer stays a diagonal
+        Gaussian, so the VampPrior's components, the closed-form top KL and the explorer's
+        top layer keep working."""
+        s, hidden = self.sizes, self.hidden
+        flows = [build(s[i]) for i in range(self.layers - 1)]
+        # What layer i's posterior reads of x: hidden features, or the ladder's estimate.
+        reads = [2 * s[i] if self.style == "ladder" else hidden for i in range(self.layers - 1)]
+        self.flows = nn.ModuleList(flows)
+        self.flow_context = nn.ModuleList(
+            [
+                nn.Linear(reads[i] + s[i + 1], max(f.context_features, 1))
+                for i, f in enumerate(flows)
+            ]
+        )
+
+    def _flow_context(self, i: int, ctx: Tensor, above: Tensor) -> Tensor:
+        assert self.flows is not None and self.flow_context is not None
+        features = self.flows[i].context_features
+        lead = above.shape[:-1]
+        joint = torch.cat([ctx.expand(*lead, ctx.shape[-1]), above], dim=-1)
+        # Linear, as a one-layer flow's context is a slice of the encoder's last (linear)
+        # layer: an activation such as ReLU would hand the flow exact zeros.
+        return self.flow_context[i](joint)[..., :features]
 
     # -- the pieces ---------------------------------------------------------------------------
 
@@ -354,13 +410,27 @@ class HierarchicalPosterior(HierarchyHead):
         zs: list[Tensor] = [z_top]
         q: list[Params] = []
         p: list[Params | None] = []
+        flowed: list[_Flowed] = []
         for i in reversed(range(n - 1)):
             q_i, p_i = self.posterior_layer(i, ctx[i], zs[0], fixed)
             given = values[i] if values is not None else None
-            zs.insert(0, given if given is not None else _draw(q_i, noise))
+            if self.flows is None:
+                zs.insert(0, given if given is not None else _draw(q_i, noise))
+            else:
+                # The layer's Gaussian draw z0 goes through its flow; a given z is inverted.
+                flow = cast(Flow, self.flows[i])
+                c = self._flow_context(i, ctx[i], zs[0])
+                if given is None:
+                    z0 = _draw(q_i, noise)
+                    z, logdet = flow(z0, c)
+                else:
+                    z = given
+                    z0, logdet = flow.inverse(given, c)
+                zs.insert(0, z)
+                flowed.insert(0, _Flowed(z0, logdet, c))
             q.insert(0, q_i)
             p.insert(0, p_i)
-        return Walk(zs, q, p)
+        return Walk(zs, q, p, flowed=flowed or None)
 
     def prior_walk(
         self,
@@ -417,6 +487,18 @@ class Walk:
     q: list[Params]
     p: list[Params | None]
     state: Any = None
+    # With flows on the layers below the top: each such layer's Gaussian draw, the flow's
+    # log-determinant and its context (bottom first).
+    flowed: list[_Flowed] | None = None
+
+
+@dataclass
+class _Flowed:
+    """One flowed layer of a walk: the Gaussian draw z0, log |det dz/dz0| and the context."""
+
+    z0: Tensor
+    logdet: Tensor
+    context: Tensor
 
 
 @dataclass
@@ -460,8 +542,9 @@ class HierarchicalDistribution(MonteCarloMoments):
         top = (mu.expand(*shape, *mu.shape), logvar.expand(*shape, *logvar.shape))
         walk = self.head.posterior_walk(self.ctx, _draw(top, noise), noise=noise)
         params = [*walk.q, top]
-        log_q = [_normal(p).log_prob(z) for p, z in zip(params, walk.z, strict=True)]
-        return _Draw(torch.cat(walk.z, dim=-1), log_q, Walk(walk.z, params, walk.p, walk.state))
+        log_q = _walk_log_q(walk, params)
+        full = Walk(walk.z, params, walk.p, walk.state, walk.flowed)
+        return _Draw(torch.cat(walk.z, dim=-1), log_q, full)
 
     def rsample_and_log_prob(self, sample_shape: _size = ()) -> tuple[Tensor, Tensor]:
         """A reparameterised draw ``(*sample_shape, *batch, D)`` and its log q."""
@@ -476,11 +559,11 @@ class HierarchicalDistribution(MonteCarloMoments):
     def _cached(self, value: Tensor) -> _Draw | None:
         return self._cache if self._cache is not None and value is self._cache.z else None
 
-    def layer_params(self, value: Tensor, fixed: bool = False) -> list[Params]:
-        """Each layer's q(z_l | x, z_{>l}) at ``value``'s layers, as (mean, log-variance)."""
+    def _walk_at(self, value: Tensor, fixed: bool = False) -> Walk:
+        """The posterior's walk at ``value``'s layers (every layer's q given those above)."""
         draw = None if fixed else self._cached(value)
         if draw is not None:
-            return draw.walk.q
+            return draw.walk
         head = self.head
         if fixed:
             top, ctx = head.context(self.features.detach(), fixed=True)
@@ -488,20 +571,31 @@ class HierarchicalDistribution(MonteCarloMoments):
             top, ctx = self.top_params, self.ctx
         zs = head.split(value)
         walk = head.posterior_walk(ctx, zs[-1], values=zs[:-1], fixed=fixed)
-        return [*walk.q, top]
+        return Walk(walk.z, [*walk.q, top], walk.p, walk.state, walk.flowed)
+
+    def layer_params(self, value: Tensor, fixed: bool = False) -> list[Params]:
+        """Each layer's q(z_l | x, z_{>l}) at ``value``'s layers, as (mean, log-variance):
+        with flows, those of the Gaussian each lower layer's flow transforms."""
+        return self._walk_at(value, fixed).q
 
     def layer_dists(self, value: Tensor) -> list[Distribution]:
-        """q(z_1 | x, z_{>1}), ..., q(z_L | x) at ``value``'s layers: diagonal Gaussians."""
-        return [_normal(p) for p in self.layer_params(value)]
+        """q(z_1 | x, z_{>1}), ..., q(z_L | x) at ``value``'s layers: diagonal Gaussians,
+        or, with flows, each lower layer's Gaussian pushed through its flow."""
+        walk = self._walk_at(value)
+        dists: list[Distribution] = [_normal(p) for p in walk.q]
+        if walk.flowed is not None:
+            flows = self.head.flows
+            for i, f in enumerate(walk.flowed):
+                dists[i] = FlowDistribution(dists[i], cast(Flow, flows[i]), f.context)
+        return dists
 
     def layer_log_probs(self, value: Tensor, fixed: bool = False) -> list[Tensor]:
         """log q(z_l | x, z_{>l}) of each layer of ``value``, each ``value.shape[:-1]``."""
         draw = None if fixed else self._cached(value)
         if draw is not None:
             return draw.log_q
-        zs = self.head.split(value)
-        params = self.layer_params(value, fixed)
-        return [_normal(p).log_prob(z) for p, z in zip(params, zs, strict=True)]
+        walk = self._walk_at(value, fixed)
+        return _walk_log_q(walk, walk.q)
 
     def log_prob(self, value: Tensor) -> Tensor:
         return torch.stack(self.layer_log_probs(value)).sum(0)
@@ -520,10 +614,16 @@ class HierarchicalDistribution(MonteCarloMoments):
         if not isinstance(prior, HierarchicalPrior):
             raise TypeError(f"the prior of a hierarchy is a HierarchicalPrior, got {type(prior)}")
         zs = self.head.split(value)
-        if mode == "mc":
+        if mode == "mc" or getattr(self.head, "flows", None) is not None:
             lq = self.layer_log_probs(value)
             lp = prior.layer_log_probs(value)
-            return torch.stack([self._per_example(a - b) for a, b in zip(lq, lp, strict=True)])
+            mc = [self._per_example(a - b) for a, b in zip(lq, lp, strict=True)]
+            if mode != "mc":
+                # Flowed layers have no closed form (Monte Carlo at the draws, whose log q
+                # the draw kept); the top layer is still a Gaussian.
+                with contextlib.suppress(NotImplementedError):
+                    mc[-1] = self._per_example(kl_divergence(self.top, prior.top))
+            return torch.stack(mc)
         q_layers = self.layer_dists(value)
         p_layers = prior.layer_dists(value)
         out = []
