@@ -27,8 +27,8 @@ extrapolated from them. There is no matmul replay, pythae or JAX case for conv.
 
 ``--model layers``: the epoch cost of the models with several stochastic layers beside
 the one-layer VampPrior model of ``configs/bmnist_vamp.yaml`` (the Tomczak & Welling
-setting they share: batch 100, 784-300-300): ``bmnist_hvae``, ``bmnist_hvae_vamp`` and the
-convolutional top-down ``bmnist_topdown``. vaekit's trainer (its own ``train_seconds``) on
+setting they share: batch 100, 784-300-300): ``bmnist_hvae``, ``bmnist_hvae_iaf`` (IAF on
+its lower layer), ``bmnist_hvae_vamp`` and the convolutional top-down ``bmnist_topdown``. vaekit's trainer (its own ``train_seconds``) on
 the first ``--limit`` images (``--conv-limit`` for the convolutional one, whose CPU steps
 take seconds), repeats interleaved, extrapolated to a 50,000-image epoch.
 
@@ -71,7 +71,7 @@ MLP_CONFIG = HERE.parent / "configs" / "002_aevb_bernoulli.yaml"
 CONV_CONFIG = HERE.parent / "configs" / "bmnist_conv.yaml"
 CONV_DEFAULT_LIMIT = 10_000
 # --model layers: the one-layer reference first, then the hierarchies.
-LAYER_CONFIGS = ("bmnist_vamp", "bmnist_hvae", "bmnist_hvae_vamp", "bmnist_topdown")
+LAYER_CONFIGS = ("bmnist_vamp", "bmnist_hvae", "bmnist_hvae_iaf", "bmnist_hvae_vamp", "bmnist_topdown")
 LAYERS_DEFAULT_LIMIT = 5_000
 LAYERS_CONV_LIMIT = 300
 
