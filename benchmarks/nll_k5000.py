@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import vaekit
+from vaekit.data import limit_split
 from vaekit.evaluate import (
     available_cpus,
     elbo_terms,
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run directory (default: the tutorial-002 Bernoulli run)",
     )
     p.add_argument("--k", type=int, default=5000, help="importance samples per example")
-    p.add_argument("--limit", type=int, default=0, help="first N test examples only (0 = all)")
+    p.add_argument(
+        "--limit", type=int, default=0, help="a seeded random N of the test examples (0 = all)"
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     ds = run.dataset(a.data_dir)
-    test = ds.test.take(a.limit) if a.limit else ds.test
+    test = limit_split(ds.test, a.limit, seed=0) if a.limit else ds.test
     n, k = len(test), a.k
     threads = a.threads or available_cpus()
     max_rows = a.max_rows or fitted_max_rows(run)

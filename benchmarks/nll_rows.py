@@ -21,6 +21,7 @@ import torch
 from _machine import machine_record, write_result
 
 import vaekit
+from vaekit.data import limit_split
 from vaekit.evaluate import fitted_max_rows, log_likelihood_split, num_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="a run directory (vaekit train --out)")
     p.add_argument("--k", type=int, default=100, help="importance samples per example")
-    p.add_argument("--limit", type=int, default=200, help="first N test examples")
+    p.add_argument("--limit", type=int, default=200, help="a seeded random N of the test examples")
     p.add_argument("--rows", type=int, nargs="+", default=[2048], help="fixed sizes to compare")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     run = vaekit.load(a.run)
-    test = run.dataset(a.data_dir).test.take(a.limit)
+    test = limit_split(run.dataset(a.data_dir).test, a.limit, seed=0)
     fitted = fitted_max_rows(run)
     sizes = [fitted, *(r for r in a.rows if r != fitted)]
     seconds: dict[int, list[float]] = {r: [] for r in sizes}

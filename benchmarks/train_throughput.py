@@ -71,7 +71,13 @@ MLP_CONFIG = HERE.parent / "configs" / "002_aevb_bernoulli.yaml"
 CONV_CONFIG = HERE.parent / "configs" / "bmnist_conv.yaml"
 CONV_DEFAULT_LIMIT = 10_000
 # --model layers: the one-layer reference first, then the hierarchies.
-LAYER_CONFIGS = ("bmnist_vamp", "bmnist_hvae", "bmnist_hvae_iaf", "bmnist_hvae_vamp", "bmnist_topdown")
+LAYER_CONFIGS = (
+    "bmnist_vamp",
+    "bmnist_hvae",
+    "bmnist_hvae_iaf",
+    "bmnist_hvae_vamp",
+    "bmnist_topdown",
+)
 LAYERS_DEFAULT_LIMIT = 5_000
 LAYERS_CONV_LIMIT = 300
 

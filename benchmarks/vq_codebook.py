@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 import vaekit
+from vaekit.data import limit_split
 from vaekit.distributions.codes import code_usage
 from vaekit.rundir import part_labels, read_metrics
 
@@ -34,13 +35,13 @@ def _split(row: dict[str, Any]) -> dict[str, Any]:
 
 def codebook_record(run_dir: Path, limit: int) -> dict[str, Any]:
     """One run: its codebook settings, per-epoch perplexity and codes in use, and the
-    codes its last weights give the test split (``limit`` examples; 0 = all)."""
+    codes its last weights give the test split (a seeded random ``limit`` of it; 0 = all)."""
     run = vaekit.load(run_dir, stage="model")
     head = run.model.encoder.head
     o = run.config.model.posterior.options
     rows = read_metrics(run_dir)
     test = run.dataset().test
-    x = test.x[:limit] if limit else test.x
+    x = limit_split(test, limit, seed=0).x if limit else test.x
     with torch.no_grad():
         codes = torch.cat(
             [head.codes(run.encode(x[i : i + 500]).mode) for i in range(0, len(x), 500)]
@@ -61,7 +62,12 @@ def codebook_record(run_dir: Path, limit: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path, help="VQ-VAE run directories")
-    p.add_argument("--limit", type=int, default=0, help="test examples to encode (0 = all)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="a seeded random N of the test examples to encode (0 = all)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
     p.add_argument("--png", type=Path, default=None, help="figure of perplexity by epoch")
     a = p.parse_args(argv)

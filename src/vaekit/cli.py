@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=int,
         default=0,
-        help="evaluate only the first N examples (default: 0 = all)",
+        help="evaluate a seeded random N of the examples, each class keeping its share (default: 0 = all)",
     )
     p.add_argument(
         "--batch-size",

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
 
-from vaekit.data import Dataset, Split
+from vaekit.data import Dataset, Split, limit_split
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.errors import UsageError
 from vaekit.model import VAE
@@ -685,19 +685,26 @@ def evaluate_run(
     sample, and its ``nll`` is the bound -log p(x|z_q) - log p(z_q) (``nll_bound``). ``prior_note``: the
     prior over codes is uniform, nothing learned yet.
 
-    ``limit`` evaluates the first ``limit`` examples only (quick checks). Where the
-    result is saved in the run directory: :func:`vaekit.rundir.eval_file_name`.
+    ``limit`` evaluates a seeded random ``limit`` of the split's examples, each class
+    keeping its share (:func:`vaekit.data.limit_split`), for quick checks: never the first
+    ones, which in a file's order can be far from the whole (the first 2,000 images of
+    binarized MNIST's test split score ~20 nats better than the rest). ``subset_of`` then
+    says how many the split holds. Where the result is saved in the run directory:
+    :func:`vaekit.rundir.eval_file_name`.
     """
     _check_k(k)
     if limit < 0:
         raise UsageError(f"limit must be >= 0 (0 = every example), got {limit}")
     ds = dataset if dataset is not None else run.dataset(data_dir)
     part = ds.split(split)
+    whole = len(part)
     if limit:
-        part = part.take(limit)
+        part = limit_split(part, limit, seed)
     m = run.model
     d = int(np.prod(m.data_shape))
     result: dict[str, Any] = result_header(run, ds.name, split, len(part)) | {"k": k}
+    if len(part) < whole:
+        result["subset_of"] = whole
     seconds: dict[str, float] = {}
     with num_threads(threads) as used:
         result["threads"] = used

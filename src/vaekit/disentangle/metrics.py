@@ -428,11 +428,12 @@ def evaluate_disentanglement(
 ) -> dict[str, Any]:
     """Score a run's representation (posterior means) on a split of its data's factors.
 
-    The split's examples (its first ``limit``, if set), each encoded once, are the pool
+    The split's examples (a seeded random ``limit`` of them, if set), each encoded once, are the pool
     the protocol draws from; the result also holds the split's ELBO (its mean over the
     pool), the data's factor names and sizes, and the protocol, so the JSON says how its
     numbers were made.
     """
+    from vaekit.data import limit_split
     from vaekit.evaluate import elbo_terms, latent_means, num_threads
     from vaekit.rundir import result_header
 
@@ -441,7 +442,9 @@ def evaluate_disentanglement(
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0 = every example), got {limit}")
     if limit:
-        part = part.take(limit)
+        # A seeded random subset: a factor dataset stored in grid order would give its
+        # first rows one shape only.
+        part = limit_split(part, limit, seed)
     if part.factors is None or ds.factor_names is None:
         raise ValueError(
             f"dataset {ds.name} has no ground-truth factors: the disentanglement metrics need data "
