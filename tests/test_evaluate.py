@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,17 +233,22 @@ def test_mean_and_se_and_active_units() -> None:
     assert count == 1 and var[0] > 0.3 and var[1] < 1e-20 and var[2] < 0.01
 
 
-@pytest.mark.parametrize("posterior", ["flow", "implicit"])
+@pytest.mark.parametrize("posterior", ["flow", "implicit", "hierarchy", "flowed hierarchy"])
 def test_monte_carlo_means_do_not_invent_active_units(posterior: str) -> None:
     # Every example is the same image, so every q(z|x) is the same distribution and no unit
     # is active. The Monte Carlo means share their noise across examples, so they agree
     # and add no variance across x (noise drawn per example added about Var_q / draws,
-    # near the 0.01 threshold at 128 draws).
+    # near the 0.01 threshold at 128 draws; a hierarchy drew it per example until now).
     from vaekit.config import ModelConfig
     from vaekit.distributions.posteriors import MOMENT_DRAWS
 
-    kw = {"flow": {"name": "planar", "length": 2}} if posterior == "flow" else {}
-    kw |= {"posterior": {"name": "implicit", "noise_dim": 4}} if posterior == "implicit" else {}
+    planar = {"name": "planar", "length": 2}
+    kw: dict[str, Any] = {
+        "flow": {"flow": planar},
+        "implicit": {"posterior": {"name": "implicit", "noise_dim": 4}},
+        "hierarchy": {"posterior": {"name": "hierarchical", "hidden": 8}},
+        "flowed hierarchy": {"posterior": {"name": "hierarchical", "hidden": 8}, "flow": planar},
+    }[posterior]
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=3, **kw), (1, 4, 4)).eval()
     x = torch.rand(1, 1, 4, 4).round().expand(300, 1, 4, 4)
@@ -254,11 +260,18 @@ def test_monte_carlo_means_do_not_invent_active_units(posterior: str) -> None:
     assert active_units(few)[0] == 0 and float(few.var(0).max()) < 1e-6 * spread
     many = posterior_moments(model, x, batch_size=100, samples=16 * MOMENT_DRAWS + 5)
     assert active_units(many.mean)[0] == 0
-    # The chunks are the draws of seeds 0, 1, ... (the last one shorter).
+    # The chunks are the draws of seeds 0, 1, ... (the last one shorter), merged by the
+    # law of total variance (a hierarchy's conditional moments; a flow's are its draws).
     with torch.no_grad():
-        want = torch.cat([q.draws(MOMENT_DRAWS, seed=s) for s in range(16)] + [q.draws(5, 16)])
-    torch.testing.assert_close(many.mean[:100], want.mean(0))
-    torch.testing.assert_close(many.variance[:100], want.var(0))
+        chunks = [q.moment_draws(MOMENT_DRAWS, seed=s) for s in range(16)]
+        chunks.append(q.moment_draws(5, 16))
+    cond_mean = torch.cat([c[0] for c in chunks])
+    cond_var = torch.cat([c[1] for c in chunks])
+    torch.testing.assert_close(many.mean[:100], cond_mean.mean(0))
+    torch.testing.assert_close(many.variance[:100], cond_var.mean(0) + cond_mean.var(0))
+    # Alone or in a batch, an example gets the same moments.
+    alone = posterior_moments(model, x[7:8])
+    torch.testing.assert_close(alone.mean[0], few[7], rtol=1e-5, atol=1e-6)
 
 
 def test_classifier_accuracy_separates_clusters() -> None:

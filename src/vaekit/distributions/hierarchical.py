@@ -641,13 +641,36 @@ class HierarchicalDistribution(MonteCarloMoments):
             t = t.mean(0)
         return t
 
-    def draws(self, n: int, seed: int = 0) -> Tensor:
+    def _fixed_draw(self, n: int, seed: int) -> _Draw:
         gen = torch.Generator(device=self.features.device).manual_seed(seed)
 
         def noise(shape: Size, like: Tensor) -> Tensor:
-            return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+            # One noise vector per draw, shared by every example (see MonteCarloMoments):
+            # an example's moments do not depend on the batch it is encoded in.
+            shared = (shape[0], *(1,) * (len(shape) - 2), shape[-1])
+            eps = torch.randn(shared, generator=gen, device=like.device, dtype=like.dtype)
+            return eps.expand(shape)
 
-        return self._ancestral((n,), noise).z
+        return self._ancestral((n,), noise)
+
+    def draws(self, n: int, seed: int = 0) -> Tensor:
+        return self._fixed_draw(n, seed).z
+
+    def moment_draws(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """Each layer's Gaussian q(z_l | x, z_{>l}) at the draws of the layers above: its
+        mean and variance (the top's exact); a flowed layer, with no closed form, gives its
+        draws and zero. See :meth:`MonteCarloMoments.moment_draws`."""
+        walk = self._fixed_draw(n, seed).walk
+        flowed = len(walk.flowed or [])
+        means, variances = [], []
+        for i, ((mu, logvar), z) in enumerate(zip(walk.q, walk.z, strict=True)):
+            if i < flowed:
+                means.append(z)
+                variances.append(torch.zeros_like(z))
+            else:
+                means.append(mu.expand_as(z))
+                variances.append(torch.exp(clamp_logvar(logvar)).expand_as(z))
+        return torch.cat(means, dim=-1), torch.cat(variances, dim=-1)
 
 
 class HierarchicalPrior(MonteCarloMoments):
