@@ -433,11 +433,12 @@ def kl_per_dim(
 
 # Active units are counted on posterior means whose Monte Carlo variance, averaged over
 # the examples, is at most ACTIVE_UNIT_TOLERANCE for every unit: a twentieth of Burda's
-# threshold of 0.01 (see moment_draws_needed). A fixed 128 plain draws once made all 40
-# units of a planar-flow model look active when 36 are (measured with 4096 draws). A fixed
-# 2048 cost a two-layer MLP hierarchy 200 s on MNIST's test split, where 128
-# Rao-Blackwellised draws give the same variances to 1e-5 near the threshold; 2048 stays
-# the most taken, so no posterior is slower than it was (the error is reported).
+# threshold of 0.01 (see moment_draws_needed). A fixed 128 independent draws once made all
+# 40 units of a planar-flow model look active when 36 are (measured with 4096 draws); a
+# fixed 2048 took 700 s on MNIST's test split for a two-layer hierarchy with an IAF. With
+# antithetic pairs (shared_noise) and, in a hierarchy, each layer's conditional Gaussian
+# (Rao-Blackwellised), 128 draws leave at most 8e-5 on the binarized-MNIST flows and
+# hierarchies and take 46 s; 2048 stays the most taken (the error is reported).
 ACTIVE_UNIT_TOLERANCE = 5e-4
 ACTIVE_UNIT_MAX_DRAWS = 2048
 
@@ -490,8 +491,8 @@ def posterior_moments(
     The one function behind every posterior mean vaekit shows: ``vaekit encode``,
     evaluation's active units and latent classifiers, the plots' latent codes and the
     explorer's map; so they give the same numbers. Posteriors without closed-form
-    moments (a flow, an implicit posterior) are averaged over ``samples`` draws of noise
-    that is fixed and shared by every example, so an example's estimate does not depend
+    moments (a flow, an implicit posterior, a hierarchy's lower layers) are averaged over
+    ``samples`` draws of noise that is fixed, antithetic and shared by every example, so an example's estimate does not depend
     on the batch it is encoded in; the default gives ``q.mean`` and ``q.variance``.
 
     Example:
@@ -554,11 +555,11 @@ def moment_draws_needed(
     have a closed form (no draws are taken).
 
     A mean from n draws of the conditional mean m (see
-    :meth:`~vaekit.distributions.posteriors.MonteCarloMoments.moment_draws`) has variance
-    Var_q(m_d | x) / n. Its average over x is estimated from MOMENT_DRAWS draws on a
+    :meth:`~vaekit.distributions.posteriors.MonteCarloMoments.moment_draws`) in antithetic
+    pairs has variance 2 Var(pair average of m_d | x) / n (Var_q(m_d | x) / n for
+    independent draws). Its average over x is estimated from MOMENT_DRAWS draws on a
     seeded random ``pilot`` of the examples; the count is MOMENT_DRAWS times a power of
-    two, at most ``max_draws``. A hierarchy's Rao-Blackwellised draws mostly need the
-    fewest; a flow's, with no conditional Gaussian to average, the most.
+    two, at most ``max_draws``.
 
     Example:
         >>> from vaekit.config import ModelConfig, part
@@ -585,7 +586,12 @@ def moment_draws_needed(
     if not isinstance(q, MonteCarloMoments):
         return None
     cond_mean, _ = q.moment_draws(MOMENT_DRAWS)
-    noise = cond_mean.double().var(0).reshape(-1, cond_mean.shape[-1]).mean(0).max()
+    # The mean of n draws is the mean of n / 2 pair averages (draw j with draw j + n/2):
+    # its variance is 2 Var(pair) / n, right for antithetic pairs (shared_noise) and for
+    # independent draws alike.
+    half = MOMENT_DRAWS // 2
+    pairs = (cond_mean[:half].double() + cond_mean[half : 2 * half].double()) / 2
+    noise = (2 * pairs.var(0)).reshape(-1, cond_mean.shape[-1]).mean(0).max()
     draws = MOMENT_DRAWS
     while draws < max_draws and float(noise) / draws > tolerance:
         draws *= 2

@@ -42,6 +42,7 @@ from vaekit.distributions.posteriors import (
     GaussianPosterior,
     MonteCarloMoments,
     PosteriorHead,
+    shared_noise,
 )
 from vaekit.nn import MADE
 from vaekit.parts import FlowAbilities, PosteriorAbilities
@@ -286,10 +287,9 @@ class FlowDistribution(MonteCarloMoments):
         base = self.base
         loc, scale = base.mean, base.stddev
         gen = torch.Generator(device=loc.device).manual_seed(seed)
-        # One noise draw shared by every example: an example's draws do not depend on
-        # the batch it is in (see MonteCarloMoments).
-        shape = (n, *(1,) * (loc.dim() - 1), loc.shape[-1])
-        eps = torch.randn(shape, generator=gen, device=loc.device, dtype=loc.dtype)
+        # Noise shared by every example, so an example's draws do not depend on the batch
+        # it is in, and antithetic (see shared_noise).
+        eps = shared_noise((n, *loc.shape), gen, loc)
         z, _ = self.flow(loc + scale * eps, self.context)
         return z
 

@@ -62,6 +62,7 @@ from vaekit.distributions.posteriors import (
     PosteriorHead,
     clamp_logvar,
     diagonal_normal,
+    shared_noise,
 )
 from vaekit.nn import ACTIVATIONS, MLP
 from vaekit.parts import PosteriorAbilities
@@ -645,11 +646,10 @@ class HierarchicalDistribution(MonteCarloMoments):
         gen = torch.Generator(device=self.features.device).manual_seed(seed)
 
         def noise(shape: Size, like: Tensor) -> Tensor:
-            # One noise vector per draw, shared by every example (see MonteCarloMoments):
-            # an example's moments do not depend on the batch it is encoded in.
-            shared = (shape[0], *(1,) * (len(shape) - 2), shape[-1])
-            eps = torch.randn(shared, generator=gen, device=like.device, dtype=like.dtype)
-            return eps.expand(shape)
+            # Shared by every example, so an example's moments do not depend on the batch
+            # it is encoded in, and antithetic in every layer at once: draw j + n/2 is
+            # draw j with the whole noise vector negated (see shared_noise).
+            return shared_noise(shape, gen, like)
 
         return self._ancestral((n,), noise)
 
