@@ -492,8 +492,9 @@ def posterior_moments(
     evaluation's active units and latent classifiers, the plots' latent codes and the
     explorer's map; so they give the same numbers. Posteriors without closed-form
     moments (a flow, an implicit posterior, a hierarchy's lower layers) are averaged over
-    ``samples`` draws of noise that is fixed, antithetic and shared by every example, so an example's estimate does not depend
-    on the batch it is encoded in; the default gives ``q.mean`` and ``q.variance``.
+    ``samples`` draws of noise that is fixed, antithetic and shared by every example, so
+    an example's estimate does not depend on the batch it is encoded in; the default
+    gives ``q.mean`` and ``q.variance``.
 
     Example:
         >>> from vaekit.config import ModelConfig, part

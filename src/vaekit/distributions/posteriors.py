@@ -96,7 +96,8 @@ def shared_noise(shape: Sequence[int], generator: torch.Generator, like: Tensor)
 
 class MonteCarloMoments(Distribution):
     """A distribution whose mean and variance have no closed form (a flow, an implicit
-    posterior): both are estimated from :data:`MOMENT_DRAWS` draws of fixed noise.
+    posterior, a hierarchy): both are estimated from :data:`MOMENT_DRAWS` draws of fixed
+    noise (:meth:`moment_draws`).
 
     The noise is the same for every example of the batch, so an example's estimate does
     not depend on which batch it is encoded in (``vaekit encode``, evaluation and the
