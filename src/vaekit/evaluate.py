@@ -476,6 +476,15 @@ def _monte_carlo_moments(q: MonteCarloMoments, samples: int) -> tuple[Tensor, Te
     return mean.to(first.dtype), (v_sum / n + m2 / (n - 1)).to(first.dtype)
 
 
+def _encode_rows(m: VAE, x: Tensor, y: Tensor | None, rows: slice | Tensor) -> Distribution:
+    """q(z | x) of the rows ``rows`` of ``x`` (with their labels, for a conditional model),
+    on the model's device."""
+    device = next(m.parameters()).device
+    xb = torch.as_tensor(x[rows]).to(device)
+    yb = None if not m.conditional or y is None else torch.as_tensor(y[rows]).to(device)
+    return m.encode(xb.reshape(len(xb), *m.data_shape), yb)
+
+
 @torch.inference_mode()
 def posterior_moments(
     model: VAE | Run,
@@ -513,13 +522,7 @@ def posterior_moments(
         raise UsageError("this is a conditional model: pass the labels y to encode with")
     means, variances = [], []
     for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[i : i + batch_size]).to(device)
-        yb = (
-            None
-            if not m.conditional or y is None
-            else torch.as_tensor(y[i : i + batch_size]).to(device)
-        )
-        q = m.encode(xb.reshape(len(xb), *m.data_shape), yb)
+        q = _encode_rows(m, x, y, slice(i, i + batch_size))
         if isinstance(q, MonteCarloMoments):
             mu, var = _monte_carlo_moments(q, samples)
         elif _has_moments(q):
@@ -577,13 +580,10 @@ def moment_draws_needed(
     m = _model(model)
     if m.conditional and y is None:
         raise UsageError("this is a conditional model: pass the labels y to encode with")
-    device = next(m.parameters()).device
     rows = torch.from_numpy(
         np.sort(np.random.default_rng(seed).permutation(len(x))[: min(pilot, len(x))])
     )
-    xb = torch.as_tensor(x)[rows].to(device)
-    yb = None if not m.conditional or y is None else torch.as_tensor(y)[rows].to(device)
-    q = m.encode(xb.reshape(len(xb), *m.data_shape), yb)
+    q = _encode_rows(m, torch.as_tensor(x), None if y is None else torch.as_tensor(y), rows)
     if not isinstance(q, MonteCarloMoments):
         return None
     cond_mean, _ = q.moment_draws(MOMENT_DRAWS)
@@ -846,7 +846,8 @@ def evaluate_run(
         plan = moment_draws_needed(m, part.x, y_enc, seed=seed)
         if plan is not None:
             result["active_units_draws"], result["active_units_mc_error"] = plan
-        means = latent_means(m, part.x, y_enc, samples=MOMENT_DRAWS if plan is None else plan[0])
+        unit_draws = MOMENT_DRAWS if plan is None else plan[0]
+        means = latent_means(m, part.x, y_enc, samples=unit_draws)
         count, variances = active_units(means)
         result["active_units"] = count
         result["latent_variance"] = variances
@@ -869,7 +870,8 @@ def evaluate_run(
             # means carry Monte Carlo noise, and a classifier fitted on noisier train means
             # than its test means would be scored on a shifted input.
             train_means = latent_means(m, train.x, train.y if labels else None)
-            test_means = latent_means(m, part.x, part.y if labels else None)
+            # The active units' means, when they took the classifier's number of draws.
+            test_means = means if unit_draws == MOMENT_DRAWS else latent_means(m, part.x, y_enc)
             assert train.y is not None
             result["classifier"] = classifier_accuracy(
                 train_means, train.y, test_means, part.y, seed=seed
