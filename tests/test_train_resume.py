@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -381,3 +382,56 @@ def test_format_1_checkpoint_still_resumes(tmp_path: Path) -> None:
         load_file(run / "model.safetensors"),
     )
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the history in metrics.jsonl ----------------------------------------------------------
+
+
+def test_a_damaged_line_keeps_every_later_epoch_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One damaged line in the middle: every intact line survives a resume, with a warning
+    naming the file and the line; the damaged line stays as it was (the weights do not
+    contradict it)."""
+    run = tmp_path / "run"
+    quiet_fit(tiny_config("train.epochs=4"), run)
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:50]  # epoch 2's line, cut short
+    path.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 3, 4]
+    err = capsys.readouterr().err
+    assert f"{path} line 2 (epoch 2) is damaged" in err and "the other lines are read" in err
+    quiet_fit(None, run, resume=True, epochs=5)
+    err = capsys.readouterr().err
+    assert f"{path} line 2 (epoch 2) is damaged" in err and "says epoch 2 finished" in err
+    assert [r["epoch"] for r in read_metrics(run, warn=False)] == [1, 3, 4, 5]
+    assert path.read_text().splitlines()[:4] == lines
+
+
+def test_a_cut_last_line_is_not_lost_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last line cut short: the checkpoint says its epoch finished, the warning says so,
+    and the next epoch's line starts on a line of its own."""
+    run = tmp_path / "run"
+    quiet_fit(tiny_config("train.epochs=3"), run)
+    path = run / "metrics.jsonl"
+    text = path.read_text()
+    path.write_text(text[: text.rindex('{"epoch": 3') + 30])  # no newline at the end
+    capsys.readouterr()
+    quiet_fit(None, run, resume=True, epochs=4)
+    err = capsys.readouterr().err
+    assert f"{path} line 3 (epoch 3) is damaged" in err
+    assert "epoch-0003 says epoch 3 finished" in err
+    assert [r["epoch"] for r in read_metrics(run, warn=False)] == [1, 2, 4]
+    # A cut line of an epoch after the checkpoint: that epoch is trained again.
+    shutil.rmtree(run / "checkpoints" / "epoch-0004")
+    text = path.read_text()
+    path.write_text(text[: text.rindex('{"epoch": 4') + 20])
+    capsys.readouterr()
+    quiet_fit(None, run, resume=True, epochs=4)
+    err = capsys.readouterr().err
+    assert "line 4 (epoch 4) is damaged" in err and "epoch 4 came after the checkpoint" in err
+    assert [r["epoch"] for r in read_metrics(run, warn=False)] == [1, 2, 4]

@@ -38,11 +38,12 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -80,6 +81,10 @@ __all__ = [
     "load_weights",
     "init_weights",
     "read_metrics",
+    "METRICS_FILE",
+    "MetricsLine",
+    "metrics_lines",
+    "damaged_line_text",
     "STANDARD_K",
     "eval_file_name",
     "result_header",
@@ -428,22 +433,85 @@ def objective_abilities(config: Config) -> ObjectiveAbilities:
     return abilities
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a run (an empty list when it has none yet)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
+METRICS_FILE = "metrics.jsonl"
+_EPOCH_PREFIX = re.compile(r'\s*\{\s*"epoch"\s*:\s*(\d+)')
+
+
+@dataclass
+class MetricsLine:
+    """One line of ``metrics.jsonl`` as written (``text``, without its newline), its
+    number (from 1), the row it holds (None when the line is damaged) and its epoch (for
+    a damaged line: read from its start, else the epoch after the line before it)."""
+
+    number: int
+    text: str
+    row: dict[str, Any] | None
+    epoch: int
+
+
+def metrics_lines(run_dir: Path) -> tuple[list[MetricsLine], bool]:
+    """Every non-blank line of a run's ``metrics.jsonl``, damaged ones included, and
+    whether the file ends in a newline (False: its last line was cut short, or is still
+    being written). No file: no lines."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return [], True
+    lines: list[MetricsLine] = []
+    previous = 0
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(raw)
         except json.JSONDecodeError:
-            # A line cut short by a crash: everything before it is still good.
-            break
-    return rows
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("epoch"), int)):
+            row = None
+        if row is not None:
+            epoch = int(row["epoch"])
+        else:
+            m = _EPOCH_PREFIX.match(raw)
+            epoch = int(m[1]) if m else previous + 1
+        lines.append(MetricsLine(number, raw, row, epoch))
+        previous = epoch
+    return lines, text == "" or text.endswith("\n")
+
+
+# Damaged lines already reported by this process (file, line, text): said once, not at
+# every read of the same run.
+_REPORTED: set[tuple[str, int, str]] = set()
+
+
+def damaged_line_text(path: Path, line: MetricsLine) -> str:
+    """What is wrong with a damaged metrics line, for a warning."""
+    epoch = f" (epoch {line.epoch})" if line.epoch is not None else ""
+    return (
+        f"{path} line {line.number}{epoch} is damaged (not a whole JSON record: {line.text[:60]!r})"
+    )
+
+
+def read_metrics(run_dir: Path, *, warn: bool = True) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run (an empty list when it has none yet).
+
+    Every intact line is read; a damaged one (cut short by a crash, or edited) is skipped
+    with a warning on stderr that names the file and the line (once per process), never
+    silently, and never at the cost of the lines after it.
+    """
+    lines, _ = metrics_lines(run_dir)
+    if warn:
+        path = Path(run_dir) / METRICS_FILE
+        for line in lines:
+            key = (str(path.resolve()), line.number, line.text)
+            if line.row is None and key not in _REPORTED:
+                _REPORTED.add(key)
+                print(
+                    f"warning: {damaged_line_text(path, line)}; it is skipped, the other lines "
+                    "are read",
+                    file=sys.stderr,
+                )
+    return [line.row for line in lines if line.row is not None]
 
 
 # The literature's importance-sample count for test NLL; its evaluation is RUN/eval.json.

@@ -77,9 +77,12 @@ from vaekit.optim import lr_factor, make_optimizer
 from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
 from vaekit.rundir import (
     BEST_WEIGHTS,
+    METRICS_FILE,
     RunError,
     atomic_write,
+    damaged_line_text,
     init_weights,
+    metrics_lines,
     read_data_info,
     read_metrics,
     read_run_config,
@@ -464,11 +467,11 @@ def _fit(
     parts = build(s, given, data)
     prog = start_or_resume(s, data, parts)
     if prog is None:
-        return read_metrics(run_dir)
+        return read_metrics(run_dir, warn=False)  # damaged lines: said on resume
     parts.step_module = _distributed(s, parts, prog)
     _announce(s, data, parts)
     trackers = _open_trackers(s)
-    history = read_metrics(run_dir) if s.main else []
+    history = read_metrics(run_dir, warn=False) if s.main else []
     t = s.t
     try:
         with GracefulStop(escalate=dist.world_size == 1) as stop:
@@ -853,7 +856,7 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
                 prog.epoch = EpochProgress.from_saved(mine, s.device)
             s.say(f"resuming {run_dir} from {ckpt.name}")
         if s.main:
-            _truncate_metrics(run_dir, prog.state.epoch)
+            _reconcile_metrics(s, prog.state.epoch, None if loaded is None else loaded[2].name)
         state, warmup = prog.state, parts.objective.warmup_epochs
         if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
             s.say(
@@ -884,12 +887,46 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
     return prog
 
 
-def _truncate_metrics(run_dir: Path, epoch: int) -> None:
-    """Drop metric lines of epochs after the checkpoint we resume from (and a torn last line)."""
-    rows = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= epoch]
-    with atomic_write(run_dir / "metrics.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+def _reconcile_metrics(s: Session, epoch: int, ckpt: str | None) -> None:
+    """Make metrics.jsonl agree with the checkpoint of ``epoch`` that training resumes from
+    (``ckpt``, None: from the beginning), rewriting as little as possible.
+
+    Lines of later epochs are dropped: those epochs are trained again and logged anew (the
+    same lines: resume is exact). Every other line is kept as written, a damaged one too
+    (the weights do not contradict it; it is reported, naming the file and line), and a last
+    line cut short is ended, so that the next epoch's line starts on a line of its own.
+    """
+    path = s.run_dir / METRICS_FILE
+    lines, whole = metrics_lines(s.run_dir)
+    kept = [ln for ln in lines if ln.epoch <= epoch]
+    since = f"the checkpoint {ckpt}" if ckpt else "the start (there is no checkpoint)"
+    for ln in lines:
+        if ln.row is not None:
+            continue
+        if ln in kept:
+            s.say(
+                f"warning: {damaged_line_text(path, ln)}; {since} says epoch {ln.epoch} "
+                "finished, so its figures are lost; the line is kept as it is and skipped "
+                "by readers",
+                err=True,
+            )
+        else:
+            s.say(
+                f"warning: {damaged_line_text(path, ln)}; epoch {ln.epoch} came after "
+                f"{since} and is trained again, which writes its line anew",
+                err=True,
+            )
+    later = sorted({ln.epoch for ln in lines if ln not in kept and ln.row is not None})
+    if later:
+        span = f"epoch {later[0]}" if len(later) == 1 else f"epochs {later[0]}-{later[-1]}"
+        s.say(
+            f"note: {path}: the lines of {span}, logged after {since}, are dropped; "
+            "training repeats those epochs exactly"
+        )
+    if len(kept) == len(lines) and whole:
+        return  # nothing to change: the file stays as it is
+    with atomic_write(path, "w") as f:
+        f.write("".join(ln.text + "\n" for ln in kept))
 
 
 def _distributed(s: Session, parts: Parts, prog: Progress) -> nn.Module:
