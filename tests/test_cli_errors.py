@@ -6,6 +6,8 @@ help for every command and option."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -97,11 +99,12 @@ def test_wrong_files_and_folders(
         ["evaluate", plain, "--k", "2", "--out", str(tmp_path)],
     ):
         assert f"--out {tmp_path} is a folder; name a file in it" in _fails(args, capsys)
-    err = _fails(["plot", plain, "--out", str(runs["plain"] / "metrics.jsonl")], capsys)
+    (tmp_path / "notes.txt").write_text("mine")
+    err = _fails(["plot", plain, "--out", str(tmp_path / "notes.txt")], capsys)
     assert "plot writes one PNG per figure into a folder" in err
     # A file where a folder is needed: the operating system's message, no traceback.
-    inside_a_file = str(runs["plain"] / "config.json" / "x.md")
-    assert "config.json: " in _fails(["summary", plain, "--out", inside_a_file], capsys, 1)
+    inside_a_file = str(tmp_path / "notes.txt" / "x.md")
+    assert "notes.txt: " in _fails(["summary", plain, "--out", inside_a_file], capsys, 1)
 
 
 def test_running_out_of_memory_is_a_message(
@@ -236,6 +239,74 @@ def test_figures_refuse_an_extension_matplotlib_cannot_write(
     assert not list(tmp_path.glob("*.xyz"))
 
 
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_no_out_writes_over_a_run_s_own_files(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command that takes --out refuses one that names a file (or folder) the run
+    directory owns, however it is spelt, before it writes anything."""
+    plain, cvae = runs["plain"], runs["cvae"]
+    link = tmp_path / "link.json"
+    link.symlink_to(plain / "model.json")
+    relative = os.path.relpath(plain / "metrics.jsonl")
+    cases = [
+        ["evaluate", plain, "--k", "2", "--out", plain / "model.json"],
+        ["evaluate", plain, "--k", "2", "--out", f"{plain}/./metrics.jsonl"],
+        ["evaluate", plain, "--k", "2", "--out", relative],
+        ["evaluate", plain, "--k", "2", "--out", link],
+        ["evaluate", plain, "--disentanglement", "--out", plain / "config.json"],
+        ["sample", plain, "--out", plain / "model.safetensors"],
+        ["sample", plain, "--out", plain / "checkpoints" / "epoch-0002" / "x.png"],
+        ["reconstruct", plain, "--out", plain / "best.safetensors"],
+        ["encode", plain, "--out", plain / "checkpoints" / "z"],
+        ["encode", plain, "--out", plain / "samplers" / "z.csv"],
+        ["plot", plain, "--out", plain / "checkpoints"],
+        ["report", plain, "--out", plain / ".lock"],
+        ["summary", plain, "--out", cvae / "model.json"],
+        ["compare", plain, cvae, "--out", cvae / "metrics.jsonl"],
+        ["curves", plain, "--split", "test", "--out", f"{tmp_path}/../{relative}"],
+        ["traversals", plain, "--out", plain / "prior"],
+        ["quality", plain, "--out", plain / "config.json"],
+        ["train", "--out", plain / "checkpoints" / "new"],
+    ]
+    before = {r: _digests(r) for r in (plain, cvae)}
+    for args in cases:
+        err = _fails([str(a) for a in args], capsys)
+        assert "vaekit never writes over a run's own files" in err, (args, err)
+        assert " of the run " in err, (args, err)
+    assert {r: _digests(r) for r in (plain, cvae)} == before
+    assert not (plain / "checkpoints" / "new").exists()
+    # Results of the run's own kind beside its files are fine, and a run's second stage is a
+    # run of its own whose free names are free.
+    assert (
+        main(
+            ["evaluate", str(plain), "--k", "2", "--limit", "8", "--out", str(plain / "mine.json")]
+        )
+        == 0
+    )
+    capsys.readouterr()
+
+
+def test_train_out_naming_a_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    somefile = tmp_path / "somefile"
+    somefile.write_text("mine")
+    err = _fails(["train", "-c", "demo", "--out", str(somefile)], capsys)
+    assert f"cannot use {somefile} as a run directory: {somefile} is a file, not a folder" in err
+    assert "cannot lock" not in err
+    err = _fails(["train", "-c", "demo", "--out", str(somefile / "run")], capsys)
+    assert f"{somefile}, above it, is a file" in err
+    assert somefile.read_text() == "mine"
+
+
 # -- the smaller things ------------------------------------------------------------------
 
 
@@ -303,3 +374,14 @@ def test_every_command_and_option_is_described() -> None:
             elif action.default not in (None, False, []) and "default" not in action.help:
                 missing.append(f"{what}: help does not show its default {action.default!r}")
     assert not missing, "\n".join(missing)
+
+
+def test_the_names_a_run_directory_owns_are_one_list() -> None:
+    # What --out may not name: every name the trainer, the second stage and the samplers
+    # write into a run directory is in rundir.RUN_OWNED.
+    from vaekit.rundir import LOCK_FILE, RUN_OWNED
+    from vaekit.samplers import SAMPLERS_DIR
+    from vaekit.stages import PRIOR_STAGE
+    from vaekit.train.checkpoint import TRAINER_FILES
+
+    assert {SAMPLERS_DIR, PRIOR_STAGE, LOCK_FILE, "checkpoints", *TRAINER_FILES} <= set(RUN_OWNED)

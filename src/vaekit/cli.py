@@ -684,6 +684,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.device:
         overrides.append(f"train.device={a.device}")
     cfg = load_config(a.config, overrides)
+    if a.out:
+        from vaekit.rundir import check_not_run_file
+
+        check_not_run_file(a.out, "--out", example=None)
     out = Path(a.out) if a.out else _default_out(a.config)
     fit(cfg, out, data_dir=a.data_dir, progress=a.progress)
     return 0
@@ -805,9 +809,11 @@ def _evaluate_disentanglement(a: argparse.Namespace, run: Any, ds: Any) -> int:
 
 def cmd_plot(a: argparse.Namespace) -> int:
     from vaekit.plots import run_figures, save_figures
-    from vaekit.rundir import load
+    from vaekit.rundir import check_not_run_file, load
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
+    if a.out:
+        check_not_run_file(a.out, "--out", "plots")
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise CommandError(f"--out {a.out} is a file; plot writes one PNG per figure into a folder")
     figures = run_figures(run, _run_dataset(a, run), which=a.which)
@@ -918,9 +924,13 @@ EXAMPLE_FORMATS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".npy": "
 def _out_file(
     out: str, example: str, suffixes: Sequence[str] | None = None, what: str = "it"
 ) -> Path:
-    """``--out`` as a file to write: not a folder (``example`` names a file to suggest),
-    and, given ``suffixes``, with one of those extensions: the extension picks the format."""
-    path = Path(out)
+    """``--out`` as a file to write: not a file or folder of a run directory's own
+    (:func:`vaekit.rundir.check_not_run_file`), not a folder (``example`` names a file to
+    suggest), and, given ``suffixes``, with one of those extensions: the extension picks
+    the format."""
+    from vaekit.rundir import check_not_run_file
+
+    path = check_not_run_file(out, "--out", example)
     if path.is_dir():
         raise CommandError(f"--out {out} is a folder; name a file in it, e.g. {path / example}")
     if suffixes is not None and path.suffix.lower() not in suffixes:
@@ -1156,7 +1166,13 @@ def _encode_out(a: argparse.Namespace, run_dir: Path) -> tuple[Path, str]:
     fmt = suffix[1:] or a.format or "npy"
     if a.format and a.format != fmt:
         raise CommandError(f"--out {a.out} is a .{fmt} file but --format is {a.format}")
-    return path.with_suffix(""), fmt
+    from vaekit.rundir import check_not_run_file
+
+    prefix = path.with_suffix("")
+    ends = (".csv",) if fmt == "csv" else ("_mean.npy", "_var.npy", "_codes.npy", "_labels.npy")
+    for end in ends:  # the files it writes, before it writes any
+        check_not_run_file(prefix.with_name(prefix.name + end), "--out", "latents")
+    return prefix, fmt
 
 
 def cmd_encode(a: argparse.Namespace) -> int:

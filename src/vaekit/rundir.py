@@ -96,6 +96,10 @@ __all__ = [
     "read_weights_epoch",
     "checkpoint_dirs",
     "latest_checkpoint",
+    "RUN_OWNED",
+    "is_run_dir",
+    "run_file_owner",
+    "check_not_run_file",
 ]
 
 
@@ -139,6 +143,10 @@ def run_lock(
         created.append(folder)
     if created and not create:
         raise _no_run_dir(run_dir)
+    # The innermost folder that is there must be a folder (not a file named like the run).
+    there = run_dir.parents[len(created) - 1] if created else run_dir
+    if there.exists() and not there.is_dir():
+        raise _not_a_folder(run_dir, there) if create else _no_run_dir(run_dir)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no flock; run without a lock
@@ -601,6 +609,71 @@ def saved_evaluation(
 
 
 BEST_WEIGHTS = "best.safetensors"
+# Everything a run directory owns, by name, with what it holds: the trainer's files, the
+# folders of its checkpoints, of its second stage (vaekit.stages), of its fitted samplers
+# (vaekit.samplers) and of its trackers' logs. Commands write their results beside these
+# (eval*.json, plots/, report.html, ...), never over them: :func:`check_not_run_file`.
+RUN_OWNED: dict[str, str] = {
+    "config.json": "the resolved config",
+    "model.json": "the data shape, classes and fingerprint",
+    "model.safetensors": "the latest weights",
+    BEST_WEIGHTS: "the best weights",
+    METRICS_FILE: "the training history",
+    LOCK_FILE: "the trainer's lock",
+    "checkpoints": "the checkpoints",
+    "prior": "the second stage",
+    "samplers": "the fitted samplers",
+    "tensorboard": "the TensorBoard log",
+    "mlruns": "the MLflow log",
+    "mlflow_run_id": "the MLflow run id",
+}
+
+
+def is_run_dir(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a run: its config.json with model.json, metrics.jsonl or
+    checkpoints/ beside it."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any(
+        (folder / name).exists() for name in ("model.json", METRICS_FILE, "checkpoints")
+    )
+
+
+def run_file_owner(path: str | os.PathLike[str]) -> tuple[Path, str] | None:
+    """The run directory that owns ``path`` and the entry of :data:`RUN_OWNED` it is or lies
+    in, or None. Symbolic links and ``..`` are resolved first; the nearest run directory
+    above the path decides (``RUN/prior`` is a run of its own, whose plots/ are free)."""
+    p = Path(path).expanduser()
+    try:
+        p = p.resolve()
+    except (OSError, RuntimeError):  # a loop of links: judge the path as written
+        p = p.absolute()
+    for folder in p.parents:
+        if is_run_dir(folder):
+            entry = p.relative_to(folder).parts[0]
+            return (folder, entry) if entry in RUN_OWNED else None
+    return None
+
+
+def check_not_run_file(
+    path: str | os.PathLike[str], option: str = "--out", example: str | None = "results.json"
+) -> Path:
+    """``path`` as a Path, unless it names a file or folder that a run directory owns
+    (:data:`RUN_OWNED`), or lies in one: writing there would break the run, so that is a
+    RunError (suggesting ``example`` in the run directory instead). Every command that
+    writes where its user says checks here first, before it writes anything."""
+    owner = run_file_owner(path)
+    if owner is not None:
+        run_dir, entry = owner
+        target = run_dir / entry
+        where = "is" if Path(path).expanduser().resolve() == target else "lies in"
+        instead = f", e.g. {run_dir / example}" if example else ""
+        raise RunError(
+            f"{option} {path} {where} {target}, {RUN_OWNED[entry]} of the run {run_dir}; "
+            f"vaekit never writes over a run's own files. Choose another name{instead}"
+        )
+    return Path(path)
+
+
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?$")
 
 
@@ -641,6 +714,15 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunError(f"{path}: expected a JSON object")
     return data
+
+
+def _not_a_folder(run_dir: Path, file: Path) -> RunError:
+    """A file where a run directory (or a folder above it) should be."""
+    where = f"{file} is a file" if file == run_dir else f"{file}, above it, is a file"
+    return RunError(
+        f"cannot use {run_dir} as a run directory: {where}, not a folder. Give a new folder "
+        "(or a run to continue with --resume) instead; vaekit does not write over that file"
+    )
 
 
 def _no_run_dir(run_dir: str | os.PathLike[str]) -> RunError:
