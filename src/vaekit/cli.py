@@ -28,7 +28,6 @@ since training unless ``--allow-changed-data`` (so does ``train --resume``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -748,7 +747,7 @@ def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from vaekit.evaluate import evaluate_run
-    from vaekit.rundir import eval_file_name, load, write_json
+    from vaekit.rundir import eval_file_name, json_text, load, write_json
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
     ds = _run_dataset(a, run)
@@ -771,7 +770,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     )
     out = out or run.dir / eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
     write_json(out, result)
-    print(json.dumps(result, indent=2))
+    print(json_text(result))
     _notes(run)
     if result.get("nll") is not None and result.get("nll_note"):
         # Beside the JSON (stdout stays JSON), so that the caveat is read with the number.
@@ -785,7 +784,7 @@ def _evaluate_disentanglement(a: argparse.Namespace, run: Any, ds: Any) -> int:
         disentanglement_file_name,
         evaluate_disentanglement,
     )
-    from vaekit.rundir import write_json
+    from vaekit.rundir import json_text, write_json
 
     out = _out_file(a.out, "disentanglement.json") if a.out else None
     try:
@@ -803,7 +802,7 @@ def _evaluate_disentanglement(a: argparse.Namespace, run: Any, ds: Any) -> int:
         return 2
     out = out or run.dir / disentanglement_file_name(run, a.split, quick=a.quick, limit=a.limit)
     write_json(out, result)
-    print(json.dumps(result, indent=2))
+    print(json_text(result))
     return 0
 
 

@@ -38,7 +38,14 @@ from vaekit.data import Dataset, Split, limit_split
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.errors import UsageError
 from vaekit.model import VAE
-from vaekit.rundir import STANDARD_K, Run, result_header
+from vaekit.rundir import (
+    STANDARD_K,
+    Run,
+    RunError,
+    nonfinite_key,
+    result_header,
+    weights_fallback,
+)
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -725,6 +732,25 @@ def _layer_results(
     result["active_units_per_layer"] = active_units_per_layer(variances, sizes)
 
 
+def nonfinite_result(run: Run, key: str, value: Any, split: str) -> RunError:
+    """The error for a figure of ``run`` that came out NaN or infinite: it names the weights
+    file and what to load instead, for such a figure is not reported as a result."""
+    path = getattr(run, "weights_file", None)
+    weights = f"the weights in {path}" if path is not None else "its weights"
+    instead = f"; {weights_fallback(run.dir, path)}" if path is not None else ""
+    return RunError(
+        f"{run.dir}: the {key} of the {split} split is {value}, not a number: {weights} are "
+        f"damaged, or the model diverged, so nothing is reported{instead}"
+    )
+
+
+def _finite_or_stop(run: Run, figures: dict[str, Any], split: str) -> None:
+    """Stop at once (before the long part) when a figure is NaN or infinite."""
+    found = nonfinite_key(figures)
+    if found is not None:
+        raise nonfinite_result(run, *found, split)
+
+
 def evaluate_run(
     run: Run,
     *,
@@ -786,6 +812,7 @@ def evaluate_run(
         t = time.perf_counter()
         terms = elbo_terms(run, part, samples=1, batch_size=1000, seed=seed)
         seconds["elbo"] = time.perf_counter() - t
+        _finite_or_stop(run, {k: v for k, v in terms.items() if not k.endswith("_se")}, split)
         result |= {
             key: terms[key]
             for key in ("elbo", "elbo_se", "recon", "recon_se", "kl")
@@ -808,6 +835,7 @@ def evaluate_run(
             )
             seconds["nll"] = time.perf_counter() - t
             nll, se = mean_and_se(-ll)
+            _finite_or_stop(run, {"nll": nll}, split)
             result["nll"], result["nll_se"] = nll, se
             if ds.is_image:
                 result["bits_per_dim"] = nll / (d * math.log(2))
@@ -878,4 +906,5 @@ def evaluate_run(
             ) | {"train_n": len(train)}
         seconds["latent"] = time.perf_counter() - t
     result["seconds"] = {key: round(v, 3) for key, v in seconds.items()}
+    _finite_or_stop(run, result, split)  # results are always finite (valid JSON)
     return result

@@ -34,7 +34,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -50,6 +52,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file, save
 from torch import Tensor
 from torch.distributions import Distribution
@@ -77,6 +80,12 @@ __all__ = [
     "read_data_info",
     "atomic_write",
     "write_json",
+    "json_text",
+    "finite_or_none",
+    "metrics_line",
+    "nonfinite_key",
+    "WEIGHTS_SHA256",
+    "weights_fallback",
     "save_weights",
     "load_weights",
     "init_weights",
@@ -281,19 +290,83 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def nonfinite_key(data: Any, where: str = "") -> tuple[str, float] | None:
+    """The first place in ``data`` (``"nll"``, ``"classifier.accuracy"``, ``"kl_per_dim[3]"``)
+    that holds a float that is NaN or infinite, which JSON cannot hold, with that value;
+    None when none does."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (where or "the value", data)
+    if isinstance(data, Mapping):
+        items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in data.items())
+    elif isinstance(data, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        found = nonfinite_key(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (JSON's null)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_none(v) for v in data]
+    return data
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` as strict JSON text: a NaN or infinity, which JSON has no token for (Python
+    would write a bare ``NaN`` that other readers refuse), is a RunError naming its key."""
+    try:
+        return json.dumps(data, indent=indent, allow_nan=False)
+    except ValueError:
+        found = nonfinite_key(data)
+        if found is None:
+            raise
+        raise RunError(
+            f"{found[0]} is {found[1]}, not a finite number, which JSON cannot hold"
+        ) from None
+
+
 def write_json(path: Path, data: Any) -> None:
+    """``data`` as strict JSON (:func:`json_text`), written atomically."""
+    try:
+        text = json_text(data)
+    except RunError as e:
+        raise RunError(f"cannot write {path}: {e}; nothing was written") from None
     with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
+        f.write(text + "\n")
+
+
+# The metadata key of a weights file that holds the sha256 of its tensor data (every byte
+# after the header): written by save_weights, checked by load_weights when present (files
+# written before it have none and load as they did).
+WEIGHTS_SHA256 = "data_sha256"
 
 
 def save_weights(
     path: Path, module: torch.nn.Module, metadata: dict[str, str] | None = None
 ) -> None:
-    """A module's state dict as safetensors, written atomically (contiguous CPU copies)."""
+    """A module's state dict as safetensors, written atomically (contiguous CPU copies),
+    with the sha256 of its tensor data in its metadata (:data:`WEIGHTS_SHA256`)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    data = save(tensors, metadata=metadata)
+    # The tensor data do not depend on the metadata: hash them, then save with the hash.
+    digest = hashlib.sha256(memoryview(data)[_header_end(data) :]).hexdigest()
+    data = save(tensors, metadata={**(metadata or {}), WEIGHTS_SHA256: digest})
     with atomic_write(path, "wb") as f:
-        f.write(save(tensors, metadata=metadata))
+        f.write(data)
+
+
+def _header_end(data: bytes) -> int:
+    """Where a safetensors file's tensor data begin: 8 bytes of header length, the header."""
+    return 8 + int.from_bytes(data[:8], "little")
 
 
 def weights_path(run_dir: Path, weights: str = "last") -> Path:
@@ -331,20 +404,59 @@ def read_weights_epoch(path: Path) -> int | None:
         return None
 
 
-def load_weights(path: Path, module: torch.nn.Module) -> None:
-    """Load safetensors weights into ``module``; a corrupt or mismatched file is a RunError."""
+def load_weights(path: Path, module: torch.nn.Module, fallback: str = "") -> None:
+    """Load safetensors weights into ``module``. A file that is truncated or corrupt,
+    whose tensor data do not match the sha256 it records, or that holds NaN or infinite
+    values, is a RunError that ends with ``fallback`` (what to load instead); one that does
+    not fit the model is a RunError too."""
+    instead = f"; {fallback}" if fallback else ""
     try:
-        state = load_file(str(path))
+        raw = Path(path).read_bytes()
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_safetensors(raw)
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(
-            f"{path}: cannot read weights ({e}); the file is truncated or corrupt"
+            f"{path}: cannot read weights ({e}); the file is truncated or corrupt{instead}"
         ) from None
+    digest = meta.get(WEIGHTS_SHA256)
+    if digest is not None and hashlib.sha256(raw[_header_end(raw) :]).hexdigest() != digest:
+        raise RunError(
+            f"{path}: the weights are corrupt (their sha256 does not match the one the file "
+            f"records){instead}"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise RunError(
+            f"{path}: {bad[0]} holds NaN or infinite values: the file is damaged (no weights "
+            f"that training saves hold any){instead}"
+        )
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise RunError(
             f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0]})"
         ) from None
+
+
+def weights_fallback(run_dir: Path, path: Path) -> str:
+    """What to load instead of the damaged weights file ``path`` of ``run_dir``: the other
+    weights (``--weights best`` / ``last``) or a checkpoint's, whichever the run has."""
+    ways = []
+    best = run_dir / BEST_WEIGHTS
+    if path.name == BEST_WEIGHTS:
+        ways.append("load the last weights instead (--weights last; Python: weights='last')")
+    elif best.is_file():
+        ways.append("load the best weights instead (--weights best; Python: weights='best')")
+    ckpts = [c / "model.safetensors" for c in checkpoint_dirs(run_dir)]
+    ckpts = [c for c in ckpts if c.is_file() and c != path]
+    if ckpts:
+        ways.append(f"copy a checkpoint's weights over it (the newest: {ckpts[-1]})")
+    if not ways:
+        return "train the run again (vaekit train --config RUN/config.json --out NEW)".replace(
+            "RUN", str(run_dir)
+        )
+    return " or ".join(ways)
 
 
 def init_weights(module: torch.nn.Module, source: str | os.PathLike[str]) -> list[str]:
@@ -487,6 +599,22 @@ def metrics_lines(run_dir: Path) -> tuple[list[MetricsLine], bool]:
     return lines, text == "" or text.endswith("\n")
 
 
+def metrics_line(row: Mapping[str, Any]) -> str:
+    """One epoch's line of ``metrics.jsonl`` (with its newline): strict JSON, in which a
+    figure that was NaN or infinite is null (:func:`read_metrics` reads it back as NaN)."""
+    return json.dumps(finite_or_none(row), allow_nan=False) + "\n"
+
+
+def _nan_for_null(data: Any) -> Any:
+    if data is None:
+        return math.nan
+    if isinstance(data, dict):
+        return {k: _nan_for_null(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_nan_for_null(v) for v in data]
+    return data
+
+
 # Damaged lines already reported by this process (file, line, text): said once, not at
 # every read of the same run.
 _REPORTED: set[tuple[str, int, str]] = set()
@@ -519,7 +647,8 @@ def read_metrics(run_dir: Path, *, warn: bool = True) -> list[dict[str, Any]]:
                     "are read",
                     file=sys.stderr,
                 )
-    return [line.row for line in lines if line.row is not None]
+    # A null is a figure that was not finite (metrics_line); older files hold NaN itself.
+    return [_nan_for_null(line.row) for line in lines if line.row is not None]
 
 
 # The literature's importance-sample count for test NLL; its evaluation is RUN/eval.json.
@@ -781,6 +910,8 @@ class Run:
         # Which weights were loaded ("last" or "best") and the epoch that wrote them.
         self.weights = "last"
         self.weights_epoch: int | None = None
+        # The file those weights came from (None for a model not loaded from a file).
+        self.weights_file: Path | None = None
         # "model", or "prior" for a second stage (RUN/prior) loaded as its parent RUN.
         self.stage = "model"
         self.parent: Path | None = None
@@ -833,9 +964,10 @@ class Run:
                 f"{run_dir} was trained on {tuple(data['shape'])}"
             )
         path = weights_path(run_dir, weights)
-        load_weights(path, model)
+        load_weights(path, model, weights_fallback(run_dir, path))
         run = cls(run_dir, config, info, model.to(device))
         run.weights, run.weights_epoch = weights, read_weights_epoch(path)
+        run.weights_file = path
         return run
 
     def __repr__(self) -> str:

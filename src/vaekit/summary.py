@@ -23,6 +23,7 @@ from typing import Any
 from vaekit.errors import UsageError
 from vaekit.rundir import (
     RunError,
+    finite_or_none,
     model_label,
     objective_abilities,
     part_labels,
@@ -128,7 +129,7 @@ def _cell(key: str, row: dict[str, Any]) -> str:
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "markdown") -> str:
     """The rows as a Markdown table (NLL with its standard error), CSV or JSON."""
     if fmt == "json":
-        return json.dumps(list(rows), indent=2)
+        return json.dumps(finite_or_none(list(rows)), indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")

@@ -44,7 +44,6 @@ import contextlib
 import copy
 import dataclasses
 import inspect
-import json
 import math
 import os
 import random
@@ -82,6 +81,7 @@ from vaekit.rundir import (
     atomic_write,
     damaged_line_text,
     init_weights,
+    metrics_line,
     metrics_lines,
     read_data_info,
     read_metrics,
@@ -1212,7 +1212,7 @@ def end_of_epoch(
                 {"epoch": str(epoch), "valid_elbo": repr(state.best_score)},
             )
         with open(s.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(metrics_line(row))
         if s.faults:
             s.faults.hit("epoch")
     return row
