@@ -127,3 +127,10 @@ def test_results_and_metrics_are_strict_json(
     assert math.isnan(row["test"]["elbo"]) and row["test"]["kl"] == 1.5
     for line in (run / "metrics.jsonl").read_text().splitlines():
         _strict(line)
+
+
+def test_a_run_started_from_damaged_weights_is_refused(run: Path, tmp_path: Path) -> None:
+    # train.init (a second stage starts this way) reads weights through the same checks.
+    _rewrite(run / "model.safetensors", nan=True)
+    with pytest.raises(RunError, match="train.init: .*holds NaN or infinite values"):
+        train_tiny(tmp_path / "second", f"train.init={run}")

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -88,6 +88,7 @@ __all__ = [
     "weights_fallback",
     "save_weights",
     "load_weights",
+    "read_weights",
     "init_weights",
     "read_metrics",
     "METRICS_FILE",
@@ -404,17 +405,17 @@ def read_weights_epoch(path: Path) -> int | None:
         return None
 
 
-def load_weights(path: Path, module: torch.nn.Module, fallback: str = "") -> None:
-    """Load safetensors weights into ``module``. A file that is truncated or corrupt,
-    whose tensor data do not match the sha256 it records, or that holds NaN or infinite
-    values, is a RunError that ends with ``fallback`` (what to load instead); one that does
-    not fit the model is a RunError too."""
+def read_weights(path: Path, fallback: str = "") -> dict[str, Tensor]:
+    """The tensors of a safetensors weights file, checked: a file that is truncated or
+    corrupt, whose tensor data do not match the sha256 it records (:data:`WEIGHTS_SHA256`;
+    files from before it record none), or that holds NaN or infinite values, is a RunError
+    that ends with ``fallback`` (what to load instead)."""
     instead = f"; {fallback}" if fallback else ""
     try:
         raw = Path(path).read_bytes()
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        state = load_safetensors(raw)
+        state: dict[str, Tensor] = load_safetensors(raw)
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(
             f"{path}: cannot read weights ({e}); the file is truncated or corrupt{instead}"
@@ -431,6 +432,13 @@ def load_weights(path: Path, module: torch.nn.Module, fallback: str = "") -> Non
             f"{path}: {bad[0]} holds NaN or infinite values: the file is damaged (no weights "
             f"that training saves hold any){instead}"
         )
+    return state
+
+
+def load_weights(path: Path, module: torch.nn.Module, fallback: str = "") -> None:
+    """Load safetensors weights into ``module``, checked by :func:`read_weights` (whose
+    errors end with ``fallback``); weights that do not fit the model are a RunError too."""
+    state = read_weights(path, fallback)
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
@@ -476,9 +484,9 @@ def init_weights(module: torch.nn.Module, source: str | os.PathLike[str]) -> lis
             "that `vaekit train --out` wrote"
         )
     try:
-        saved = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RunError(f"train.init: cannot read {path} ({e})") from None
+        saved = read_weights(path)
+    except RunError as e:
+        raise RunError(f"train.init: {e}") from None
     own = module.state_dict()
     wrong = [k for k in own if k in saved and saved[k].shape != own[k].shape]
     if wrong:
