@@ -134,3 +134,13 @@ def test_a_run_started_from_damaged_weights_is_refused(run: Path, tmp_path: Path
     _rewrite(run / "model.safetensors", nan=True)
     with pytest.raises(RunError, match="train.init: .*holds NaN or infinite values"):
         train_tiny(tmp_path / "second", f"train.init={run}")
+
+
+def test_write_report_never_writes_over_a_run_file(run: Path) -> None:
+    # The Python API checks as the command line does, before it evaluates anything.
+    from vaekit.report import write_report
+
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(RunError, match="the resolved config of the run"):
+        write_report(load(run), out=run / "config.json")
+    assert (run / "config.json").read_bytes() == before and not list(run.glob("eval*.json"))

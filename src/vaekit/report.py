@@ -31,6 +31,7 @@ from vaekit.data import Dataset
 from vaekit.rundir import (
     Run,
     atomic_write,
+    check_not_run_file,
     eval_file_name,
     part_labels,
     saved_evaluation,
@@ -522,6 +523,8 @@ def write_report(
     report (default RUN/report.html). Returns its path."""
     from vaekit.plots import applicable_figures, run_figures
 
+    if out is not None:  # before the long part: never over a run's own files
+        check_not_run_file(out, "out", "report.html")
     ds = dataset if dataset is not None else run.dataset(data_dir)
     results = load_or_evaluate(run, k=k, dataset=ds, threads=threads)
     figures = run_figures(run, ds)
