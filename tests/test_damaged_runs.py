@@ -38,15 +38,23 @@ def _strict(text: str) -> object:
     return json.loads(text, parse_constant=refuse)
 
 
-def _rewrite(path: Path, scale: float | None = None, nan: bool = False) -> None:
+def _rewrite(
+    path: Path, scale: float | None = None, nan: bool = False, overflow: bool = False
+) -> None:
     """Save ``path`` again as a run from before checksums (no WEIGHTS_SHA256), with its
-    tensors scaled or the first one set to NaN."""
+    tensors scaled, or the first one set to NaN, or (``overflow``) the first layer of each
+    network set to finite values so large that its outputs overflow to infinity, which
+    the next layer's weights of both signs turn into NaN."""
     with safe_open(str(path), "pt") as f:
         meta = {k: v for k, v in (f.metadata() or {}).items() if k != WEIGHTS_SHA256}
     tensors = load_file(path)
     for k, v in tensors.items():
         if scale is not None and v.is_floating_point():
             tensors[k] = v * scale
+    if overflow:
+        for k, v in tensors.items():
+            if k.endswith((".0.weight", ".0.bias")):
+                tensors[k] = v.clone().fill_(3e38)
     if nan:
         first = next(iter(tensors))
         tensors[first] = tensors[first].clone().fill_(math.nan)
@@ -144,3 +152,17 @@ def test_write_report_never_writes_over_a_run_file(run: Path) -> None:
     with pytest.raises(RunError, match="the resolved config of the run"):
         write_report(load(run), out=run / "config.json")
     assert (run / "config.json").read_bytes() == before and not list(run.glob("eval*.json"))
+
+
+def test_outputs_that_are_not_numbers_are_not_written(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Finite weights that overflow: samples, reconstructions and codes of NaN are refused.
+    _rewrite(run / "model.safetensors", overflow=True)
+    for cmd, what in (("sample", "samples"), ("reconstruct", "reconstructions")):
+        out = tmp_path / f"{cmd}.npy"
+        err = _fails([cmd, str(run), "--out", str(out)], capsys)
+        assert f"the {what} hold NaN or infinite values, so nothing was written" in err
+        assert "--weights best" in err and not out.exists()
+    err = _fails(["encode", str(run), "--out", str(tmp_path / "z.csv")], capsys)
+    assert "the latent means hold NaN or infinite values" in err

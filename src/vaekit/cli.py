@@ -986,6 +986,23 @@ def _save_figure(fig: Any, out: str, dpi: int) -> Path:
     return path
 
 
+def _finite(run: Any, values: Any, what: str) -> None:
+    """Stop before writing ``what`` when it holds NaN or infinite values: the weights are
+    damaged (or the model diverged), which the file would hide."""
+    import torch
+
+    if not bool(torch.isfinite(torch.as_tensor(values)).all()):
+        from vaekit.rundir import weights_fallback
+
+        path = run.weights_file
+        weights = f"the weights in {path}" if path is not None else "the run's weights"
+        instead = f"; {weights_fallback(run.dir, path)}" if path is not None else ""
+        raise CommandError(
+            f"the {what} hold NaN or infinite values, so nothing was written: {weights} are "
+            f"damaged, or the model diverged{instead}"
+        )
+
+
 def _columns(run: Any) -> tuple[list[str], bool]:
     """The data's own column names (a CSV's header) and True, else x0, x1, ... and False."""
     d = 1
@@ -1020,6 +1037,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
         x = run.sample(a.n, a.label, sampler=a.sampler, temperature=a.temperature)
     except ValueError as e:  # a prior that has no temperature
         raise CommandError(str(e)) from None
+    _finite(run, x, "samples")
     _notes(run)
     if kind == "image":
         ncol = run.num_classes if (run.num_classes and a.label is None) else None
@@ -1113,6 +1131,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
     x = split.x[:n].to(run.device)
     y = split.y[:n] if (split.y is not None and run.num_classes) else None
     xr = run.reconstruct(x, y)
+    _finite(run, xr, "reconstructions")
     if kind == "image":
         # Originals in the odd rows, reconstructions under them, each row labelled.
         ncol = min(n, 16)
@@ -1183,6 +1202,8 @@ def cmd_encode(a: argparse.Namespace) -> int:
     prefix, fmt = _encode_out(a, run.dir)
     # The means evaluation, the plots and the explorer use: the same function.
     moments = posterior_moments(run.model, split.x, split.y if run.num_classes else None)
+    _finite(run, moments.mean, "latent means")
+    _finite(run, moments.variance, "latent variances")
     mean, var = moments.mean.numpy(), moments.variance.numpy()
     codes = []
     if run.model.composition.posterior.discrete:
