@@ -12,8 +12,11 @@ Layout::
                                   (:func:`eval_file_name`, :func:`saved_evaluation`)
 
 Everything is written atomically (temporary file, fsync, rename), so a crash leaves
-either the old file or the new one, never half of one. Nothing here imports the
-trainer.
+either the old file or the new one, never half of one. Weights files record the sha256
+of their tensor data (:data:`WEIGHTS_SHA256`), checked with their values on every load
+(:func:`read_weights`); JSON is always strict (:func:`json_text`). What a run directory
+owns is listed once (:data:`RUN_OWNED`): no command's ``--out`` may name it. Nothing here
+imports the trainer.
 
 Who may write at the same time: one trainer. ``vaekit train`` (new run or ``--resume``)
 holds ``RUN/.lock`` (:func:`run_lock`, an OS lock the kernel drops when the process
