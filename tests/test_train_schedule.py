@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,45 @@ def test_the_trainer_applies_and_logs_the_schedule(tmp_path: Path) -> None:
 def test_unknown_schedule_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="did you mean 'cosine'"):
         load_config(None, ["train.lr_schedule=cosin"])
+
+
+def _epoch_lines(tmp_path: Path, *overrides: str) -> tuple[list[str], list[dict]]:
+    from conftest import tiny_config
+
+    from vaekit.train import fit
+
+    log = io.StringIO()
+    fit(tiny_config(*overrides), tmp_path / "run", progress=False, log=log)
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("epoch")]
+    return lines, read_metrics(tmp_path / "run")
+
+
+def test_the_epoch_line_prints_the_bound_and_says_when_the_loss_is_weighted(
+    tmp_path: Path,
+) -> None:
+    # During a KL warm-up the loss is recon + beta KL with beta < 1: the figure printed as
+    # the split's score must be the negative ELBO metrics.jsonl records, not that loss.
+    lines, rows = _epoch_lines(tmp_path, "objective.warmup_epochs=10")
+    for line, row in zip(lines, rows, strict=True):
+        test = float(re.search(r"test -ELBO (\S+)", line).group(1))  # type: ignore[union-attr]
+        assert test == pytest.approx(-row["test"]["elbo"], abs=1e-3)
+        assert abs(test - row["test"]["loss"]) > 0.01  # the weighted loss differs
+        train = re.search(
+            r"train -ELBO (\S+) \(.*; trained on loss (\S+): KL x (\S+), warm-up", line
+        )
+        assert train, line
+        assert float(train.group(1)) == pytest.approx(-row["train"]["elbo"], abs=1e-3)
+        assert float(train.group(2)) == pytest.approx(row["train"]["loss"], abs=1e-3)
+    assert "KL x 0.1, warm-up epoch 1 of 10" in lines[0]
+    assert "KL x 0.2, warm-up epoch 2 of 10" in lines[1]
+
+
+def test_the_epoch_line_names_no_weighted_loss_when_the_loss_is_the_bound(tmp_path: Path) -> None:
+    lines, rows = _epoch_lines(tmp_path / "elbo", "train.epochs=1")
+    assert "train -ELBO" in lines[0] and "trained on loss" not in lines[0]
+    lines, rows = _epoch_lines(tmp_path / "beta", "train.epochs=1", "objective.beta=4")
+    assert "trained on loss" in lines[0] and "KL x 4)" in lines[0]
+    # An autoencoder has no bound: its loss is the figure.
+    lines, rows = _epoch_lines(tmp_path / "ae", "train.epochs=1", "objective=ae")
+    loss = float(re.search(r"test loss (\S+)", lines[0]).group(1))  # type: ignore[union-attr]
+    assert loss == pytest.approx(rows[0]["test"]["loss"], abs=1e-3)

@@ -296,10 +296,27 @@ def _early_stop_text(state: TrainState, patience: int) -> str:
     )
 
 
-def _fmt(terms: dict[str, float]) -> str:
-    main = f"{terms.get('loss', float('nan')):.3f}"
-    parts = [f"{k} {v:.3f}" for k, v in terms.items() if k not in ("loss", "elbo")]
-    return f"{main} ({', '.join(parts)})" if parts else main
+def _fmt(terms: dict[str, float], bound: ObjectiveAbilities, loss_note: str | None = None) -> str:
+    """One split's mean terms as the epoch line prints them: the bound as papers report it
+    (the negative ELBO, not the training loss, which a KL warm-up or a beta weighs), then
+    the other terms. With ``loss_note`` (the training split) the loss the optimiser
+    minimised follows when it is not that bound, with what weighs it."""
+    if bound.bound in terms:
+        figure, name = -bound.score(terms), bound.bound_label
+        if bound.sign > 0:  # a log-likelihood bound: its negative, in nats, as papers report it
+            name = "-" + name
+    else:  # an objective of yours that does not report the term it names as its bound
+        figure, name = terms.get("loss", math.nan), "loss"
+    skip = {"loss", "elbo", bound.bound}
+    inside = ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k not in skip)
+    loss = terms.get("loss")
+    if loss_note is not None and loss is not None and name != "loss":
+        weighted = abs(loss - figure) > max(1e-3, 1e-5 * abs(figure))
+        if loss_note or weighted:
+            why = loss_note or "not the bound"
+            inside += f"{'; ' if inside else ''}trained on loss {loss:.3f}: {why}"
+    text = f"{name} {figure:.3f}"
+    return f"{text} ({inside})" if inside else text
 
 
 def _seed_everything(seed: int) -> None:
@@ -1162,10 +1179,10 @@ def end_of_epoch(
     state.epoch, state.batch, prog.epoch = epoch, 0, EpochProgress()
     prog.good = _snapshot(parts.loss_module, parts.optimizers)
     if s.main:
-        test_txt = f"  test {_fmt(row['test'])}" if "test" in row else ""
-        s.say(
-            f"epoch {epoch:>3}/{t.epochs}  train {_fmt(train_terms)}{test_txt}  [{row['seconds']:.1f}s]"
-        )
+        bound = parts.bound
+        test_txt = f"  test {_fmt(row['test'], bound)}" if "test" in row else ""
+        train_txt = _fmt(train_terms, bound, parts.objective.loss_note())
+        s.say(f"epoch {epoch:>3}/{t.epochs}  train {train_txt}{test_txt}  [{row['seconds']:.1f}s]")
         if best:
             # Before the metrics row and the checkpoint: a crash in between redoes
             # the epoch, which rewrites the same weights (resume is exact).
