@@ -136,7 +136,7 @@ def test_one_usage_error_class_said_once_by_main(
         compare_curves({"a": (run.metrics, ObjectiveAbilities())}, "valid")
     plain = str(runs["plain"])
     assert "unknown figure(s) ['nope']" in _fails(["plot", plain, "--which", "nope"], capsys)
-    assert "has no valid scores" in _fails(["curves", plain], capsys)
+    assert "has no valid scores" in _fails(["curves", plain, "--split", "valid"], capsys)
     err = _fails(["train", "--resume", plain, "--seed", "3"], capsys)
     assert "only --epochs, --patience, --threads and --device may change" in err
     assert "--port must be in 0..65535" in _fails(["explore", plain, "--port", "70000"], capsys)

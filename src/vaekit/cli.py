@@ -341,9 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one curve each")
     p.add_argument(
         "--split",
-        default="valid",
+        default=None,
         choices=["train", "valid", "test"],
-        help="the split whose scores are drawn (default: valid)",
+        help="the split whose scores are drawn (default: valid when every run has a "
+        "validation split, else test)",
     )
     p.add_argument(
         "--out",
@@ -817,7 +818,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_curves(a: argparse.Namespace) -> int:
-    from vaekit.plots import compare_curves
+    from vaekit.plots import compare_curves, curves_split
     from vaekit.rundir import objective_abilities, read_metrics, read_run_config
 
     runs: dict[str, Any] = {}
@@ -830,8 +831,12 @@ def cmd_curves(a: argparse.Namespace) -> int:
         name = path.resolve().name
         bound = objective_abilities(read_run_config(path))
         runs[name if name not in runs else str(path)] = (rows, bound)
-    fig = compare_curves(runs, a.split)
-    out = _save_figure(fig, a.out or f"curves-{a.split}.png", a.dpi)
+    split = a.split or curves_split(runs)
+    if split != (a.split or "valid"):
+        lacking = [n for n, (rows, _) in runs.items() if not any("valid" in r for r in rows)]
+        print(f"note: drawing the {split} split: {', '.join(lacking)} has no validation split")
+    fig = compare_curves(runs, split)
+    out = _save_figure(fig, a.out or f"curves-{split}.png", a.dpi)
     print(f"wrote {out}")
     return 0
 
