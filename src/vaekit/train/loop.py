@@ -959,7 +959,11 @@ def _announce(s: Session, data: TrainingData, parts: Parts) -> None:
 def _open_trackers(s: Session) -> list[Tracker]:
     if not s.main or not s.t.trackers:
         return []
-    return open_trackers(list(s.t.trackers), s.run_dir, config_to_dict(s.cfg), s.resume)
+    trackers = open_trackers(list(s.t.trackers), s.run_dir, config_to_dict(s.cfg), s.resume)
+    for tracker in trackers:
+        if tracker.viewing():
+            s.say(f"tracker {tracker.name}: {tracker.viewing()}")
+    return trackers
 
 
 # -- phase 5: one epoch's batches and one training step ------------------------------------------
