@@ -41,15 +41,19 @@ def test_unknown_schedule_is_a_config_error() -> None:
         load_config(None, ["train.lr_schedule=cosin"])
 
 
-def _epoch_lines(tmp_path: Path, *overrides: str) -> tuple[list[str], list[dict]]:
+def _train_log(tmp_path: Path, *overrides: str) -> tuple[str, list[dict]]:
     from conftest import tiny_config
 
     from vaekit.train import fit
 
     log = io.StringIO()
     fit(tiny_config(*overrides), tmp_path / "run", progress=False, log=log)
-    lines = [line for line in log.getvalue().splitlines() if line.startswith("epoch")]
-    return lines, read_metrics(tmp_path / "run")
+    return log.getvalue(), read_metrics(tmp_path / "run")
+
+
+def _epoch_lines(tmp_path: Path, *overrides: str) -> tuple[list[str], list[dict]]:
+    text, rows = _train_log(tmp_path, *overrides)
+    return [line for line in text.splitlines() if line.startswith("epoch")], rows
 
 
 def test_the_epoch_line_prints_the_bound_and_says_when_the_loss_is_weighted(
@@ -81,3 +85,31 @@ def test_the_epoch_line_names_no_weighted_loss_when_the_loss_is_the_bound(tmp_pa
     lines, rows = _epoch_lines(tmp_path / "ae", "train.epochs=1", "objective=ae")
     loss = float(re.search(r"test loss (\S+)", lines[0]).group(1))  # type: ignore[union-attr]
     assert loss == pytest.approx(rows[0]["test"]["loss"], abs=1e-3)
+
+
+def test_score_limit_scores_a_seeded_subset_and_the_trainer_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # data.limit cut the training split only: a quick run still scored the whole validation
+    # and test splits every epoch. train.score_limit scores a seeded, class-balanced subset.
+    from vaekit.data import limit_split, load_dataset
+    from vaekit.train import loop
+
+    scored: list[list[int]] = []
+    real = loop.evaluate_split
+
+    def recording(model, objective, split, batch_size):  # type: ignore[no-untyped-def]
+        scored.append(split.y.tolist())
+        return real(model, objective, split, batch_size)
+
+    monkeypatch.setattr(loop, "evaluate_split", recording)
+    over = ("data.limit=64", "data.valid_fraction=0.2", "train.epochs=1")
+    text, rows = _train_log(tmp_path / "a", *over, "train.score_limit=50")
+    assert [len(y) for y in scored] == [50, 50]  # valid, then test
+    assert scored[1] == limit_split(load_dataset("digits").test, 50, seed=0).y.tolist()
+    assert "test 359 (each epoch scores 50)" in text and "note: every epoch scores" not in text
+    assert set(rows[0]["test"]) >= {"elbo", "recon", "kl"}
+    scored.clear()
+    text, _ = _train_log(tmp_path / "b", *over)
+    assert [len(y) for y in scored] == [288, 359]  # a fifth of the 1,438 training images
+    assert "--set train.score_limit=N" in text

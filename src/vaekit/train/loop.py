@@ -65,6 +65,7 @@ from vaekit.data import (
     Split,
     StreamSplit,
     data_change,
+    limit_examples,
     python_dataset,
     resolve_data_name,
     training_data,
@@ -707,8 +708,13 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         ds = training_data(cfg.data, t.seed, data_dir_=data_dir, source=source)
     _check_data_fits(cfg, ds)
     train = ds.train.to(s.device)
-    valid = ds.valid.to(s.device) if ds.valid else None
-    test = ds.test.to(s.device)
+    valid: Split | StreamSplit | None = ds.valid
+    test: Split | StreamSplit = ds.test
+    if t.score_limit:  # each epoch scores a seeded subset of the validation and test splits
+        valid = limit_examples(valid, t.score_limit, t.seed) if valid else None
+        test = limit_examples(test, t.score_limit, t.seed)
+    valid = valid.to(s.device) if valid else None
+    test = test.to(s.device)
     if t.patience and valid is None:
         raise ConfigError(
             f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
@@ -949,11 +955,26 @@ def _announce(s: Session, data: TrainingData, parts: Parts) -> None:
         if dist.world_size > 1
         else ""
     )
-    valid_txt = f" valid {len(data.valid)}" if data.valid is not None else ""
+
+    def scored(name: str, split: Any, scored: Any) -> str:
+        if split is None:
+            return ""
+        part = f" (each epoch scores {len(scored)})" if len(scored) < len(split) else ""
+        return f" {name} {len(split)}{part}"
+
     s.say(
-        f"vaekit: {ds.name} {tuple(ds.shape)} train {data.n}{valid_txt} test {len(data.test)} | "
+        f"vaekit: {ds.name} {tuple(ds.shape)} train {data.n}"
+        f"{scored('valid', ds.valid, data.valid)}{scored('test', ds.test, data.test)} | "
         f"{nparams:,} parameters | {s.device}{procs} | run {s.run_dir}"
     )
+    scoring = len(data.test) + (len(data.valid) if data.valid is not None else 0)
+    if not s.t.score_limit and s.cfg.data.limit and scoring > data.n:
+        # A quick run on few examples spends its epochs scoring whole splits.
+        s.say(
+            f"note: every epoch scores all {scoring:,} validation and test examples, "
+            f"{data.n:,} are trained on (data.limit); --set train.score_limit=N scores a "
+            "seeded subset of N of each"
+        )
 
 
 def _open_trackers(s: Session) -> list[Tracker]:
