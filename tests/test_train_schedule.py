@@ -109,7 +109,17 @@ def test_score_limit_scores_a_seeded_subset_and_the_trainer_says_so(
     assert scored[1] == limit_split(load_dataset("digits").test, 50, seed=0).y.tolist()
     assert "test 359 (each epoch scores 50)" in text and "note: every epoch scores" not in text
     assert set(rows[0]["test"]) >= {"elbo", "recon", "kl"}
+    # metrics.jsonl says the scores are of a subset; the summary does not pass them off
+    # as the test split's bound.
+    assert rows[0]["scored"] == {"valid": 50, "test": 50}
+    from vaekit.summary import summarize_run
+
+    assert summarize_run(tmp_path / "a" / "run")["test_bound"] is None
     scored.clear()
-    text, _ = _train_log(tmp_path / "b", *over)
+    text, rows = _train_log(tmp_path / "b", *over)
     assert [len(y) for y in scored] == [288, 359]  # a fifth of the 1,438 training images
     assert "--set train.score_limit=N" in text
+    assert "scored" not in rows[0]
+    assert summarize_run(tmp_path / "b" / "run")["test_bound"] == pytest.approx(
+        rows[0]["test"]["elbo"]
+    )

@@ -1182,6 +1182,16 @@ def end_of_epoch(
         esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
         totals = all_reduce_sum(list(esums.values()), dist)
         row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
+    # Splits scored on a seeded subset (train.score_limit): how many, so that no reader
+    # takes those figures for the whole split's.
+    wholes = {"valid": len(data.ds.valid) if data.ds.valid else 0, "test": len(data.ds.test)}
+    scored = {
+        name: len(split)
+        for name, split in (("valid", data.valid), ("test", data.test))
+        if split is not None and len(split) < wholes[name]
+    }
+    if scored:
+        row["scored"] = scored
     if ep.skipped:
         row["skipped_steps"] = ep.skipped
     if ep.bad_steps:
