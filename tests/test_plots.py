@@ -321,16 +321,45 @@ def test_compare_curves_draws_minus_each_runs_own_bound() -> None:
     assert labels[0] == "vae (-ELBO): best 100.00 at epoch 6 of 11"
     assert labels[1].startswith("iwae (-IWAE bound): best 90.25 at epoch 4")
     assert ax.get_ylabel() == "-ELBO / -IWAE bound / loss on valid (nats)"
-    with pytest.raises(ValueError, match="no test scores"):
+    with pytest.raises(ValueError, match="no test scores in its metrics.jsonl; it has valid"):
         compare_curves({"vae": (elbo, bound["elbo"])}, "test")
 
 
+def test_compare_curves_defaults_to_a_split_every_run_has() -> None:
+    # A run without a validation split (digits, the demo) scores test only: the default
+    # split must be one that every run has, not valid.
+    from vaekit.plots import curves_split
+    from vaekit.registry import OBJECTIVES
+
+    bound = OBJECTIVES.get("elbo").abilities
+    both = [{"epoch": e, "valid": {"elbo": -9.0 - e}, "test": {"elbo": -10.0 - e}} for e in (1, 2)]
+    test_only = [{"epoch": e, "test": {"elbo": -20.0 / e}} for e in (1, 2)]
+    assert curves_split({"a": (both, bound)}) == "valid"
+    runs = {"a": (both, bound), "b": (test_only, bound)}
+    assert curves_split(runs) == "test"
+    ax = compare_curves(runs).axes[0]
+    assert list(ax.get_lines()[0].get_ydata()) == [11.0, 12.0] and "on test" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="b: test"):
+        curves_split(
+            {"a": ([{"epoch": 1, "valid": {"elbo": -1.0}}], bound), "b": (test_only, bound)}
+        )
+
+
 def test_cli_curves(
-    vae: vaekit.Run, ae: vaekit.Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    vae: vaekit.Run,
+    ae: vaekit.Run,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "c.png"
     assert main(["curves", str(vae.dir), str(ae.dir), "--split", "test", "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+    # As the README runs it: no --split, runs without a validation split (digits).
+    monkeypatch.chdir(tmp_path)
+    assert main(["curves", str(vae.dir), str(ae.dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "drawing the test split" in printed and (tmp_path / "curves-test.png").is_file()
     assert main(["curves", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert main(["curves", str(vae.dir), "--split", "valid", "--out", str(out)]) == 2

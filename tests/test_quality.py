@@ -21,6 +21,7 @@ from vaekit.quality import (
     QualityError,
     domain_features,
     fid,
+    format_scores,
     frechet_distance,
     precision_recall,
 )
@@ -204,3 +205,24 @@ def test_inception_features_refuse_a_file_that_is_not_the_weights(
     )
     with pytest.raises(RunError, match="not loadable as FID Inception-v3 weights"):
         inception.InceptionFeatures()
+
+
+def test_the_scores_table_cuts_no_label() -> None:
+    # The data row's label was cut to 10 characters ("200 traini").
+    scores = {
+        "data": {"sampler": "200 training examples", "fid": 1.5, "precision": 0.9, "recall": 0.8},
+        "two-stage": {"sampler": "two-stage", "fid": 12.25, "precision": 0.5, "recall": 0.4},
+    }
+    result = {
+        "features": {"network": "domain"},
+        "n_samples": 200,
+        "reference": "test split (359 examples)",
+        "temperature": 1.0,
+        "scores": scores,
+    }
+    table = format_scores(result).splitlines()
+    assert table[3].split()[:6] == ["data", "200", "training", "examples", "1.500", "0.900"]
+    assert "two-stage" in table[4] and table[4].endswith("0.400")
+    # The columns line up: every row's FID ends where the header's does.
+    end = table[2].index("FID") + 3
+    assert table[3][end - 5 : end] == "1.500" and table[4][end - 6 : end] == "12.250"

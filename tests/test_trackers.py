@@ -76,3 +76,24 @@ def test_a_failing_tracker_is_dropped_with_a_warning(
 ) -> None:
     kept = safely([_Broken(tmp_path, {}, False)], "log_epoch", {"epoch": 1})
     assert kept == [] and "tracker broken failed (OSError: disk full)" in capsys.readouterr().err
+
+
+def test_the_trainer_says_where_each_tracker_writes_and_how_to_view_it(tmp_path: Path) -> None:
+    # Current MLflow reads a file store (RUN/mlruns) only with MLFLOW_ALLOW_FILE_STORE=true:
+    # the trainer must say so, or the user's `mlflow ui` shows nothing.
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    log = io.StringIO()
+    run = tmp_path / "run"
+    fit(
+        tiny_config("train.trackers=[tensorboard, mlflow]", "train.epochs=1"),
+        run,
+        progress=False,
+        log=log,
+    )
+    text = log.getvalue()
+    assert f"tensorboard --logdir {run}" in text
+    uri = MLflowTracker.local_uri(run)
+    assert f"mlflow ui --backend-store-uri {uri}" in text
+    if uri.startswith("file:"):
+        assert "MLFLOW_ALLOW_FILE_STORE=true mlflow ui" in text

@@ -31,7 +31,7 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +119,89 @@ def _weights(p: argparse.ArgumentParser) -> None:
     )
 
 
-class _PlotHelp(argparse.HelpFormatter):
-    """``vaekit plot --help``: --which lists the figures of :data:`vaekit.plots.FIGURES`
-    with what each needs, read only when the help is shown (vaekit.plots loads torch)."""
+def _dataset_list() -> str:
+    from vaekit.data import NAMED
+
+    return ", ".join(NAMED)
+
+
+def _sampler_list(fitted: bool = False) -> str:
+    from vaekit.samplers import SAMPLERS
+
+    return "; ".join(
+        f"{name}: {s.summary}" for name, s in SAMPLERS.items() if s.needs_fit or not fitted
+    )
+
+
+def _figure_list() -> str:
+    from vaekit.plots import figure_list
+
+    return figure_list()
+
+
+class _RegistryHelp(argparse.HelpFormatter):
+    """Help texts whose lists come from the registries (named datasets, samplers, figures),
+    so that none is kept by hand and falls behind: a ``{datasets}``, ``{samplers}``,
+    ``{fitted-samplers}`` or ``{figures}`` in a help text is filled when the help is shown
+    (the registries load torch, which building the parser must not)."""
+
+    LISTS: dict[str, Callable[[], str]] = {
+        "{datasets}": _dataset_list,
+        "{samplers}": _sampler_list,
+        "{fitted-samplers}": lambda: _sampler_list(fitted=True),
+        "{figures}": _figure_list,
+    }
+
+    def _fill(self, text: str) -> str:
+        for key, names in self.LISTS.items():
+            if key in text:
+                text = text.replace(key, names())
+        return text
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
-        if action.dest != "which" or text is None:
-            return text
-        from vaekit.plots import figure_list
+        return None if text is None else self._fill(text)
 
-        return f"{text}: {figure_list()}"
+    def add_text(self, text: str | None) -> None:  # a parser's description
+        super().add_text(None if text is None else self._fill(text))
+
+
+class _Names:
+    """Names read from a registry when first asked (argparse ``choices``): the registries
+    load torch, which building the parser must not."""
+
+    def __init__(self, load: Callable[[], list[str]]) -> None:
+        self._load = load
+        self._names: list[str] | None = None
+
+    def _get(self) -> list[str]:
+        if self._names is None:
+            self._names = self._load()
+        return self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._get()
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _feature_names() -> list[str]:
+    from vaekit.quality import FEATURES
+
+    return list(FEATURES)
+
+
+def _sampler_names(fitted: bool = False) -> _Names:
+    def load() -> list[str]:
+        from vaekit.samplers import SAMPLERS
+
+        return [name for name, s in SAMPLERS.items() if s.needs_fit or not fitted]
+
+    return _Names(load)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset",
         default=None,
-        help="dataset name (digits, mnist, fashion-mnist, binarized-mnist, mnist-10k) or a path",
+        help="a named dataset ({datasets}), a file or folder, or module:function",
     )
     p.add_argument(
         "--epochs",
@@ -295,7 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
         "plot",
         help="write the run's figures as PNG",
         description="Write every figure that applies to the run (or those named with --which) as PNG files.",
-        formatter_class=_PlotHelp,
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
@@ -303,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="figures to write (default: all that apply)",
+        help="figures to write (default: all that apply): {figures}",
     )
     p.add_argument("--out", default=None, help="folder to write into (default: RUN/plots)")
     p.add_argument("--dpi", type=DPI, default=100, help="resolution of the PNGs (default: 100)")
@@ -340,9 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one curve each")
     p.add_argument(
         "--split",
-        default="valid",
+        default=None,
         choices=["train", "valid", "test"],
-        help="the split whose scores are drawn (default: valid)",
+        help="the split whose scores are drawn (default: valid when every run has a "
+        "validation split, else test)",
     )
     p.add_argument(
         "--out",
@@ -448,21 +520,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "fit-sampler",
-        help="fit a post-hoc latent sampler (gmm, flow, two-stage) to a run's codes",
+        help="fit a post-hoc latent sampler (a density of the codes) to a run's codes",
         description="Fit a density to the posterior means of the run's training split and "
-        "save it in RUN/samplers/NAME (sampler.json says what was fitted): gmm, a Gaussian "
-        "mixture (components chosen on held-out codes); flow, a neural spline flow (needs "
-        'zuko: pip install "vaekit[flows]"); two-stage, a second VAE on the codes (Dai & '
-        "Wipf 2019). `vaekit sample --sampler NAME` and `vaekit quality` fit one on first "
-        "use; this refits it.",
+        "save it in RUN/samplers/NAME (sampler.json says what was fitted). {fitted-samplers} "
+        '(a flow needs zuko: pip install "vaekit[flows]"). `vaekit sample --sampler NAME` '
+        "and `vaekit quality` fit one on first use; this refits it.",
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--sampler",
         required=True,
-        choices=["gmm", "flow", "two-stage"],
-        help="the density to fit to the run's training codes: gmm (Gaussian mixture), flow "
-        "(zuko's neural spline flow), two-stage (a second VAE on the codes)",
+        choices=_sampler_names(fitted=True),
+        metavar="NAME",  # argparse would read the registry (torch) to draw the usage
+        help="the density to fit to the run's training codes: {fitted-samplers}",
     )
     p.add_argument(
         "--option",
@@ -496,14 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="samplers to score: prior gmm flow two-stage (default: prior and every "
-        "sampler saved in the run)",
+        help="samplers to score, of {samplers} (default: prior and every sampler saved in the run)",
     )
     p.add_argument(
         "--features",
         default="domain",
-        choices=["domain", "inception"],
-        help="the feature network (default: domain)",
+        choices=_Names(_feature_names),
+        metavar="NAME",  # argparse would read the registry (torch) to draw the usage
+        help="the feature network (%(choices)s; default: domain)",
     )
     p.add_argument(
         "--n",
@@ -618,6 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_data_flags(p)
     _common(p)
+    # Every help text may name a registry's list ({datasets}, {samplers}, ...): filled when shown.
+    parser.formatter_class = _RegistryHelp
+    for command in sub.choices.values():
+        command.formatter_class = _RegistryHelp
     return parser
 
 
@@ -625,10 +699,11 @@ def _sampler_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler",
         default="prior",
-        choices=["prior", "gmm", "flow", "two-stage"],
-        help="where the codes come from: prior (p(z), default), or a density fitted to the "
-        "run's training codes: gmm, flow, two-stage (fitted and saved in RUN/samplers on "
-        "first use; see `vaekit fit-sampler`)",
+        choices=_sampler_names(),
+        metavar="NAME",  # argparse would read the registry (torch) to draw the usage
+        help="where the codes come from (default: prior): {samplers}; a density of the "
+        "run's training codes is fitted and saved in RUN/samplers on first use (see `vaekit "
+        "fit-sampler`)",
     )
     p.add_argument(
         "--temperature",
@@ -822,7 +897,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_curves(a: argparse.Namespace) -> int:
-    from vaekit.plots import compare_curves
+    from vaekit.plots import compare_curves, curves_split
     from vaekit.rundir import objective_abilities, read_metrics, read_run_config
 
     runs: dict[str, Any] = {}
@@ -835,8 +910,12 @@ def cmd_curves(a: argparse.Namespace) -> int:
         name = path.resolve().name
         bound = objective_abilities(read_run_config(path))
         runs[name if name not in runs else str(path)] = (rows, bound)
-    fig = compare_curves(runs, a.split)
-    out = _save_figure(fig, a.out or f"curves-{a.split}.png", a.dpi)
+    split = a.split or curves_split(runs)
+    if split != (a.split or "valid"):
+        lacking = [n for n, (rows, _) in runs.items() if not any("valid" in r for r in rows)]
+        print(f"note: drawing the {split} split: {', '.join(lacking)} has no validation split")
+    fig = compare_curves(runs, split)
+    out = _save_figure(fig, a.out or f"curves-{split}.png", a.dpi)
     print(f"wrote {out}")
     return 0
 

@@ -248,6 +248,13 @@ class Objective(nn.Module):
         the trainer calls it on every module that has one.
         """
 
+    def loss_note(self) -> str:
+        """How the training loss (the ``loss`` term) differs from the bound the objective
+        reports, or "" when it is the bound. The trainer prints it beside each epoch's
+        bound, so that a weighted loss is never read as the bound (``KL x 0.01, warm-up
+        epoch 1 of 100``)."""
+        return ""
+
     # The number of training examples (set by the trainer before the first epoch); estimators
     # that weigh a minibatch against the whole data set (total correlation) read it.
     dataset_size: int = 0
@@ -279,10 +286,21 @@ class _Warmup(Objective):
         self.beta = beta
         self.warmup_epochs = warmup_epochs
         self.current_beta = beta if warmup_epochs == 0 else beta / warmup_epochs
+        self.epoch = 1
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if self.warmup_epochs:
             self.current_beta = self.beta * min(1.0, epoch / self.warmup_epochs)
+
+    def loss_note(self, term: str = "KL") -> str:
+        """``KL x beta`` while the weight is not 1, with the warm-up epoch while it ramps."""
+        if self.current_beta == 1.0:
+            return ""
+        note = f"{term} x {self.current_beta:g}"
+        if self.warmup_epochs and self.epoch < self.warmup_epochs:
+            note += f", warm-up epoch {self.epoch} of {self.warmup_epochs}"
+        return note
 
 
 class ELBO(_Warmup):
@@ -429,6 +447,21 @@ class ELBO(_Warmup):
                     f"({_dist_name(q)}) and prior ({_dist_name(p)}); use objective.kl=auto, which "
                     "falls back to Monte Carlo"
                 ) from None
+
+    def loss_note(self, term: str = "KL") -> str:
+        """The KL weight and warm-up, the divergence in the KL's place, and what the
+        optimised loss adds to the ``loss`` term (free bits, KL balancing, spectral)."""
+        name = getattr(self.divergence, "term", "divergence")
+        notes = [super().loss_note("KL" if name == "kl" else name)]
+        if name != "kl" and not notes[0]:
+            notes = [f"{name} in place of the KL"]
+        if self.free_bits:
+            notes.append(f"free bits {self.free_bits:g}")
+        if self.kl_balance and self.current_beta < self.beta:
+            notes.append("KL balancing")
+        if self.spectral:
+            notes.append(f"spectral penalty x {self.spectral:g}")
+        return ", ".join(n for n in notes if n)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         q = model.encode(x, y)
@@ -886,6 +919,9 @@ class PriorFit(Objective):
     def __init__(self, samples: int = 1) -> None:
         super().__init__()
         self.samples = samples
+
+    def loss_note(self) -> str:
+        return "the KL alone (the encoder and decoder are fixed)"
 
     def setup(self, model: VAE) -> None:
         for module in (model.encoder, model.decoder):

@@ -74,6 +74,7 @@ __all__ = [
     "code_grids",
     "compare_runs",
     "compare_curves",
+    "curves_split",
     "applicable_figures",
     "figure_list",
     "run_figures",
@@ -645,14 +646,48 @@ def training_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
+_CURVE_SPLITS = ("valid", "test", "train")
+
+
+def _curve_points(
+    metrics: Sequence[Mapping[str, Any]], bound: ObjectiveAbilities, split: str
+) -> list[tuple[int, float]]:
+    return [
+        (int(r["epoch"]), bound.score(r[split]))
+        for r in metrics
+        if isinstance(r, Mapping) and isinstance(r.get(split), Mapping) and bound.bound in r[split]
+    ]
+
+
+def curves_split(
+    runs: Mapping[str, tuple[Sequence[Mapping[str, Any]], ObjectiveAbilities]],
+) -> str:
+    """The split :func:`compare_curves` draws by default: ``valid`` when every run has
+    validation scores, else ``test`` (a run without a validation split still scores the
+    test split every epoch), else ``train``: one split that every run has, so that the
+    curves compare like with like."""
+    for split in _CURVE_SPLITS:
+        if all(_curve_points(m, b, split) for m, b in runs.values()):
+            return split
+    raise UsageError(
+        "these runs have no split scored in all of them: "
+        + "; ".join(
+            f"{name}: {', '.join(s for s in _CURVE_SPLITS if _curve_points(m, b, s)) or 'none'}"
+            for name, (m, b) in runs.items()
+        )
+    )
+
+
 def compare_curves(
     runs: Mapping[str, tuple[Sequence[Mapping[str, Any]], ObjectiveAbilities]],
-    split: str = "valid",
+    split: str | None = None,
 ) -> Figure:
     """Learning curves of several runs in one panel: minus the bound each run trains (as
     its objective's abilities name it: the IWAE bound, the ELBO, ...; nats, lower is
     better), or the loss of an objective without a bound, on ``split`` by epoch, with each
     run's best epoch marked. It shows where a long run stands and whether it still improves.
+    ``split`` None takes the validation split when every run has one, else the test split
+    (:func:`curves_split`).
 
     ``runs`` maps a name to the rows of that run's ``metrics.jsonl`` and its objective's
     abilities (:func:`vaekit.rundir.objective_abilities`). The y-axis starts where the
@@ -667,23 +702,20 @@ def compare_curves(
     """
     if not runs:
         raise UsageError("compare_curves needs at least one run")
+    split = split or curves_split(runs)
     fig = Figure(figsize=(8.5, 5.0), layout="constrained")
     ax = fig.subplots()
     lows: list[float] = []
     highs: list[float] = []
     shown: dict[str, None] = {}  # the bounds' names, in the order of the runs
     for colour, (name, (metrics, bound)) in zip(_CURVE_COLOURS, runs.items(), strict=False):
-        pts = [
-            (int(r["epoch"]), bound.score(r[split]))
-            for r in metrics
-            if isinstance(r, Mapping)
-            and isinstance(r.get(split), Mapping)
-            and bound.bound in r[split]
-        ]
+        pts = _curve_points(metrics, bound, split)
         if not pts:
+            has = [s for s in _CURVE_SPLITS if _curve_points(metrics, bound, s)]
             raise UsageError(
-                f"{name} has no {split} scores in its metrics.jsonl (choose another split: "
-                "train, valid or test)"
+                f"{name} has no {split} scores in its metrics.jsonl; it has "
+                f"{', '.join(has) or 'none'}: choose a split that every run has, or leave "
+                "--split out to take one"
             )
         epochs = np.array([e for e, _ in pts])
         values = np.array([-v for _, v in pts])

@@ -479,11 +479,18 @@ def format_scores(result: dict[str, Any]) -> str:
         f"features: {result['features']['network']}",
         f"{result['n_samples']} samples vs the {result['reference']}, temperature "
         f"{result['temperature']:g}",
-        f"{'sampler':12s} {'':10s} {'FID':>9s} {'precision':>9s} {'recall':>7s}",
     ]
-    for name, s in result["scores"].items():
+    scores = result["scores"]
+    labels = {name: str(s.get("sampler", "")) for name, s in scores.items()}
+    # Columns as wide as their longest entry: a label is never cut ("200 training examples").
+    w_name = max([len("sampler"), *map(len, labels)])
+    w_label = max([0, *map(len, labels.values())])
+    lines.append(
+        f"{'sampler':{w_name}s} {'':{w_label}s} {'FID':>9s} {'precision':>9s} {'recall':>7s}"
+    )
+    for name, s in scores.items():
         lines.append(
-            f"{name:12s} {str(s.get('sampler', ''))[:10]:10s} {s['fid']:9.3f} "
+            f"{name:{w_name}s} {labels[name]:{w_label}s} {s['fid']:9.3f} "
             f"{s['precision']:9.3f} {s['recall']:7.3f}"
         )
     return "\n".join(lines)

@@ -262,11 +262,17 @@ def _metric_rows(
                     for key, v in terms.items()
                     if isinstance(v, (int, float))
                 )
+                scored = (last.get("scored") or {}).get(split)
                 rows.append(
                     (
                         f"last epoch ({last.get('epoch')}), {split}",
                         text,
-                        "as logged during training (metrics.jsonl)",
+                        "as logged during training (metrics.jsonl)"
+                        + (
+                            f", on a seeded {scored} examples of the split (train.score_limit)"
+                            if scored
+                            else ""
+                        ),
                     )
                 )
     return rows

@@ -61,7 +61,8 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     The evaluation is the most thorough saved one of the best weights when there is one,
     else of the last weights (:func:`vaekit.rundir.saved_evaluation`); ``test_bound``
-    is the bound the run trains on the test split at its best epoch (else its last).
+    is the bound the run trains on the test split at its best epoch (else its last), None
+    when each epoch scored a subset of it (``train.score_limit``).
     """
     path = Path(run_dir)
     cfg = read_run_config(path)
@@ -89,7 +90,10 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "epochs": last.get("epoch", 0),
         "best_epoch": best_epoch,
         "train_hours": sum(float(r.get("train_seconds", 0.0)) for r in rows) / 3600,
-        "test_bound": objective_abilities(cfg).score(test) if isinstance(test, dict) else None,
+        # None when training scored only a subset of the test split (train.score_limit).
+        "test_bound": objective_abilities(cfg).score(test)
+        if isinstance(test, dict) and "test" not in (at.get("scored") or {})
+        else None,
         "weights": None,
         "k": None,
         "nll": None,

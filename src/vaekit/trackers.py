@@ -10,7 +10,8 @@ that is not installed stops before training with the install command.
 - ``mlflow``: a run in a local store unless ``MLFLOW_TRACKING_URI`` names another:
   ``sqlite:///RUN/mlflow.db`` where SQLAlchemy is installed (the full ``mlflow`` package),
   else the file store ``RUN/mlruns`` (``mlflow-skinny``; MLflow keeps that store in
-  maintenance mode, so vaekit sets ``MLFLOW_ALLOW_FILE_STORE`` for it). The config's
+  maintenance mode, so vaekit sets ``MLFLOW_ALLOW_FILE_STORE`` for it; reading it back,
+  ``mlflow ui`` and ``MlflowClient`` need ``MLFLOW_ALLOW_FILE_STORE=true`` too). The config's
   settings become parameters, the same metrics are logged by epoch, figures as artifacts;
   a resumed run continues the same MLflow run.
 
@@ -70,6 +71,10 @@ class Tracker:
     def close(self) -> None:
         """Flush and release files."""
 
+    def viewing(self) -> str:
+        """Where it writes and the command that shows it, as the trainer prints it."""
+        return ""
+
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec(cls.module) is not None
@@ -96,6 +101,9 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(key, value, epoch)
         self.writer.flush()
 
+    def viewing(self) -> str:
+        return f"{self.run_dir / 'tensorboard'}; view with `tensorboard --logdir {self.run_dir}`"
+
     def log_figure(self, name: str, figure: Any, epoch: int) -> None:
         self.writer.add_figure(name, figure, epoch, close=False)
         self.writer.flush()
@@ -121,6 +129,7 @@ class MLflowTracker(Tracker):
         uri = os.environ.get("MLFLOW_TRACKING_URI") or self.local_uri(self.run_dir)
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.uri = uri
         self.client = mlflow.tracking.MlflowClient(tracking_uri=uri)
         id_file = self.run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if (resume and id_file.is_file()) else ""
@@ -145,6 +154,16 @@ class MLflowTracker(Tracker):
         if importlib.util.find_spec("sqlalchemy") is not None:
             return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
         return (run_dir / "mlruns").resolve().as_uri()
+
+    def viewing(self) -> str:
+        if not self.uri.startswith("file:"):
+            return f"{self.uri}; view with `mlflow ui --backend-store-uri {self.uri}`"
+        # Current MLflow reads a file store only when told to (vaekit sets it for itself).
+        return (
+            f"{self.uri}; view with `MLFLOW_ALLOW_FILE_STORE=true mlflow ui "
+            f"--backend-store-uri {self.uri}` (MLflow reads a file store only with "
+            "MLFLOW_ALLOW_FILE_STORE=true, in Python too)"
+        )
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         epoch = int(row["epoch"])

@@ -50,6 +50,7 @@ __all__ = [
     "make_dataset",
     "hold_out_validation",
     "limit_split",
+    "limit_examples",
     "data_dir",
     "cache_dir",
 ]
@@ -218,6 +219,27 @@ def training_data(
     return ds
 
 
+def limit_examples(split: Split | StreamSplit, n: int, seed: int) -> Split | StreamSplit:
+    """At most ``n`` examples of a split, a seeded subset in the split's order: stratified
+    by label for a split in memory (:func:`limit_split`), a plain one for a streamed split
+    (labels would need a pass over the data to stratify).
+
+    Example:
+        >>> import torch
+        >>> s = Split(torch.zeros(10, 1), torch.tensor([0] * 6 + [1] * 4))
+        >>> len(limit_examples(s, 5, seed=0)), len(limit_examples(s, 50, seed=0))
+        (5, 10)
+    """
+    if not isinstance(split, StreamSplit):
+        return limit_split(split, n, seed)
+    if n >= len(split):
+        return split
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return split.subset(np.sort(rng.choice(len(split), n, replace=False)))
+
+
 def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
     """training_data for a streamed torch Dataset: the same holding out and limit, by index.
 
@@ -225,8 +247,6 @@ def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
     records the split sizes only) and the limit is a plain seeded subset (labels would need
     a pass over the data to stratify).
     """
-    import numpy as np
-
     from vaekit.data.core import _holdout_indices
 
     if data.binarize not in ("none", "dynamic"):
@@ -242,9 +262,8 @@ def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
             raise DataError(f"{len(train)} training example(s) cannot give a validation split")
         keep, held = _holdout_indices(len(train), data.valid_fraction, 0)
         train, valid = train.subset(keep), train.subset(held)
-    if data.limit and data.limit < len(train):
-        rng = np.random.default_rng(seed)
-        train = train.subset(np.sort(rng.choice(len(train), data.limit, replace=False)))
+    if data.limit:
+        train = limit_examples(train, data.limit, seed)
     out = replace(ds, train=train, valid=valid)
     counts = {k: len(v) for k, v in (("train", train), ("valid", valid), ("test", ds.test)) if v}
     out.fingerprint = {"sha256": None, "examples": counts, "files": [], "stream": True}

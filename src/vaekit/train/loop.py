@@ -64,6 +64,7 @@ from vaekit.data import (
     Split,
     StreamSplit,
     data_change,
+    limit_examples,
     python_dataset,
     resolve_data_name,
     training_data,
@@ -299,10 +300,27 @@ def _early_stop_text(state: TrainState, patience: int) -> str:
     )
 
 
-def _fmt(terms: dict[str, float]) -> str:
-    main = f"{terms.get('loss', float('nan')):.3f}"
-    parts = [f"{k} {v:.3f}" for k, v in terms.items() if k not in ("loss", "elbo")]
-    return f"{main} ({', '.join(parts)})" if parts else main
+def _fmt(terms: dict[str, float], bound: ObjectiveAbilities, loss_note: str | None = None) -> str:
+    """One split's mean terms as the epoch line prints them: the bound as papers report it
+    (the negative ELBO, not the training loss, which a KL warm-up or a beta weighs), then
+    the other terms. With ``loss_note`` (the training split) the loss the optimiser
+    minimised follows when it is not that bound, with what weighs it."""
+    if bound.bound in terms:
+        figure, name = -bound.score(terms), bound.bound_label
+        if bound.sign > 0:  # a log-likelihood bound: its negative, in nats, as papers report it
+            name = "-" + name
+    else:  # an objective of yours that does not report the term it names as its bound
+        figure, name = terms.get("loss", math.nan), "loss"
+    skip = {"loss", "elbo", bound.bound}
+    inside = ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k not in skip)
+    loss = terms.get("loss")
+    if loss_note is not None and loss is not None and name != "loss":
+        weighted = abs(loss - figure) > max(1e-3, 1e-5 * abs(figure))
+        if loss_note or weighted:
+            why = loss_note or "not the bound"
+            inside += f"{'; ' if inside else ''}trained on loss {loss:.3f}: {why}"
+    text = f"{name} {figure:.3f}"
+    return f"{text} ({inside})" if inside else text
 
 
 def _seed_everything(seed: int) -> None:
@@ -693,8 +711,13 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         ds = training_data(cfg.data, t.seed, data_dir_=data_dir, source=source)
     _check_data_fits(cfg, ds)
     train = ds.train.to(s.device)
-    valid = ds.valid.to(s.device) if ds.valid else None
-    test = ds.test.to(s.device)
+    valid: Split | StreamSplit | None = ds.valid
+    test: Split | StreamSplit = ds.test
+    if t.score_limit:  # each epoch scores a seeded subset of the validation and test splits
+        valid = limit_examples(valid, t.score_limit, t.seed) if valid else None
+        test = limit_examples(test, t.score_limit, t.seed)
+    valid = valid.to(s.device) if valid else None
+    test = test.to(s.device)
     if t.patience and valid is None:
         raise ConfigError(
             f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
@@ -969,17 +992,36 @@ def _announce(s: Session, data: TrainingData, parts: Parts) -> None:
         if dist.world_size > 1
         else ""
     )
-    valid_txt = f" valid {len(data.valid)}" if data.valid is not None else ""
+
+    def scored(name: str, split: Any, scored: Any) -> str:
+        if split is None:
+            return ""
+        part = f" (each epoch scores {len(scored)})" if len(scored) < len(split) else ""
+        return f" {name} {len(split)}{part}"
+
     s.say(
-        f"vaekit: {ds.name} {tuple(ds.shape)} train {data.n}{valid_txt} test {len(data.test)} | "
+        f"vaekit: {ds.name} {tuple(ds.shape)} train {data.n}"
+        f"{scored('valid', ds.valid, data.valid)}{scored('test', ds.test, data.test)} | "
         f"{nparams:,} parameters | {s.device}{procs} | run {s.run_dir}"
     )
+    scoring = len(data.test) + (len(data.valid) if data.valid is not None else 0)
+    if not s.t.score_limit and s.cfg.data.limit and scoring > data.n:
+        # A quick run on few examples spends its epochs scoring whole splits.
+        s.say(
+            f"note: every epoch scores all {scoring:,} validation and test examples, "
+            f"{data.n:,} are trained on (data.limit); --set train.score_limit=N scores a "
+            "seeded subset of N of each"
+        )
 
 
 def _open_trackers(s: Session) -> list[Tracker]:
     if not s.main or not s.t.trackers:
         return []
-    return open_trackers(list(s.t.trackers), s.run_dir, config_to_dict(s.cfg), s.resume)
+    trackers = open_trackers(list(s.t.trackers), s.run_dir, config_to_dict(s.cfg), s.resume)
+    for tracker in trackers:
+        if tracker.viewing():
+            s.say(f"tracker {tracker.name}: {tracker.viewing()}")
+    return trackers
 
 
 # -- phase 5: one epoch's batches and one training step ------------------------------------------
@@ -1177,6 +1219,16 @@ def end_of_epoch(
         esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
         totals = all_reduce_sum(list(esums.values()), dist)
         row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
+    # Splits scored on a seeded subset (train.score_limit): how many, so that no reader
+    # takes those figures for the whole split's.
+    wholes = {"valid": len(data.ds.valid) if data.ds.valid else 0, "test": len(data.ds.test)}
+    scored = {
+        name: len(split)
+        for name, split in (("valid", data.valid), ("test", data.test))
+        if split is not None and len(split) < wholes[name]
+    }
+    if scored:
+        row["scored"] = scored
     if ep.skipped:
         row["skipped_steps"] = ep.skipped
     if ep.bad_steps:
@@ -1199,10 +1251,10 @@ def end_of_epoch(
     state.epoch, state.batch, prog.epoch = epoch, 0, EpochProgress()
     prog.good = _snapshot(parts.loss_module, parts.optimizers)
     if s.main:
-        test_txt = f"  test {_fmt(row['test'])}" if "test" in row else ""
-        s.say(
-            f"epoch {epoch:>3}/{t.epochs}  train {_fmt(train_terms)}{test_txt}  [{row['seconds']:.1f}s]"
-        )
+        bound = parts.bound
+        test_txt = f"  test {_fmt(row['test'], bound)}" if "test" in row else ""
+        train_txt = _fmt(train_terms, bound, parts.objective.loss_note())
+        s.say(f"epoch {epoch:>3}/{t.epochs}  train {train_txt}{test_txt}  [{row['seconds']:.1f}s]")
         if best:
             # Before the metrics row and the checkpoint: a crash in between redoes
             # the epoch, which rewrites the same weights (resume is exact).
