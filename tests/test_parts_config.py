@@ -315,6 +315,11 @@ def test_the_objective_is_switched_as_every_part_is(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "objective=iwae replaces elbo: kept samples=1" in err
     assert "dropped warmup_epochs=100" in err
+    # The note leaves out what --set gives anyway.
+    cfg = load_config("bmnist_hvae", ["objective.name=iwae", "objective.samples=2"])
+    assert cfg.objective.options.samples == 2
+    err = capsys.readouterr().err
+    assert "kept" not in err and "dropped warmup_epochs=100" in err
     # An option typed for the part replaced is the user's mistake, not a note.
     with pytest.raises(ConfigError, match="unknown setting 'objective.warmup_epochs'"):
         load_config("bmnist_hvae", ["objective.warmup_epochs=5", "objective=iwae"])

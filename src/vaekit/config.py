@@ -810,14 +810,15 @@ def _text(value: Any) -> str:
 
 
 def _switch_part(
-    old: Any, name: Any, kind: str, f: dataclasses.Field[Any], key: str
+    old: Any, name: Any, kind: str, f: dataclasses.Field[Any], key: str, later: set[str]
 ) -> tuple[Any, str | None]:
     """The part setting ``key`` after ``key=name`` chooses a part where ``old`` was, and a
     note on the options it carries over or drops.
 
     The options already set (by the config file) stay where the new part takes them, and
     are dropped with a note where it does not; choosing the same part again keeps them all.
-    A mapping replaces the setting whole, and ``none`` removes an optional part.
+    A mapping replaces the setting whole, and ``none`` removes an optional part. The note
+    leaves out the options in ``later``, which overrides set next.
     """
     if not isinstance(name, str) or name == "none" or not isinstance(old, dict):
         return name, None
@@ -832,15 +833,17 @@ def _switch_part(
     except ConfigError:
         return name, None  # an unknown name: parse_part says what would be accepted
     kept = {k: v for k, v in options.items() if k in known}
-    dropped = {k: v for k, v in options.items() if k not in known}
+    dropped = {k: v for k, v in options.items() if k not in known and k not in later}
     said = []
-    if kept:
-        listed = ", ".join(f"{k}={_text(v)}" for k, v in kept.items())
-        said.append(f"kept {listed} ({name} takes {'it' if len(kept) == 1 else 'them'} too)")
+    noted = {k: v for k, v in kept.items() if k not in later}
+    if noted:
+        listed = ", ".join(f"{k}={_text(v)}" for k, v in noted.items())
+        said.append(f"kept {listed} ({name} takes {'it' if len(noted) == 1 else 'them'} too)")
     if dropped:
         listed = ", ".join(f"{k}={_text(v)}" for k, v in dropped.items())
         said.append(f"dropped {listed}, which {name} does not take")
-    return {"name": name, **kept}, f"{key}={name} replaces {before}: {'; '.join(said)}"
+    note = f"{key}={name} replaces {before}: {'; '.join(said)}" if said else None
+    return {"name": name, **kept}, note
 
 
 def _override_path(item: str) -> list[str]:
@@ -914,7 +917,9 @@ def apply_overrides(
             node = nxt
         slot = _part_slot(path, out)
         if slot is not None:
-            value, note = _switch_part(node.get(path[-1]), value, *slot, ".".join(path))
+            n = len(path)
+            later = {p[n] for _, p in items if len(p) > n and p[:n] == path}
+            value, note = _switch_part(node.get(path[-1]), value, *slot, ".".join(path), later)
             if note is not None:
                 said.append(note)
         node[path[-1]] = value
