@@ -405,6 +405,7 @@ def test_the_order_of_set_does_not_change_a_training_run(tmp_path: Path) -> None
 
 # -- settings that change nothing with the parts chosen --------------------------------------
 
+GUMBEL = ["model.posterior=gumbel", "model.prior=categorical", "model.latent_dim=20"]
 IGNORED = [
     (
         ["model.posterior=hierarchical-conv", "model.encoder.hidden=[64]"],
@@ -418,6 +419,21 @@ IGNORED = [
         "during the KL warm-up only",
     ),
     (["model.num_classes=10"], "model.num_classes", "only a conditional model reads labels"),
+    (
+        ["model.encoder=conv", "model.encoder.grid=true", "model.encoder.hidden=[64]"],
+        "model.encoder.hidden",
+        "no dense layers for hidden to size",
+    ),
+    (
+        [*GUMBEL, "model.posterior.temperature=0.3"],
+        "model.posterior.temperature",
+        "never goes below min_temperature=0.5",
+    ),
+    (
+        [*GUMBEL, "model.posterior.min_temperature=0.1"],
+        "model.posterior.min_temperature",
+        "model.posterior.anneal=0 keeps it constant",
+    ),
     (["train.workers=2"], "train.workers", "is read into memory"),
     (
         ["model.posterior=vq", "model.prior=categorical", "objective.samples=4"],
@@ -458,7 +474,10 @@ def test_settings_that_take_effect_are_not_noted(capsys: pytest.CaptureFixture[s
         ["model.posterior=hierarchical", "objective.kl_balance=true", "objective.warmup_epochs=2"],
     )
     load_config(None, ["model.conditional=true", "model.num_classes=10"])
+    # hierarchical-conv without an encoder, KL balancing with a warm-up:
+    load_config("bmnist_topdown")
+    load_config("bmnist_vqvae")  # a grid encoder without dense widths
     load_config(
-        "bmnist_topdown"
-    )  # hierarchical-conv without an encoder, KL balancing with a warm-up
+        None, [*GUMBEL, "model.posterior.min_temperature=0.1", "model.posterior.anneal=0.1"]
+    )
     assert capsys.readouterr().err == ""
