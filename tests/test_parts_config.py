@@ -481,3 +481,20 @@ def test_settings_that_take_effect_are_not_noted(capsys: pytest.CaptureFixture[s
         None, [*GUMBEL, "model.posterior.min_temperature=0.1", "model.posterior.anneal=0.1"]
     )
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kind", list(ONE_PER_KIND))
+def test_an_option_of_a_part_the_file_names_alone(tmp_path: Path, kind: str) -> None:
+    # `objective: iwae` in a file, then --set objective.samples=5: the option goes beside
+    # the name, at the top level as in the model section.
+    slot, name, option, value = ONE_PER_KIND[kind]
+    data: dict[str, Any] = {"model": {"latent_dim": 4}}
+    *section, last = slot.split(".")
+    node = data
+    for key in section:
+        node = node.setdefault(key, {})
+    node[last] = name
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    pc = _option(load_config(path, [f"{slot}.{option}={json.dumps(value)}"]), slot)
+    assert (pc.name, getattr(pc.options, option)) == (name, value)
