@@ -438,7 +438,7 @@ class ConvNetwork:
     @staticmethod
     def ignored(o: ConvOptions, parts: Composition) -> dict[str, str]:
         """Options set that change nothing beside the others (see :mod:`vaekit.parts`)."""
-        if o.grid and o.hidden != ConvOptions().hidden:
+        if o.grid and o.hidden and o.hidden != ConvOptions().hidden:
             return {
                 "hidden": (
                     "with grid=true the latent is the last stage's map, with no dense layers "
