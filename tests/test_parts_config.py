@@ -440,6 +440,16 @@ IGNORED = [
         "objective.samples",
         "would all be the same code",
     ),
+    (
+        [
+            "model.posterior=vq",
+            "model.prior=categorical",
+            "objective=prior-fit",
+            "objective.samples=4",
+        ],
+        "objective.samples",
+        "would all be the same code",
+    ),
 ]
 
 

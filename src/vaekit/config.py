@@ -1078,10 +1078,18 @@ def ignored_settings(cfg: Config) -> dict[str, str]:
             "streamed from a torch Dataset given to vaekit.fit, and data.name="
             f"{cfg.data.name[:80]} is read into memory; leave train.workers at 0"
         )
+    samples = getattr(cfg.objective.options, "samples", 1)
+    if isinstance(samples, int) and samples > 1 and not parts.posterior.stochastic:
+        # Every objective that draws several z per example (IWAE refuses it in its check).
+        out["objective.samples"] = (
+            f"objective.samples={samples} changes nothing: {parts.names['posterior']} is "
+            f"deterministic, so its {samples} samples would all be the same code at that many "
+            "times the cost; set objective.samples=1"
+        )
     for kind, key, pc in _chosen_parts(cfg):
         if key in out:
             continue
         for option, why in REGISTRIES[kind].get(pc.name).ignored(pc.options, parts).items():
             value = _text(getattr(pc.options, option, "?"))
-            out[f"{key}.{option}"] = f"{key}.{option}={value} changes nothing: {why}"
+            out.setdefault(f"{key}.{option}", f"{key}.{option}={value} changes nothing: {why}")
     return out

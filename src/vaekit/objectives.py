@@ -385,11 +385,6 @@ class ELBO(_Warmup):
                 )
             # (A divergence other than the KL, which KL balancing would not touch, is
             # refused on several layers by its own check.)
-        if o.samples > 1 and not parts.posterior.stochastic:
-            out["samples"] = (
-                f"{posterior} is deterministic, so its {o.samples} samples would all be the same "
-                "code at that many times the cost; set objective.samples=1"
-            )
         return out
 
     @staticmethod
