@@ -33,7 +33,9 @@ def tiny_config(*overrides: str) -> Config:
         "data.name=digits",
         "data.limit=256",
         "model.latent_dim=2",
-        "model.encoder.hidden=[16]",
+        # A choice, not an option: an encoder that the overrides choose replaces it whole
+        # (--set applies every choice before the options set on it).
+        "model.encoder={name: mlp, hidden: [16]}",
         "train.epochs=2",
         "train.batch_size=64",
         "train.eval_batch_size=512",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 
-from vaekit.config import ConfigError, load_config
+from vaekit.cli import main
+from vaekit.config import ConfigError, config_to_dict, load_config
 from vaekit.model import build_model
 from vaekit.nn import ConvDecoderNet, ConvEncoderNet
 
@@ -249,3 +253,258 @@ def test_a_bundled_config_is_found_by_name_from_any_directory(
     args = ["train", "-c", "demo.yaml", "--out", str(run), "--epochs", "1"]
     assert main([*args, "--set", "data.limit=64"]) == 0
     assert (run / "model.safetensors").is_file()
+
+
+# -- one grammar for every part: the choice first, then its options, whatever the order ----
+
+# For each kind of part (and the objective's own divergence): a part other than the
+# default, one of its options and a value.
+ONE_PER_KIND = {
+    "network": ("model.encoder", "conv", "channels", [8]),
+    "decoder": ("model.decoder", "mlp", "hidden", [8]),
+    "posterior": ("model.posterior", "hierarchical", "layers", 3),
+    "flow": ("model.flow", "iaf", "hidden", 16),
+    "prior": ("model.prior", "mog", "components", 5),
+    "likelihood": ("model.likelihood", "student-t", "df", 4.0),
+    "objective": ("objective", "iwae", "samples", 5),
+    "divergence": ("objective.divergence", "mmd", "kernel", "imq"),
+}
+
+
+def _option(cfg: Any, slot: str) -> Any:
+    node = cfg
+    for key in slot.split("."):
+        node = getattr(node.options if hasattr(node, "options") else node, key)
+    return node
+
+
+def test_the_table_covers_every_kind_of_part() -> None:
+    from vaekit.registry import REGISTRIES
+
+    assert {kind for kind in ONE_PER_KIND if kind != "decoder"} == set(REGISTRIES)
+
+
+@pytest.mark.parametrize("kind", list(ONE_PER_KIND))
+@pytest.mark.parametrize("spelling", ["{slot}={name}", "{slot}.name={name}"])
+def test_an_option_lands_on_its_part_in_either_order(kind: str, spelling: str) -> None:
+    slot, name, option, value = ONE_PER_KIND[kind]
+    choose = spelling.format(slot=slot, name=name)
+    setting = f"{slot}.{option}={json.dumps(value)}"
+    base = ["model.latent_dim=4"]
+    results = []
+    for overrides in ([choose, setting], [setting, choose]):
+        pc = _option(load_config(None, [*base, *overrides]), slot)
+        assert (pc.name, getattr(pc.options, option)) == (name, value), overrides
+        results.append(config_to_dict(load_config(None, [*base, *overrides])))
+    assert results[0] == results[1]
+    # A misspelt option is refused in either position, with a did-you-mean.
+    typo = f"{slot}.{option}{option[-1]}={json.dumps(value)}"
+    for overrides in ([choose, typo], [typo, choose]):
+        with pytest.raises(ConfigError, match=f"Did you mean '{option}'"):
+            load_config(None, [*base, *overrides])
+
+
+def test_the_objective_is_switched_as_every_part_is(capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 25, item 10: the demo's objective is {name: elbo, beta: 1.0, samples: 1}.
+    cfg = load_config("demo", ["objective.samples=5", "objective=iwae"])
+    assert (cfg.objective.name, cfg.objective.options.samples) == ("iwae", 5)
+    assert "dropped beta=1.0, which iwae does not take" in capsys.readouterr().err
+    # bmnist_hvae warms up over 100 epochs, which the IWAE bound has no option for.
+    cfg = load_config("bmnist_hvae", ["objective.name=iwae"])
+    assert (cfg.objective.name, cfg.objective.options.samples) == ("iwae", 1)
+    err = capsys.readouterr().err
+    assert "objective=iwae replaces elbo: kept samples=1" in err
+    assert "dropped warmup_epochs=100" in err
+    # The note leaves out what --set gives anyway.
+    cfg = load_config("bmnist_hvae", ["objective.name=iwae", "objective.samples=2"])
+    assert cfg.objective.options.samples == 2
+    err = capsys.readouterr().err
+    assert "kept" not in err and "dropped warmup_epochs=100" in err
+    # An option typed for the part replaced is the user's mistake, not a note.
+    with pytest.raises(ConfigError, match="unknown setting 'objective.warmup_epochs'"):
+        load_config("bmnist_hvae", ["objective.warmup_epochs=5", "objective=iwae"])
+
+
+# A config file's part with its options, the part that replaces it, and what the file's
+# options become: kept where the new part takes them, dropped (with a note) where not.
+SWITCHES = [
+    ("model.prior", {"name": "vamp", "components": 50}, "mog", {"components": 50}, ""),
+    ("model.prior", {"name": "vamp", "components": 50}, "normal", {}, "components=50"),
+    (
+        "model.encoder",
+        {"name": "conv", "channels": [8], "blocks": 1},
+        "mlp",
+        {},
+        "blocks=1, channels=[8]",
+    ),
+    ("model.decoder", {"name": "conv", "channels": [8]}, "mlp", {}, "channels=[8]"),
+    ("model.posterior", {"name": "hierarchical", "layers": 3}, "gaussian", {}, "layers=3"),
+    (
+        "model.flow",
+        {"name": "iaf", "length": 2, "hidden": 16},
+        "planar",
+        {"length": 2},
+        "hidden=16",
+    ),
+    ("model.likelihood", {"name": "student-t", "df": 4}, "gaussian", {}, "df=4"),
+    (
+        "objective",
+        {"name": "elbo", "samples": 2, "warmup_epochs": 3},
+        "iwae",
+        {"samples": 2},
+        "warmup_epochs=3",
+    ),
+    ("objective.divergence", {"name": "mmd", "kernel": "imq"}, "kl", {}, "kernel=imq"),
+]
+
+
+@pytest.mark.parametrize(
+    ("slot", "given", "name", "kept", "dropped"), SWITCHES, ids=lambda v: str(v)[:24]
+)
+def test_a_part_switched_from_the_file_keeps_the_options_it_takes(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    slot: str,
+    given: dict[str, Any],
+    name: str,
+    kept: dict[str, Any],
+    dropped: str,
+) -> None:
+    data: dict[str, Any] = {"model": {"latent_dim": 4}}
+    *section, last = slot.split(".")
+    node = data
+    for key in section:
+        node = node.setdefault(key, {})
+    node[last] = given
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    pc = _option(load_config(path, [f"{slot}={name}"]), slot)
+    assert pc.name == name
+    for option, value in kept.items():
+        assert getattr(pc.options, option) == value
+    err = capsys.readouterr().err
+    if dropped:
+        assert f"dropped {dropped}, which {name} does not take" in err, err
+    assert ("replaces" in err) == bool(kept or dropped)
+    # Choosing the file's own part again changes nothing.
+    same = _option(load_config(path, [f"{slot}={given['name']}"]), slot)
+    assert same == _option(load_config(path), slot)
+    # A mapping replaces the part whole: its defaults, nothing carried over.
+    fresh = _option(load_config(path, [f"{slot}={{name: {name}}}"]), slot)
+    assert fresh == _option(load_config(None, ["model.latent_dim=4", f"{slot}={name}"]), slot)
+
+
+def test_the_order_of_set_does_not_change_a_training_run(tmp_path: Path) -> None:
+    # Issue 25, item 1, as the user met it.
+    run = tmp_path / "run"
+    args = ["train", "-c", "demo", "--out", str(run), "--epochs", "1", "--set", "data.limit=64"]
+    assert main([*args, "--set", "model.prior.components=5", "--set", "model.prior=mog"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["prior"] == {"name": "mog", "components": 5}
+
+
+# -- settings that change nothing with the parts chosen --------------------------------------
+
+GUMBEL = ["model.posterior=gumbel", "model.prior=categorical", "model.latent_dim=20"]
+IGNORED = [
+    (
+        ["model.posterior=hierarchical-conv", "model.encoder.hidden=[64]"],
+        "model.encoder",
+        "brings its own encoder and decoder networks",
+    ),
+    (["objective.kl_balance=true"], "objective.kl_balance", "model.posterior=gaussian has one"),
+    (
+        ["model.posterior=hierarchical", "objective.kl_balance=true"],
+        "objective.kl_balance",
+        "during the KL warm-up only",
+    ),
+    (["model.num_classes=10"], "model.num_classes", "only a conditional model reads labels"),
+    (
+        ["model.encoder=conv", "model.encoder.grid=true", "model.encoder.hidden=[64]"],
+        "model.encoder.hidden",
+        "no dense layers for hidden to size",
+    ),
+    (
+        [*GUMBEL, "model.posterior.temperature=0.3"],
+        "model.posterior.temperature",
+        "never goes below min_temperature=0.5",
+    ),
+    (
+        [*GUMBEL, "model.posterior.min_temperature=0.1"],
+        "model.posterior.min_temperature",
+        "model.posterior.anneal=0 keeps it constant",
+    ),
+    (["train.workers=2"], "train.workers", "is read into memory"),
+    (
+        ["model.posterior=vq", "model.prior=categorical", "objective.samples=4"],
+        "objective.samples",
+        "would all be the same code",
+    ),
+    (
+        [
+            "model.posterior=vq",
+            "model.prior=categorical",
+            "objective=prior-fit",
+            "objective.samples=4",
+        ],
+        "objective.samples",
+        "would all be the same code",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "message"), IGNORED, ids=lambda v: str(v)[:40])
+def test_a_setting_that_changes_nothing_is_refused_or_noted(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    overrides: list[str],
+    key: str,
+    message: str,
+) -> None:
+    from vaekit.config import apply_overrides
+
+    # Typed on the command line: refused, with what to do.
+    with pytest.raises(ConfigError, match=f"{key}=.* changes nothing: .*{message}"):
+        load_config(None, overrides)
+    # Held by a config file (a bundled one, say, with another part chosen): a note.
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides({}, overrides)))
+    load_config(path)
+    err = capsys.readouterr().err
+    assert f"note: {key}=" in err and message in err, err
+    # Without the setting that does nothing, no word.
+    loose = [o for o in overrides if not o.startswith(key)]
+    load_config(None, loose)
+    assert "changes nothing" not in capsys.readouterr().err
+
+
+def test_settings_that_take_effect_are_not_noted(capsys: pytest.CaptureFixture[str]) -> None:
+    load_config(
+        None,
+        ["model.posterior=hierarchical", "objective.kl_balance=true", "objective.warmup_epochs=2"],
+    )
+    load_config(None, ["model.conditional=true", "model.num_classes=10"])
+    # hierarchical-conv without an encoder, KL balancing with a warm-up:
+    load_config("bmnist_topdown")
+    load_config("bmnist_vqvae")  # a grid encoder without dense widths
+    load_config(
+        None, [*GUMBEL, "model.posterior.min_temperature=0.1", "model.posterior.anneal=0.1"]
+    )
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kind", list(ONE_PER_KIND))
+def test_an_option_of_a_part_the_file_names_alone(tmp_path: Path, kind: str) -> None:
+    # `objective: iwae` in a file, then --set objective.samples=5: the option goes beside
+    # the name, at the top level as in the model section.
+    slot, name, option, value = ONE_PER_KIND[kind]
+    data: dict[str, Any] = {"model": {"latent_dim": 4}}
+    *section, last = slot.split(".")
+    node = data
+    for key in section:
+        node = node.setdefault(key, {})
+    node[last] = name
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    pc = _option(load_config(path, [f"{slot}.{option}={json.dumps(value)}"]), slot)
+    assert (pc.name, getattr(pc.options, option)) == (name, value)

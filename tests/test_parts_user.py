@@ -158,3 +158,86 @@ def test_a_second_stage_objective_is_checked_as_a_second_stage_starts() -> None:
     done = check_part("objective", "prior-fit")
     before, after = (float(v) for v in done["training"].split(" -> "))
     assert after < before - 0.05, done
+
+
+# -- an import path that names no part class ---------------------------------------------------
+
+NOT_PARTS = """
+from torch import nn
+
+
+class NotAModule:
+    def __init__(self, latent_dim):
+        self.latent_dim = latent_dim
+
+
+class AModule(nn.Module):
+    def __init__(self, latent_dim=2):
+        super().__init__()
+
+
+instance = NotAModule(2)
+
+
+def a_function(latent_dim):
+    return nn.Identity()
+"""
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "message"),
+    [
+        (
+            "model.prior",
+            "NotAModule",
+            "the class NotAModule, which does not subclass torch.nn.Module",
+        ),
+        ("model.prior", "instance", "an object of type NotAModule, not a class"),
+        ("model.prior", "a_function", "the function a_function, not a class"),
+        ("model.posterior", "instance", "a posterior of yours is a class"),
+        ("model.likelihood", "NotAModule", "built as Class(data_shape, **options)"),
+        ("model.encoder", "NotAModule", "or a class with the staticmethods encoder"),
+        ("model.flow", "AModule", "does not subclass vaekit.distributions.flows.Flow"),
+        ("objective", "AModule", "does not subclass vaekit.objectives.Objective"),
+        ("objective.divergence", "a_function", "a divergence of yours is a class"),
+    ],
+)
+def test_an_import_path_must_name_a_class_of_the_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, name: str, message: str
+) -> None:
+    (tmp_path / "notparts25.py").write_text(NOT_PARTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "notparts25", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"{key}=notparts25:{name}"])
+    assert message in str(info.value)
+    assert str(info.value).startswith(f"{key}: 'notparts25:{name}' names ")
+
+
+def test_a_prior_that_is_no_module_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 25, item 6: this ended in a TypeError traceback once training began.
+    (tmp_path / "notparts25.py").write_text(NOT_PARTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "notparts25", raising=False)
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--out", str(run), "--set", "model.prior=notparts25:NotAModule"]
+    assert main(args) == 2
+    assert "does not subclass torch.nn.Module" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("myparts:", "'myparts:' names nothing after the colon: write myparts:function"),
+        (":my_data", "names no module before the colon"),
+        ("my-parts:my_data", "'my-parts' is not a Python module name"),
+    ],
+)
+def test_a_malformed_dataset_import_path_says_what_is_wrong(name: str, message: str) -> None:
+    from vaekit.data import DataError
+
+    with pytest.raises(DataError, match=f"unknown dataset .*no such file or folder.*{message}"):
+        load_dataset(name)

@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting, e.g. --set model.latent_dim=2 (repeatable)",
+        help="override a setting, e.g. --set model.latent_dim=2 (repeatable); a part and its "
+        "options in any order: --set objective=iwae --set objective.samples=5",
     )
     p.add_argument(
         "--progress",

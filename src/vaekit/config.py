@@ -10,8 +10,10 @@ A config is four sections, one per stage of the data flow::
 Each part is named, with its own options beside the name: ``model.prior: {name: vamp,
 components: 500}`` (or just ``model.prior: vamp`` for its defaults), overridden as
 ``--set model.prior.components=500``. A part is a registered name (:mod:`vaekit.registry`)
-or a class of yours as ``module:Class``. Setting a part's name on its own
-(``--set model.prior=mog``) chooses that part with its default options.
+or a class of yours as ``module:Class``. One grammar serves every part, in any order:
+``--set model.prior=mog`` (``objective=iwae``) chooses a part and is applied before the
+options set on it; options the file held for the part replaced stay where the new part
+takes them and are dropped with a note where not (:func:`apply_overrides`).
 
 Example:
     >>> cfg = load_config(None, overrides=["model.latent_dim=4", "model.prior=mog"])
@@ -30,6 +32,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import sys
 import tomllib
 import types
 import typing
@@ -61,6 +64,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "ignored_settings",
     "migrate_legacy",
     "composition",
 ]
@@ -408,6 +412,21 @@ def composition(model: ModelConfig, objective: PartConfig | None = None) -> Any:
     )
 
 
+def _chosen_parts(cfg: Config) -> list[tuple[str, str, PartConfig]]:
+    """Every part a config chooses: its kind, its key and its setting."""
+    m = cfg.model
+    chosen = [
+        ("network", "model.encoder", m.encoder),
+        ("network", "model.decoder", m.decoder),
+        ("posterior", "model.posterior", m.posterior),
+        ("flow", "model.flow", m.flow),
+        ("prior", "model.prior", m.prior),
+        ("likelihood", "model.likelihood", m.likelihood),
+        ("objective", "objective", cfg.objective),
+    ]
+    return [(kind, key, pc) for kind, key, pc in chosen if pc is not None]
+
+
 def _check_composition(cfg: Config, parts: Any) -> None:
     """Rules every part of a kind obeys (by abilities), then each chosen part's own check."""
     from vaekit.registry import NETWORKS, OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
@@ -483,18 +502,7 @@ def _check_composition(cfg: Config, parts: Any) -> None:
             f"{n['posterior']} has {' and '.join(missing)}, so the {cfg.objective.name} objective "
             f"is undefined for it: use {use}"
         )
-    chosen = [
-        ("network", m.encoder),
-        ("network", m.decoder),
-        ("posterior", m.posterior),
-        ("flow", m.flow),
-        ("prior", m.prior),
-        ("likelihood", m.likelihood),
-        ("objective", cfg.objective),
-    ]
-    for kind, pc in chosen:
-        if pc is None:
-            continue
+    for kind, _, pc in _chosen_parts(cfg):
         problem = REGISTRIES[kind].get(pc.name).check(pc.options, parts)
         if problem:
             raise ConfigError(problem)
@@ -734,48 +742,204 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def _parse_scalar(text: str) -> Any:
-    """Parse the right-hand side of ``--set key=value`` as YAML (numbers, lists, booleans)."""
+    """Parse the right-hand side of ``--set key=value`` as YAML (numbers, lists, booleans).
+
+    A mapping is written in braces (``{name: mog, components: 5}``); text that YAML would
+    read as a mapping without them (``myparts:``, ``a: b``) stays text, so that a
+    malformed import path is reported as one.
+    """
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = yaml.safe_load(text) if text.strip() else ""
     except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4300 digits
         return text
+    if isinstance(value, dict) and not text.lstrip().startswith(("{", "&", "!")):
+        return text
+    return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _chosen_options(kind: str, value: Any, f: dataclasses.Field[Any]) -> Any:
+    """The options dataclass of the part that a setting ``value`` chooses (None: unknown)."""
+    name = value.get("name", _field_default(f)) if isinstance(value, dict) else value
+    if value is None:
+        name = _field_default(f)
+    if not isinstance(name, str) or name == "none":
+        return None
+    try:
+        return _registry(kind).get(name).options
+    except ConfigError:
+        return None
+
+
+def _part_slot(path: list[str], data: dict[str, Any]) -> tuple[str, Any] | None:
+    """The kind of part and the field of the part setting that ``path`` names in the plain
+    config ``data`` (``["model", "prior"]``, ``["objective"]``), or None where it names a
+    section, an option or a plain setting. A part inside a part's options
+    (``objective.divergence``) is found through the part that ``data`` chooses."""
+    cls: Any = Config
+    node: Any = data
+    for i, key in enumerate(path):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        f = next((f for f in dataclasses.fields(cls) if f.name == key), None)
+        if f is None:
+            return None
+        value = node.get(key) if isinstance(node, dict) else None
+        kind = f.metadata.get("part")
+        if kind is not None:
+            if i == len(path) - 1:
+                return kind, f
+            cls = _chosen_options(kind, value, f)
+        else:
+            tp = typing.get_type_hints(cls).get(key)
+            cls = tp if dataclasses.is_dataclass(tp) else None
+        node = value
+    return None
+
+
+def _text(value: Any) -> str:
+    """A value as it is written in a config or after ``--set``: 500, [300, 300], true."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        if set(value) == {"name"}:
+            return _text(value["name"])
+        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _switch_part(
+    old: Any, name: Any, kind: str, f: dataclasses.Field[Any], key: str, later: set[str]
+) -> tuple[Any, str | None]:
+    """The part setting ``key`` after ``key=name`` chooses a part where ``old`` was, and a
+    note on the options it carries over or drops.
+
+    The options already set (by the config file) stay where the new part takes them, and
+    are dropped with a note where it does not; choosing the same part again keeps them all.
+    A mapping replaces the setting whole, and ``none`` removes an optional part. The note
+    leaves out the options in ``later``, which overrides set next.
+    """
+    if not isinstance(name, str) or name == "none" or not isinstance(old, dict):
+        return name, None
+    options = {k: v for k, v in old.items() if k != "name"}
+    before = old.get("name", _field_default(f))
+    if name == before:
+        return {"name": name, **options}, None
+    if not options:
+        return name, None
+    try:
+        known = {o.name for o in dataclasses.fields(_registry(kind).get(name, where=key).options)}
+    except ConfigError:
+        return name, None  # an unknown name: parse_part says what would be accepted
+    kept = {k: v for k, v in options.items() if k in known}
+    dropped = {k: v for k, v in options.items() if k not in known and k not in later}
+    said = []
+    noted = {k: v for k, v in kept.items() if k not in later}
+    if noted:
+        listed = ", ".join(f"{k}={_text(v)}" for k, v in noted.items())
+        said.append(f"kept {listed} ({name} takes {'it' if len(noted) == 1 else 'them'} too)")
+    if dropped:
+        listed = ", ".join(f"{k}={_text(v)}" for k, v in dropped.items())
+        said.append(f"dropped {listed}, which {name} does not take")
+    note = f"{key}={name} replaces {before}: {'; '.join(said)}" if said else None
+    return {"name": name, **kept}, note
+
+
+def _override_path(item: str) -> list[str]:
+    """The dotted key of one ``--set key=value``, split (a ConfigError when malformed)."""
+    if "=" not in item:
+        raise ConfigError(
+            f"--set expects key=value (for example train.lr=0.001), got {short(item)}"
+        )
+    key = item.partition("=")[0]
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set expects key=value, got {short(item)}")
+    return path
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], notes: list[str] | None = None
+) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested plain data (a copy is returned).
 
-    A part given by name alone becomes a mapping when an override sets one of its options.
+    One grammar for every part, whatever the order of the overrides: ``model.prior=mog``
+    (or ``model.prior.name=mog``, ``objective=iwae``) chooses a part, and its options
+    (``model.prior.components=5``) are set on the part chosen, because an override is
+    applied after every override of a shorter key. Options the config already held for
+    the part replaced are kept where the new part takes them and dropped with a note where
+    it does not; a mapping (``model.prior={name: mog}``) replaces the part whole. The notes
+    go to ``notes`` when it is given, else to stderr.
 
     >>> apply_overrides({"train": {"lr": 0.1}}, ["train.lr=0.01", "model.latent_dim=3"])
     {'train': {'lr': 0.01}, 'model': {'latent_dim': 3}}
     >>> apply_overrides({"model": {"prior": "vamp"}}, ["model.prior.components=50"])
     {'model': {'prior': {'name': 'vamp', 'components': 50}}}
+    >>> apply_overrides({}, ["objective.samples=5", "objective=iwae"])
+    {'objective': {'name': 'iwae', 'samples': 5}}
     """
     # deepcopy, not a JSON round trip: YAML may hold dates, sets or aliases, which the
     # type checks then reject with a message instead of json raising deep inside.
     out = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(
-                f"--set expects key=value (for example train.lr=0.001), got {short(item)}"
-            )
-        key, _, text = item.partition("=")
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"--set expects key=value, got {short(item)}")
+    said: list[str] = []
+    items = [(item, _override_path(item)) for item in overrides]
+
+    def depth(entry: tuple[str, list[str]]) -> int:
+        # model.prior.name=mog chooses the part as model.prior=mog does: same depth.
+        path = entry[1]
+        if len(path) > 1 and path[-1] == "name" and _part_slot(path[:-1], out) is not None:
+            return len(path) - 1
+        return len(path)
+
+    # A stable sort: parents (a section, a part's choice) before their children (the
+    # part's options); overrides of one key keep their order, so the last one wins.
+    for item, path in sorted(items, key=depth):
+        key = ".".join(path)
+        value = _parse_scalar(item.partition("=")[2])
+        if (
+            len(path) > 1
+            and path[-1] == "name"
+            and isinstance(value, str)
+            and _part_slot(path[:-1], out) is not None
+        ):
+            path = path[:-1]
         node = out
-        for p in parts[:-1]:
+        for i, p in enumerate(path[:-1]):
             nxt = node.setdefault(p, {})
+            if isinstance(nxt, str) and _part_slot(path[: i + 1], out) is not None:
+                # A part named on its own: its options go beside the name ("none": no part).
+                nxt = node[p] = {} if nxt == "none" else {"name": nxt}
             if nxt is None:
                 nxt = node[p] = {}
-            if isinstance(nxt, str) and node is not out:
-                # A part named on its own: its options go beside the name.
-                nxt = node[p] = {"name": nxt}
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {key}: {p!r} is a value, not a section")
             node = nxt
-        node[parts[-1]] = _parse_scalar(text)
+        slot = _part_slot(path, out)
+        if slot is not None:
+            n = len(path)
+            later = {p[n] for _, p in items if len(p) > n and p[:n] == path}
+            value, note = _switch_part(node.get(path[-1]), value, *slot, ".".join(path), later)
+            if note is not None:
+                said.append(note)
+        node[path[-1]] = value
+    if notes is not None:
+        notes.extend(said)
+    else:
+        _say(said)
     return out
+
+
+def _say(notes: list[str]) -> None:
+    """Print notes about a config to stderr (the command line shows them before training)."""
+    for text in notes:
+        print(f"note: {text}", file=sys.stderr)
 
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -861,12 +1025,77 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a config file (or the defaults when ``path`` is None) and apply ``--set`` overrides.
 
-    ``path`` is a file, or the name of a bundled config (:func:`find_config`).
+    ``path`` is a file, or the name of a bundled config (:func:`find_config`). A setting
+    that changes nothing with the parts chosen (:func:`ignored_settings`) is refused when
+    an override sets it, and noted on stderr when it comes from the file; so are the
+    options of a part an override replaces that the new part does not take
+    (:func:`apply_overrides`).
     """
+    overrides = list(overrides or [])
     data = read_config_file(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
+    notes: list[str] = []
+    where = f" in {path}" if path is not None else ""
     try:
-        return config_from_dict(data)
+        data = apply_overrides(data, overrides, notes)
+        cfg = config_from_dict(data)
+        typed = [".".join(_override_path(item)) for item in overrides]
+        for key, why in ignored_settings(cfg).items():
+            if any(t == key or t.startswith(key + ".") for t in typed):
+                raise ConfigError(why)
+            notes.append(why)
     except ConfigError as e:
-        where = f" in {path}" if path is not None else ""
+        _say(notes)  # a part replaced may explain the error
         raise ConfigError(f"{e}{where}") from None
+    _say(notes)
+    return cfg
+
+
+def ignored_settings(cfg: Config) -> dict[str, str]:
+    """The settings of ``cfg`` that change nothing with the parts it chooses, by dotted key,
+    each with a message that says why and what to do instead.
+
+    Each part declares its own (``ignored`` in :mod:`vaekit.parts`); the rules here hold
+    for every part of a kind, by its abilities.
+
+    Example:
+        >>> list(ignored_settings(Config(model=ModelConfig(num_classes=10))))
+        ['model.num_classes']
+    """
+    from vaekit.data.stream import PYTHON_DATA
+    from vaekit.registry import REGISTRIES
+
+    m = cfg.model
+    parts = composition(m, cfg.objective)
+    out: dict[str, str] = {}
+    if parts.base_posterior.networks and m.encoder != ModelConfig().encoder:
+        out["model.encoder"] = (
+            f"model.encoder={_text(config_to_dict(m)['encoder'])} changes nothing: "
+            f"{parts.names['posterior']} brings its own encoder and decoder networks (its own "
+            "options shape them), so model.encoder is not used; leave it out"
+        )
+    if m.num_classes and not m.conditional:
+        out["model.num_classes"] = (
+            f"model.num_classes={m.num_classes} changes nothing: only a conditional model "
+            "reads labels; set model.conditional=true, or leave model.num_classes out"
+        )
+    if cfg.train.workers and cfg.data.name != PYTHON_DATA:
+        out["train.workers"] = (
+            f"train.workers={cfg.train.workers} changes nothing: the workers read a dataset "
+            "streamed from a torch Dataset given to vaekit.fit, and data.name="
+            f"{cfg.data.name[:80]} is read into memory; leave train.workers at 0"
+        )
+    samples = getattr(cfg.objective.options, "samples", 1)
+    if isinstance(samples, int) and samples > 1 and not parts.posterior.stochastic:
+        # Every objective that draws several z per example (IWAE refuses it in its check).
+        out["objective.samples"] = (
+            f"objective.samples={samples} changes nothing: {parts.names['posterior']} is "
+            f"deterministic, so its {samples} samples would all be the same code at that many "
+            "times the cost; set objective.samples=1"
+        )
+    for kind, key, pc in _chosen_parts(cfg):
+        if key in out:
+            continue
+        for option, why in REGISTRIES[kind].get(pc.name).ignored(pc.options, parts).items():
+            value = _text(getattr(pc.options, option, "?"))
+            out.setdefault(f"{key}.{option}", f"{key}.{option}={value} changes nothing: {why}")
+    return out

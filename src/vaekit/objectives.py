@@ -385,6 +385,27 @@ class ELBO(_Warmup):
         return div.check(o.divergence.options, parts)
 
     @staticmethod
+    def ignored(o: ELBO.Options, parts: Composition) -> dict[str, str]:
+        """Options set that change nothing with these parts (see :mod:`vaekit.parts`)."""
+        out = {}
+        posterior = parts.names.get("posterior", "this posterior")
+        if o.kl_balance:
+            if not parts.posterior.layered:
+                out["kl_balance"] = (
+                    f"KL balancing weighs the KL terms of several stochastic layers, and {posterior} "
+                    "has one; use model.posterior=hierarchical (or hierarchical-conv), or leave "
+                    "objective.kl_balance out"
+                )
+            elif not o.warmup_epochs:
+                out["kl_balance"] = (
+                    "KL balancing acts during the KL warm-up only, and objective.warmup_epochs=0 "
+                    "has none; set objective.warmup_epochs, or leave objective.kl_balance out"
+                )
+            # (A divergence other than the KL, which KL balancing would not touch, is
+            # refused on several layers by its own check.)
+        return out
+
+    @staticmethod
     def label(o: ELBO.Options) -> str:
         from vaekit.registry import DIVERGENCES
 

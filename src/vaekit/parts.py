@@ -14,6 +14,9 @@ comparing its name:
 - ``check(options, composition)`` (optional, static): a message when it cannot be combined
   with the other parts chosen, else None.
 - ``label(options)`` (optional, static): its short name in summaries and plots.
+- ``ignored(options, composition)`` (optional, static): the options set that change
+  nothing with the other parts chosen, each with why and what to do instead (a mapping
+  ``{option: reason}``); a config that sets one is refused or noted (:mod:`vaekit.config`).
 
 A user's own class plugs in the same way, by import path (``module:Class``) wherever a
 part is named; the attributes above are optional for it (defaults below).
@@ -54,6 +57,7 @@ __all__ = [
     "Part",
     "Registry",
     "is_import_path",
+    "import_path_problem",
     "import_object",
     "PYTHON_PART",
 ]
@@ -256,6 +260,7 @@ class Part:
     summary: str = ""
     label_fn: Callable[[Any], str] | None = None
     check_fn: Callable[[Any, Composition], str | None] | None = None
+    ignored_fn: Callable[[Any, Composition], dict[str, str]] | None = None
     # Networks: builders of the encoder and the decoder role (both default to ``factory``),
     # and how a decoder mirrors the encoder's options when none is given.
     encoder: Callable[..., Any] | None = None
@@ -295,6 +300,9 @@ class Part:
             summary=doc.splitlines()[0] if doc else "",
             label_fn=getattr(obj, "label", None) if callable(getattr(obj, "label", None)) else None,
             check_fn=getattr(obj, "check", None) if callable(getattr(obj, "check", None)) else None,
+            ignored_fn=(
+                getattr(obj, "ignored", None) if callable(getattr(obj, "ignored", None)) else None
+            ),
             encoder=encoder,
             decoder=decoder,
             mirror_fn=getattr(obj, "mirror", None),
@@ -310,6 +318,10 @@ class Part:
     def check(self, options: Any, composition: Composition) -> str | None:
         """Why this part cannot be combined with the others chosen (None when it can)."""
         return self.check_fn(options, composition) if self.check_fn is not None else None
+
+    def ignored(self, options: Any, composition: Composition) -> dict[str, str]:
+        """The options set that change nothing in this composition: ``{option: why}``."""
+        return dict(self.ignored_fn(options, composition)) if self.ignored_fn is not None else {}
 
     def mirror(self, options: Any) -> Any:
         """The decoder's options when the decoder mirrors this encoder."""
@@ -437,6 +449,41 @@ def _plain_type(tp: Any) -> bool:
 # -- import paths ---------------------------------------------------------------------------------
 
 
+def import_path_problem(name: str, noun: str = "Class") -> str | None:
+    """What is wrong with ``name`` as a ``module:Object`` import path; None when nothing is
+    (or when it has no colon, so it is no import path at all). ``noun`` is what the path
+    names: ``Class`` for a part, ``function`` for a dataset.
+
+    Example:
+        >>> import_path_problem("myparts:")
+        "'myparts:' names nothing after the colon: write myparts:Class"
+    """
+    if ":" not in name:
+        return None
+    module, _, attr = name.partition(":")
+    if any(c.isspace() for c in name.strip()):
+        return f"{short(name)} has a space in it: write module:{noun} without any"
+    if not module.strip():
+        return (
+            f"{short(name)} names no module before the colon: write module:{noun} "
+            f"(my_parts:{noun}, pkg.parts:{noun}), with the module's folder on PYTHONPATH"
+        )
+    if not attr.strip():
+        return f"{short(name)} names nothing after the colon: write {module.strip()}:{noun}"
+    bad = next((p for p in module.split(".") if not p.isidentifier()), None)
+    if bad is not None:
+        return (
+            f"{short(name)}: {bad!r} is not a Python module name (module:{noun}, the module a "
+            "dotted name of identifiers such as my_parts or pkg.parts, as `import` takes it)"
+        )
+    if not all(p.isidentifier() for p in attr.split(".")):
+        return (
+            f"{short(name)}: {attr!r} is not a Python name (module:{noun}: one colon, then "
+            f"the name of the {noun.lower()} in the module)"
+        )
+    return None
+
+
 def is_import_path(name: str) -> bool:
     """``module:Object`` (``pkg.mod:Class``) names a user's part by import path."""
     module, sep, attr = name.partition(":")
@@ -489,8 +536,11 @@ class Registry:
         True
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, base: type | None = None) -> None:
         self.kind = kind
+        # The class a part of the user's (by import path) must subclass; a network may
+        # instead be a holder of the staticmethods ``encoder`` and ``decoder``.
+        self.base = base
         self._parts: dict[str, Part] = {}
         self._imported: dict[str, Part] = {}
 
@@ -525,15 +575,52 @@ class Registry:
         if is_import_path(name):
             cached = self._imported.get(name)
             if cached is None or _module_reloaded(name):
-                cached = Part.from_class(self.kind, name, import_object(name, self.kind), user=True)
+                obj = import_object(name, self.kind)
+                self._check_user_class(name, obj, where or self.kind)
+                cached = Part.from_class(self.kind, name, obj, user=True)
                 self._imported[name] = cached
             return cached
         where = where or self.kind
+        problem = import_path_problem(str(name))
+        if problem is not None:
+            raise PartError(f"{where}: {problem}")
         hint = difflib.get_close_matches(str(name), self.names(), n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(
             f"{where} must be one of {', '.join(self.names())}, or a class of yours as "
             f"module:Class; got {short(name)}{extra}"
+        )
+
+    def _check_user_class(self, path: str, obj: Any, where: str) -> None:
+        """A part of the user's must be a class of the kind's base (built with its options),
+        or for a network a holder of ``encoder`` and ``decoder`` builders."""
+        base = self.base
+        if base is None:
+            return
+        holder = self.kind == "network" and all(
+            callable(getattr(obj, role, None)) for role in ("encoder", "decoder")
+        )
+        if inspect.isclass(obj) and (issubclass(obj, base) or holder):
+            return
+        args = ", ".join([*CONTRACT_ARGS.get(self.kind, ()), "**options"])
+        if self.kind == "network":
+            args = "data_shape, out_features, context_features, **options) (a decoder: Class(latent_dim, ..."
+        extra = (
+            " (or a class with the staticmethods encoder(...) and decoder(...))"
+            if self.kind == "network"
+            else ""
+        )
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        if inspect.isclass(obj):
+            raise PartError(
+                f"{where}: {short(path)} names the class {obj.__name__}, which does not subclass "
+                f"{_type_name(base)}{extra}: {article} {self.kind} of yours is such a class, "
+                f"built as Class({args}); see the README's 'Parts of your own'"
+            )
+        raise PartError(
+            f"{where}: {short(path)} names {_describe(obj)}, not a class: {article} {self.kind} "
+            f"of yours is a class, a subclass of {_type_name(base)}{extra}, built as "
+            f"Class({args}); see the README's 'Parts of your own'"
         )
 
     def _python_part(self, name: str) -> Part:
@@ -558,6 +645,22 @@ class Registry:
             decoder=refuse,
             user=True,
         )
+
+
+def _type_name(cls: type) -> str:
+    """The name a user imports ``cls`` by: torch.nn.Module, vaekit.objectives.Objective."""
+    if cls.__module__.startswith("torch.nn."):
+        return f"torch.nn.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _describe(obj: Any) -> str:
+    """What an object is, in words: a function, a module, an int object."""
+    if inspect.isroutine(obj):
+        return f"the function {getattr(obj, '__name__', '?')}"
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__}"
+    return f"an object of type {type(obj).__name__}"
 
 
 def _module_reloaded(path: str) -> bool:

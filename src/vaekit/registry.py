@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from torch import nn
+
 from vaekit.bounds import CIWAE, MIWAE, PIWAE
 from vaekit.disentangle.objectives import DIPVAE, BetaTCVAE, CapacityELBO, FactorVAE
 from vaekit.distributions.codes import (
@@ -23,7 +25,7 @@ from vaekit.distributions.codes import (
     PixelCNNPrior,
     VQPosterior,
 )
-from vaekit.distributions.flows import IAF, PlanarFlow
+from vaekit.distributions.flows import IAF, Flow, PlanarFlow
 from vaekit.distributions.hierarchical import HierarchicalPosterior
 from vaekit.distributions.hierarchical_conv import ConvHierarchicalPosterior
 from vaekit.distributions.likelihoods import (
@@ -39,7 +41,7 @@ from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampP
 from vaekit.distributions.radial import RadialFlow
 from vaekit.divergences import KLDivergence, MMDDivergence
 from vaekit.nn import ConvNetwork, MLPNetwork
-from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss, PriorFit
+from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss, Objective, PriorFit
 from vaekit.parts import Registry
 
 __all__ = [
@@ -53,11 +55,11 @@ __all__ = [
     "REGISTRIES",
 ]
 
-NETWORKS = Registry("network")
+NETWORKS = Registry("network", base=nn.Module)
 NETWORKS.add("mlp", MLPNetwork)
 NETWORKS.add("conv", ConvNetwork)
 
-POSTERIORS = Registry("posterior")
+POSTERIORS = Registry("posterior", base=nn.Module)
 POSTERIORS.add("gaussian", GaussianPosterior)
 POSTERIORS.add("point", PointPosterior)
 POSTERIORS.add("implicit", ImplicitPosterior)
@@ -66,19 +68,19 @@ POSTERIORS.add("hierarchical-conv", ConvHierarchicalPosterior)
 POSTERIORS.add("vq", VQPosterior)
 POSTERIORS.add("gumbel", GumbelPosterior)
 
-FLOWS = Registry("flow")
+FLOWS = Registry("flow", base=Flow)
 FLOWS.add("planar", PlanarFlow)
 FLOWS.add("iaf", IAF)
 FLOWS.add("radial", RadialFlow)
 
-PRIORS = Registry("prior")
+PRIORS = Registry("prior", base=nn.Module)
 PRIORS.add("normal", StandardNormalPrior)
 PRIORS.add("mog", MixturePrior)
 PRIORS.add("vamp", VampPrior)
 PRIORS.add("categorical", CategoricalPrior)
 PRIORS.add("pixelcnn", PixelCNNPrior)
 
-LIKELIHOODS = Registry("likelihood")
+LIKELIHOODS = Registry("likelihood", base=nn.Module)
 LIKELIHOODS.add("bernoulli", BernoulliLikelihood)
 LIKELIHOODS.add("continuous-bernoulli", ContinuousBernoulliLikelihood)
 LIKELIHOODS.add("gaussian", GaussianLikelihood)
@@ -86,7 +88,7 @@ LIKELIHOODS.add("student-t", StudentTLikelihood)
 LIKELIHOODS.add("categorical", CategoricalLikelihood)
 LIKELIHOODS.add("discretized-logistic", DiscretizedLogisticLikelihood)
 
-OBJECTIVES = Registry("objective")
+OBJECTIVES = Registry("objective", base=Objective)
 OBJECTIVES.add("elbo", ELBO)
 OBJECTIVES.add("iwae", IWAE)
 OBJECTIVES.add("avb", AVB)
@@ -100,7 +102,7 @@ OBJECTIVES.add("dipvae", DIPVAE)
 OBJECTIVES.add("capacity", CapacityELBO)
 
 # The term an ELBO-style objective weighs by beta (objective.divergence).
-DIVERGENCES = Registry("divergence")
+DIVERGENCES = Registry("divergence", base=nn.Module)
 DIVERGENCES.add("kl", KLDivergence)
 DIVERGENCES.add("mmd", MMDDivergence)
 OBJECTIVES.add("prior-fit", PriorFit)

@@ -92,6 +92,14 @@ def load_dataset(
         if not path.exists():
             import difflib
 
+            from vaekit.parts import import_path_problem
+
+            problem = import_path_problem(name_or_path, "function")
+            if problem is not None:  # meant as a module:function of the user's
+                raise DataError(
+                    f"unknown dataset {name_or_path!r}: no such file or folder, and as a "
+                    f"module:function of yours, {problem}"
+                )
             hint = difflib.get_close_matches(name_or_path, list(NAMED), n=1)
             extra = f" Did you mean {hint[0]!r}?" if hint else ""
             raise DataError(

@@ -48,7 +48,7 @@ from torch.distributions import Categorical, Distribution, constraints, register
 from torch.types import _size
 
 from vaekit.distributions.posteriors import PosteriorHead
-from vaekit.parts import PosteriorAbilities, PriorAbilities
+from vaekit.parts import Composition, PosteriorAbilities, PriorAbilities
 from vaekit.validate import check_positive
 
 __all__ = [
@@ -306,6 +306,25 @@ class GumbelPosterior(CodeHead):
     @staticmethod
     def label(o: GumbelPosterior.Options) -> str:
         return f"gumbel K={o.categories}" + (" ST" if o.hard else "")
+
+    @staticmethod
+    def ignored(o: GumbelPosterior.Options, parts: Composition) -> dict[str, str]:
+        """Options set that change nothing beside the others (see :mod:`vaekit.parts`)."""
+        if o.temperature < o.min_temperature:
+            return {
+                "temperature": (
+                    f"the temperature never goes below min_temperature={o.min_temperature:g}, "
+                    "so training starts there; lower model.posterior.min_temperature as well"
+                )
+            }
+        if not o.anneal and o.min_temperature != GumbelPosterior.Options().min_temperature:
+            return {
+                "min_temperature": (
+                    "the floor of an annealed temperature, and model.posterior.anneal=0 keeps "
+                    "it constant; set model.posterior.anneal, or leave min_temperature out"
+                )
+            }
+        return {}
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
-from vaekit.parts import NetworkAbilities
+from vaekit.parts import Composition, NetworkAbilities
 from vaekit.validate import check_choice, check_nonneg, check_widths
 
 __all__ = [
@@ -434,6 +434,18 @@ class ConvNetwork:
             return f"conv {channels}{blocks} grid"
         hidden = "-".join(str(w) for w in o.hidden)
         return f"conv {channels}{blocks}" + (f" + {hidden}" if hidden else "")
+
+    @staticmethod
+    def ignored(o: ConvOptions, parts: Composition) -> dict[str, str]:
+        """Options set that change nothing beside the others (see :mod:`vaekit.parts`)."""
+        if o.grid and o.hidden and o.hidden != ConvOptions().hidden:
+            return {
+                "hidden": (
+                    "with grid=true the latent is the last stage's map, with no dense layers "
+                    "for hidden to size; leave hidden out, or set grid=false"
+                )
+            }
+        return {}
 
     @staticmethod
     def mirror(o: ConvOptions) -> ConvOptions:
