@@ -70,6 +70,7 @@ from vaekit.data import (
     training_data,
 )
 from vaekit.data.stream import PYTHON_DATA, split_batches
+from vaekit.distributions.likelihoods import unit_scale_hint
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, network_precision
 from vaekit.objectives import Objective, build_objective
@@ -727,6 +728,18 @@ def _check_data_fits(cfg: Config, ds: Dataset) -> None:
             "grey": "grey levels in [0, 1]",
             "binary": "binary values",
         }[ds.kind]
+        found = _value_range(ds) if ds.kind == "real" else None
+        if found is not None and found[0] >= 0:
+            # Non-negative values out of scale (8-bit levels, UCI digits' 0..16) are images
+            # to rescale far more often than real-valued data: say that first.
+            lo, hi, integral = found
+            raise ConfigError(
+                f"dataset {ds.name} has values in [{lo:.4g}, {hi:.4g}], but model.likelihood={name} "
+                f"models data in [0, 1]: {unit_scale_hint(lo, hi, integral)}. If they are "
+                f"real-valued measurements instead, use a likelihood of real values: {'; '.join(fitting)}"
+            )
+        if found is not None:
+            what = f"values in [{found[0]:.4g}, {found[1]:.4g}]"
         raise ConfigError(
             f"dataset {ds.name} has {what}, which model.likelihood={name} does not model; use one "
             f"that does: {'; '.join(fitting)}"
@@ -739,6 +752,21 @@ def _check_data_fits(cfg: Config, ds: Dataset) -> None:
             f"model.num_classes={m.num_classes}, but dataset {ds.name} has labels 0..{ds.num_classes - 1}: "
             f"set model.num_classes={ds.num_classes} (or 0 to take it from the data)"
         )
+
+
+def _value_range(ds: Dataset) -> tuple[float, float, bool] | None:
+    """The smallest and largest value of the in-memory splits and whether all are whole
+    numbers (None for data read batch by batch, which are not read through here)."""
+    splits = [sp for sp in (ds.train, ds.valid, ds.test) if sp is not None]
+    if not all(isinstance(sp, Split) for sp in splits):
+        return None
+    splits = [sp for sp in splits if len(sp)]
+    if not splits:
+        return None
+    lo = min(float(sp.x.min()) for sp in splits)
+    hi = max(float(sp.x.max()) for sp in splits)
+    integral = all(bool((sp.x == sp.x.round()).all()) for sp in splits)
+    return lo, hi, integral
 
 
 # -- phase 3: build -------------------------------------------------------------------------------
