@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import os
 import re
 import socket
@@ -56,9 +58,10 @@ from torch.distributions import Distribution
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
 from vaekit.data.core import DataError
 from vaekit.distributions.likelihoods import check_unit_interval, event_value
-from vaekit.errors import VaekitError
+from vaekit.errors import UsageError, VaekitError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
 from vaekit.parts import ObjectiveAbilities
+from vaekit.validate import short
 
 if TYPE_CHECKING:
     from vaekit.data import Dataset
@@ -606,8 +609,38 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
         raise RunError(f"{path}: {e}") from None
 
 
+def _user_tensor(value: Any, what: str) -> Tensor:
+    """What a user passed as ``what`` (an array, a tensor, nested lists) as a tensor of
+    numbers; anything else is a DataError."""
+    if isinstance(value, Tensor):
+        return value
+    try:
+        t = torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(
+            f"{what} must be numbers (a numpy array, a tensor or nested lists), got "
+            f"{type(value).__name__} {short(value)}"
+        ) from None
+    return t
+
+
+def _check_finite(t: Tensor, what: str, row: str) -> None:
+    """A DataError naming how many values of ``t`` are NaN or infinite and the first
+    ``row`` (example, code) that holds one: a model would return NaN for it silently."""
+    if not t.is_floating_point():
+        return
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    first = int(bad.reshape(len(t), -1).any(1).nonzero()[0]) if t.dim() > 1 else 0
+    raise DataError(
+        f"{what} holds {int(bad.sum())} NaN or infinite values (first in {row} {first}, "
+        "counting from 0); the model would give NaN for them: clean or impute them first"
+    )
+
+
 def _as_tensor(x: Any, device: torch.device) -> Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    t = _user_tensor(x, "z")
     if not t.dtype.is_floating_point:
         t = t.float()
     return t.to(device=device, dtype=torch.float32)
@@ -741,9 +774,10 @@ class Run:
 
     def _x(self, x: Any) -> Tensor:
         """Examples ``(N, *data_shape)`` on the run's device from what a user holds: flat or
-        shaped (the rule of the likelihoods' ``log_prob``), one example or many; values
-        outside [0, 1] for a model trained on [0, 1] data are refused (8-bit data, mostly)."""
-        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        shaped (the rule of the likelihoods' ``log_prob``), one example or many. No examples,
+        NaN or infinite values, and values outside [0, 1] for a model trained on [0, 1] data
+        are refused (the trainer and the command line refuse them too)."""
+        t = _user_tensor(x, "x")
         t = event_value(t if t.is_floating_point() else t.float(), torch.Size(self.data_shape))
         k = len(self.data_shape)
         if t.dim() == k:
@@ -753,6 +787,9 @@ class Run:
                 f"x of shape {tuple(t.shape)}: expected one example or a batch (N, ...) of "
                 f"examples of shape {self.data_shape}"
             )
+        if len(t) == 0:
+            raise DataError(f"x of shape {tuple(t.shape)} holds no examples; pass at least one")
+        _check_finite(t, "x", "example")
         if self.info["data"].get("kind") in ("binary", "grey"):
             check_unit_interval(
                 t, f"this run was trained on data in [0, 1] ({self.info['data'].get('name')})"
@@ -760,19 +797,55 @@ class Run:
         return t.to(device=self.device, dtype=torch.float32)
 
     def _y(self, y: Any, n: int | None = None) -> Tensor | None:
-        """Labels for ``n`` examples (a single class is repeated): class indices or one-hot
-        rows; refused by a model that is not conditional, required by one that is."""
+        """Labels for ``n`` examples (a single class is repeated), or for any leading shape
+        when ``n`` is None: class indices or one-hot rows; refused by a model that is not
+        conditional, required by one that is. Labels of the wrong width, shape or range are
+        a DataError naming the classes the model takes."""
         if not self.num_classes and y is not None:
             raise DataError(NOT_CONDITIONAL)
         if y is None:
             return None  # a conditional model's encoder or decoder says what is missing
-        t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y, device=self.device)
+        c = self.num_classes
+        expected = (
+            f"this model is conditional on {c} classes: pass class indices 0..{c - 1} "
+            f"(shape ({'N' if n is None else n},)) or one-hot rows of length {c}"
+        )
+        try:
+            t = _user_tensor(y, "y").to(self.device)
+        except DataError as e:
+            raise DataError(f"{e}; {expected}") from None
+        one_hot = t.dim() >= 2 and t.shape[-1] == c
         if t.dim() == 0 and n is not None:
             t = t.expand(n)
-        count = t.shape[0] if t.dim() else None
-        if n is not None and count is not None and count != n:
-            raise DataError(f"got {count} labels (shape {tuple(t.shape)}) for {n} examples")
+        lead = tuple(t.shape[:-1] if one_hot else t.shape)
+        if n is not None and lead != (n,):
+            count = (
+                f"{lead[0]} labels (shape {tuple(t.shape)})"
+                if len(lead) == 1
+                else f"labels of shape {tuple(t.shape)}"
+            )
+            raise DataError(f"got {count} for {n} examples; {expected}")
+        if t.dtype == torch.bool or t.is_complex():
+            raise DataError(f"labels of type {t.dtype}: {expected}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DataError(f"labels hold NaN or infinite values; {expected}")
+        if one_hot and bool((t < 0).any()):
+            raise DataError(f"one-hot rows hold negative values; {expected}")
+        if not one_hot and t.numel():
+            if t.is_floating_point() and not bool((t == t.round()).all()):
+                raise DataError(f"labels of shape {tuple(t.shape)} hold non-integers; {expected}")
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= c:
+                raise DataError(f"labels in {lo}..{hi}; {expected}")
         return t
+
+    def _count(self, n: Any, what: str = "n") -> int:
+        """A count argument: a whole number >= 1 (a UsageError otherwise)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise UsageError(f"{what} must be a whole number >= 1, got {short(n)}")
+        if n < 1:
+            raise UsageError(f"{what} must be >= 1, got {n}")
+        return int(n)
 
     # -- the encoder ------------------------------------------------------------------------
 
@@ -792,10 +865,11 @@ class Run:
     def decode(self, z: Any, y: Any = None) -> Distribution:
         """The likelihood p(x | z[, y]) with batch shape ``z.shape[:-1]``; ``log_prob`` sums over the data."""
         zt = _as_tensor(z, self.device)
-        if zt.shape[-1] != self.latent_dim:
+        if zt.dim() == 0 or zt.shape[-1] != self.latent_dim:
             raise DataError(
                 f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}"
             )
+        _check_finite(zt, "z", "code")
         # One label (a class index or a one-hot row) decodes every z; else one per z.
         yt = self._y(y)
         if yt is not None:
@@ -805,7 +879,8 @@ class Run:
             except RuntimeError:
                 raise DataError(
                     f"labels of shape {tuple(yt.shape)} do not match z of shape {tuple(zt.shape)}: "
-                    "pass one label, or one per z"
+                    f"pass one label, or one per z (class indices 0..{self.num_classes - 1} or "
+                    f"one-hot rows of length {self.num_classes})"
                 ) from None
         return self.model.decode(zt, yt)
 
@@ -818,24 +893,45 @@ class Run:
         self,
         n: int,
         y: Any = None,
-        mean: bool = True,
         *,
+        draw: bool = False,
         sampler: str = "prior",
         temperature: float = 1.0,
     ) -> Tensor:
         """``n`` examples from the model. A conditional model draws class ``y`` (one class or
         one label each), or cycles through its classes when ``y`` is None.
 
+        By default each example is the mean of p(x|z) at a drawn z: smooth images, but for
+        real-valued data rows with less spread than the data (the likelihood's noise is left
+        out). ``draw=True`` draws x ~ p(x|z) instead: synthetic rows whose spread is the
+        model's (binary pixels for a Bernoulli likelihood).
+
         ``sampler`` draws the codes: ``prior`` (p(z)), or a post-hoc sampler fitted to the
         run's codes (``gmm``, ``flow``, ``two-stage``; fitted and saved on first use, see
         :meth:`sampler`). ``temperature`` < 1 draws closer to the sampler's modes (with the prior: narrows
         every layer's spread, in a hierarchy).
         """
+        n = self._count(n)
+        t = temperature
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, numbers.Real)
+            or not (math.isfinite(t) and t > 0)
+        ):
+            raise UsageError(f"temperature must be a positive number, got {short(temperature)}")
         labels = None if (y is None and self.num_classes) else self._y(y, n)
         z = None
         if sampler != "prior":
             z = self.sampler(sampler).sample(n, temperature).to(self.device)
-        return self.model.sample(n, labels, mean=mean, temperature=temperature, z=z)
+        try:
+            return self.model.sample(n, labels, mean=not draw, temperature=temperature, z=z)
+        except NotImplementedError:
+            if not draw:
+                raise
+            raise UsageError(
+                f"the likelihood {self.config.model.likelihood.name} cannot draw x ~ p(x|z) "
+                "(its distribution has no sample()); sample the means instead (draw=False)"
+            ) from None
 
     def sampler(self, name: str, *, fit: bool | str = "auto", **options: Any) -> Sampler:
         """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`): the one saved
@@ -859,6 +955,7 @@ class Run:
         """Per-example ELBO and its terms (``recon`` = -E[log p(x|z)], ``kl``) in nats."""
         from vaekit.objectives import ELBO, AutoencoderLoss
 
+        samples = self._count(samples, "samples")
         xt = self._x(x)
         yt = self._y(y, len(xt))
         posterior = self.model.composition.posterior
