@@ -73,6 +73,9 @@ __all__ = [
     "RunBusyError",
     "LOCK_FILE",
     "run_lock",
+    "python_given",
+    "resume_hint",
+    "resume_option",
     "Run",
     "load",
     "run_data",
@@ -214,8 +217,72 @@ def _busy_text(run_dir: Path, holder: dict[str, Any]) -> str:
     return (
         f"{run_dir} is being written by {who}; only one process may train a run at a time. "
         f"Wait for it to finish, or stop it ({stop}: it writes a checkpoint) and then "
-        f"continue with `vaekit train --resume {run_dir}`"
+        f"continue with {resume_hint(run_dir, epochs='')}"
     )
+
+
+def python_given(config: Config) -> list[str]:
+    """What of a run was given as Python objects, which its config.json cannot rebuild:
+    ``"model"`` (a part of yours passed as a module to :func:`vaekit.compose`),
+    ``"objective"`` (an objective object of an unregistered class) and ``"data"`` (data
+    passed to :func:`vaekit.fit`). Empty for a run that ``vaekit train --resume`` continues."""
+    from vaekit.data import PYTHON_DATA
+    from vaekit.parts import PYTHON_PART
+
+    m = config.model
+    parts = [m.encoder, m.decoder, m.posterior, m.flow, m.prior, m.likelihood]
+    given = []
+    if any(pc is not None and pc.name.startswith(PYTHON_PART) for pc in parts):
+        given.append("model")
+    if config.objective.name.startswith(PYTHON_PART):
+        given.append("objective")
+    if config.data.name == PYTHON_DATA:
+        given.append("data")
+    return given
+
+
+def resume_hint(
+    run_dir: str | os.PathLike[str],
+    config: Config | None = None,
+    *,
+    epochs: str = "N",
+    processes: int = 1,
+) -> str:
+    """How to continue a run, as it can be continued: ```vaekit train --resume RUN --epochs
+    N```, or for a run of data or parts given in Python (which the command line cannot
+    rebuild) ```vaekit.fit(model, 'RUN', data=x, resume=True, epochs=N)``` and what to pass
+    again. ``config``: the run's (read from RUN/config.json when None); ``epochs=""`` leaves
+    the epochs out; ``processes`` > 1: the torchrun command.
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> resume_hint("runs/mine", load_config(None, ["data.name=<python>"]))
+        "`vaekit.fit(None, 'runs/mine', data=x, resume=True, epochs=N)` (with the same data x)"
+    """
+    if config is None:
+        try:
+            config = read_run_config(run_dir)
+        except RunError:
+            config = None
+    given = python_given(config) if config is not None else []
+    if not given:
+        command = f"vaekit train --resume {run_dir}" + (f" --epochs {epochs}" if epochs else "")
+        if processes > 1:
+            command = f"torchrun --nproc_per_node={processes} -m {command}"
+        return f"`{command}`"
+    args = ["model" if "model" in given else "None", repr(str(run_dir))]
+    args += [f"{k}={v}" for k, v in (("data", "x"), ("objective", "objective")) if k in given]
+    args += ["resume=True"] + ([f"epochs={epochs}"] if epochs else [])
+    again = {"model": "model (built the same way)", "data": "data x", "objective": "objective"}
+    return (
+        f"`vaekit.fit({', '.join(args)})` (with the same {' and '.join(again[k] for k in given)})"
+    )
+
+
+def resume_option(config: Config, name: str, value: str = "N") -> str:
+    """A setting of :func:`resume_hint`'s command: ``--epochs N``, or ``epochs=N`` for a run
+    that is continued in Python."""
+    return f"{name}={value}" if python_given(config) else f"--{name} {value}"
 
 
 @contextmanager

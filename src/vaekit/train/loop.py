@@ -84,6 +84,8 @@ from vaekit.rundir import (
     read_data_info,
     read_metrics,
     read_run_config,
+    resume_hint,
+    resume_option,
     run_data,
     run_lock,
     save_weights,
@@ -334,10 +336,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def _resume_hint(run_dir: Path, dist: DistInfo) -> str:
-    if dist.world_size > 1:
-        return f"torchrun --nproc_per_node={dist.world_size} -m vaekit train --resume {run_dir}"
-    return f"vaekit train --resume {run_dir}"
+def _resume_hint(s: Session, epochs: str = "") -> str:
+    """How to continue this run, as it can be (the command line, torchrun, or Python)."""
+    return resume_hint(s.run_dir, s.cfg, epochs=epochs, processes=s.dist.world_size)
 
 
 @contextlib.contextmanager
@@ -841,8 +842,11 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
     if not s.resume:
         ckdir = run_dir / "checkpoints"
         if ckdir.is_dir() and any(ckdir.iterdir()):
+            # The hint of the run that is there (how it was made), not of this one.
+            hint = resume_hint(run_dir, epochs="", processes=s.dist.world_size)
             raise RunError(
-                f"{run_dir} already holds a run; continue it with `vaekit train --resume {run_dir}` or choose another --out"
+                f"{run_dir} already holds a run; continue it with {hint}, or train into "
+                "another directory"
             )
         if s.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -885,13 +889,15 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
         state, warmup = prog.state, parts.objective.warmup_epochs
         if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
             s.say(
-                f"{run_dir} {_early_stop_text(state, t.patience)}; pass --patience N with "
+                f"{run_dir} {_early_stop_text(state, t.patience)}; pass "
+                f"{resume_option(cfg, 'patience')} with "
                 f"N > {state.epoch - max(state.best_epoch, warmup)} (or 0, off) to train further"
             )
             return None
         if state.epoch >= t.epochs:
             s.say(
-                f"{run_dir} already has {state.epoch} epochs; pass --epochs N with N > {state.epoch} to train further"
+                f"{run_dir} already has {state.epoch} epochs; pass {resume_option(cfg, 'epochs')} "
+                f"with N > {state.epoch} to train further: {_resume_hint(s, 'N')}"
             )
             return None
         if s.main and s.changed:
@@ -1104,11 +1110,11 @@ def guard(
     told = f" ({culprits})" if culprits else ""
     ep.bad_steps += 1
     state.bad_steps_total += 1
-    resume_hint = _resume_hint(s.run_dir, s.dist)
+    hint = _resume_hint(s)
     if t.nan_policy == "stop":
         raise TrainingError(
             f"non-finite loss or gradient at {where} (train.nan_policy=stop){told}. Lower train.lr, "
-            f"set train.grad_clip or check the data; the last checkpoint continues with `{resume_hint}`"
+            f"set train.grad_clip or check the data; the last checkpoint continues with {hint}"
         )
     weights_bad = not all(bool(torch.isfinite(p).all()) for p in parts.params)
     if weights_bad or t.nan_policy == "rollback":
@@ -1129,7 +1135,7 @@ def guard(
             f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
             f"training diverged. Lower train.lr (now {_lr(s, prog):g}), set train.grad_clip, "
             "or check the data for NaN; then start a new run, or edit train.lr in "
-            f"{s.run_dir / 'config.json'} and continue with `{resume_hint}`"
+            f"{s.run_dir / 'config.json'} and continue with {hint}"
         )
 
 
@@ -1235,7 +1241,7 @@ def _interrupted(
 ) -> TrainingInterrupted:
     msg = (
         f"stopped by {stop.name} {where}; wrote checkpoint {ckpt.name if ckpt else ''}. "
-        f"Continue with `{_resume_hint(s.run_dir, s.dist)}`"
+        f"Continue with {_resume_hint(s)}"
     )
     s.say(msg)
     return TrainingInterrupted(msg, ckpt)
@@ -1251,4 +1257,4 @@ def _finish(s: Session, parts: Parts) -> None:
             raise TrainingError(
                 f"the {dist.world_size} processes ended with different weights: {digests}"
             )
-    s.say(f"done: {s.run_dir} (train further with `{_resume_hint(s.run_dir, dist)} --epochs N`)")
+    s.say(f"done: {s.run_dir} (train further with {_resume_hint(s, 'N')})")
