@@ -72,7 +72,7 @@ from vaekit.data import (
 from vaekit.data.stream import PYTHON_DATA, split_batches
 from vaekit.distributions.likelihoods import unit_scale_hint
 from vaekit.errors import VaekitError
-from vaekit.model import VAE, build_model, network_precision
+from vaekit.model import VAE, build_model, check_part_shapes, network_precision
 from vaekit.objectives import Objective, build_objective
 from vaekit.optim import lr_factor, make_optimizer
 from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
@@ -823,7 +823,11 @@ def _check_one_batch(loss_module: _LossModule, data: TrainingData, device: torch
     x, y = next(split_batches(data.train, 2))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         try:
+            # Each part's shapes first: a part that breaks them is named, not the data.
+            check_part_shapes(probe.model, x, y if probe.model.num_classes else None)
             probe(x, y)
+        except ConfigError:
+            raise
         except (ValueError, RuntimeError, NotImplementedError, MemoryError) as e:
             ds = data.ds
             raise ConfigError(
