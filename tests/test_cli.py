@@ -222,8 +222,15 @@ def test_every_run_method_refuses_bad_arguments_with_a_clear_error(tmp_path: Pat
     for call in (r.decode, r.generate):
         with pytest.raises(DataError, match="z holds 1 NaN"):
             call(z, 0)
+    with pytest.raises(UsageError, match="fit must be True, False or 'auto'"):
+        r.sampler("gmm", fit="maybe")
+    # A device this machine lacks: torch raised a RuntimeError (an AssertionError for cuda).
+    for device in ("bogus", "cuda:7", "mps" if not torch.backends.mps.is_available() else "xla"):
+        with pytest.raises(UsageError, match="device"):
+            vaekit.load(r.dir, device=device)
     # Every refusal above is one of vaekit's errors, which the CLI prints without a traceback.
     assert issubclass(DataError, VaekitError) and issubclass(UsageError, VaekitError)
+    assert main(["sample", str(r.dir), "--device", "bogus"]) == 2
 
 
 def test_out_of_range_input_gets_advice_that_fits_its_range(tmp_path: Path) -> None:

@@ -144,6 +144,23 @@ def test_fit_refuses_data_of_another_shape(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_fit_reads_its_epochs_patience_threads_and_device_as_a_config_does(
+    tmp_path: Path,
+) -> None:
+    # Issue 25 (the same class as item 7): epochs=1.5 was written into config.json and
+    # threads=1.5 raised torch's RuntimeError; settings by keyword were already checked.
+    x, _ = _digits()
+    for bad, message in (
+        ({"epochs": 1.5}, "train.epochs must be an integer"),
+        ({"threads": 1.5}, "train.threads must be an integer"),
+        ({"device": 5}, "train.device must be a string"),
+        ({"patience": -1}, "train.patience must be >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            vaekit.fit(_model(), tmp_path / "run", data=x, **bad, **_quiet())  # type: ignore[arg-type]
+        assert not (tmp_path / "run").exists()
+
+
 def test_the_hint_to_train_further_works_for_how_the_run_was_made(tmp_path: Path) -> None:
     # Issue 25: a run of data given in Python was told to continue with
     # `vaekit train --resume RUN`, which fails ("data were given in Python").

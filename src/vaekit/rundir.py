@@ -676,6 +676,23 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
         raise RunError(f"{path}: {e}") from None
 
 
+def _device(name: str | torch.device) -> torch.device:
+    """A device to load a run onto, that this machine has (a UsageError otherwise, where
+    torch would raise a RuntimeError or an AssertionError)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device must be cpu, cuda, cuda:N or mps; got {short(name)}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            there = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise UsageError(f"device {str(device)!r}: this machine has {there}; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps': this machine has no MPS device; use cpu")
+    return device
+
+
 def _user_tensor(value: Any, what: str) -> Tensor:
     """What a user passed as ``what`` (an array, a tensor, nested lists) as a tensor of
     numbers; anything else is a DataError."""
@@ -751,6 +768,7 @@ class Run:
         from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
 
         run_dir = Path(run_dir)
+        device = _device(device)
         if stage not in ("auto", *STAGES):
             raise RunError(f"stage must be auto, {' or '.join(STAGES)}; got {stage!r}")
         if stage == "prior" or (stage == "auto" and has_prior_stage(run_dir)):
@@ -1007,6 +1025,8 @@ class Run:
         ``options`` are the sampler's own (``components=[5, 10]`` for gmm, ...)."""
         from vaekit.samplers import load_sampler
 
+        if not (fit is True or fit is False or fit == "auto"):
+            raise UsageError(f"fit must be True, False or 'auto', got {short(fit)}")
         return load_sampler(self, name, fit=fit, options=options)
 
     # -- the whole model --------------------------------------------------------------------

@@ -572,14 +572,19 @@ def setup(
     if not resume and given.data is None:
         # config.json records the data's absolute path: the run works from any directory.
         cfg = replace(cfg, data=replace(cfg.data, name=resolve_data_name(cfg.data.name)))
-    # Settings a resume may change (train.epochs / patience / threads / device).
-    changed = False
-    for key, value in changes.items():
-        if value is not None and value != getattr(cfg.train, key):
-            setattr(cfg.train, key, value)
-            changed = True
+    # Settings a resume may change (train.epochs / patience / threads / device), read as
+    # config.json is read, so that epochs=1.5 or threads="2" are refused as in a file.
+    new = {k: v for k, v in changes.items() if v is not None and v != getattr(cfg.train, k)}
+    changed = bool(new)
     if changed:
-        cfg.validate()
+        from vaekit.config import config_from_dict
+
+        plain = config_to_dict(cfg)
+        plain["train"].update(new)
+        try:
+            cfg = config_from_dict(plain)
+        except ConfigError as e:
+            raise ConfigError(f"fit(): {e}") from None
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
