@@ -935,6 +935,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         _out_file(a.out, "report.html")
     out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
     print(f"wrote {out}")
+    _notes(run)
     return 0
 
 
@@ -1113,6 +1114,7 @@ def cmd_quality(a: argparse.Namespace) -> int:
     write_json(out, result)
     print(format_scores(result))
     print(f"wrote {out}")
+    _notes(run)
     return 0
 
 

@@ -543,7 +543,7 @@ def check_part_shapes(model: VAE, x: Tensor, y: Tensor | None = None) -> None:
                 f"{d} units (latent_dim): its forward must return a distribution over vectors of "
                 f"{d} (e.g. Independent(Normal(loc, scale), 1) with loc of shape ({d},))"
             )
-        px = model.decode(q.sample(), y)
+        px = model.decode(q.rsample(), y)  # as the objectives draw z (sample() checks NaN)
         if tuple(px.event_shape) != tuple(model.data_shape):
             raise ConfigError(
                 f"{named('likelihood')} gives p(x|z) of event shape {tuple(px.event_shape)}, but "
