@@ -488,6 +488,9 @@ def test_explorer_serves_the_codes_and_decodes_an_edited_grid(vq_run) -> None:
         assert ex.codes_of(np.array(out["z"])) == [[3, 1, 4, 1]]
         status, out = post("/api/sample", {"n": 3, "seed": 1})
         assert status == 200 and len(out["codes"]) == 3
+        # The uniform prior has no temperature: a 400 that says so, as the CLI says it.
+        status, out = post("/api/sample", {"n": 3, "temperature": 0.5})
+        assert status == 400 and "has no temperature" in out["error"]
         plane = {"origin": [0.0] * 8, "axes": [[1.0] + [0.0] * 7, [0.0, 1.0] + [0.0] * 6]}
         status, out = post("/api/prior", {"plane": plane, "bounds": [-1, 1, -1, 1]})
         assert status == 400 and "distribution over codes" in out["error"]
