@@ -81,6 +81,7 @@ from vaekit.rundir import (
     RunError,
     atomic_write,
     init_weights,
+    python_given,
     read_data_info,
     read_metrics,
     read_run_config,
@@ -852,10 +853,14 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
         ckdir = run_dir / "checkpoints"
         if ckdir.is_dir() and any(ckdir.iterdir()):
             # The hint of the run that is there (how it was made), not of this one.
-            hint = resume_hint(run_dir, epochs="", processes=s.dist.world_size)
+            try:
+                there = read_run_config(run_dir)
+            except RunError:
+                there = cfg
+            hint = resume_hint(run_dir, there, epochs="", processes=s.dist.world_size)
+            other = "another run directory" if python_given(there) else "another --out"
             raise RunError(
-                f"{run_dir} already holds a run; continue it with {hint}, or train into "
-                "another directory"
+                f"{run_dir} already holds a run; continue it with {hint} or choose {other}"
             )
         if s.main:
             run_dir.mkdir(parents=True, exist_ok=True)
