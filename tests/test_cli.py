@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -178,6 +179,90 @@ def test_python_api_takes_data_as_users_hold_it(
         "digits (1, 8, 8) grey",
     ):
         assert part in text, part
+
+
+def test_every_run_method_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
+    # Issue 25: sample(0) and sample(-1) raised raw RuntimeErrors, one-hot rows of the wrong
+    # width "Tensors must have same number of dimensions", and NaN input gave NaN silently.
+    from vaekit.errors import UsageError, VaekitError
+
+    r = vaekit.load(train_tiny(tmp_path / "c", "model.conditional=true", "train.epochs=1"))
+    x = r.dataset().test.x[:5]
+    y = r.dataset().test.y[:5]
+    for n in (0, -1, 2.5, "3", True):
+        with pytest.raises(UsageError, match="n must be"):
+            r.sample(n)
+    for t in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="temperature must be a positive number"):
+            r.sample(4, temperature=t)
+    classes = "conditional on 10 classes: pass class indices 0..9"
+    wide = torch.nn.functional.one_hot(y, 12)
+    for call in (r.encode, r.transform, r.reconstruct, r.elbo):
+        for labels in (wide, y[:, None, None], y + 10, y - 10, y + 0.5, ["a"] * 5):
+            with pytest.raises(DataError, match=classes if labels is not wide else "(5, 12)"):
+                call(x, labels)
+    with pytest.raises(DataError, match=classes):
+        r.sample(3, 10)
+    with pytest.raises(DataError, match="one-hot rows of length 10"):
+        r.decode(torch.zeros(5, 2), wide)
+    with pytest.raises(DataError, match="holds no examples"):
+        r.encode(x[:0], y[:0])
+    with pytest.raises(DataError, match="x must be numbers"):
+        r.encode("not an array", y)
+    with pytest.raises(UsageError, match="samples must be >= 1"):
+        r.elbo(x, y, samples=0)
+    # NaN or infinite input is refused as the trainer and the CLI refuse it, naming where.
+    bad = x.clone()
+    bad[3, 0, 2, 2] = float("nan")
+    for call in (r.encode, r.transform, r.reconstruct, r.elbo):
+        with pytest.raises(DataError, match="1 NaN or infinite values .first in example 3"):
+            call(bad, y)
+    z = torch.zeros(4, 2)
+    z[1, 0] = float("inf")
+    for call in (r.decode, r.generate):
+        with pytest.raises(DataError, match="z holds 1 NaN"):
+            call(z, 0)
+    with pytest.raises(UsageError, match="fit must be True, False or 'auto'"):
+        r.sampler("gmm", fit="maybe")
+    # A device this machine lacks: torch raised a RuntimeError (an AssertionError for cuda).
+    for device in ("bogus", "cuda:7", "mps" if not torch.backends.mps.is_available() else "xla"):
+        with pytest.raises(UsageError, match="device"):
+            vaekit.load(r.dir, device=device)
+    # Every refusal above is one of vaekit's errors, which the CLI prints without a traceback.
+    assert issubclass(DataError, VaekitError) and issubclass(UsageError, VaekitError)
+    assert main(["sample", str(r.dir), "--device", "bogus"]) == 2
+
+
+def test_out_of_range_input_gets_advice_that_fits_its_range(tmp_path: Path) -> None:
+    # Issue 25: [0, 2] and the UCI digits' native 0..16 were told they "look 8-bit";
+    # float images in 0..255 given to fit() were told to use a Gaussian likelihood.
+    r = vaekit.load(train_tiny(tmp_path / "vae", "train.epochs=1"))
+    x = r.dataset().test.x[:20]  # levels k/16
+    with pytest.raises(DataError, match=r"\[0, 2\]: divide them by 2, their maximum") as e:
+        r.elbo(x * 2)
+    assert "8-bit" not in str(e.value)
+    with pytest.raises(
+        DataError, match=r"\[0, 16\]: they look like levels 0..16; divide them by 16"
+    ):
+        r.encode(x * 16)
+    with pytest.raises(
+        DataError, match=r"\[0, 255\]: they look like 8-bit levels.*divide them by 255"
+    ):
+        r.encode(torch.round(x * 255))
+    with pytest.raises(DataError, match=r"\[-1, 1\]: scale them to \[0, 1\]"):
+        r.encode(x * 2 - 1)
+    images = np.round(x.numpy() * 255)
+    with pytest.raises(
+        vaekit.ConfigError,
+        match=r"\[0, 255\], but model.likelihood=bernoulli models data in \[0, 1\]: they look like 8-bit levels \(0..255\); divide them by 255",
+    ):
+        vaekit.fit(
+            vaekit.load_config("demo", ["train.epochs=1"]),
+            tmp_path / "f",
+            data=images,
+            log=io.StringIO(),
+            progress=False,
+        )
 
 
 def test_autoencoder_run(tmp_path: Path) -> None:

@@ -142,3 +142,51 @@ def test_fit_refuses_data_of_another_shape(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"built for examples of shape \(1, 8, 8\)"):
         vaekit.fit(_model(), tmp_path / "run", data=np.zeros((20, 5)), epochs=1, **_quiet())
     assert not (tmp_path / "run").exists()
+
+
+def test_fit_reads_its_epochs_patience_threads_and_device_as_a_config_does(
+    tmp_path: Path,
+) -> None:
+    # Issue 25 (the same class as item 7): epochs=1.5 was written into config.json and
+    # threads=1.5 raised torch's RuntimeError; settings by keyword were already checked.
+    x, _ = _digits()
+    for bad, message in (
+        ({"epochs": 1.5}, "train.epochs must be an integer"),
+        ({"threads": 1.5}, "train.threads must be an integer"),
+        ({"device": 5}, "train.device must be a string"),
+        ({"patience": -1}, "train.patience must be >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            vaekit.fit(_model(), tmp_path / "run", data=x, **bad, **_quiet())  # type: ignore[arg-type]
+        assert not (tmp_path / "run").exists()
+
+
+def test_the_hint_to_train_further_works_for_how_the_run_was_made(tmp_path: Path) -> None:
+    # Issue 25: a run of data given in Python was told to continue with
+    # `vaekit train --resume RUN`, which fails ("data were given in Python").
+    from conftest import tiny_config
+
+    x, _ = _digits()
+    run, log = tmp_path / "mine", io.StringIO()
+    vaekit.fit(_model(), run, data=x, epochs=1, batch_size=100, log=log, progress=False)
+    hint = f"`vaekit.fit(model, {str(run)!r}, data=x, resume=True, epochs=N)`"
+    assert hint in log.getvalue() and "vaekit train --resume" not in log.getvalue()
+    # fit() again on the folder: resume=True, not the command line.
+    with pytest.raises(
+        vaekit.RunError, match=r"already holds a run; continue it with `vaekit\.fit"
+    ):
+        vaekit.fit(_model(), run, data=x, epochs=1, **_quiet())
+    log = io.StringIO()
+    vaekit.fit(_model(), run, data=x, resume=True, log=log, progress=False)
+    assert "pass epochs=N with N > 1" in log.getvalue()
+    # The hint itself works.
+    assert len(vaekit.fit(_model(), run, data=x, resume=True, epochs=2, **_quiet())) == 2
+    # A config's model on Python data needs only the data again: fit(None, ...).
+    cfg, other, log = tiny_config("train.epochs=1"), tmp_path / "cfg", io.StringIO()
+    vaekit.fit(cfg, other, data=x, log=log, progress=False)
+    assert f"`vaekit.fit(None, {str(other)!r}, data=x, resume=True, epochs=N)`" in log.getvalue()
+    assert len(vaekit.fit(None, other, data=x, resume=True, epochs=2, **_quiet())) == 2
+    # Named data and registered parts: the command line continues it, so that is the hint.
+    named, log = tmp_path / "named", io.StringIO()
+    vaekit.fit(cfg, named, log=log, progress=False)
+    assert f"`vaekit train --resume {named} --epochs N`" in log.getvalue()

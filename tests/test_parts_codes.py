@@ -248,6 +248,20 @@ def test_priors_over_codes_sample_at_a_temperature(prior) -> None:
         assert model.sample(4, temperature=0.5).shape == (4, *SHAPE)
 
 
+def test_the_uniform_prior_over_codes_refuses_a_temperature() -> None:
+    # Issue 25: `vaekit sample --temperature 0.5` on a uniform categorical prior was accepted
+    # (and changed nothing); the README says a prior with no temperature refuses it.
+    from vaekit.distributions.priors import tempered
+    from vaekit.errors import UsageError
+
+    model = _vq_model("categorical")
+    with pytest.raises(UsageError, match="uniform categorical prior.*has no temperature"):
+        model.sample(4, temperature=0.5)
+    p = model.prior
+    assert tempered(p, 1.0) is p  # T = 1 is no temperature
+    assert model.sample(4).shape == (4, *SHAPE)
+
+
 # -- composition rules and the second stage ------------------------------------------------------
 
 
@@ -339,6 +353,11 @@ def test_train_a_prior_stage_then_sample_and_evaluate_with_it(tmp_path, capsys) 
     # Before the stage: samples come from the uniform prior, and the output says so.
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "a.npy")]) == 0
     assert "uniform prior" in capsys.readouterr().err
+    # A temperature changes nothing on a uniform prior: refused, as the README says.
+    assert main(["sample", str(run), "--temperature", "0.5"]) == 2
+    assert "has no temperature" in capsys.readouterr().err
+    assert main(["sample", str(run), "--n", "4"]) == 0
+    assert f"wrote {run / 'samples.png'}" in capsys.readouterr().out
     assert (
         main(
             [
@@ -369,6 +388,18 @@ def test_train_a_prior_stage_then_sample_and_evaluate_with_it(tmp_path, capsys) 
     capsys.readouterr()
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "b.npy")]) == 0
     assert "uniform" not in capsys.readouterr().err
+    # Issue 25: outputs of the stage go under RUN/prior, beside RUN's own: every command
+    # says where each file went, and that RUN/... is the first stage's.
+    assert main(["sample", str(run), "--n", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert f"wrote {stage / 'samples.png'}" in out and (stage / "samples.png").is_file()
+    assert f"files stay in {run}" in err
+    assert main(["encode", str(run), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    for name in ("latents_test_mean.npy", "latents_test_var.npy", "latents_test_codes.npy"):
+        assert f"wrote {stage / name}" in out and (stage / name).is_file()
+    assert main(["sample", str(run), "--stage", "model", "--n", "4", "--temperature", "1"]) == 0
+    assert f"wrote {run / 'samples.png'}" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--k", "10", "--limit", "20"]) == 0
     result = json.loads((stage / "eval-n20-k10.json").read_text())
     assert result["codes"]["codes"] == 8 and result["codes"]["positions"] == 4
@@ -457,6 +488,9 @@ def test_explorer_serves_the_codes_and_decodes_an_edited_grid(vq_run) -> None:
         assert ex.codes_of(np.array(out["z"])) == [[3, 1, 4, 1]]
         status, out = post("/api/sample", {"n": 3, "seed": 1})
         assert status == 200 and len(out["codes"]) == 3
+        # The uniform prior has no temperature: a 400 that says so, as the CLI says it.
+        status, out = post("/api/sample", {"n": 3, "temperature": 0.5})
+        assert status == 400 and "has no temperature" in out["error"]
         plane = {"origin": [0.0] * 8, "axes": [[1.0] + [0.0] * 7, [0.0, 1.0] + [0.0] * 6]}
         status, out = post("/api/prior", {"plane": plane, "bounds": [-1, 1, -1, 1]})
         assert status == 400 and "distribution over codes" in out["error"]

@@ -302,7 +302,9 @@ def test_likelihoods_of_0_to_1_data_refuse_8_bit_values(name: str) -> None:
     x8 = torch.arange(5 * 16).reshape(5, *shape).to(torch.uint8) * 3  # 0..237
     if head.unit_interval:
         for value in (x8, x8.float(), x8.numpy()):
-            with pytest.raises(DataError, match=r"\[0, 237\]: they look 8-bit.*divide them by 255"):
+            with pytest.raises(
+                DataError, match=r"\[0, 237\]: they look like 8-bit levels.*divide them by 255"
+            ):
                 p.log_prob(value)
         with pytest.raises(DataError, match=r"\[-1, 0.8588\]: scale them to \[0, 1\]"):
             p.log_prob(x8.float() / 127.5 - 1)

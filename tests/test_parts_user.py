@@ -241,3 +241,55 @@ def test_a_malformed_dataset_import_path_says_what_is_wrong(name: str, message: 
 
     with pytest.raises(DataError, match=f"unknown dataset .*no such file or folder.*{message}"):
         load_dataset(name)
+
+
+WRONG_PRIORS = """
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+
+class OneTooMany(nn.Module):
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(latent_dim + 1))
+
+    def forward(self, encoder=None):
+        return Independent(Normal(self.loc, 1.0), 1)
+
+
+class Scalar(nn.Module):
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+
+    def forward(self, encoder=None):
+        return Normal(self.loc, 1.0)  # event shape (), not (latent_dim,)
+"""
+
+
+@pytest.mark.parametrize(("name", "shape"), [("OneTooMany", r"\(3,\)"), ("Scalar", r"\(\)")])
+def test_a_prior_of_the_wrong_event_shape_is_named_not_the_data(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    shape: str,
+) -> None:
+    # Issue 25: the first was blamed on the data ("cannot process digits examples of
+    # shape (1, 8, 8)"); the second passed the two-example probe (2 broadcasts with
+    # latent_dim 2) and ended in a traceback in training.
+    (tmp_path / "wrongpriors.py").write_text(WRONG_PRIORS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    try:
+        code = main(["train", *TINY, "--out", str(run), "--set", f"model.prior=wrongpriors:{name}"])
+    finally:
+        sys.modules.pop("wrongpriors", None)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert re.search(
+        rf"model.prior=wrongpriors:{name} gives p\(z\) of event shape {shape}, but z has 2 units",
+        err,
+    ), err
+    assert "cannot process digits" not in err and not run.exists()

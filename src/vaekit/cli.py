@@ -114,8 +114,8 @@ def _weights(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "model", "prior"],
         help="a run with a prior fitted to its codes (RUN/prior, `vaekit train --resume RUN "
-        "--stage prior`): auto loads that prior stage when it exists (default); model: the "
-        "run as first trained",
+        "--stage prior`): auto loads that prior stage when it exists (default), and its "
+        "outputs go under RUN/prior; model: the run as first trained (outputs under RUN)",
     )
 
 
@@ -496,8 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sample",
         help="draw examples from the prior and write them (PNG grid for images)",
-        description="Draw examples from the model (z from the prior, decoded to the mean of "
-        "p(x|z)) and write them: an image grid, or the values as .npy or .csv.",
+        description="Draw examples from the model and write them: an image grid, or the "
+        "values as .npy or .csv. By default each example is the mean of p(x|z) at a z drawn "
+        "from the prior (smooth images; for real-valued data, rows with less spread than "
+        "the data); --draw draws x ~ p(x|z) instead (synthetic rows).",
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--n", type=COUNT, default=64, help="examples to draw (default: 64)")
@@ -508,13 +510,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="class to sample (conditional models; default: every class in turn)",
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
+    p.add_argument(
+        "--draw",
+        action="store_true",
+        help="write draws x ~ p(x|z), with the likelihood's noise (synthetic rows of tabular "
+        "data; binary pixels for a Bernoulli likelihood); default: the mean of p(x|z)",
+    )
     _sampler_flags(p)
     p.add_argument(
         "--out",
         default=None,
         help="output file; the extension picks the format: .png or .jpg (an image grid), "
         ".npy (shape (N, *data shape)) or .csv (a row per example) (default: "
-        "RUN/samples.png for images, else RUN/samples.csv)",
+        "RUN/samples.png for images, else RUN/samples.csv; RUN/prior/... once a prior "
+        "stage exists)",
     )
     _weights(p)
     _common(p)
@@ -804,9 +813,23 @@ def _notes(run: Any) -> None:
     """What a reader of this run's outputs should know (on stderr, beside the output)."""
     from vaekit.stages import prior_note
 
-    for text in (run.note, prior_note(run)):
+    stage = None
+    if run.parent is not None:
+        # RUN/samples.png and the like of the first stage stay beside RUN/prior: say which.
+        stage = (
+            f"{run.parent} has a prior stage, so this is the output of {run.dir} (the model "
+            f"with the prior fitted to its codes), whose files go under {run.dir}; "
+            f"`--stage model` gives the run as first trained, whose files stay in {run.parent}"
+        )
+    for text in (stage, run.note, prior_note(run)):
         if text:
             print(f"note: {text}", file=sys.stderr)
+
+
+def _wrote(*paths: Any, err: bool = False) -> None:
+    """One ``wrote PATH`` line per file written (on stderr where stdout holds a result)."""
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr if err else sys.stdout)
 
 
 def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
@@ -847,6 +870,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out = out or run.dir / eval_file_name(run, split=a.split, k=a.k, limit=a.limit)
     write_json(out, result)
     print(json_text(result))
+    _wrote(out, err=True)  # stdout stays JSON
     _notes(run)
     if result.get("nll") is not None and result.get("nll_note"):
         # Beside the JSON (stdout stays JSON), so that the caveat is read with the number.
@@ -879,6 +903,8 @@ def _evaluate_disentanglement(a: argparse.Namespace, run: Any, ds: Any) -> int:
     out = out or run.dir / disentanglement_file_name(run, a.split, quick=a.quick, limit=a.limit)
     write_json(out, result)
     print(json_text(result))
+    _wrote(out, err=True)  # stdout stays JSON
+    _notes(run)
     return 0
 
 
@@ -893,7 +919,8 @@ def cmd_plot(a: argparse.Namespace) -> int:
         raise CommandError(f"--out {a.out} is a file; plot writes one PNG per figure into a folder")
     figures = run_figures(run, _run_dataset(a, run), which=a.which)
     paths = save_figures(figures, Path(a.out) if a.out else run.dir / "plots", dpi=a.dpi)
-    print("\n".join(f"wrote {p}" for p in paths))
+    _wrote(*paths)
+    _notes(run)
     return 0
 
 
@@ -993,6 +1020,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         _out_file(a.out, "report.html")
     out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
     print(f"wrote {out}")
+    _notes(run)
     return 0
 
 
@@ -1114,18 +1142,20 @@ def cmd_sample(a: argparse.Namespace) -> int:
         load_sampler(run, a.sampler, log=sys.stderr)  # fitted now if it is not yet
     torch.manual_seed(a.seed)
     try:
-        x = run.sample(a.n, a.label, sampler=a.sampler, temperature=a.temperature)
+        x = run.sample(a.n, a.label, draw=a.draw, sampler=a.sampler, temperature=a.temperature)
     except ValueError as e:  # a prior that has no temperature
         raise CommandError(str(e)) from None
     _finite(run, x, "samples")
-    _notes(run)
     if kind == "image":
         ncol = run.num_classes if (run.num_classes and a.label is None) else None
         grid = image_grid(to_images(x, run.data_shape), ncol=ncol)
         save_image(grid, out, scale=display_scale(run.data_shape))
     else:
         _write_array(out, kind, x.cpu().numpy(), _columns(run)[0])
-    print(f"wrote {a.n} samples to {out}")
+    what = "draws x ~ p(x|z)" if a.draw else "means of p(x|z)"
+    source = "the prior" if a.sampler == "prior" else f"the {a.sampler} sampler"
+    print(f"wrote {out} ({a.n} samples: {what} at z from {source})")
+    _notes(run)
     return 0
 
 
@@ -1191,6 +1221,7 @@ def cmd_quality(a: argparse.Namespace) -> int:
     write_json(out, result)
     print(format_scores(result))
     print(f"wrote {out}")
+    _notes(run)
     return 0
 
 
@@ -1241,7 +1272,8 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
         names, named = _columns(run)
         recon = [f"recon_{c}" for c in names] if named else [f"recon{i}" for i in range(d)]
         _write_array(out, kind, both, names + recon)
-    print(f"wrote {n} originals and reconstructions to {out}")
+    print(f"wrote {out} ({n} originals and their reconstructions)")
+    _notes(run)
     return 0
 
 
@@ -1318,10 +1350,9 @@ def cmd_encode(a: argparse.Namespace) -> int:
         )
         files = [prefix.with_name(prefix.name + ".csv")]
         _write_array(files[0], "csv", np.concatenate(cols, axis=1), header)
-    print(
-        f"encoded {len(mean)} {a.split} examples into {run.latent_dim} dimensions: "
-        + ", ".join(map(str, files))
-    )
+    print(f"encoded {len(mean)} {a.split} examples into {run.latent_dim} dimensions")
+    _wrote(*files)
+    _notes(run)
     return 0
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "build_model",
     "compose",
     "network_precision",
+    "check_part_shapes",
     "NOT_CONDITIONAL",
 ]
 
@@ -507,6 +508,50 @@ def compose(
     return model
 
 
+def check_part_shapes(model: VAE, x: Tensor, y: Tensor | None = None) -> None:
+    """The shapes every part's distribution must have, checked on a batch ``x``: q(z|x) of
+    batch ``(B,)`` and event ``(latent_dim,)``, p(z) of event ``(latent_dim,)``, p(x|z) of
+    the data shape. A part that breaks them is a ConfigError naming it (``model.prior=...``),
+    where the objective would fail later on a mismatch that blames the data, or, when the
+    batch size happens to broadcast with the latent size, only in training.
+
+    Example:
+        >>> from vaekit.config import ModelConfig
+        >>> check_part_shapes(build_model(ModelConfig(latent_dim=2), (1, 4, 4)), torch.rand(3, 1, 4, 4))
+    """
+    from vaekit.config import ConfigError
+
+    cfg = model.config
+    b, d = len(x), model.latent_dim
+
+    def named(key: str) -> str:
+        pc = getattr(cfg, key, None) if cfg is not None else None
+        return f"model.{key}={pc.name}" if pc is not None else f"the {key}"
+
+    with torch.no_grad():
+        q = model.encode(x, y)
+        if tuple(q.batch_shape) != (b,) or tuple(q.event_shape) != (d,):
+            raise ConfigError(
+                f"{named('posterior')} gives q(z|x) of batch shape {tuple(q.batch_shape)} and event "
+                f"shape {tuple(q.event_shape)} for {b} examples; it must be batch ({b},) and event "
+                f"({d},) (latent_dim {d})"
+            )
+        prior = model.prior
+        if tuple(prior.event_shape) != (d,):
+            raise ConfigError(
+                f"{named('prior')} gives p(z) of event shape {tuple(prior.event_shape)}, but z has "
+                f"{d} units (latent_dim): its forward must return a distribution over vectors of "
+                f"{d} (e.g. Independent(Normal(loc, scale), 1) with loc of shape ({d},))"
+            )
+        px = model.decode(q.rsample(), y)  # as the objectives draw z (sample() checks NaN)
+        if tuple(px.event_shape) != tuple(model.data_shape):
+            raise ConfigError(
+                f"{named('likelihood')} gives p(x|z) of event shape {tuple(px.event_shape)}, but "
+                f"the data have shape {tuple(model.data_shape)}: its distribution's event must be "
+                "one example"
+            )
+
+
 def _probe(model: VAE) -> None:
     """One pass on two zero examples, so that modules that do not fit together fail here
     with both shapes named, not inside training."""
@@ -535,6 +580,7 @@ def _probe(model: VAE) -> None:
                 )
             model.decode(z, y)
             model.prior.log_prob(z)
+            check_part_shapes(model, x, y)
     except ConfigError:
         raise
     except (RuntimeError, ValueError, TypeError) as e:

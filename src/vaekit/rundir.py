@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 import socket
@@ -63,9 +64,10 @@ from torch.distributions import Distribution
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
 from vaekit.data.core import DataError
 from vaekit.distributions.likelihoods import check_unit_interval, event_value
-from vaekit.errors import VaekitError
+from vaekit.errors import UsageError, VaekitError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
 from vaekit.parts import ObjectiveAbilities
+from vaekit.validate import short
 
 if TYPE_CHECKING:
     from vaekit.data import Dataset
@@ -77,6 +79,9 @@ __all__ = [
     "RunBusyError",
     "LOCK_FILE",
     "run_lock",
+    "python_given",
+    "resume_hint",
+    "resume_option",
     "Run",
     "load",
     "run_data",
@@ -237,8 +242,72 @@ def _busy_text(run_dir: Path, holder: dict[str, Any]) -> str:
     return (
         f"{run_dir} is being written by {who}; only one process may train a run at a time. "
         f"Wait for it to finish, or stop it ({stop}: it writes a checkpoint) and then "
-        f"continue with `vaekit train --resume {run_dir}`"
+        f"continue with {resume_hint(run_dir, epochs='')}"
     )
+
+
+def python_given(config: Config) -> list[str]:
+    """What of a run was given as Python objects, which its config.json cannot rebuild:
+    ``"model"`` (a part of yours passed as a module to :func:`vaekit.compose`),
+    ``"objective"`` (an objective object of an unregistered class) and ``"data"`` (data
+    passed to :func:`vaekit.fit`). Empty for a run that ``vaekit train --resume`` continues."""
+    from vaekit.data import PYTHON_DATA
+    from vaekit.parts import PYTHON_PART
+
+    m = config.model
+    parts = [m.encoder, m.decoder, m.posterior, m.flow, m.prior, m.likelihood]
+    given = []
+    if any(pc is not None and pc.name.startswith(PYTHON_PART) for pc in parts):
+        given.append("model")
+    if config.objective.name.startswith(PYTHON_PART):
+        given.append("objective")
+    if config.data.name == PYTHON_DATA:
+        given.append("data")
+    return given
+
+
+def resume_hint(
+    run_dir: str | os.PathLike[str],
+    config: Config | None = None,
+    *,
+    epochs: str = "N",
+    processes: int = 1,
+) -> str:
+    """How to continue a run, as it can be continued: ```vaekit train --resume RUN --epochs
+    N```, or for a run of data or parts given in Python (which the command line cannot
+    rebuild) ```vaekit.fit(model, 'RUN', data=x, resume=True, epochs=N)``` and what to pass
+    again. ``config``: the run's (read from RUN/config.json when None); ``epochs=""`` leaves
+    the epochs out; ``processes`` > 1: the torchrun command.
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> resume_hint("runs/mine", load_config(None, ["data.name=<python>"]))
+        "`vaekit.fit(None, 'runs/mine', data=x, resume=True, epochs=N)` (with the same data x)"
+    """
+    if config is None:
+        try:
+            config = read_run_config(run_dir)
+        except RunError:
+            config = None
+    given = python_given(config) if config is not None else []
+    if not given:
+        command = f"vaekit train --resume {run_dir}" + (f" --epochs {epochs}" if epochs else "")
+        if processes > 1:
+            command = f"torchrun --nproc_per_node={processes} -m {command}"
+        return f"`{command}`"
+    args = ["model" if "model" in given else "None", repr(str(run_dir))]
+    args += [f"{k}={v}" for k, v in (("data", "x"), ("objective", "objective")) if k in given]
+    args += ["resume=True"] + ([f"epochs={epochs}"] if epochs else [])
+    again = {"model": "model (built the same way)", "data": "data x", "objective": "objective"}
+    return (
+        f"`vaekit.fit({', '.join(args)})` (with the same {' and '.join(again[k] for k in given)})"
+    )
+
+
+def resume_option(config: Config, name: str, value: str = "N") -> str:
+    """A setting of :func:`resume_hint`'s command: ``--epochs N``, or ``epochs=N`` for a run
+    that is continued in Python."""
+    return f"{name}={value}" if python_given(config) else f"--{name} {value}"
 
 
 @contextmanager
@@ -896,8 +965,55 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
         raise RunError(f"{path}: {e}") from None
 
 
+def _device(name: str | torch.device) -> torch.device:
+    """A device to load a run onto, that this machine has (a UsageError otherwise, where
+    torch would raise a RuntimeError or an AssertionError)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device must be cpu, cuda, cuda:N or mps; got {short(name)}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            there = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise UsageError(f"device {str(device)!r}: this machine has {there}; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps': this machine has no MPS device; use cpu")
+    return device
+
+
+def _user_tensor(value: Any, what: str) -> Tensor:
+    """What a user passed as ``what`` (an array, a tensor, nested lists) as a tensor of
+    numbers; anything else is a DataError."""
+    if isinstance(value, Tensor):
+        return value
+    try:
+        t = torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(
+            f"{what} must be numbers (a numpy array, a tensor or nested lists), got "
+            f"{type(value).__name__} {short(value)}"
+        ) from None
+    return t
+
+
+def _check_finite(t: Tensor, what: str, row: str) -> None:
+    """A DataError naming how many values of ``t`` are NaN or infinite and the first
+    ``row`` (example, code) that holds one: a model would return NaN for it silently."""
+    if not t.is_floating_point():
+        return
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    first = int(bad.reshape(len(t), -1).any(1).nonzero()[0]) if t.dim() > 1 else 0
+    raise DataError(
+        f"{what} holds {int(bad.sum())} NaN or infinite values (first in {row} {first}, "
+        "counting from 0); the model would give NaN for them: clean or impute them first"
+    )
+
+
 def _as_tensor(x: Any, device: torch.device) -> Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    t = _user_tensor(x, "z")
     if not t.dtype.is_floating_point:
         t = t.float()
     return t.to(device=device, dtype=torch.float32)
@@ -943,6 +1059,7 @@ class Run:
         from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
 
         run_dir = Path(run_dir)
+        device = _device(device)
         if stage not in ("auto", *STAGES):
             raise RunError(f"stage must be auto, {' or '.join(STAGES)}; got {stage!r}")
         if stage == "prior" or (stage == "auto" and has_prior_stage(run_dir)):
@@ -1034,9 +1151,10 @@ class Run:
 
     def _x(self, x: Any) -> Tensor:
         """Examples ``(N, *data_shape)`` on the run's device from what a user holds: flat or
-        shaped (the rule of the likelihoods' ``log_prob``), one example or many; values
-        outside [0, 1] for a model trained on [0, 1] data are refused (8-bit data, mostly)."""
-        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        shaped (the rule of the likelihoods' ``log_prob``), one example or many. No examples,
+        NaN or infinite values, and values outside [0, 1] for a model trained on [0, 1] data
+        are refused (the trainer and the command line refuse them too)."""
+        t = _user_tensor(x, "x")
         t = event_value(t if t.is_floating_point() else t.float(), torch.Size(self.data_shape))
         k = len(self.data_shape)
         if t.dim() == k:
@@ -1046,6 +1164,9 @@ class Run:
                 f"x of shape {tuple(t.shape)}: expected one example or a batch (N, ...) of "
                 f"examples of shape {self.data_shape}"
             )
+        if len(t) == 0:
+            raise DataError(f"x of shape {tuple(t.shape)} holds no examples; pass at least one")
+        _check_finite(t, "x", "example")
         if self.info["data"].get("kind") in ("binary", "grey"):
             check_unit_interval(
                 t, f"this run was trained on data in [0, 1] ({self.info['data'].get('name')})"
@@ -1053,19 +1174,55 @@ class Run:
         return t.to(device=self.device, dtype=torch.float32)
 
     def _y(self, y: Any, n: int | None = None) -> Tensor | None:
-        """Labels for ``n`` examples (a single class is repeated): class indices or one-hot
-        rows; refused by a model that is not conditional, required by one that is."""
+        """Labels for ``n`` examples (a single class is repeated), or for any leading shape
+        when ``n`` is None: class indices or one-hot rows; refused by a model that is not
+        conditional, required by one that is. Labels of the wrong width, shape or range are
+        a DataError naming the classes the model takes."""
         if not self.num_classes and y is not None:
             raise DataError(NOT_CONDITIONAL)
         if y is None:
             return None  # a conditional model's encoder or decoder says what is missing
-        t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y, device=self.device)
+        c = self.num_classes
+        expected = (
+            f"this model is conditional on {c} classes: pass class indices 0..{c - 1} "
+            f"(shape ({'N' if n is None else n},)) or one-hot rows of length {c}"
+        )
+        try:
+            t = _user_tensor(y, "y").to(self.device)
+        except DataError as e:
+            raise DataError(f"{e}; {expected}") from None
+        one_hot = t.dim() >= 2 and t.shape[-1] == c
         if t.dim() == 0 and n is not None:
             t = t.expand(n)
-        count = t.shape[0] if t.dim() else None
-        if n is not None and count is not None and count != n:
-            raise DataError(f"got {count} labels (shape {tuple(t.shape)}) for {n} examples")
+        lead = tuple(t.shape[:-1] if one_hot else t.shape)
+        if n is not None and lead != (n,):
+            count = (
+                f"{lead[0]} labels (shape {tuple(t.shape)})"
+                if len(lead) == 1
+                else f"labels of shape {tuple(t.shape)}"
+            )
+            raise DataError(f"got {count} for {n} examples; {expected}")
+        if t.dtype == torch.bool or t.is_complex():
+            raise DataError(f"labels of type {t.dtype}: {expected}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DataError(f"labels hold NaN or infinite values; {expected}")
+        if one_hot and bool((t < 0).any()):
+            raise DataError(f"one-hot rows hold negative values; {expected}")
+        if not one_hot and t.numel():
+            if t.is_floating_point() and not bool((t == t.round()).all()):
+                raise DataError(f"labels of shape {tuple(t.shape)} hold non-integers; {expected}")
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= c:
+                raise DataError(f"labels in {lo}..{hi}; {expected}")
         return t
+
+    def _count(self, n: Any, what: str = "n") -> int:
+        """A count argument: a whole number >= 1 (a UsageError otherwise)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise UsageError(f"{what} must be a whole number >= 1, got {short(n)}")
+        if n < 1:
+            raise UsageError(f"{what} must be >= 1, got {n}")
+        return int(n)
 
     # -- the encoder ------------------------------------------------------------------------
 
@@ -1085,10 +1242,11 @@ class Run:
     def decode(self, z: Any, y: Any = None) -> Distribution:
         """The likelihood p(x | z[, y]) with batch shape ``z.shape[:-1]``; ``log_prob`` sums over the data."""
         zt = _as_tensor(z, self.device)
-        if zt.shape[-1] != self.latent_dim:
+        if zt.dim() == 0 or zt.shape[-1] != self.latent_dim:
             raise DataError(
                 f"z must end in the latent dimension {self.latent_dim}, got shape {tuple(zt.shape)}"
             )
+        _check_finite(zt, "z", "code")
         # One label (a class index or a one-hot row) decodes every z; else one per z.
         yt = self._y(y)
         if yt is not None:
@@ -1098,7 +1256,8 @@ class Run:
             except RuntimeError:
                 raise DataError(
                     f"labels of shape {tuple(yt.shape)} do not match z of shape {tuple(zt.shape)}: "
-                    "pass one label, or one per z"
+                    f"pass one label, or one per z (class indices 0..{self.num_classes - 1} or "
+                    f"one-hot rows of length {self.num_classes})"
                 ) from None
         return self.model.decode(zt, yt)
 
@@ -1111,24 +1270,45 @@ class Run:
         self,
         n: int,
         y: Any = None,
-        mean: bool = True,
         *,
+        draw: bool = False,
         sampler: str = "prior",
         temperature: float = 1.0,
     ) -> Tensor:
         """``n`` examples from the model. A conditional model draws class ``y`` (one class or
         one label each), or cycles through its classes when ``y`` is None.
 
+        By default each example is the mean of p(x|z) at a drawn z: smooth images, but for
+        real-valued data rows with less spread than the data (the likelihood's noise is left
+        out). ``draw=True`` draws x ~ p(x|z) instead: synthetic rows whose spread is the
+        model's (binary pixels for a Bernoulli likelihood).
+
         ``sampler`` draws the codes: ``prior`` (p(z)), or a post-hoc sampler fitted to the
         run's codes (``gmm``, ``flow``, ``two-stage``; fitted and saved on first use, see
         :meth:`sampler`). ``temperature`` < 1 draws closer to the sampler's modes (with the prior: narrows
         every layer's spread, in a hierarchy).
         """
+        n = self._count(n)
+        t = temperature
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, numbers.Real)
+            or not (math.isfinite(t) and t > 0)
+        ):
+            raise UsageError(f"temperature must be a positive number, got {short(temperature)}")
         labels = None if (y is None and self.num_classes) else self._y(y, n)
         z = None
         if sampler != "prior":
             z = self.sampler(sampler).sample(n, temperature).to(self.device)
-        return self.model.sample(n, labels, mean=mean, temperature=temperature, z=z)
+        try:
+            return self.model.sample(n, labels, mean=not draw, temperature=temperature, z=z)
+        except NotImplementedError:
+            if not draw:
+                raise
+            raise UsageError(
+                f"the likelihood {self.config.model.likelihood.name} cannot draw x ~ p(x|z) "
+                "(its distribution has no sample()); sample the means instead (draw=False)"
+            ) from None
 
     def sampler(self, name: str, *, fit: bool | str = "auto", **options: Any) -> Sampler:
         """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`): the one saved
@@ -1137,6 +1317,8 @@ class Run:
         ``options`` are the sampler's own (``components=[5, 10]`` for gmm, ...)."""
         from vaekit.samplers import load_sampler
 
+        if not (fit is True or fit is False or fit == "auto"):
+            raise UsageError(f"fit must be True, False or 'auto', got {short(fit)}")
         return load_sampler(self, name, fit=fit, options=options)
 
     # -- the whole model --------------------------------------------------------------------
@@ -1152,6 +1334,7 @@ class Run:
         """Per-example ELBO and its terms (``recon`` = -E[log p(x|z)], ``kl``) in nats."""
         from vaekit.objectives import ELBO, AutoencoderLoss
 
+        samples = self._count(samples, "samples")
         xt = self._x(x)
         yt = self._y(y, len(xt))
         posterior = self.model.composition.posterior

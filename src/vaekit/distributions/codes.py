@@ -48,6 +48,7 @@ from torch.distributions import Categorical, Distribution, constraints, register
 from torch.types import _size
 
 from vaekit.distributions.posteriors import PosteriorHead
+from vaekit.errors import UsageError
 from vaekit.parts import Composition, PosteriorAbilities, PriorAbilities
 from vaekit.validate import check_positive
 
@@ -651,10 +652,13 @@ def _broadcast(*tensors: Tensor) -> None:
 
 
 class CategoricalCodes(CodeDistribution):
-    """p(z): independent categoricals over the codes of each position, ``logits (P, K)``."""
+    """p(z): independent categoricals over the codes of each position, ``logits (P, K)``;
+    ``uniform``: the logits are fixed at zero (every code equally likely), so a temperature
+    has nothing to change and is refused."""
 
-    def __init__(self, head: CodeHead, logits: Tensor) -> None:
+    def __init__(self, head: CodeHead, logits: Tensor, uniform: bool = False) -> None:
         self.logits = logits
+        self.uniform = uniform
         super().__init__(head, ())
 
     @property
@@ -674,7 +678,15 @@ class CategoricalCodes(CodeDistribution):
 
     def tempered(self, t: float) -> CategoricalCodes:
         """Sampling at temperature ``t``: every position's logits divided by ``t`` (below 1
-        the frequent codes gain; a uniform prior stays uniform)."""
+        the frequent codes gain). The uniform prior refuses: it would stay uniform, and a
+        temperature that changes nothing is a mistake the user should hear about."""
+        if self.uniform:
+            raise UsageError(
+                f"the uniform categorical prior (model.prior=categorical, learned: false) has "
+                f"no temperature: every code stays equally likely, so temperature {t:g} would "
+                "change nothing. Sample at temperature 1, or fit a prior to the codes first "
+                "(`vaekit train --resume RUN --stage prior --epochs N`), whose temperature works"
+            )
         return CategoricalCodes(self.head, self.logits / t)
 
 
@@ -719,7 +731,11 @@ class CategoricalPrior(nn.Module):
             self.register_buffer("logits", logits, persistent=False)
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
-        return CategoricalCodes(code_head(encoder, "model.prior=categorical"), self.logits)
+        return CategoricalCodes(
+            code_head(encoder, "model.prior=categorical"),
+            self.logits,
+            uniform=not isinstance(self.logits, nn.Parameter),
+        )
 
 
 def _require_space(space: CodeSpace | None, what: str) -> CodeSpace:

@@ -54,6 +54,7 @@ __all__ = [
     "IndependentData",
     "event_value",
     "check_unit_interval",
+    "unit_scale_hint",
     "BernoulliLikelihood",
     "IndependentBernoulli",
     "GaussianLikelihood",
@@ -83,14 +84,15 @@ _UNIT_TOLERANCE = 1e-5
 
 
 def check_unit_interval(value: Tensor, lead: str = "p(x|z) models data in [0, 1]") -> None:
-    """Raise a DataError when ``value`` leaves [0, 1]; 8-bit data (0..255) get the hint to
-    divide by 255. One pass over the value (and, on an accelerator, one device sync).
+    """Raise a DataError when ``value`` leaves [0, 1], saying the range found and how to
+    bring it into [0, 1] (:func:`unit_scale_hint`). One pass over the value (and, on an
+    accelerator, one device sync).
 
     Example:
         >>> check_unit_interval(torch.tensor([0.0, 255.0]))
         Traceback (most recent call last):
         ...
-        vaekit.data.core.DataError: p(x|z) models data in [0, 1], got values in [0, 255]: they look 8-bit (0..255); divide them by 255
+        vaekit.data.core.DataError: p(x|z) models data in [0, 1], got values in [0, 255]: they look like 8-bit levels (0..255); divide them by 255
     """
     if value.numel() == 0:
         return
@@ -98,12 +100,31 @@ def check_unit_interval(value: Tensor, lead: str = "p(x|z) models data in [0, 1]
     lo, hi = float(lo_t), float(hi_t)
     if not (lo < -_UNIT_TOLERANCE or hi > 1.0 + _UNIT_TOLERANCE):
         return  # in range (or NaN, which is not a question of scale)
-    hint = (
-        "they look 8-bit (0..255); divide them by 255"
-        if lo >= 0 and 2 <= hi <= 255
-        else "scale them to [0, 1]"
+    integral = not value.is_floating_point() or bool((value == value.round()).all())
+    raise DataError(
+        f"{lead}, got values in [{lo:.4g}, {hi:.4g}]: {unit_scale_hint(lo, hi, integral)}"
     )
-    raise DataError(f"{lead}, got values in [{lo:.4g}, {hi:.4g}]: {hint}")
+
+
+def unit_scale_hint(lo: float, hi: float, integral: bool) -> str:
+    """How to bring values in [lo, hi] (whole numbers when ``integral``) into [0, 1]:
+    divide 8-bit levels by 255, other non-negative values by their maximum (the UCI digits'
+    0..16 by 16), and rescale values that go below 0.
+
+    Example:
+        >>> unit_scale_hint(0, 16, True)
+        'they look like levels 0..16; divide them by 16'
+        >>> unit_scale_hint(0, 2, False)
+        'divide them by 2, their maximum (or by the largest value the data can take)'
+    """
+    if lo < 0:
+        return "scale them to [0, 1], e.g. (x - min) / (max - min) with the data's min and max"
+    if integral and 127 < hi <= 255:
+        # 8-bit images nearly always reach past half the range; 0..16 or 0..4 do not.
+        return "they look like 8-bit levels (0..255); divide them by 255"
+    if integral:
+        return f"they look like levels 0..{hi:.0f}; divide them by {hi:.0f}"
+    return f"divide them by {hi:.4g}, their maximum (or by the largest value the data can take)"
 
 
 def _squeezed(shape: Size | tuple[int, ...]) -> tuple[int, ...]:

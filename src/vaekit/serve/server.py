@@ -310,7 +310,10 @@ class ExplorerAPI:
         t = _finite_number(body.get("temperature", 1.0), "temperature")
         if not 0.05 <= t <= 5:
             raise RequestError(400, f"temperature must be in 0.05..5, got {t:g}")
-        z, pngs = self.ex.sample(n, self._label(body), seed, sampler, t)
+        try:
+            z, pngs = self.ex.sample(n, self._label(body), seed, sampler, t)
+        except UsageError as e:  # a prior with no temperature (the uniform one over codes)
+            raise RequestError(400, str(e)) from None
         out = {
             "z": np.round(z.astype(np.float64), 4).tolist(),
             "images": [_b64(p) for p in pngs],

@@ -70,8 +70,9 @@ from vaekit.data import (
     training_data,
 )
 from vaekit.data.stream import PYTHON_DATA, split_batches
+from vaekit.distributions.likelihoods import unit_scale_hint
 from vaekit.errors import VaekitError
-from vaekit.model import VAE, build_model, network_precision
+from vaekit.model import VAE, build_model, check_part_shapes, network_precision
 from vaekit.objectives import Objective, build_objective
 from vaekit.optim import lr_factor, make_optimizer
 from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
@@ -84,9 +85,12 @@ from vaekit.rundir import (
     init_weights,
     metrics_line,
     metrics_lines,
+    python_given,
     read_data_info,
     read_metrics,
     read_run_config,
+    resume_hint,
+    resume_option,
     run_data,
     run_lock,
     save_weights,
@@ -354,10 +358,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def _resume_hint(run_dir: Path, dist: DistInfo) -> str:
-    if dist.world_size > 1:
-        return f"torchrun --nproc_per_node={dist.world_size} -m vaekit train --resume {run_dir}"
-    return f"vaekit train --resume {run_dir}"
+def _resume_hint(s: Session, epochs: str = "") -> str:
+    """How to continue this run, as it can be (the command line, torchrun, or Python)."""
+    return resume_hint(s.run_dir, s.cfg, epochs=epochs, processes=s.dist.world_size)
 
 
 @contextlib.contextmanager
@@ -591,14 +594,19 @@ def setup(
     if not resume and given.data is None:
         # config.json records the data's absolute path: the run works from any directory.
         cfg = replace(cfg, data=replace(cfg.data, name=resolve_data_name(cfg.data.name)))
-    # Settings a resume may change (train.epochs / patience / threads / device).
-    changed = False
-    for key, value in changes.items():
-        if value is not None and value != getattr(cfg.train, key):
-            setattr(cfg.train, key, value)
-            changed = True
+    # Settings a resume may change (train.epochs / patience / threads / device), read as
+    # config.json is read, so that epochs=1.5 or threads="2" are refused as in a file.
+    new = {k: v for k, v in changes.items() if v is not None and v != getattr(cfg.train, k)}
+    changed = bool(new)
     if changed:
-        cfg.validate()
+        from vaekit.config import config_from_dict
+
+        plain = config_to_dict(cfg)
+        plain["train"].update(new)
+        try:
+            cfg = config_from_dict(plain)
+        except ConfigError as e:
+            raise ConfigError(f"fit(): {e}") from None
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -753,6 +761,18 @@ def _check_data_fits(cfg: Config, ds: Dataset) -> None:
             "grey": "grey levels in [0, 1]",
             "binary": "binary values",
         }[ds.kind]
+        found = _value_range(ds) if ds.kind == "real" else None
+        if found is not None and found[0] >= 0:
+            # Non-negative values out of scale (8-bit levels, UCI digits' 0..16) are images
+            # to rescale far more often than real-valued data: say that first.
+            lo, hi, integral = found
+            raise ConfigError(
+                f"dataset {ds.name} has values in [{lo:.4g}, {hi:.4g}], but model.likelihood={name} "
+                f"models data in [0, 1]: {unit_scale_hint(lo, hi, integral)}. If they are "
+                f"real-valued measurements instead, use a likelihood of real values: {'; '.join(fitting)}"
+            )
+        if found is not None:
+            what = f"values in [{found[0]:.4g}, {found[1]:.4g}]"
         raise ConfigError(
             f"dataset {ds.name} has {what}, which model.likelihood={name} does not model; use one "
             f"that does: {'; '.join(fitting)}"
@@ -765,6 +785,21 @@ def _check_data_fits(cfg: Config, ds: Dataset) -> None:
             f"model.num_classes={m.num_classes}, but dataset {ds.name} has labels 0..{ds.num_classes - 1}: "
             f"set model.num_classes={ds.num_classes} (or 0 to take it from the data)"
         )
+
+
+def _value_range(ds: Dataset) -> tuple[float, float, bool] | None:
+    """The smallest and largest value of the in-memory splits and whether all are whole
+    numbers (None for data read batch by batch, which are not read through here)."""
+    splits = [sp for sp in (ds.train, ds.valid, ds.test) if sp is not None]
+    if not all(isinstance(sp, Split) for sp in splits):
+        return None
+    splits = [sp for sp in splits if len(sp)]
+    if not splits:
+        return None
+    lo = min(float(sp.x.min()) for sp in splits)
+    hi = max(float(sp.x.max()) for sp in splits)
+    integral = all(bool((sp.x == sp.x.round()).all()) for sp in splits)
+    return lo, hi, integral
 
 
 # -- phase 3: build -------------------------------------------------------------------------------
@@ -820,7 +855,11 @@ def _check_one_batch(loss_module: _LossModule, data: TrainingData, device: torch
     x, y = next(split_batches(data.train, 2))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         try:
+            # Each part's shapes first: a part that breaks them is named, not the data.
+            check_part_shapes(probe.model, x, y if probe.model.num_classes else None)
             probe(x, y)
+        except ConfigError:
+            raise
         except (ValueError, RuntimeError, NotImplementedError, MemoryError) as e:
             ds = data.ds
             raise ConfigError(
@@ -839,8 +878,15 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
     if not s.resume:
         ckdir = run_dir / "checkpoints"
         if ckdir.is_dir() and any(ckdir.iterdir()):
+            # The hint of the run that is there (how it was made), not of this one.
+            try:
+                there = read_run_config(run_dir)
+            except RunError:
+                there = cfg
+            hint = resume_hint(run_dir, there, epochs="", processes=s.dist.world_size)
+            other = "another run directory" if python_given(there) else "another --out"
             raise RunError(
-                f"{run_dir} already holds a run; continue it with `vaekit train --resume {run_dir}` or choose another --out"
+                f"{run_dir} already holds a run; continue it with {hint} or choose {other}"
             )
         if s.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -883,13 +929,15 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
         state, warmup = prog.state, parts.objective.warmup_epochs
         if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
             s.say(
-                f"{run_dir} {_early_stop_text(state, t.patience)}; pass --patience N with "
+                f"{run_dir} {_early_stop_text(state, t.patience)}; pass "
+                f"{resume_option(cfg, 'patience')} with "
                 f"N > {state.epoch - max(state.best_epoch, warmup)} (or 0, off) to train further"
             )
             return None
         if state.epoch >= t.epochs:
             s.say(
-                f"{run_dir} already has {state.epoch} epochs; pass --epochs N with N > {state.epoch} to train further"
+                f"{run_dir} already has {state.epoch} epochs; pass {resume_option(cfg, 'epochs')} "
+                f"with N > {state.epoch} to train further: {_resume_hint(s, 'N')}"
             )
             return None
         if s.main and s.changed:
@@ -1155,11 +1203,11 @@ def guard(
     told = f" ({culprits})" if culprits else ""
     ep.bad_steps += 1
     state.bad_steps_total += 1
-    resume_hint = _resume_hint(s.run_dir, s.dist)
+    hint = _resume_hint(s)
     if t.nan_policy == "stop":
         raise TrainingError(
             f"non-finite loss or gradient at {where} (train.nan_policy=stop){told}. Lower train.lr, "
-            f"set train.grad_clip or check the data; the last checkpoint continues with `{resume_hint}`"
+            f"set train.grad_clip or check the data; the last checkpoint continues with {hint}"
         )
     weights_bad = not all(bool(torch.isfinite(p).all()) for p in parts.params)
     if weights_bad or t.nan_policy == "rollback":
@@ -1180,7 +1228,7 @@ def guard(
             f"{ep.bad_steps} non-finite steps in epoch {epoch} (train.max_bad_steps={t.max_bad_steps}): "
             f"training diverged. Lower train.lr (now {_lr(s, prog):g}), set train.grad_clip, "
             "or check the data for NaN; then start a new run, or edit train.lr in "
-            f"{s.run_dir / 'config.json'} and continue with `{resume_hint}`"
+            f"{s.run_dir / 'config.json'} and continue with {hint}"
         )
 
 
@@ -1296,7 +1344,7 @@ def _interrupted(
 ) -> TrainingInterrupted:
     msg = (
         f"stopped by {stop.name} {where}; wrote checkpoint {ckpt.name if ckpt else ''}. "
-        f"Continue with `{_resume_hint(s.run_dir, s.dist)}`"
+        f"Continue with {_resume_hint(s)}"
     )
     s.say(msg)
     return TrainingInterrupted(msg, ckpt)
@@ -1312,4 +1360,4 @@ def _finish(s: Session, parts: Parts) -> None:
             raise TrainingError(
                 f"the {dist.world_size} processes ended with different weights: {digests}"
             )
-    s.say(f"done: {s.run_dir} (train further with `{_resume_hint(s.run_dir, dist)} --epochs N`)")
+    s.say(f"done: {s.run_dir} (train further with {_resume_hint(s, 'N')})")
