@@ -60,7 +60,8 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     The evaluation is the most thorough saved one of the best weights when there is one,
     else of the last weights (:func:`vaekit.rundir.saved_evaluation`); ``test_bound``
-    is the bound the run trains on the test split at its best epoch (else its last).
+    is the bound the run trains on the test split at its best epoch when that epoch scored
+    the test split (``train.score_test=epoch``), else at its last epoch.
     """
     path = Path(run_dir)
     cfg = read_run_config(path)
@@ -68,7 +69,8 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     last = rows[-1] if rows else {}
     best_epoch = last.get("best_epoch")
     at = rows[best_epoch - 1] if best_epoch and best_epoch <= len(rows) else last
-    test = at.get("test")
+    # train.score_test=end scores the test split on the last epoch only.
+    test = at.get("test", last.get("test"))
     saved = None
     for weights in ("best", "last"):
         try:
