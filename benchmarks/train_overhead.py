@@ -68,56 +68,70 @@ VAEKIT_PHASES = (
 
 
 class Stamps:
-    """Seconds spent in named phases (nested phases are also counted in their parents)."""
+    """Wall and CPU seconds spent in named phases (nested phases are also counted in
+    their parents). CPU seconds (``time.process_time``) hardly move with the machine's
+    load; wall seconds do."""
 
     def __init__(self) -> None:
         self.t0 = float(os.environ.get(T0_ENV, time.perf_counter()))
         self.seconds: dict[str, float] = {"python_start": time.perf_counter() - self.t0}
+        self.cpu: dict[str, float] = {"python_start": time.process_time()}
         self.calls: dict[str, int] = {}
-        self.first_step = 0.0
+        self.first_step = (0.0, 0.0)
 
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+    def add(self, name: str, since: tuple[float, float]) -> tuple[float, float]:
+        """Count the time from ``since`` (a :func:`now`) in ``name``; returns it."""
+        t, c = now()
+        dt = (t - since[0], c - since[1])
+        self.seconds[name] = self.seconds.get(name, 0.0) + dt[0]
+        self.cpu[name] = self.cpu.get(name, 0.0) + dt[1]
         self.calls[name] = self.calls.get(name, 0) + 1
+        return dt
 
     def write(self, path: str) -> None:
         # The exit itself (freeing the interpreter) is measured by the parent.
         record = {
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu,
             "calls": self.calls,
             "first_step": self.first_step,
             "until_exit": time.perf_counter() - self.t0,
+            "cpu_until_exit": time.process_time(),
         }
         Path(path).write_text(json.dumps(record))
+
+
+def now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
 def child_vaekit(stamps_path: str, argv: list[str]) -> int:
     """``vaekit`` with its trainer's phase functions wrapped in timers."""
     st = Stamps()
-    t = time.perf_counter()
+    t = now()
     import vaekit.cli
     import vaekit.train.loop as loop
 
-    st.add("imports", time.perf_counter() - t)
+    st.add("imports", t)
 
     def timed(name: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
+            t = now()
             try:
                 return fn(*args, **kwargs)
             finally:
-                dt = time.perf_counter() - t
-                if name == "train_step" and "train_step" not in st.calls:
+                first = name == "train_step" and "train_step" not in st.calls
+                dt = st.add(name, t)
+                if first:
                     st.first_step = dt
-                st.add(name, dt)
 
         return wrapper
 
     for name in VAEKIT_PHASES:
         setattr(loop, name, timed(name, getattr(loop, name)))
-    t = time.perf_counter()
+    t = now()
     rc = vaekit.cli.main(argv)
-    st.add("cli_total", time.perf_counter() - t)
+    st.add("cli_total", t)
     st.write(stamps_path)
     return rc
 
@@ -125,22 +139,22 @@ def child_vaekit(stamps_path: str, argv: list[str]) -> int:
 def child_plain(stamps_path: str, data: str, epochs: int, threads: int, limit: int) -> int:
     """The loop a user writes by hand, with the same phase stamps."""
     st = Stamps()
-    t = time.perf_counter()
+    t = now()
     import numpy as np
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    st.add("imports", time.perf_counter() - t)
+    st.add("imports", t)
     torch.set_num_threads(threads)
-    t = time.perf_counter()
+    t = now()
     z = np.load(data)
     x = torch.from_numpy(z["train"].astype(np.float32))
     x_test = torch.from_numpy(z["test"].astype(np.float32))
     if limit:
         x = x[:limit]
-    st.add("load_data", time.perf_counter() - t)
-    t = time.perf_counter()
+    st.add("load_data", t)
+    t = now()
     torch.manual_seed(0)
     enc = nn.Sequential(
         nn.Linear(784, 500), nn.Softplus(), nn.Linear(500, 500), nn.Softplus(), nn.Linear(500, 40)
@@ -148,10 +162,10 @@ def child_plain(stamps_path: str, data: str, epochs: int, threads: int, limit: i
     dec = nn.Sequential(
         nn.Linear(20, 500), nn.Softplus(), nn.Linear(500, 500), nn.Softplus(), nn.Linear(500, 784)
     )
-    t_opt = time.perf_counter()
+    t_opt = now()
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
-    st.add("make_optimizer", time.perf_counter() - t_opt)
-    st.add("build", time.perf_counter() - t)
+    st.add("make_optimizer", t_opt)
+    st.add("build", t)
 
     def loss_fn(xb: torch.Tensor) -> torch.Tensor:
         mu, logvar = enc(xb).chunk(2, dim=-1)
@@ -163,20 +177,20 @@ def child_plain(stamps_path: str, data: str, epochs: int, threads: int, limit: i
     for epoch in range(epochs):
         perm = torch.randperm(len(x))
         for i in range(0, len(x), 100):
-            t = time.perf_counter()
+            t = now()
             loss = loss_fn(x[perm[i : i + 100]]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            dt = time.perf_counter() - t
-            if "train_step" not in st.calls:
+            first = "train_step" not in st.calls
+            dt = st.add("train_step", t)
+            if first:
                 st.first_step = dt
-            st.add("train_step", dt)
-        t = time.perf_counter()
+        t = now()
         with torch.inference_mode():
             total = sum(float(loss_fn(x_test[j : j + 1000]).sum()) for j in range(0, 10_000, 1000))
         print(f"epoch {epoch + 1} test loss {total / len(x_test):.3f}", flush=True)
-        st.add("evaluate_split", time.perf_counter() - t)
+        st.add("evaluate_split", t)
     st.write(stamps_path)
     return 0
 
@@ -184,12 +198,11 @@ def child_plain(stamps_path: str, data: str, epochs: int, threads: int, limit: i
 # -- the parent -----------------------------------------------------------------------------
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, src: str = str(HERE.parent / "src")) -> dict[str, str]:
     env = dict(os.environ)
     # One thread in both processes, however loaded the machine: torch's OpenMP threads
     # wait on each other when one is descheduled, which would measure the load, not the code.
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    src = str(HERE.parent / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -211,13 +224,17 @@ def run_case(cmd: list[str], env: dict[str, str], stamps: Path) -> dict[str, Any
     record["wall"] = wall
     record["cpu"] = usage.ru_utime + usage.ru_stime
     record["exit"] = wall - record.pop("until_exit")
+    record["cpu_exit"] = record["cpu"] - record.pop("cpu_until_exit")
     return record
 
 
-def breakdown(record: dict[str, Any], vaekit: bool) -> dict[str, float]:
-    """Every second of one process in one named phase (they sum to its wall time)."""
-    s = record["seconds"]
-    get = s.get
+def breakdown(record: dict[str, Any], vaekit: bool, kind: str = "wall") -> dict[str, float]:
+    """Every second of one process in one named phase (they sum to its wall time, or with
+    ``kind="cpu"`` to its CPU time)."""
+    cpu = kind == "cpu"
+    get = record["cpu_seconds" if cpu else "seconds"].get
+    first_step = record["first_step"][1 if cpu else 0]
+    total, exit_ = (record["cpu"], record["cpu_exit"]) if cpu else (record["wall"], record["exit"])
     steps = get("train_step", 0.0)
     if vaekit:
         # The CLI reads the config and imports the rest of the trainer before fit() calls
@@ -245,8 +262,8 @@ def breakdown(record: dict[str, Any], vaekit: bool) -> dict[str, float]:
             "build (model, probe, optimiser)": get("build", 0.0) - get("make_optimizer", 0.0),
             "optimiser construction": get("make_optimizer", 0.0),
             "start (run files)": get("start_or_resume", 0.0),
-            "first step": record["first_step"],
-            "other steps": steps - record["first_step"],
+            "first step": first_step,
+            "other steps": steps - first_step,
             "scoring (valid + test)": get("evaluate_split", 0.0),
             "end of epoch, rest (best weights, metrics)": get("end_of_epoch", 0.0)
             - get("evaluate_split", 0.0),
@@ -260,13 +277,13 @@ def breakdown(record: dict[str, Any], vaekit: bool) -> dict[str, float]:
             "data (read, fingerprint, to device)": get("load_data", 0.0),
             "build (model, probe, optimiser)": get("build", 0.0) - get("make_optimizer", 0.0),
             "optimiser construction": get("make_optimizer", 0.0),
-            "first step": record["first_step"],
-            "other steps": steps - record["first_step"],
+            "first step": first_step,
+            "other steps": steps - first_step,
             "scoring (valid + test)": get("evaluate_split", 0.0),
         }
         accounted = sum(rows.values())
-        rows["cli, batches and the rest"] = record["wall"] - record["exit"] - accounted
-    rows["exit"] = record["exit"]
+        rows["cli, batches and the rest"] = total - exit_ - accounted
+    rows["exit"] = exit_
     return {k: round(v, 3) for k, v in rows.items()}
 
 
@@ -309,6 +326,12 @@ def main() -> int:
     p.add_argument("--bound", type=float, default=1.3)
     p.add_argument("--set", action="append", default=[], help="extra vaekit --set KEY=VALUE")
     p.add_argument(
+        "--baseline",
+        default=None,
+        help="the src folder of another vaekit checkout (e.g. main before a change): a third "
+        "case, 'baseline', alternated with the other two",
+    )
+    p.add_argument(
         "--out", default=None, help="JSON to write (default results/train_overhead.json)"
     )
     a = p.parse_args()
@@ -319,18 +342,21 @@ def main() -> int:
     if a.out is None:
         name = "train_overhead_guard.json" if a.guard else "train_overhead.json"
         a.out = str(HERE / "results" / name)
-    env = child_env(a.threads)
+    envs = {"vaekit": child_env(a.threads), "plain": child_env(a.threads)}
+    if a.baseline:
+        envs["baseline"] = child_env(a.threads, str(Path(a.baseline).resolve()))
+    cases = list(envs)
     work = Path(tempfile.mkdtemp(prefix="vaekit-overhead-"))
     stamps = work / "stamps.json"
     me = [sys.executable, str(Path(__file__).resolve())]
     npz = str(Path(a.data_dir) / "binarized_mnist.npz")
-    records: dict[str, list[dict[str, Any]]] = {"vaekit": [], "plain": []}
+    records: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
     for r in range(a.pairs):
-        # Alternate which case goes first, so that a drift in load favours neither.
-        order = ("vaekit", "plain") if r % 2 == 0 else ("plain", "vaekit")
+        # Rotate which case goes first, so that a drift in load favours none.
+        order = cases[r % len(cases) :] + cases[: r % len(cases)]
         for case in order:
-            if case == "vaekit":
-                out = work / f"run{r}"
+            if case != "plain":
+                out = work / f"{case}{r}"
                 sets = [f"data.limit={a.limit}", *a.set]
                 cmd = [*me, "--child", "vaekit", str(stamps), "train", "--config", str(CONFIG)]
                 cmd += ["--dataset", "binarized-mnist", "--data-dir", a.data_dir]
@@ -340,26 +366,36 @@ def main() -> int:
             else:
                 cmd = [*me, "--child", "plain", str(stamps), npz, str(a.epochs)]
                 cmd += [str(a.threads), str(a.limit)]
-            records[case].append(run_case(cmd, env, stamps))
-        v, pl = records["vaekit"][-1], records["plain"][-1]
+            records[case].append(run_case(cmd, envs[case], stamps))
+        pl = records["plain"][-1]
         print(
-            f"pair {r + 1}: vaekit {v['wall']:.2f}s wall {v['cpu']:.2f}s cpu, plain "
-            f"{pl['wall']:.2f}s wall {pl['cpu']:.2f}s cpu, ratio {v['wall'] / pl['wall']:.3f} "
-            f"wall {v['cpu'] / pl['cpu']:.3f} cpu",
+            f"pair {r + 1}: "
+            + ", ".join(
+                f"{c} {records[c][-1]['wall']:.2f}s wall {records[c][-1]['cpu']:.2f}s cpu"
+                for c in cases
+            )
+            + "; over plain: "
+            + ", ".join(
+                f"{c} {records[c][-1]['wall'] / pl['wall']:.3f} wall "
+                f"{records[c][-1]['cpu'] / pl['cpu']:.3f} cpu"
+                for c in cases
+                if c != "plain"
+            ),
             flush=True,
         )
-    ratios = {
-        kind: [
-            v[kind] / p_[kind] for v, p_ in zip(records["vaekit"], records["plain"], strict=True)
-        ]
-        for kind in ("wall", "cpu")
-    }
+
+    def ratios(case: str, kind: str) -> list[float]:
+        return [v[kind] / p_[kind] for v, p_ in zip(records[case], records["plain"], strict=True)]
+
     phases = {
-        case: {
-            k: round(statistics.median(breakdown(r, case == "vaekit")[k] for r in recs), 3)
-            for k in breakdown(recs[0], case == "vaekit")
+        kind: {
+            case: {
+                k: round(statistics.median(breakdown(r, case != "plain", kind)[k] for r in recs), 3)
+                for k in breakdown(recs[0], case != "plain", kind)
+            }
+            for case, recs in records.items()
         }
-        for case, recs in records.items()
+        for kind in ("wall", "cpu")
     }
     sys.path.insert(0, str(HERE))
     from _machine import machine_record
@@ -375,22 +411,37 @@ def main() -> int:
         "epochs": a.epochs,
         "train_images": a.limit or 50_000,
         "pairs": a.pairs,
-        "ratio_wall": summary(ratios["wall"]),
-        "ratio_cpu": summary(ratios["cpu"]),
+        "ratio_wall": summary(ratios("vaekit", "wall")),
+        "ratio_cpu": summary(ratios("vaekit", "cpu")),
         "seconds_wall": {c: summary([r["wall"] for r in recs]) for c, recs in records.items()},
         "seconds_cpu": {c: summary([r["cpu"] for r in recs]) for c, recs in records.items()},
-        "phases_median_seconds": phases,
+        "phases_median_wall_seconds": phases["wall"],
+        "phases_median_cpu_seconds": phases["cpu"],
     }
+    if a.baseline:
+        result["baseline"] = str(Path(a.baseline).resolve())
+        result["baseline_ratio_wall"] = summary(ratios("baseline", "wall"))
+        result["baseline_ratio_cpu"] = summary(ratios("baseline", "cpu"))
     if a.guard:
         result["bound"] = a.bound
     print()
-    print(f"{'phase (median s)':<44} {'vaekit':>7} {'plain':>7}")
-    for k in phases["vaekit"]:
-        print(f"{k:<44} {phases['vaekit'][k]:7.2f} {phases['plain'].get(k, 0.0):7.2f}")
-    for c in ("vaekit", "plain"):
+    head = "".join(f" {c + ' ' + kind:>14}" for kind in ("wall", "cpu") for c in cases)
+    print(f"{'phase (median s)':<44}{head}")
+    for k in phases["wall"]["vaekit"]:
+        cells = "".join(
+            f" {phases[kind][c].get(k, 0.0):14.2f}" for kind in ("wall", "cpu") for c in cases
+        )
+        print(f"{k:<44}{cells}")
+    for c in cases:
         w, cp = result["seconds_wall"][c], result["seconds_cpu"][c]
         print(
             f"{c:<8} wall {w['median']:.2f}s ({w['min']:.2f}-{w['max']:.2f}), cpu {cp['median']:.2f}s"
+        )
+    if a.baseline:
+        bw, bc = result["baseline_ratio_wall"], result["baseline_ratio_cpu"]
+        print(
+            f"baseline/plain: wall {bw['median']:.3f} ({bw['min']:.3f}-{bw['max']:.3f}), "
+            f"cpu {bc['median']:.3f} ({bc['min']:.3f}-{bc['max']:.3f})"
         )
     rw, rc = result["ratio_wall"], result["ratio_cpu"]
     print(
