@@ -37,7 +37,7 @@ from torch import nn
 
 from vaekit.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "SCHEDULES", "lr_factor"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "EagerAdam", "EagerAdamW", "SCHEDULES", "lr_factor"]
 
 
 def _unguarded(fn: Any) -> Any:
