@@ -107,8 +107,28 @@ def test_hold_out_validation_is_seeded_disjoint_and_keeps_an_own_split() -> None
         hold_out_validation(tiny, 0.5)
 
 
-def _drop_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+def _drop_times(rows: list[dict], drop: tuple[str, ...] = ()) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if not k.endswith("seconds") and k not in drop} for r in rows
+    ]
+
+
+def test_the_test_split_is_scored_at_the_end_and_never_changes_training(tmp_path: Path) -> None:
+    end = read_metrics(train_tiny(tmp_path / "end", VALID, "train.epochs=3"))
+    every = read_metrics(
+        train_tiny(tmp_path / "every", VALID, "train.epochs=3", "train.score_test=epoch")
+    )
+    # train.score_test=end (the default): validation every epoch, the test split once.
+    assert [("test" in r, "valid" in r) for r in end] == [(False, True)] * 2 + [(True, True)]
+    assert all("test" in r for r in every)
+    # The test split's scoring draws from its own stream: the same steps either way.
+    assert _drop_times(end, ("test",)) == _drop_times(every, ("test",))
+    assert end[-1]["test"] == every[-1]["test"]
+    # Without a validation split the test split is what each epoch is scored on.
+    bare = read_metrics(train_tiny(tmp_path / "bare", "train.epochs=2"))
+    assert all("test" in r for r in bare)
+    with pytest.raises(ConfigError, match="train.score_test"):
+        tiny_config("train.score_test=sometimes").validate()
 
 
 def test_patience_stops_where_the_validation_score_stalls_and_changes_nothing_before(
@@ -124,7 +144,9 @@ def test_patience_stops_where_the_validation_score_stalls_and_changes_nothing_be
     log = io.StringIO()
     fit(tiny_config(*overrides, f"train.patience={patience}"), tmp_path / "early", log=log)
     early = read_metrics(tmp_path / "early")
-    assert _drop_times(early) == _drop_times(full[:stop])
+    assert _drop_times(early, ("test",)) == _drop_times(full[:stop], ("test",))
+    # The epoch early stopping ends the run on is its last: it scores the test split.
+    assert [r["epoch"] for r in early if "test" in r] == [stop]
     assert f"stopped early after epoch {stop}" in log.getvalue()
     best = load_file(tmp_path / "early" / "best.safetensors")
     assert (

@@ -185,6 +185,11 @@ class TrainConfig:
     # trains on few examples but still scores whole splits (binarized MNIST: 20,000 every
     # epoch); this limits that too. The best weights and early stopping read the subset.
     score_limit: int = 0
+    # When the test split is scored (metrics.jsonl): end (after the run's last epoch, the
+    # usual practice: the validation split is what each epoch is judged by) | epoch (after
+    # every epoch, for the test split's learning curve). Data without a validation split
+    # have their test split scored every epoch either way.
+    score_test: str = "end"
     # 0 leaves torch's default thread count.
     threads: int = 0
     # fp32 | bf16: the encoder and decoder networks' matrix products in bfloat16 during
@@ -291,6 +296,7 @@ class Config:
         check_positive("train.max_bad_steps", t.max_bad_steps)
         check_nonneg("train.skip_threshold", t.skip_threshold)
         check_choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
+        check_choice("train.score_test", t.score_test, ["end", "epoch"])
         check_choice("train.lr_schedule", t.lr_schedule, SCHEDULES)
         check_choice("train.precision", t.precision, ["fp32", "bf16"])
         for i, name in enumerate(t.trackers):

@@ -6,6 +6,12 @@ on CPU and CUDA): for the tutorial-002 model an Adam step takes 0.4 ms fused, 1.
 with foreach and 3.7 ms with the default per-tensor loop (benchmarks/README.md).
 RMSprop has no fused kernel; it uses foreach.
 
+Adam and AdamW are torch's own classes with the dynamo guards taken off their methods
+(:class:`EagerAdam`, :class:`EagerAdamW`): torch imports ``torch._dynamo`` on the first
+call of an optimiser's constructor and step only to keep ``torch.compile`` from tracing
+them, which costs every ``vaekit train`` about 1.5 s of CPU at start and more at exit
+(benchmarks/train_overhead.py). The trainer never compiles its optimiser step.
+
 A schedule is a factor on ``train.lr`` that depends only on the epoch. Because the
 factor is a pure function of the epoch, a resumed run recomputes it and stays
 bit-identical; nothing about it needs to be checkpointed. ``cosine`` also depends on
@@ -21,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +37,75 @@ from torch import nn
 
 from vaekit.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "SCHEDULES", "lr_factor"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "EagerAdam", "EagerAdamW", "SCHEDULES", "lr_factor"]
+
+
+def _unguarded(fn: Any) -> Any:
+    """The function inside torch's lazy ``torch._disable_dynamo`` wrapper (the wrapper
+    imports torch._dynamo when first called)."""
+    return getattr(fn, "__wrapped__", fn)
+
+
+class _NoDynamo:
+    """Adam/AdamW's methods without the wrappers that import torch._dynamo: the same
+    arithmetic (torch's fused kernel), state and state dict as the torch class."""
+
+    add_param_group = _unguarded(torch.optim.Optimizer.add_param_group)
+    zero_grad = _unguarded(torch.optim.Optimizer.zero_grad)
+    state_dict = _unguarded(torch.optim.Optimizer.state_dict)
+    load_state_dict = _unguarded(torch.optim.Optimizer.load_state_dict)
+
+    @torch.no_grad()
+    def step(self: Any, closure: Callable[[], Any] | None = None) -> Any:
+        """One Adam step, as ``torch.optim.Adam.step`` takes it for fused groups."""
+        # torch.optim hides its submodules; the fused step function is private, so any
+        # torch without it takes torch's own step.
+        fused = getattr(importlib.import_module("torch.optim.adam"), "_fused_adam", None)
+        if fused is None or any(
+            not g["fused"] or g["differentiable"] or g["capturable"] for g in self.param_groups
+        ):
+            # Only the fused CPU/CUDA groups the trainer builds take the short path.
+            return _unguarded(torch.optim.Adam.step)(self, closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g in self.param_groups:
+            lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])
+            has_complex = self._init_group(g, *lists)
+            beta1, beta2 = g["betas"]
+            fused(
+                *lists,
+                getattr(self, "grad_scale", None),
+                getattr(self, "found_inf", None),
+                amsgrad=g["amsgrad"],
+                has_complex=has_complex,
+                beta1=beta1,
+                beta2=beta2,
+                lr=g["lr"],
+                weight_decay=g["weight_decay"],
+                eps=g["eps"],
+                maximize=g["maximize"],
+                capturable=g["capturable"],
+                differentiable=g["differentiable"],
+                decoupled_weight_decay=g["decoupled_weight_decay"],
+            )
+        return loss
+
+
+class EagerAdam(_NoDynamo, torch.optim.Adam):
+    """``torch.optim.Adam`` that never imports torch._dynamo (see :class:`_NoDynamo`)."""
+
+
+class EagerAdamW(_NoDynamo, torch.optim.AdamW):
+    """``torch.optim.AdamW`` that never imports torch._dynamo (see :class:`_NoDynamo`)."""
+
 
 Builder = Callable[[list[nn.Parameter], float, float, dict[str, Any]], torch.optim.Optimizer]
 
 OPTIMIZERS: dict[str, Builder] = {
-    "adam": lambda ps, lr, wd, fast: torch.optim.Adam(ps, lr=lr, weight_decay=wd, **fast),
-    "adamw": lambda ps, lr, wd, fast: torch.optim.AdamW(ps, lr=lr, weight_decay=wd, **fast),
+    "adam": lambda ps, lr, wd, fast: EagerAdam(ps, lr=lr, weight_decay=wd, **fast),
+    "adamw": lambda ps, lr, wd, fast: EagerAdamW(ps, lr=lr, weight_decay=wd, **fast),
     # Keras' RMSprop defaults (rho=0.9, eps=1e-7), as in tutorial 001; no fused kernel.
     "rmsprop": lambda ps, lr, wd, fast: torch.optim.RMSprop(
         ps, lr=lr, alpha=0.9, eps=1e-7, weight_decay=wd, foreach=True

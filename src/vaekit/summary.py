@@ -61,15 +61,19 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     The evaluation is the most thorough saved one of the best weights when there is one,
     else of the last weights (:func:`vaekit.rundir.saved_evaluation`); ``test_bound``
-    is the bound the run trains on the test split at its best epoch (else its last), None
-    when each epoch scored a subset of it (``train.score_limit``).
+    is the bound the run trains on the test split at its best epoch when that epoch scored
+    the test split (``train.score_test=epoch``), else at its last epoch; None when each
+    epoch scored a subset of it (``train.score_limit``).
     """
     path = Path(run_dir)
     cfg = read_run_config(path)
     rows = read_metrics(path)
     last = rows[-1] if rows else {}
     best_epoch = last.get("best_epoch")
-    at = rows[best_epoch - 1] if best_epoch and best_epoch <= len(rows) else last
+    # By epoch, not position: a damaged metrics line is skipped, so positions can shift.
+    at = next((r for r in rows if best_epoch and r.get("epoch") == best_epoch), last)
+    if "test" not in at:  # train.score_test=end scores the test split on the last epoch only
+        at = last
     test = at.get("test")
     saved = None
     for weights in ("best", "last"):

@@ -1260,11 +1260,15 @@ def end_of_epoch(
     train_terms = {k: float(v) / max(float(count), 1.0) for k, v in zip(keys, totals, strict=True)}
     row: dict[str, Any] = {"epoch": epoch, "step": state.step, "train": train_terms}
     for name, split in (("valid", data.valid), ("test", data.test)):
-        if split is None:
+        if split is None or (name == "test" and not _scores_test(s, parts, prog, epoch, row)):
             continue
         # Each rank evaluates its share of the split; the sums are reduced.
         part = _rank_share(split, dist)
-        esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
+        # The test split's Monte Carlo draws come from a forked stream: whether it is
+        # scored (train.score_test) never changes training.
+        cuda = [s.device] if s.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, enabled=name == "test"):
+            esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
         totals = all_reduce_sum(list(esums.values()), dist)
         row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
     # Splits scored on a seeded subset (train.score_limit): how many, so that no reader
@@ -1316,6 +1320,21 @@ def end_of_epoch(
         if s.faults:
             s.faults.hit("epoch")
     return row
+
+
+def _scores_test(s: Session, parts: Parts, prog: Progress, epoch: int, row: dict[str, Any]) -> bool:
+    """Whether this epoch scores the test split (``train.score_test``): every epoch, or
+    the last one of the run (its last epoch, or the one early stopping will end it on)."""
+    t, state = s.t, prog.state
+    if t.score_test == "epoch" or "valid" not in row or epoch >= t.epochs:
+        return True
+    if not t.patience:
+        return False
+    # The early stop that _fit decides after this epoch, from this epoch's valid score.
+    score = parts.bound.score(row["valid"])
+    improves = math.isfinite(score) and (state.best_score is None or score > state.best_score)
+    warmup = parts.objective.warmup_epochs
+    return not improves and epoch - max(state.best_epoch, warmup) >= t.patience
 
 
 def _rank_share(split: Split | StreamSplit, dist: DistInfo) -> Split | StreamSplit:

@@ -1,0 +1,61 @@
+"""The trainer's Adam and AdamW: torch's arithmetic and state dicts, without torch._dynamo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vaekit.optim import make_optimizer
+
+TORCH = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def _train(opt_of: object, steps: int = 4) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Softplus(), torch.nn.Linear(7, 3))
+    opt = opt_of(list(net.parameters()))  # type: ignore[operator]
+    x = torch.randn(16, 5)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(x).pow(2).sum().backward()
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()], opt
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_same_steps_and_state_as_torch(name: str) -> None:
+    ours, o1 = _train(lambda ps: make_optimizer(name, ps, 1e-2, 0.1, torch.device("cpu")))
+    theirs, o2 = _train(lambda ps: TORCH[name](ps, lr=1e-2, weight_decay=0.1, fused=True))
+    assert isinstance(o1, TORCH[name])
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    s1, s2 = o1.state_dict(), o2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for k in s2["state"]:
+        assert all(torch.equal(s1["state"][k][n], v) for n, v in s2["state"][k].items())
+    # A checkpoint written by torch's own class (older runs) loads and goes on alike.
+    o1.load_state_dict(s2)
+    assert o1.state_dict()["param_groups"] == s2["param_groups"]
+
+
+def test_training_never_imports_dynamo() -> None:
+    # torch imports torch._dynamo on an optimiser's first call only to guard against
+    # torch.compile: 1.5 s of CPU on every `vaekit train` (benchmarks/train_overhead.py).
+    code = """
+import sys, torch
+from vaekit.optim import make_optimizer
+for name in ("adam", "adamw"):
+    w = torch.nn.Parameter(torch.ones(3))
+    o = make_optimizer(name, [w], 0.1, 0.0, torch.device("cpu"))
+    o.zero_grad()
+    w.square().sum().backward()
+    o.step()
+    o.load_state_dict(o.state_dict())
+print("torch._dynamo" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False"
