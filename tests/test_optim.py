@@ -59,3 +59,33 @@ print("torch._dynamo" in sys.modules)
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_a_torch_whose_fused_step_differs_takes_torchs_own_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The short path calls a private torch function: where its signature is not the one
+    # it was written for, the step must be torch's own, with the same result.
+    import importlib
+
+    from vaekit import optim
+
+    adam = importlib.import_module("torch.optim.adam")  # torch.optim hides its submodules
+
+    original = adam._fused_adam
+
+    def changed(*args: object, new_keyword: bool = False, **kw: object) -> None:
+        # torch's own step calls it too (as the module's global): it still works there.
+        original(*args, **kw)
+
+    optim._fused_adam.cache_clear()
+    monkeypatch.setattr(adam, "_fused_adam", changed)
+    try:
+        assert optim._fused_adam() is None
+        ours, _ = _train(lambda ps: make_optimizer("adam", ps, 1e-2, 0.0, torch.device("cpu")))
+    finally:
+        optim._fused_adam.cache_clear()
+    monkeypatch.undo()
+    theirs, _ = _train(lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert optim._fused_adam() is adam._fused_adam

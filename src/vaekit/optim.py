@@ -27,7 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +48,47 @@ def _unguarded(fn: Any) -> Any:
     return getattr(fn, "__wrapped__", fn)
 
 
+# The keyword arguments the short path passes to torch's private fused step: the torch
+# this was written against (2.13) takes exactly these. Another torch whose private
+# functions differ takes torch's own step, never a call that could mean something else.
+_FUSED_KEYWORDS = frozenset(
+    {
+        "amsgrad",
+        "has_complex",
+        "beta1",
+        "beta2",
+        "lr",
+        "weight_decay",
+        "eps",
+        "maximize",
+        "capturable",
+        "differentiable",
+        "decoupled_weight_decay",
+    }
+)
+
+
+@functools.cache
+def _fused_adam() -> Callable[..., None] | None:
+    """torch's private fused Adam step when its signature is the one the short path calls
+    (8 positional lists and scalars, then exactly :data:`_FUSED_KEYWORDS`), else None."""
+    # torch.optim hides its submodules; the fused step function is private.
+    fn = getattr(importlib.import_module("torch.optim.adam"), "_fused_adam", None)
+    init_group = getattr(torch.optim.Adam, "_init_group", None)
+    if fn is None or init_group is None:
+        return None
+    try:
+        params = inspect.signature(fn).parameters.values()
+        init = inspect.signature(init_group).parameters
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    keywords = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    if len(positional) != 8 or keywords != _FUSED_KEYWORDS or len(init) != 8:
+        return None
+    return fn
+
+
 class _NoDynamo:
     """Adam/AdamW's methods without the wrappers that import torch._dynamo: the same
     arithmetic (torch's fused kernel), state and state dict as the torch class."""
@@ -58,9 +101,7 @@ class _NoDynamo:
     @torch.no_grad()
     def step(self: Any, closure: Callable[[], Any] | None = None) -> Any:
         """One Adam step, as ``torch.optim.Adam.step`` takes it for fused groups."""
-        # torch.optim hides its submodules; the fused step function is private, so any
-        # torch without it takes torch's own step.
-        fused = getattr(importlib.import_module("torch.optim.adam"), "_fused_adam", None)
+        fused = _fused_adam()
         if fused is None or any(
             not g["fused"] or g["differentiable"] or g["capturable"] for g in self.param_groups
         ):
