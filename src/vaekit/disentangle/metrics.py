@@ -150,6 +150,33 @@ class FactorPool:
         """``n`` row indices drawn uniformly (with replacement)."""
         return rng.integers(0, len(self), n)
 
+    def split(
+        self, n_train: int, n_test: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Disjoint training and test rows for a predictor scored on examples it did not see.
+
+        ``n_train`` and ``n_test`` distinct rows (a random permutation's first rows) when
+        the pool holds that many; a smaller pool gives every row once, shared between the
+        two in the ratio ``n_train : n_test``, and the caller reports the counts it got.
+        (Drawing both with replacement from one pool, as disentanglement_lib does from
+        737,280 images, puts two thirds of the test rows of a 9,216-row pool among the
+        training rows: the "held-out" accuracy is then a training accuracy.)
+
+        Example:
+            >>> pool = FactorPool(np.zeros((10, 1)), np.zeros((10, 1), int))
+            >>> train, test = pool.split(40, 20, np.random.default_rng(0))
+            >>> len(train), len(test), len(set(train) & set(test))
+            (7, 3, 0)
+        """
+        n = len(self)
+        if n < 2:
+            raise ValueError(f"a pool of {n} example cannot give disjoint training and test rows")
+        if n_train + n_test > n:
+            n_train = min(n - 1, max(1, round(n * n_train / (n_train + n_test))))
+            n_test = n - n_train
+        order = rng.permutation(n)
+        return order[:n_train], order[n_train : n_train + n_test]
+
     def sample_with(self, k: int, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each of ``values``, a row whose factor ``k`` has that value (uniformly among them)."""
         slot = np.searchsorted(self._values[k], values)
@@ -288,8 +315,7 @@ def sap(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
     """Kumar et al. (2018)'s separated attribute predictability, factors as classes."""
     from sklearn.svm import LinearSVC
 
-    train = pool.sample(protocol.sap_train, rng)
-    test = pool.sample(protocol.sap_test, rng)
+    train, test = pool.split(protocol.sap_train, protocol.sap_test, rng)
     ks = pool.varying()
     d = pool.codes.shape[1]
     score = np.zeros((d, len(ks)))
@@ -301,7 +327,12 @@ def sap(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
             pred = model.predict(pool.codes[test, i : i + 1])
             score[i, c] = np.mean(pred == pool.factors[test, k])
     gaps = _top_two_gap(score)
-    return {"score": float(gaps.mean()), "per_factor": [float(g) for g in gaps]}
+    return {
+        "score": float(gaps.mean()),
+        "per_factor": [float(g) for g in gaps],
+        "train_rows": len(train),
+        "test_rows": len(test),
+    }
 
 
 def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
@@ -311,12 +342,11 @@ def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
     return np.asarray(-(p * np.log(p)).sum(1) / np.log(base))
 
 
-def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, float]:
+def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, Any]:
     """Eastwood & Williams (2018) with gradient boosted trees (scikit-learn's defaults)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
-    train = pool.sample(protocol.dci_train, rng)
-    test = pool.sample(protocol.dci_test, rng)
+    train, test = pool.split(protocol.dci_train, protocol.dci_test, rng)
     ks = pool.varying()
     d = pool.codes.shape[1]
     importance = np.zeros((d, len(ks)))
@@ -342,6 +372,8 @@ def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
         "completeness": completeness,
         "informativeness_train": float(np.mean(acc_train)),
         "informativeness_test": float(np.mean(acc_test)),
+        "train_rows": len(train),
+        "test_rows": len(test),
         "score": disentanglement,
     }
 
