@@ -51,9 +51,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from vaekit.data import Dataset
+    from vaekit.data.core import Split
     from vaekit.rundir import Run
 
 __all__ = [
@@ -69,6 +71,8 @@ __all__ = [
     "disentanglement_metrics",
     "evaluate_disentanglement",
     "disentanglement_file_name",
+    "scored_pool",
+    "POOLS",
 ]
 
 
@@ -429,27 +433,57 @@ def disentanglement_metrics(
     return out
 
 
+# The pool of the published protocol: every split of the data, training examples included
+# (the metrics score the encoder, not how the model generalises).
+POOLS = ("all", "train", "valid", "test")
+
+
 def disentanglement_file_name(
-    run: Run, split: str = "test", quick: bool = False, limit: int = 0
+    run: Run, split: str = "all", quick: bool = False, limit: int = 0
 ) -> str:
-    """``disentanglement.json`` (``-best`` for the best weights, ``-valid`` for another
-    split, ``-nN`` for the first N examples, ``-quick`` for :meth:`Protocol.quick`).
+    """``disentanglement.json`` for the default pool (every split), ``-SPLIT`` for one
+    split's examples, ``-best`` for the best weights, ``-nN`` for N examples, ``-quick``
+    for :meth:`Protocol.quick`.
 
     Example:
         >>> class R:
         ...     weights = "best"
-        >>> disentanglement_file_name(R(), "valid")
-        'disentanglement-best-valid.json'
+        >>> disentanglement_file_name(R()), disentanglement_file_name(R(), "test")
+        ('disentanglement-best.json', 'disentanglement-best-test.json')
     """
     from vaekit.rundir import result_file_name
 
-    return result_file_name("disentanglement", run, split, limit, *(["quick"] if quick else []))
+    # result_file_name leaves the test split unnamed (the NLL's default); here "all" is.
+    settings = ([] if split == "all" else [split]) + (["quick"] if quick else [])
+    return result_file_name("disentanglement", run, "test", limit, *settings)
+
+
+def scored_pool(ds: Dataset, split: str = "all") -> tuple[Split, dict[str, int]]:
+    """The examples to score: one split, or every split of ``ds`` pooled (``"all"``), with
+    the number of examples each split gave."""
+    from vaekit.data.core import Split
+
+    if split not in POOLS:
+        raise ValueError(f"the pool must be one of {', '.join(POOLS)}, got {split!r}")
+    names = [k for k in ("train", "valid", "test") if getattr(ds, k) is not None]
+    parts = {k: ds.split(k) for k in (names if split == "all" else [split])}
+    sizes = {k: len(p) for k, p in parts.items()}
+    if len(parts) == 1:
+        return next(iter(parts.values())), sizes
+    values = list(parts.values())
+    factors = [p.factors for p in values if p.factors is not None]
+    labels = [p.y for p in values if p.y is not None]
+    return Split(
+        torch.cat([p.x for p in values]),
+        torch.cat(labels) if len(labels) == len(values) else None,
+        torch.cat(factors) if len(factors) == len(values) else None,
+    ), sizes
 
 
 def evaluate_disentanglement(
     run: Run,
     *,
-    split: str = "test",
+    split: str = "all",
     dataset: Dataset | None = None,
     data_dir: str | None = None,
     protocol: Protocol | None = None,
@@ -458,19 +492,21 @@ def evaluate_disentanglement(
     metrics: Sequence[str] | None = None,
     limit: int = 0,
 ) -> dict[str, Any]:
-    """Score a run's representation (posterior means) on a split of its data's factors.
+    """Score a run's representation (posterior means) on its data's factors.
 
-    The split's examples (a seeded random ``limit`` of them, if set), each encoded once, are the pool
-    the protocol draws from; the result also holds the split's ELBO (its mean over the
-    pool), the data's factor names and sizes, and the protocol, so the JSON says how its
-    numbers were made.
+    The pool the protocol draws from is every split of the run's data by default (``split
+    = "all"``, disentanglement_lib's protocol, which samples the whole dataset), or one
+    split (``"test"``: examples training never saw); a seeded random ``limit`` of it, if
+    set. Each example is encoded once. The result holds the pool (``pool``: its splits and
+    size), the test split's ELBO (the pool's, when it is one split), the data's factor
+    names and sizes, and the protocol, so the JSON says how its numbers were made.
     """
     from vaekit.data import limit_split
     from vaekit.evaluate import elbo_terms, latent_means, num_threads
     from vaekit.rundir import result_header
 
     ds = dataset if dataset is not None else run.dataset(data_dir)
-    part = ds.split(split)
+    part, sizes = scored_pool(ds, split)
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0 = every example), got {limit}")
     if limit:
@@ -484,21 +520,25 @@ def evaluate_disentanglement(
             "vaekit.data.core.attach_factors)"
         )
     protocol = protocol or Protocol()
+    elbo_split = "test" if split == "all" else split
     with num_threads(threads) as used:
         start = time.perf_counter()
         labels = part.y if run.model.conditional else None
         codes = latent_means(run.model, part.x, labels).numpy()
         encode_seconds = time.perf_counter() - start
-        terms = elbo_terms(run, part, samples=1, batch_size=1000, seed=seed)
+        held_out = part if split != "all" else ds.test
+        terms = elbo_terms(run, held_out, samples=1, batch_size=1000, seed=seed)
         scores = disentanglement_metrics(
             codes, part.factors.cpu().numpy(), protocol=protocol, seed=seed, metrics=metrics
         )
     scores["seconds"]["encode"] = round(encode_seconds, 3)
     return result_header(run, ds.name, split, len(part)) | {
         "representation": "mean",
+        "pool": {"splits": sizes, "size": len(part), "limit": limit},
         "factors": {"names": ds.factor_names, "sizes": ds.factor_sizes},
         "elbo": terms.get("elbo"),
         "elbo_se": terms.get("elbo_se"),
+        "elbo_split": elbo_split,
         "threads": used,
         "protocol": protocol.as_dict(),
         "seed": seed,
