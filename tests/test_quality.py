@@ -20,6 +20,7 @@ from vaekit.data.fingerprint import data_fingerprint
 from vaekit.quality import (
     QualityError,
     domain_features,
+    feature_rank,
     fid,
     frechet_distance,
     precision_recall,
@@ -122,6 +123,10 @@ def test_domain_network_is_trained_once_then_read_from_the_cache(
     assert d["test_accuracy"] > 0.5  # 30 steps on the 8x8 digits already classify
     feats = net.features(ds.test.x[:7])
     assert feats.shape == (7, quality.DOMAIN_FEATURES)
+    # Every feature varies over real images, and none is a combination of others: FID
+    # measures in all 128 dimensions (a ReLU feature layer left 44 of them 0 here).
+    test = net.features(ds.test.x)
+    assert bool((test.std(0) > 0).all()) and feature_rank(test) == quality.DOMAIN_FEATURES
     # The second time nothing is trained: the same weights come from the cache.
     monkeypatch.setattr(torch.optim, "Adam", None)
     again = domain_features(ds, cache=tmp_path, log=log)
