@@ -53,10 +53,22 @@ def test_evaluate_disentanglement(sprites_run: Path, capsys: pytest.CaptureFixtu
     assert main(["evaluate", str(sprites_run), "--disentanglement", "--quick"]) == 0
     result = json.loads((sprites_run / "disentanglement-quick.json").read_text())
     assert result == json.loads(capsys.readouterr().out)
-    assert result["n"] == 230 and result["representation"] == "mean"  # 20% of 1,152
+    # The default pool is every split (disentanglement_lib's), and the file says so.
+    assert result["n"] == 1152 and result["representation"] == "mean"
+    assert result["split"] == "all" and result["pool"]["splits"] == {"train": 922, "test": 230}
+    assert (result["dci"]["train_rows"], result["dci"]["test_rows"]) == (400, 300)
     for metric in ("beta_vae", "factor_vae", "mig", "sap", "dci"):
         assert 0.0 <= result[metric]["score"] <= 1.0, metric
-    assert result["elbo"] < 0 and result["protocol"]["dci_trees"] == SMALL.dci_trees
+    assert result["elbo"] < 0 and result["elbo_split"] == "test"
+    assert result["protocol"]["dci_trees"] == SMALL.dci_trees
+    # The test split alone: 230 examples, fewer than the 700 rows DCI asks for, each used once.
+    assert (
+        main(["evaluate", str(sprites_run), "--disentanglement", "--quick", "--split", "test"]) == 0
+    )
+    test = json.loads((sprites_run / "disentanglement-test-quick.json").read_text())
+    assert test["n"] == 230 and test["pool"] == {"splits": {"test": 230}, "size": 230, "limit": 0}
+    assert (test["dci"]["train_rows"], test["dci"]["test_rows"]) == (131, 99)
+    assert (test["sap"]["train_rows"], test["sap"]["test_rows"]) == (131, 99)
 
 
 def test_report_shows_the_scores(sprites_run: Path) -> None:
@@ -83,6 +95,8 @@ def test_data_without_factors_is_a_clear_error(
     assert "has no ground-truth factors" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--quick"]) == 2
     assert "--quick goes with --disentanglement" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--split", "all"]) == 2
+    assert "--split all goes with --disentanglement" in capsys.readouterr().err
 
 
 def test_traversals_command(sprites_run: Path, tmp_path: Path) -> None:

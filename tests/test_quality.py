@@ -20,6 +20,7 @@ from vaekit.data.fingerprint import data_fingerprint
 from vaekit.quality import (
     QualityError,
     domain_features,
+    feature_rank,
     fid,
     format_scores,
     frechet_distance,
@@ -68,6 +69,19 @@ def test_frechet_distance_known_values_and_singular_covariances() -> None:
         frechet_distance(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
 
 
+@pytest.mark.parametrize("scale", [1.0, 2.0, 0.5])
+def test_frechet_distance_of_rank_deficient_covariances_is_exact(scale: float) -> None:
+    # 128 features of rank 61 (a domain network with dead units): between N(m, S) and
+    # N(0, c^2 S) the distance is |m|^2 + (1 - c)^2 tr(S) exactly. The 67 zero eigenvalues
+    # come out of eigh as +-1e-14; through the square root they added 3e-6 (c = 1: 0).
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(128, 61))
+    s, m = a @ a.T / 61, rng.normal(size=128)
+    exact = m @ m + (1 - scale) ** 2 * np.trace(s)
+    got = frechet_distance(m, s, np.zeros(128), scale**2 * s)
+    assert abs(got - exact) < 1e-10 * np.trace(s)
+
+
 def test_fid_of_samples_from_known_gaussians() -> None:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(20000, 4, generator=g, dtype=torch.float64)
@@ -110,6 +124,10 @@ def test_domain_network_is_trained_once_then_read_from_the_cache(
     assert d["test_accuracy"] > 0.5  # 30 steps on the 8x8 digits already classify
     feats = net.features(ds.test.x[:7])
     assert feats.shape == (7, quality.DOMAIN_FEATURES)
+    # Every feature varies over real images, and none is a combination of others: FID
+    # measures in all 128 dimensions (a ReLU feature layer left 44 of them 0 here).
+    test = net.features(ds.test.x)
+    assert bool((test.std(0) > 0).all()) and feature_rank(test) == quality.DOMAIN_FEATURES
     # The second time nothing is trained: the same weights come from the cache.
     monkeypatch.setattr(torch.optim, "Adam", None)
     again = domain_features(ds, cache=tmp_path, log=log)

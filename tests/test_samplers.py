@@ -283,6 +283,10 @@ def test_cli_quality_names_its_network(
     assert set(result["scores"]) == {"data", "prior", "gmm"}
     for s in result["scores"].values():
         assert s["fid"] >= 0 and 0 <= s["precision"] <= 1 and 0 <= s["recall"] <= 1
+        # Each score says in how many dimensions it was measured: 60 samples span at most 59.
+        assert 0 < s["rank"] <= 59
+    assert result["feature_dim"] == quality.DOMAIN_FEATURES and result["feature_rank"] > 0
+    assert f"rank of the reference's features: {result['feature_rank']} of 128" in printed
     # The training examples score better than a two-epoch model's samples.
     assert result["scores"]["data"]["fid"] < result["scores"]["prior"]["fid"]
     # Another sampler later joins the same file; the scores already there stay.

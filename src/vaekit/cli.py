@@ -4,7 +4,7 @@
     vaekit train --resume RUN [--epochs N] [--patience N] [--threads N] [--allow-changed-data]
     vaekit train --resume RUN --stage prior [--epochs N] [--set model.prior.KEY=V]
     vaekit evaluate RUN [--k 5000] [--limit N] [--threads T]
-    vaekit evaluate RUN --disentanglement [--quick] [--split test]
+    vaekit evaluate RUN --disentanglement [--quick] [--split all|test]
     vaekit plot RUN [--which NAME ...] [--out DIR]
     vaekit compare RUN_A RUN_B [--out FILE]
     vaekit curves RUN [RUN ...] [--split valid|test|train] [--out FILE]
@@ -303,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--split",
-        default="test",
-        choices=["train", "valid", "test"],
-        help="the split to evaluate (default: test)",
+        default=None,
+        choices=["train", "valid", "test", "all"],
+        help="the split to evaluate (default: test; with --disentanglement: all, every split "
+        "pooled, as disentanglement_lib samples the whole dataset)",
     )
     p.add_argument(
         "--limit",
@@ -854,6 +855,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         return _evaluate_disentanglement(a, run, ds)
     if a.quick:
         raise CommandError("--quick goes with --disentanglement (the NLL has --k and --limit)")
+    if a.split == "all":
+        raise CommandError("--split all goes with --disentanglement; the NLL takes one split")
+    a.split = a.split or "test"
     out = _out_file(a.out, "eval.json") if a.out else None  # checked before the long part
     result = evaluate_run(
         run,
@@ -887,6 +891,7 @@ def _evaluate_disentanglement(a: argparse.Namespace, run: Any, ds: Any) -> int:
     from vaekit.rundir import json_text, write_json
 
     out = _out_file(a.out, "disentanglement.json") if a.out else None
+    a.split = a.split or "all"
     try:
         result = evaluate_disentanglement(
             run,

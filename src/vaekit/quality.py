@@ -56,6 +56,7 @@ __all__ = [
     "FeatureNetwork",
     "frechet_distance",
     "gaussian_stats",
+    "feature_rank",
     "fid",
     "precision_recall",
     "DomainNet",
@@ -72,12 +73,17 @@ __all__ = [
 
 FEATURES = ("domain", "inception")
 # The domain network: its version is part of its cache key (a change retrains it).
-DOMAIN_VERSION = 1
+# v2: a leaky ReLU on the feature layer (v1's ReLU left about half the 128 features 0 on
+# every image).
+DOMAIN_VERSION = 2
 # Training length: at least DOMAIN_STEPS steps of 128 examples (small datasets get more
 # epochs), and at least DOMAIN_EPOCHS epochs.
 DOMAIN_EPOCHS = 4
 DOMAIN_STEPS = 2000
 DOMAIN_FEATURES = 128
+# Negative slope of the feature layer's activation: a unit whose input is negative on
+# every image still varies with it, and still learns.
+DOMAIN_SLOPE = 0.2
 PR_NEIGHBOURS = 3
 
 
@@ -107,13 +113,23 @@ def gaussian_stats(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarra
     return a.mean(0), np.cov(a, rowvar=False).reshape(a.shape[1], a.shape[1])
 
 
+def _nonzero(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a positive semi-definite matrix with its round-off zeroed: those
+    below ``len(w) * eps * max|w|`` (LAPACK's own rank tolerance), negatives included."""
+    tol = len(w) * np.finfo(w.dtype).eps * float(np.abs(w).max(initial=0.0))
+    return np.where(w > tol, w, 0.0)
+
+
 def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
     """The Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     ``tr((S1 S2)^(1/2))`` is computed as the sum of square roots of the eigenvalues of the
     symmetric ``S1^(1/2) S2 S1^(1/2)`` (same eigenvalues as S1 S2), which, unlike a
-    general matrix square root, needs no complex arithmetic and stays exact for
-    singular covariances (fewer examples than features).
+    general matrix square root, needs no complex arithmetic. For singular covariances
+    (fewer examples than features, or dead features) the eigenvalues that are zero come
+    out of ``eigh`` as round-off of about ``eps * max``, whose square roots (1e-8 of the
+    largest) would add up to a visible error; eigenvalues below ``d * eps * max`` are
+    therefore taken as 0, which leaves the distance accurate to round-off (1e-10 relative).
 
     Example:
         >>> round(frechet_distance(np.zeros(2), np.eye(2), np.ones(2), 4 * np.eye(2)), 6)
@@ -133,12 +149,24 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
         )
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
     w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    root1 = (v * np.sqrt(_nonzero(w))) @ v.T
     m = root1 @ s2 @ root1
     ev = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_root = float(np.sqrt(np.clip(ev, 0, None)).sum())
+    tr_root = float(np.sqrt(_nonzero(ev)).sum())
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_root)
+
+
+def feature_rank(features: Tensor | np.ndarray) -> int:
+    """The rank of the features' covariance (eigenvalues above ``F * eps * max``): the
+    number of dimensions FID measures in. Below the number of features, some features
+    are constant or combinations of others (dead units, fewer examples than features).
+
+    Example:
+        >>> feature_rank(np.c_[np.arange(5.0), np.zeros(5), 2 * np.arange(5.0)])
+        1
+    """
+    return int(np.count_nonzero(_nonzero(np.linalg.eigvalsh(gaussian_stats(features)[1]))))
 
 
 def fid(real: Tensor | np.ndarray, fake: Tensor | np.ndarray) -> float:
@@ -192,7 +220,9 @@ class DomainNet(nn.Module):
     """A small classifier whose penultimate layer is the feature space.
 
     Images: two 3x3 convolutions (16, 32 channels) with max pooling, an adaptive 4x4
-    average pool, then 128 features; other data: an MLP 256-128.
+    average pool, then 128 features; other data: an MLP 256-128. The feature layer's
+    activation is a leaky ReLU: with a ReLU, units whose input is negative on every image
+    (58 of 128 on MNIST-10k) are 0 everywhere and the features' covariance loses rank.
     """
 
     def __init__(self, data_shape: Sequence[int], num_classes: int) -> None:
@@ -210,7 +240,7 @@ class DomainNet(nn.Module):
                 nn.AdaptiveAvgPool2d(4),
                 nn.Flatten(),
                 nn.Linear(32 * 16, DOMAIN_FEATURES),
-                nn.ReLU(),
+                nn.LeakyReLU(DOMAIN_SLOPE),
             )
         else:
             d = int(np.prod(self.data_shape))
@@ -219,7 +249,7 @@ class DomainNet(nn.Module):
                 nn.Linear(d, 256),
                 nn.ReLU(),
                 nn.Linear(256, DOMAIN_FEATURES),
-                nn.ReLU(),
+                nn.LeakyReLU(DOMAIN_SLOPE),
             )
         self.head = nn.Linear(DOMAIN_FEATURES, num_classes)
 
@@ -374,9 +404,15 @@ def quality_file_name(features: str, n: int | None = None, temperature: float = 
     return name + ".json"
 
 
-def _scores(real: Tensor, fake: Tensor) -> dict[str, float]:
+def _scores(real: Tensor, fake: Tensor) -> dict[str, Any]:
     p, r = precision_recall(real, fake)
-    return {"fid": round(fid(real, fake), 3), "precision": round(p, 4), "recall": round(r, 4)}
+    return {
+        "fid": round(fid(real, fake), 3),
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        # The dimensions the samples' Gaussian has (the test split's: feature_rank).
+        "rank": feature_rank(fake),
+    }
 
 
 def sample_quality(
@@ -445,6 +481,10 @@ def sample_quality(
         "note": "FID, precision and recall depend on the feature network and on the number "
         "of examples: compare only scores of the same network and n",
         "reference": f"test split ({len(ds.test)} examples)",
+        # FID compares Gaussians in this many dimensions of the features (all of them
+        # when nothing is constant or redundant).
+        "feature_dim": int(real.shape[1]),
+        "feature_rank": feature_rank(real),
         "n_samples": n,
         "temperature": temperature,
         "seed": seed,
@@ -478,7 +518,8 @@ def format_scores(result: dict[str, Any]) -> str:
     lines = [
         f"features: {result['features']['network']}",
         f"{result['n_samples']} samples vs the {result['reference']}, temperature "
-        f"{result['temperature']:g}",
+        f"{result['temperature']:g}; covariance rank of the reference's features: "
+        f"{result.get('feature_rank', '?')} of {result.get('feature_dim', '?')}",
     ]
     scores = result["scores"]
     labels = {name: str(s.get("sampler", "")) for name, s in scores.items()}
@@ -486,12 +527,12 @@ def format_scores(result: dict[str, Any]) -> str:
     w_name = max([len("sampler"), *map(len, labels)])
     w_label = max([0, *map(len, labels.values())])
     lines.append(
-        f"{'sampler':{w_name}s} {'':{w_label}s} {'FID':>9s} {'precision':>9s} {'recall':>7s}"
+        f"{'sampler':{w_name}s} {'':{w_label}s} {'FID':>9s} {'precision':>9s} {'recall':>7s} {'rank':>5s}"
     )
     for name, s in scores.items():
         lines.append(
             f"{name:{w_name}s} {labels[name]:{w_label}s} {s['fid']:9.3f} "
-            f"{s['precision']:9.3f} {s['recall']:7.3f}"
+            f"{s['precision']:9.3f} {s['recall']:7.3f} {s.get('rank', '?'):>5}"
         )
     return "\n".join(lines)
 
@@ -528,15 +569,17 @@ def quality_html(run_dir: Path) -> str:
         rows = "".join(
             f"<tr><td>{esc(str(k))}</td><td>{esc(str(s.get('sampler', '')))}</td>"
             f"<td>{s.get('fid', float('nan')):.2f}</td><td>{s.get('precision', float('nan')):.3f}</td>"
-            f"<td>{s.get('recall', float('nan')):.3f}</td></tr>"
+            f"<td>{s.get('recall', float('nan')):.3f}</td><td>{esc(str(s.get('rank', '?')))}</td></tr>"
             for k, s in data["scores"].items()
             if isinstance(s, dict)
         )
         parts.append(
             f"<h3>{esc(name)}</h3><p class='muted'>Features: {esc(str(net))}. "
             f"{esc(str(data.get('n_samples')))} samples against the {esc(str(data.get('reference')))}, "
-            f"temperature {esc(str(data.get('temperature')))}. Scores of different networks "
+            f"temperature {esc(str(data.get('temperature')))}; covariance rank of the "
+            f"reference's features {esc(str(data.get('feature_rank', '?')))} of "
+            f"{esc(str(data.get('feature_dim', '?')))}. Scores of different networks "
             "are not comparable.</p><table><tr><th>sampler</th><th></th><th>FID</th>"
-            f"<th>precision</th><th>recall</th></tr>{rows}</table>"
+            f"<th>precision</th><th>recall</th><th>rank</th></tr>{rows}</table>"
         )
     return "<h2>Sample quality</h2>" + "".join(parts) if parts else ""

@@ -507,7 +507,12 @@ def load_or_score_disentanglement(
                 saved = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(saved, dict) and saved.get("epoch") == run.weights_epoch:
+            # Files without "pool" predate held-out DCI and SAP rows: scored again.
+            if (
+                isinstance(saved, dict)
+                and saved.get("epoch") == run.weights_epoch
+                and "pool" in saved
+            ):
                 return saved
     result = evaluate_disentanglement(
         run, dataset=dataset, protocol=Protocol.quick(), threads=threads

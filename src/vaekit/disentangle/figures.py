@@ -158,6 +158,13 @@ def _metric_keys(results: Mapping[str, Sequence[Mapping[str, float]]]) -> list[s
     return [k for k in order if k in seen] + [k for k in seen if k not in order]
 
 
+def _held_out(r: Mapping[str, Any]) -> str:
+    """How many rows trained and tested a metric's predictors (disjoint since they are recorded)."""
+    if "test_rows" not in r:
+        return ""
+    return f"; {r['train_rows']} training / {r['test_rows']} held-out rows"
+
+
 def _rows(result: Mapping[str, Any]) -> list[tuple[str, float, str]]:
     """(name, score, detail) for each metric of an evaluate_disentanglement result."""
     out = []
@@ -169,10 +176,12 @@ def _rows(result: Mapping[str, Any]) -> list[tuple[str, float, str]]:
             f"train accuracy {r['train_accuracy']:.3f}; {r['num_active_dims']} dimensions vote"
         ),
         "mig": lambda r: "per factor " + ", ".join(f"{v:.2f}" for v in r["per_factor"]),
-        "sap": lambda r: "per factor " + ", ".join(f"{v:.2f}" for v in r["per_factor"]),
+        "sap": lambda r: (
+            "per factor " + ", ".join(f"{v:.2f}" for v in r["per_factor"]) + _held_out(r)
+        ),
         "dci": lambda r: (
             f"completeness {r['completeness']:.3f}, informativeness (test accuracy) "
-            f"{r['informativeness_test']:.3f}"
+            f"{r['informativeness_test']:.3f}" + _held_out(r)
         ),
     }
     for key, name in SUMMARY.items():
@@ -212,8 +221,10 @@ def metrics_table_html(result: Mapping[str, Any]) -> str:
     """An HTML table of one run's scores, with the protocol they were computed with."""
     esc = html.escape
     proto = result.get("protocol", {})
+    split = str(result.get("split", "test"))
+    where = "every split" if split == "all" else f"the {split} split"
     how = (
-        f"{result.get('n', '?')} examples of the {esc(str(result.get('split', 'test')))} split "
+        f"{result.get('n', '?')} examples of {esc(where)} "
         f"(posterior means); protocol: {proto.get('beta_vae_train', '?')} / "
         f"{proto.get('beta_vae_eval', '?')} points to train / evaluate each, batches of "
         f"{proto.get('beta_vae_batch', '?')}, {proto.get('bins', '?')} bins, seed {result.get('seed', 0)}"

@@ -51,9 +51,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from vaekit.data import Dataset
+    from vaekit.data.core import Split
     from vaekit.rundir import Run
 
 __all__ = [
@@ -69,6 +71,8 @@ __all__ = [
     "disentanglement_metrics",
     "evaluate_disentanglement",
     "disentanglement_file_name",
+    "scored_pool",
+    "POOLS",
 ]
 
 
@@ -149,6 +153,33 @@ class FactorPool:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` row indices drawn uniformly (with replacement)."""
         return rng.integers(0, len(self), n)
+
+    def split(
+        self, n_train: int, n_test: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Disjoint training and test rows for a predictor scored on examples it did not see.
+
+        ``n_train`` and ``n_test`` distinct rows (a random permutation's first rows) when
+        the pool holds that many; a smaller pool gives every row once, shared between the
+        two in the ratio ``n_train : n_test``, and the caller reports the counts it got.
+        (Drawing both with replacement from one pool, as disentanglement_lib does from
+        737,280 images, puts two thirds of the test rows of a 9,216-row pool among the
+        training rows: the "held-out" accuracy is then a training accuracy.)
+
+        Example:
+            >>> pool = FactorPool(np.zeros((10, 1)), np.zeros((10, 1), int))
+            >>> train, test = pool.split(40, 20, np.random.default_rng(0))
+            >>> len(train), len(test), len(set(train) & set(test))
+            (7, 3, 0)
+        """
+        n = len(self)
+        if n < 2:
+            raise ValueError(f"a pool of {n} example cannot give disjoint training and test rows")
+        if n_train + n_test > n:
+            n_train = min(n - 1, max(1, round(n * n_train / (n_train + n_test))))
+            n_test = n - n_train
+        order = rng.permutation(n)
+        return order[:n_train], order[n_train : n_train + n_test]
 
     def sample_with(self, k: int, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each of ``values``, a row whose factor ``k`` has that value (uniformly among them)."""
@@ -288,8 +319,7 @@ def sap(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
     """Kumar et al. (2018)'s separated attribute predictability, factors as classes."""
     from sklearn.svm import LinearSVC
 
-    train = pool.sample(protocol.sap_train, rng)
-    test = pool.sample(protocol.sap_test, rng)
+    train, test = pool.split(protocol.sap_train, protocol.sap_test, rng)
     ks = pool.varying()
     d = pool.codes.shape[1]
     score = np.zeros((d, len(ks)))
@@ -301,7 +331,12 @@ def sap(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
             pred = model.predict(pool.codes[test, i : i + 1])
             score[i, c] = np.mean(pred == pool.factors[test, k])
     gaps = _top_two_gap(score)
-    return {"score": float(gaps.mean()), "per_factor": [float(g) for g in gaps]}
+    return {
+        "score": float(gaps.mean()),
+        "per_factor": [float(g) for g in gaps],
+        "train_rows": len(train),
+        "test_rows": len(test),
+    }
 
 
 def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
@@ -311,12 +346,11 @@ def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
     return np.asarray(-(p * np.log(p)).sum(1) / np.log(base))
 
 
-def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, float]:
+def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, Any]:
     """Eastwood & Williams (2018) with gradient boosted trees (scikit-learn's defaults)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
-    train = pool.sample(protocol.dci_train, rng)
-    test = pool.sample(protocol.dci_test, rng)
+    train, test = pool.split(protocol.dci_train, protocol.dci_test, rng)
     ks = pool.varying()
     d = pool.codes.shape[1]
     importance = np.zeros((d, len(ks)))
@@ -342,6 +376,8 @@ def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
         "completeness": completeness,
         "informativeness_train": float(np.mean(acc_train)),
         "informativeness_test": float(np.mean(acc_test)),
+        "train_rows": len(train),
+        "test_rows": len(test),
         "score": disentanglement,
     }
 
@@ -397,27 +433,57 @@ def disentanglement_metrics(
     return out
 
 
+# The pool of the published protocol: every split of the data, training examples included
+# (the metrics score the encoder, not how the model generalises).
+POOLS = ("all", "train", "valid", "test")
+
+
 def disentanglement_file_name(
-    run: Run, split: str = "test", quick: bool = False, limit: int = 0
+    run: Run, split: str = "all", quick: bool = False, limit: int = 0
 ) -> str:
-    """``disentanglement.json`` (``-best`` for the best weights, ``-valid`` for another
-    split, ``-nN`` for the first N examples, ``-quick`` for :meth:`Protocol.quick`).
+    """``disentanglement.json`` for the default pool (every split), ``-SPLIT`` for one
+    split's examples, ``-best`` for the best weights, ``-nN`` for N examples, ``-quick``
+    for :meth:`Protocol.quick`.
 
     Example:
         >>> class R:
         ...     weights = "best"
-        >>> disentanglement_file_name(R(), "valid")
-        'disentanglement-best-valid.json'
+        >>> disentanglement_file_name(R()), disentanglement_file_name(R(), "test")
+        ('disentanglement-best.json', 'disentanglement-best-test.json')
     """
     from vaekit.rundir import result_file_name
 
-    return result_file_name("disentanglement", run, split, limit, *(["quick"] if quick else []))
+    # result_file_name leaves the test split unnamed (the NLL's default); here "all" is.
+    settings = ([] if split == "all" else [split]) + (["quick"] if quick else [])
+    return result_file_name("disentanglement", run, "test", limit, *settings)
+
+
+def scored_pool(ds: Dataset, split: str = "all") -> tuple[Split, dict[str, int]]:
+    """The examples to score: one split, or every split of ``ds`` pooled (``"all"``), with
+    the number of examples each split gave."""
+    from vaekit.data.core import Split
+
+    if split not in POOLS:
+        raise ValueError(f"the pool must be one of {', '.join(POOLS)}, got {split!r}")
+    names = [k for k in ("train", "valid", "test") if getattr(ds, k) is not None]
+    parts = {k: ds.split(k) for k in (names if split == "all" else [split])}
+    sizes = {k: len(p) for k, p in parts.items()}
+    if len(parts) == 1:
+        return next(iter(parts.values())), sizes
+    values = list(parts.values())
+    factors = [p.factors for p in values if p.factors is not None]
+    labels = [p.y for p in values if p.y is not None]
+    return Split(
+        torch.cat([p.x for p in values]),
+        torch.cat(labels) if len(labels) == len(values) else None,
+        torch.cat(factors) if len(factors) == len(values) else None,
+    ), sizes
 
 
 def evaluate_disentanglement(
     run: Run,
     *,
-    split: str = "test",
+    split: str = "all",
     dataset: Dataset | None = None,
     data_dir: str | None = None,
     protocol: Protocol | None = None,
@@ -426,19 +492,21 @@ def evaluate_disentanglement(
     metrics: Sequence[str] | None = None,
     limit: int = 0,
 ) -> dict[str, Any]:
-    """Score a run's representation (posterior means) on a split of its data's factors.
+    """Score a run's representation (posterior means) on its data's factors.
 
-    The split's examples (a seeded random ``limit`` of them, if set), each encoded once, are the pool
-    the protocol draws from; the result also holds the split's ELBO (its mean over the
-    pool), the data's factor names and sizes, and the protocol, so the JSON says how its
-    numbers were made.
+    The pool the protocol draws from is every split of the run's data by default (``split
+    = "all"``, disentanglement_lib's protocol, which samples the whole dataset), or one
+    split (``"test"``: examples training never saw); a seeded random ``limit`` of it, if
+    set. Each example is encoded once. The result holds the pool (``pool``: its splits and
+    size), the test split's ELBO (the pool's, when it is one split), the data's factor
+    names and sizes, and the protocol, so the JSON says how its numbers were made.
     """
     from vaekit.data import limit_split
     from vaekit.evaluate import elbo_terms, latent_means, num_threads
     from vaekit.rundir import result_header
 
     ds = dataset if dataset is not None else run.dataset(data_dir)
-    part = ds.split(split)
+    part, sizes = scored_pool(ds, split)
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0 = every example), got {limit}")
     if limit:
@@ -452,21 +520,25 @@ def evaluate_disentanglement(
             "vaekit.data.core.attach_factors)"
         )
     protocol = protocol or Protocol()
+    elbo_split = "test" if split == "all" else split
     with num_threads(threads) as used:
         start = time.perf_counter()
         labels = part.y if run.model.conditional else None
         codes = latent_means(run.model, part.x, labels).numpy()
         encode_seconds = time.perf_counter() - start
-        terms = elbo_terms(run, part, samples=1, batch_size=1000, seed=seed)
+        held_out = part if split != "all" else ds.test
+        terms = elbo_terms(run, held_out, samples=1, batch_size=1000, seed=seed)
         scores = disentanglement_metrics(
             codes, part.factors.cpu().numpy(), protocol=protocol, seed=seed, metrics=metrics
         )
     scores["seconds"]["encode"] = round(encode_seconds, 3)
     return result_header(run, ds.name, split, len(part)) | {
         "representation": "mean",
+        "pool": {"splits": sizes, "size": len(part), "limit": limit},
         "factors": {"names": ds.factor_names, "sizes": ds.factor_sizes},
         "elbo": terms.get("elbo"),
         "elbo_se": terms.get("elbo_se"),
+        "elbo_split": elbo_split,
         "threads": used,
         "protocol": protocol.as_dict(),
         "seed": seed,
