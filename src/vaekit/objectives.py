@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -828,11 +829,11 @@ class AVB(_Warmup, DiscriminatorObjective):
         samples: int = 1,
         beta: float = 1.0,
         warmup_epochs: int = 0,
-        discriminator: list[int] | None = None,
+        discriminator: Sequence[int] = (256, 256),
     ) -> None:
         super().__init__(beta, warmup_epochs)
         self.samples = samples
-        self.hidden = list(discriminator) if discriminator is not None else [256, 256]
+        self.hidden = list(discriminator)
         self.discriminator = None
 
     def build_discriminator(self, model: VAE) -> nn.Module:

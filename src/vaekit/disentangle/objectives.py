@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -280,12 +281,12 @@ class FactorVAE(DiscriminatorObjective):
         gamma: float = 10.0,
         beta: float = 1.0,
         kl: str = "auto",
-        discriminator: list[int] | None = None,
+        discriminator: Sequence[int] = (1000,) * 6,
     ) -> None:
         super().__init__()
         self.samples, self.gamma, self.beta = samples, gamma, beta
         self.kl_mode = kl
-        self.hidden = list(discriminator) if discriminator is not None else [1000] * 6
+        self.hidden = list(discriminator)
         self.discriminator = None
 
     def build_discriminator(self, model: VAE) -> nn.Module:

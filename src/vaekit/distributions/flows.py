@@ -44,9 +44,9 @@ from vaekit.distributions.posteriors import (
     PosteriorHead,
     shared_noise,
 )
-from vaekit.nn import MADE
+from vaekit.nn import ACTIVATIONS, MADE
 from vaekit.parts import FlowAbilities, PosteriorAbilities
-from vaekit.validate import check_positive
+from vaekit.validate import check_choice, check_positive
 
 __all__ = [
     "Flow",
@@ -183,10 +183,13 @@ class IAF(Flow):
     class Options(FlowOptions):
         # Width of each MADE's hidden layers and of the context vector h from the encoder.
         hidden: int = 128
+        # Activation of the MADEs' hidden layers.
+        activation: str = "elu"
 
         def validate(self, where: str) -> None:
             super().validate(where)
             check_positive(f"{where}.hidden", self.hidden)
+            check_choice(f"{where}.activation", self.activation, sorted(ACTIVATIONS))
 
     @staticmethod
     def label(o: IAF.Options) -> str:
