@@ -17,6 +17,7 @@
     vaekit reconstruct RUN [--n 16]
     vaekit encode RUN [--split test] [--format npy|csv]
     vaekit explore RUN [--host 127.0.0.1] [--port 0|N] [--data-dir DIR]
+    vaekit parts [KIND [NAME]] [--format text|json]
 
 Commands that read a run's data again (evaluate, plot, report, reconstruct, encode,
 explore) take ``--dataset PATH`` for data that have moved, and refuse data that changed
@@ -28,6 +29,7 @@ since training unless ``--allow-changed-data`` (so does ``train --resume``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -133,6 +135,12 @@ def _sampler_list(fitted: bool = False) -> str:
     )
 
 
+def _part_kind_list() -> str:
+    from vaekit.catalog import KINDS
+
+    return ", ".join(k for k in KINDS if "." not in k)
+
+
 def _figure_list() -> str:
     from vaekit.plots import figure_list
 
@@ -150,6 +158,7 @@ class _RegistryHelp(argparse.HelpFormatter):
         "{samplers}": _sampler_list,
         "{fitted-samplers}": lambda: _sampler_list(fitted=True),
         "{figures}": _figure_list,
+        "{part-kinds}": _part_kind_list,
     }
 
     def _fill(self, text: str) -> str:
@@ -699,6 +708,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_data_flags(p)
     _common(p)
+
+    p = sub.add_parser(
+        "parts",
+        help="list the registered parts, their options and abilities",
+        description="List the parts a config can name (vaekit.catalog): every kind and its "
+        "parts; one kind's parts with their options and abilities; or one part in full, with "
+        "an example --set line.",
+    )
+    p.add_argument(
+        "kind",
+        nargs="?",
+        default=None,
+        metavar="KIND",
+        help="a kind of part: {part-kinds} (default: every kind)",
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        metavar="NAME",
+        help="one part of KIND: a registered name, or a class of yours as module:Class",
+    )
+    p.add_argument(
+        "--format",
+        default="text",
+        choices=["text", "json"],
+        help="text to read (default) or json for tools",
+    )
     # Every help text may name a registry's list ({datasets}, {samplers}, ...): filled when shown.
     parser.formatter_class = _RegistryHelp
     for command in sub.choices.values():
@@ -1385,6 +1422,16 @@ def cmd_explore(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parts(a: argparse.Namespace) -> int:
+    from vaekit.catalog import describe, describe_json
+
+    if a.format == "json":
+        print(json.dumps(describe_json(a.kind, a.name), indent=2))
+    else:
+        print(describe(a.kind, a.name), end="")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -1400,6 +1447,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reconstruct": cmd_reconstruct,
     "encode": cmd_encode,
     "explore": cmd_explore,
+    "parts": cmd_parts,
 }
 
 

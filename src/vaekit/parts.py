@@ -586,9 +586,10 @@ class Registry:
             raise PartError(f"{where}: {problem}")
         hint = difflib.get_close_matches(str(name), self.names(), n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        # The catalogue (vaekit.catalog) says what each one is and takes.
         raise ConfigError(
             f"{where} must be one of {', '.join(self.names())}, or a class of yours as "
-            f"module:Class; got {short(name)}{extra}"
+            f"module:Class; got {short(name)}{extra}; `vaekit parts {self.kind}` describes each"
         )
 
     def _check_user_class(self, path: str, obj: Any, where: str) -> None:
