@@ -82,6 +82,9 @@ def test_every_registered_part_is_listed_under_its_kind(capsys: pytest.CaptureFi
     for kind, registry in REGISTRIES.items():
         names = re.findall(r"^  (\S+)  +\S", listed[kind], flags=re.M)
         assert names == registry.names(), kind
+        # Each summary is a whole sentence, not the docstring's first line cut at its wrap.
+        summaries = re.findall(r"^  \S+  +(.*)$", listed[kind], flags=re.M)
+        assert all(line.endswith(".") and "``" not in line for line in summaries), summaries
     assert "hierarchical-conv" in listed["posterior"] and "radial" in listed["flow"]
 
 

@@ -79,32 +79,6 @@ def find_part(kind: str, name: str) -> Part:
 # -- one part -----------------------------------------------------------------------------------
 
 
-def _top_level(text: str, end: int) -> bool:
-    """Whether position ``end`` of ``text`` is outside parentheses and `code`."""
-    head = text[:end]
-    return head.count("(") == head.count(")") and head.count("`") % 2 == 0
-
-
-def _summary(doc: str) -> str:
-    """The first sentence of a docstring's first paragraph, with ``code`` as `code`; a long
-    one up to its first colon, so that it fits a line."""
-    para = " ".join(doc.split("\n\n", 1)[0].split()).replace("``", "`")
-    first = para
-    # A full stop ends it, except after an abbreviation (Kingma et al. 2016, e.g.).
-    for match in re.finditer(r"\.(\s|$)", para):
-        word = para[: match.start()].rsplit(" ", 1)[-1]
-        if word not in ("al", "e.g", "i.e", "cf", "vs") and _top_level(para, match.start()):
-            first = para[: match.start() + 1]
-            break
-    if len(first) > 100:
-        colon = next(
-            (m.start() for m in re.finditer(": ", first) if _top_level(first, m.start())), None
-        )
-        if colon is not None:
-            first = first[:colon] + "."
-    return first
-
-
 def _field_comments(source: str) -> dict[str, str]:
     """The ``# comment`` lines written just above each ``name: type`` line of ``source``
     (a dataclass body or a signature laid out one parameter a line)."""
@@ -215,7 +189,7 @@ def part_info(kind: str, name: str) -> dict[str, Any]:
         "kind": part.kind,
         "name": part.name,
         "key": key,
-        "summary": _summary(doc),
+        "summary": part.summary.replace("``", "`"),
         "description": " ".join(doc.split("\n\n", 1)[0].split()).replace("``", "`"),
         "options": options,
         "abilities": _plain(part.abilities),

@@ -34,6 +34,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import re
 import sys
 import typing
 from collections.abc import Callable, Iterator
@@ -297,7 +298,7 @@ class Part:
             factory=obj,
             options=options,
             abilities=abilities,
-            summary=doc.splitlines()[0] if doc else "",
+            summary=first_sentence(doc),
             label_fn=getattr(obj, "label", None) if callable(getattr(obj, "label", None)) else None,
             check_fn=getattr(obj, "check", None) if callable(getattr(obj, "check", None)) else None,
             ignored_fn=(
@@ -444,6 +445,32 @@ def _plain_type(tp: Any) -> bool:
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return all(a is type(None) or _plain_type(a) for a in args)
     return False
+
+
+def _top_level(text: str, end: int) -> bool:
+    """Whether position ``end`` of ``text`` is outside parentheses and `code`."""
+    head = text[:end]
+    return head.count("(") == head.count(")") and len(re.findall("`+", head)) % 2 == 0
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph; a long one up to its first
+    colon, so that it fits a line (a part's summary, as ``vaekit parts`` lists it)."""
+    para = " ".join(doc.split("\n\n", 1)[0].split())
+    first = para
+    # A full stop ends it, except after an abbreviation (Kingma et al. 2016, e.g.).
+    for match in re.finditer(r"\.(\s|$)", para):
+        word = para[: match.start()].rsplit(" ", 1)[-1]
+        if word not in ("al", "e.g", "i.e", "cf", "vs") and _top_level(para, match.start()):
+            first = para[: match.start() + 1]
+            break
+    if len(first) > 100:
+        colon = next(
+            (m.start() for m in re.finditer(": ", first) if _top_level(first, m.start())), None
+        )
+        if colon is not None:
+            first = first[:colon] + "."
+    return first
 
 
 # -- import paths ---------------------------------------------------------------------------------
