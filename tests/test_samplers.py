@@ -217,6 +217,10 @@ def test_cli_sample_with_a_sampler_and_fit_sampler(
     assert "fitting the gmm sampler" in capsys.readouterr().err
     assert np.load(out).shape == (5, 1, 8, 8)
     assert main(["fit-sampler", str(run), "--sampler", "gmm", "--option", "components=[1, 2]"]) == 0
+    # One `wrote PATH` line per file, as every command prints them (not "saved ... in DIR").
+    wrote = [line[6:] for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    folder = run / "samplers" / "gmm"
+    assert sorted(wrote) == sorted(str(p) for p in folder.iterdir())
     assert json.loads((run / "samplers/gmm/sampler.json").read_text())["options"]["components"] == [
         1,
         2,
