@@ -595,7 +595,14 @@ class TwoStageSampler(Sampler):
                 f"train.seed={int(torch.randint(0, 2**31 - 1, ()).item())}",
             ],
         )
-        train(cfg, folder / "run", progress=False, log=log if log is not None else io.StringIO())
+        # RUN/samplers/NAME/run lies in RUN's own samplers/ folder: the sampler's to write.
+        train(
+            cfg,
+            folder / "run",
+            progress=False,
+            log=log if log is not None else io.StringIO(),
+            _within_run=True,
+        )
         self.second = load(folder / "run", weights="best")
         rows = self.second.metrics
         best = max(rows, key=lambda r: r.get("valid", {}).get("elbo", -math.inf))

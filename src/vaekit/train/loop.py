@@ -81,10 +81,12 @@ from vaekit.rundir import (
     METRICS_FILE,
     RunError,
     atomic_write,
+    check_not_run_file,
     damaged_line_text,
     init_weights,
     metrics_line,
     metrics_lines,
+    no_run_dir,
     python_given,
     read_data_info,
     read_metrics,
@@ -401,6 +403,7 @@ def fit(
     threads: int | None = None,
     device: str | None = None,
     allow_changed_data: bool = False,
+    _within_run: bool = False,
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
@@ -425,7 +428,10 @@ def fit(
     checkpoint is written, and :class:`TrainingError` when training diverges. A resumed
     run is bit-identical to an uninterrupted one at the same thread count and device; a
     resumed run whose data changed since it was trained is refused unless
-    ``allow_changed_data``.
+    ``allow_changed_data``. A new run never starts inside another run's own files
+    (``RUN/checkpoints``, ``RUN/prior``, ...: :func:`vaekit.rundir.check_not_run_file`);
+    ``_within_run`` is for vaekit's own stages, which train into ``RUN/prior`` and
+    ``RUN/samplers/NAME/run``.
 
     Example:
         >>> import numpy as np, vaekit
@@ -436,6 +442,11 @@ def fit(
         2
     """
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise no_run_dir(run_dir, python=True)
+    if not resume and not _within_run:
+        # A run started in RUN/checkpoints or over RUN/model.json would break RUN.
+        check_not_run_file(run_dir, "fit(): the run directory", example=None)
     log = log or sys.stdout
     dist = setup_distributed()
     changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
