@@ -58,7 +58,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import Config, ConfigError, PartConfig, config_to_dict, parse_part
+from vaekit.config import (
+    Config,
+    ConfigError,
+    PartConfig,
+    config_to_dict,
+    parse_part,
+    unnoted_settings,
+)
 from vaekit.data import (
     Dataset,
     Split,
@@ -495,6 +502,12 @@ def _fit(
     allow_changed_data: bool,
 ) -> list[dict[str, Any]]:
     s = setup(given, run_dir, resume, changes, progress, log, dist)
+    if not resume:
+        # Settings that change nothing (vaekit.config.ignored_settings), however the config
+        # was made: load_config has said those of a file already, a Config built in Python
+        # has had no word yet.
+        for why in unnoted_settings(s.cfg, given.cfg).values():
+            s.say(f"note: {why}", err=True)
     data = load_data(s, given, data_dir, allow_changed_data)
     parts = build(s, given, data)
     prog = start_or_resume(s, data, parts)
@@ -742,6 +755,8 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
             f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
             "validation split; set data.valid_fraction (e.g. 0.1) or train.patience=0"
         )
+    if not s.resume:
+        _note_validation(s, ds, source)
     per_rank = len(train) // dist.world_size
     if per_rank == 0:
         raise ConfigError(
@@ -756,6 +771,31 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         steps_per_epoch=math.ceil(per_rank / t.batch_size),
         dynamic=cfg.data.binarize == "dynamic",
     )
+
+
+def _note_validation(s: Session, ds: Dataset, source: Dataset | None) -> None:
+    """Say when a validation setting changes nothing with these data (as a new run starts):
+    ``data.valid_fraction`` beside a validation split of the data's own, which is kept, and
+    ``train.keep_best`` without any validation split, which keeps no best weights."""
+    cfg = s.cfg
+    if source is not None:
+        own = source.valid is not None
+    else:  # the fingerprint counts the splits as loaded, before any were held out
+        own = "valid" in (ds.fingerprint or {}).get("examples", {})
+    if cfg.data.valid_fraction > 0 and own:
+        s.say(
+            f"note: data.valid_fraction={cfg.data.valid_fraction} changes nothing: {ds.name} "
+            f"has a validation split of its own ({len(ds.valid or ())} examples), which is "
+            "used; leave data.valid_fraction out",
+            err=True,
+        )
+    elif cfg.train.keep_best and ds.valid is None:
+        s.say(
+            f"note: {ds.name} has no validation split, so train.keep_best keeps no best "
+            "weights (the result is the last epoch's); set data.valid_fraction (e.g. 0.1) to "
+            "hold one out of train",
+            err=True,
+        )
 
 
 def _check_data_fits(cfg: Config, ds: Dataset) -> None:
