@@ -753,11 +753,14 @@ def cmd_train(a: argparse.Namespace) -> int:
                 "--resume continues a run with its own config; only --epochs, "
                 "--patience, --threads and --device may change"
             )
-        if not Path(a.resume).is_dir():
-            from vaekit.rundir import no_run_dir
+        from vaekit.rundir import RunError, no_run_dir
 
-            raise no_run_dir(a.resume)  # the command line's hint; fit() gives Python's
-        fit(None, a.resume, resume=True, **_resume_settings(a))
+        try:
+            fit(None, a.resume, resume=True, **_resume_settings(a))
+        except RunError:
+            if not Path(a.resume).is_dir():  # fit() says how to make one in Python
+                raise no_run_dir(a.resume) from None
+            raise
         return 0
     overrides = list(a.overrides)
     if a.dataset:
