@@ -473,3 +473,13 @@ def test_help_lists_come_from_the_registries(monkeypatch: pytest.MonkeyPatch) ->
     assert all(name in text("quality") for name in FEATURES)
     with pytest.raises(SystemExit):  # the prior is not fitted
         build_parser().parse_args(["fit-sampler", "RUN", "--sampler", "prior"])
+
+
+def test_report_says_every_file_it_writes(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # report saved RUN/eval-k2.json beside the report without a word.
+    plain, out = runs["plain"], tmp_path / "r.html"
+    assert main(["report", str(plain), "--k", "2", "--out", str(out)]) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert wrote == [f"wrote {plain / 'eval-k2.json'}", f"wrote {out}"]

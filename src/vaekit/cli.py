@@ -1030,7 +1030,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     ds = _run_dataset(a, run)
     if a.out:
         _out_file(a.out, "report.html")
-    out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
+    out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads, log=sys.stdout)
     print(f"wrote {out}")
     _notes(run)
     return 0
