@@ -307,10 +307,11 @@ def test_the_python_api_writes_over_no_run_s_own_files(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Only the command line's --out was checked: vaekit.fit(cfg, "RUN/checkpoints") started
-    # a run inside RUN's checkpoints, save_figures wrote into any folder.
+    # a run inside RUN's checkpoints, save_figures and save_image wrote into any folder.
     from conftest import tiny_config
 
     import vaekit
+    from vaekit.images import save_image
     from vaekit.plots import save_figures
 
     plain = runs["plain"]
@@ -321,6 +322,8 @@ def test_the_python_api_writes_over_no_run_s_own_files(
             vaekit.fit(cfg, target, progress=False, log=io.StringIO())
     with pytest.raises(vaekit.RunError, match="never writes over a run's own files"):
         save_figures({}, plain / "samplers" / "figures")
+    with pytest.raises(vaekit.RunError, match="never writes over a run's own files"):
+        save_image(np.zeros((8, 8)), plain / "checkpoints" / "x.png")
     assert _digests(plain) == before
     assert not (plain / "checkpoints" / "new").exists() and not (plain / "prior").exists()
     assert not (plain / "samplers").exists()
