@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -283,6 +284,14 @@ def test_no_out_writes_over_a_run_s_own_files(
         assert " of the run " in err, (args, err)
     assert {r: _digests(r) for r in (plain, cvae)} == before
     assert not (plain / "checkpoints" / "new").exists()
+    # Every command that takes --out is among the cases above (a new one must join them).
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    takes_out = {
+        name
+        for name, p in sub.choices.items()
+        if any("--out" in a.option_strings for a in p._actions)
+    }
+    assert takes_out == {str(args[0]) for args in cases}
     # Results of the run's own kind beside its files are fine, and a run's second stage is a
     # run of its own whose free names are free.
     assert (
@@ -292,6 +301,59 @@ def test_no_out_writes_over_a_run_s_own_files(
         == 0
     )
     capsys.readouterr()
+
+
+def test_the_python_api_writes_over_no_run_s_own_files(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the command line's --out was checked: vaekit.fit(cfg, "RUN/checkpoints") started
+    # a run inside RUN's checkpoints, save_figures and save_image wrote into any folder.
+    from conftest import tiny_config
+
+    import vaekit
+    from vaekit.images import save_image
+    from vaekit.plots import save_figures
+
+    plain = runs["plain"]
+    before = _digests(plain)
+    cfg = tiny_config("train.epochs=1")
+    for target in (plain / "checkpoints" / "new", plain / "model.json", plain / "prior"):
+        with pytest.raises(vaekit.RunError, match="never writes over a run's own files"):
+            vaekit.fit(cfg, target, progress=False, log=io.StringIO())
+    with pytest.raises(vaekit.RunError, match="never writes over a run's own files"):
+        save_figures({}, plain / "samplers" / "figures")
+    with pytest.raises(vaekit.RunError, match="never writes over a run's own files"):
+        save_image(np.zeros((8, 8)), plain / "checkpoints" / "x.png")
+    assert _digests(plain) == before
+    assert not (plain / "checkpoints" / "new").exists() and not (plain / "prior").exists()
+    assert not (plain / "samplers").exists()
+    assert save_figures({}, plain / "plots") == []  # the run's plots/ folder is free
+
+
+def test_resume_of_a_missing_run_says_how_to_make_one_from_where_it_was_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # fit(None, DIR, resume=True) on nothing suggested `vaekit train --out DIR`.
+    import vaekit
+
+    missing = tmp_path / "missing"
+    with pytest.raises(vaekit.RunError, match="does not exist") as e:
+        vaekit.fit(None, missing, resume=True)
+    assert f"`vaekit.fit(config_or_model, {str(missing)!r})`" in str(e.value)
+    assert "vaekit train" not in str(e.value)
+    err = _fails(["train", "--resume", str(missing)], capsys)
+    assert f"`vaekit train --out {missing}`" in err and "vaekit.fit" not in err
+    assert not missing.exists()
+
+
+def test_evaluate_needs_two_examples_and_says_so_first(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --limit 1 failed inside the active units' count (and its standard errors were NaN).
+    plain = runs["plain"]
+    err = _fails(["evaluate", str(plain), "--k", "2", "--limit", "1"], capsys)
+    assert "limit=1 keeps 1 example(s); an evaluation needs 2 or more" in err
+    assert not (plain / "eval-n1-k2.json").exists()
 
 
 def test_train_out_naming_a_file_says_so(
@@ -414,3 +476,13 @@ def test_help_lists_come_from_the_registries(monkeypatch: pytest.MonkeyPatch) ->
     assert all(name in text("quality") for name in FEATURES)
     with pytest.raises(SystemExit):  # the prior is not fitted
         build_parser().parse_args(["fit-sampler", "RUN", "--sampler", "prior"])
+
+
+def test_report_says_every_file_it_writes(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # report saved RUN/eval-k2.json beside the report without a word.
+    plain, out = runs["plain"], tmp_path / "r.html"
+    assert main(["report", str(plain), "--k", "2", "--out", str(out)]) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert wrote == [f"wrote {plain / 'eval-k2.json'}", f"wrote {out}"]

@@ -493,6 +493,32 @@ def test_settings_that_take_effect_are_not_noted(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().err == ""
 
 
+def test_a_python_config_s_settings_that_change_nothing_are_noted_once_as_a_run_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only load_config looked: vaekit.fit(Config(...)) built in Python had no word.
+    import dataclasses
+    import io
+
+    from conftest import tiny_config
+
+    import vaekit
+
+    cfg = tiny_config("train.epochs=1")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=10))
+    capsys.readouterr()
+    vaekit.fit(cfg, tmp_path / "py", progress=False, log=io.StringIO())
+    assert capsys.readouterr().err.count("note: model.num_classes=10 changes nothing") == 1
+    # A file's setting: load_config says it, and the trainer does not say it again.
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert main(["train", "-c", str(path), "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().err.count("note: model.num_classes=10 changes nothing") == 1
+    # Resuming says nothing more.
+    vaekit.fit(None, tmp_path / "py", resume=True, epochs=2, progress=False, log=io.StringIO())
+    assert "changes nothing" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", list(ONE_PER_KIND))
 def test_an_option_of_a_part_the_file_names_alone(tmp_path: Path, kind: str) -> None:
     # `objective: iwae` in a file, then --set objective.samples=5: the option goes beside

@@ -153,7 +153,12 @@ def test_two_stage_sampler_trains_a_second_vaekit_run(run_dir: Path, tmp_path: P
 
     shutil.copytree(run_dir, tmp_path / "run")
     run = vaekit.load(tmp_path / "run")
-    s = fit_sampler(run, "two-stage", {"epochs": 2, "hidden": [16]})
+    log = io.StringIO()
+    # The second run lies in RUN/samplers, which only the sampler itself may train into.
+    s = fit_sampler(run, "two-stage", {"epochs": 2, "hidden": [16]}, log=log)
+    folder = tmp_path / "run" / "samplers" / "two-stage"
+    wrote = {line[6:] for line in log.getvalue().splitlines() if line.startswith("wrote ")}
+    assert wrote == {str(p) for p in folder.iterdir()}
     second = vaekit.load(tmp_path / "run" / "samplers" / "two-stage" / "run")
     # Dai & Wipf: the second latent is as wide as the first; a learned Gaussian scale.
     assert second.latent_dim == run.latent_dim and second.data_shape == (run.latent_dim,)
@@ -217,6 +222,10 @@ def test_cli_sample_with_a_sampler_and_fit_sampler(
     assert "fitting the gmm sampler" in capsys.readouterr().err
     assert np.load(out).shape == (5, 1, 8, 8)
     assert main(["fit-sampler", str(run), "--sampler", "gmm", "--option", "components=[1, 2]"]) == 0
+    # One `wrote PATH` line per file, as every command prints them (not "saved ... in DIR").
+    wrote = [line[6:] for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    folder = run / "samplers" / "gmm"
+    assert sorted(wrote) == sorted(str(p) for p in folder.iterdir())
     assert json.loads((run / "samplers/gmm/sampler.json").read_text())["options"]["components"] == [
         1,
         2,

@@ -199,3 +199,36 @@ def test_iwae_runs_keep_the_epoch_with_the_best_validation_iwae_bound(tmp_path: 
             best, score = row["epoch"], row["valid"]["iwae"]
         want.append(best)
     assert [r["best_epoch"] for r in rows] == want
+
+
+def test_validation_settings_that_change_nothing_are_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # data.valid_fraction beside the data's own validation split, and train.keep_best
+    # without any validation split, changed nothing without a word.
+    from conftest import tiny_config
+
+    from vaekit.data import load_dataset
+
+    ds = load_dataset("digits")
+    own = {
+        "train": (ds.train.x[:200].numpy(), None),
+        "valid": (ds.train.x[200:250].numpy(), None),
+        "test": (ds.test.x[:50].numpy(), None),
+    }
+    quiet = {"progress": False, "log": io.StringIO()}
+    fit(tiny_config("train.epochs=1", VALID), tmp_path / "own", data=own, **quiet)
+    err = capsys.readouterr().err
+    assert (
+        "data.valid_fraction=0.25 changes nothing: <python> has a validation split of its own"
+        in err
+    )
+    assert "keep_best" not in err
+    train_tiny(tmp_path / "none", "train.epochs=1")
+    assert (
+        "no validation split, so train.keep_best keeps no best weights" in capsys.readouterr().err
+    )
+    # Held out of train, or turned off: nothing to say.
+    train_tiny(tmp_path / "held", "train.epochs=1", VALID)
+    train_tiny(tmp_path / "off", "train.epochs=1", "train.keep_best=false")
+    assert capsys.readouterr().err == ""

@@ -790,7 +790,14 @@ def cmd_train(a: argparse.Namespace) -> int:
                 "--resume continues a run with its own config; only --epochs, "
                 "--patience, --threads and --device may change"
             )
-        fit(None, a.resume, resume=True, **_resume_settings(a))
+        from vaekit.rundir import RunError, no_run_dir
+
+        try:
+            fit(None, a.resume, resume=True, **_resume_settings(a))
+        except RunError:
+            if not Path(a.resume).is_dir():  # fit() says how to make one in Python
+                raise no_run_dir(a.resume) from None
+            raise
         return 0
     overrides = list(a.overrides)
     if a.dataset:
@@ -1060,7 +1067,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     ds = _run_dataset(a, run)
     if a.out:
         _out_file(a.out, "report.html")
-    out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads)
+    out = write_report(run, k=a.k, out=a.out, dataset=ds, threads=a.threads, log=sys.stdout)
     print(f"wrote {out}")
     _notes(run)
     return 0

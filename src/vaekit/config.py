@@ -65,6 +65,7 @@ __all__ = [
     "config_to_dict",
     "apply_overrides",
     "ignored_settings",
+    "unnoted_settings",
     "migrate_legacy",
     "composition",
 ]
@@ -1045,7 +1046,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         data = apply_overrides(data, overrides, notes)
         cfg = config_from_dict(data)
         typed = [".".join(_override_path(item)) for item in overrides]
-        for key, why in ignored_settings(cfg).items():
+        ignored = ignored_settings(cfg)
+        for key, why in ignored.items():
             if any(t == key or t.startswith(key + ".") for t in typed):
                 raise ConfigError(why)
             notes.append(why)
@@ -1053,7 +1055,24 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         _say(notes)  # a part replaced may explain the error
         raise ConfigError(f"{e}{where}") from None
     _say(notes)
+    # vaekit.fit notes what a config ignores when a run starts; these are said already.
+    setattr(cfg, _NOTED, frozenset(ignored))
     return cfg
+
+
+# The keys of ignored_settings that load_config has noted for the Config it returned (an
+# attribute of that object only: a copy made by dataclasses.replace or from a dict is a
+# config of its own, noted afresh).
+_NOTED = "_vaekit_noted_settings"
+
+
+def unnoted_settings(cfg: Config, source: object = None) -> dict[str, str]:
+    """:func:`ignored_settings` of ``cfg`` that nobody has noted yet: all of them for a
+    config built in Python, none of those :func:`load_config` printed for it (or for
+    ``source``, the config ``cfg`` was made from). The trainer notes these when a new run
+    starts, so that every way of making a config is checked, and each setting is noted once."""
+    said: frozenset[str] = getattr(source if source is not None else cfg, _NOTED, frozenset())
+    return {k: v for k, v in ignored_settings(cfg).items() if k not in said}
 
 
 def ignored_settings(cfg: Config) -> dict[str, str]:

@@ -798,6 +798,14 @@ def evaluate_run(
     whole = len(part)
     if limit:
         part = limit_split(part, limit, seed)
+    if len(part) < 2:
+        # Checked before anything is computed: the standard errors and the active units are
+        # spreads over examples, which one example cannot give.
+        asked = f"limit={limit} keeps" if limit else f"the {split} split holds"
+        raise UsageError(
+            f"{asked} {len(part)} example(s); an evaluation needs 2 or more (its standard "
+            "errors and active units are spreads over examples): ask for a larger limit"
+        )
     m = run.model
     d = int(np.prod(m.data_shape))
     result: dict[str, Any] = result_header(run, ds.name, split, len(part)) | {"k": k}

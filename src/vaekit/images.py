@@ -67,15 +67,17 @@ def save_image(
 
     ``scale`` enlarges every pixel to a ``scale x scale`` block. ``row_labels`` (one per
     grid row: the grid's height is split into that many equal bands) are written in a
-    white margin on the left. The file is written atomically.
+    white margin on the left. The file is written atomically, never inside a run
+    directory's own folders (``RUN/checkpoints/x.png``: :func:`vaekit.rundir.check_not_run_file`).
     """
     from PIL import Image, ImageDraw
 
-    from vaekit.rundir import atomic_write
+    from vaekit.rundir import atomic_write, check_not_run_file
 
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"{path}: images are written as {', '.join(IMAGE_SUFFIXES)}")
+    check_not_run_file(path, "save_image: path", "samples.png")
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)

@@ -53,7 +53,7 @@ from vaekit.errors import UsageError
 from vaekit.hierarchy import FIGURES as LAYER_FIGURES
 from vaekit.images import image_grid, to_images
 from vaekit.parts import ObjectiveAbilities
-from vaekit.rundir import Run, atomic_write, part_labels
+from vaekit.rundir import Run, atomic_write, check_not_run_file, part_labels
 
 __all__ = [
     "FIGURES",
@@ -1230,13 +1230,14 @@ def run_figures(
 
 
 def save_figures(figures: Mapping[str, Figure], out_dir: str | Path, dpi: int = 100) -> list[Path]:
-    """Write each figure as ``out_dir/NAME.png`` (atomically); returns the paths."""
-    out = Path(out_dir)
+    """Write each figure as ``out_dir/NAME.png`` (atomically); returns the paths. A folder
+    or file that a run directory owns (``RUN/checkpoints``, ``RUN/model.json``, ...) is
+    refused before anything is written, as the command line's ``--out`` is
+    (:func:`vaekit.rundir.check_not_run_file`); ``RUN/plots`` is free."""
+    out = check_not_run_file(out_dir, "save_figures: out_dir", "plots")
+    paths = [out / f"{name}.png" for name in figures]  # no file a run owns ends in .png
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures.items():
-        path = out / f"{name}.png"
+    for path, fig in zip(paths, figures.values(), strict=True):
         with atomic_write(path, "wb") as f:
             fig.savefig(f, dpi=dpi, format="png")
-        paths.append(path)
     return paths

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 from matplotlib.figure import Figure
@@ -114,11 +114,12 @@ def load_or_evaluate(
     data_dir: str | None = None,
     threads: int | None = None,
     default_k: int = 100,
+    log: TextIO | None = None,
 ) -> dict[str, Any]:
     """The run's evaluation: when ``k`` is None, the most thorough one saved for these
     weights (:func:`vaekit.rundir.saved_evaluation`); else, or when there is none, a new
     evaluation with ``k`` (default ``default_k``) importance samples, saved beside the
-    others (``eval-k100.json``, say)."""
+    others (``eval-k100.json``, say; ``wrote PATH`` to ``log``)."""
     from vaekit.evaluate import evaluate_run
 
     if k is None:
@@ -129,8 +130,16 @@ def load_or_evaluate(
     result = evaluate_run(
         run, k=k, dataset=dataset, data_dir=data_dir, threads=threads, progress=False
     )
-    write_json(run.dir / eval_file_name(run, k=k), result)
+    path = run.dir / eval_file_name(run, k=k)
+    write_json(path, result)
+    _wrote(path, log)
     return result
+
+
+def _wrote(path: Path, log: TextIO | None) -> None:
+    """Every file written is said, as the command line says each of its own."""
+    if log is not None:
+        print(f"wrote {path}", file=log)
 
 
 def _png_data_uri(fig: Figure, dpi: int = 90) -> str:
@@ -488,7 +497,7 @@ def _disentanglement_section(result: Mapping[str, Any] | None, dpi: int) -> str:
 
 
 def load_or_score_disentanglement(
-    run: Run, dataset: Dataset, threads: int | None = None
+    run: Run, dataset: Dataset, threads: int | None = None, log: TextIO | None = None
 ) -> dict[str, Any] | None:
     """A saved ``vaekit evaluate --disentanglement`` result for these weights (the full
     protocol's before a quick one), else a quick one, saved; None for data without factors."""
@@ -517,7 +526,9 @@ def load_or_score_disentanglement(
     result = evaluate_disentanglement(
         run, dataset=dataset, protocol=Protocol.quick(), threads=threads
     )
-    write_json(run.dir / disentanglement_file_name(run, quick=True), result)
+    path = run.dir / disentanglement_file_name(run, quick=True)
+    write_json(path, result)
+    _wrote(path, log)
     return result
 
 
@@ -529,18 +540,20 @@ def write_report(
     dataset: Dataset | None = None,
     data_dir: str | None = None,
     threads: int | None = None,
+    log: TextIO | None = None,
 ) -> Path:
     """Evaluate (or reuse the run's most thorough saved evaluation), draw every applicable figure, and write the
-    report (default RUN/report.html). Returns its path."""
+    report (default RUN/report.html). Returns its path; an evaluation it saves in the run
+    directory is said to ``log`` (``wrote PATH``)."""
     from vaekit.plots import applicable_figures, run_figures
 
     if out is not None:  # before the long part: never over a run's own files
         check_not_run_file(out, "out", "report.html")
     ds = dataset if dataset is not None else run.dataset(data_dir)
-    results = load_or_evaluate(run, k=k, dataset=ds, threads=threads)
+    results = load_or_evaluate(run, k=k, dataset=ds, threads=threads, log=log)
     figures = run_figures(run, ds)
     skipped = {n: why for n, why in applicable_figures(run, ds).items() if why is not None}
-    scores = load_or_score_disentanglement(run, ds, threads)
+    scores = load_or_score_disentanglement(run, ds, threads, log=log)
     text = render_report(run, results, figures, skipped, disentanglement=scores)
     path = Path(out) if out is not None else run.dir / "report.html"
     with atomic_write(path, "w") as f:

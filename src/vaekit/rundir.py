@@ -118,6 +118,7 @@ __all__ = [
     "is_run_dir",
     "run_file_owner",
     "check_not_run_file",
+    "no_run_dir",
 ]
 
 
@@ -160,11 +161,11 @@ def run_lock(
             break
         created.append(folder)
     if created and not create:
-        raise _no_run_dir(run_dir)
+        raise no_run_dir(run_dir)
     # The innermost folder that is there must be a folder (not a file named like the run).
     there = run_dir.parents[len(created) - 1] if created else run_dir
     if there.exists() and not there.is_dir():
-        raise _not_a_folder(run_dir, there) if create else _no_run_dir(run_dir)
+        raise _not_a_folder(run_dir, there) if create else no_run_dir(run_dir)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no flock; run without a lock
@@ -934,15 +935,20 @@ def _not_a_folder(run_dir: Path, file: Path) -> RunError:
     )
 
 
-def _no_run_dir(run_dir: str | os.PathLike[str]) -> RunError:
+def no_run_dir(run_dir: str | os.PathLike[str], python: bool = False) -> RunError:
+    """There is no run directory at ``run_dir`` (nothing, or a file): the error, with how to
+    make one from where the caller is (``python``: :func:`vaekit.fit`, else the command line)."""
+    make = "vaekit.fit" if python else "`vaekit train --out`"
     if Path(run_dir).exists():
         return RunError(
-            f"{str(run_dir)!r} is a file, not a run directory; give the folder that "
-            "`vaekit train --out` wrote"
+            f"{str(run_dir)!r} is a file, not a run directory; give the folder that {make} wrote"
         )
-    return RunError(
-        f"run directory {str(run_dir)!r} does not exist; train one with `vaekit train --out {run_dir}`"
+    how = (
+        f"`vaekit.fit(config_or_model, {str(run_dir)!r})` (without resume=True)"
+        if python
+        else f"`vaekit train --out {run_dir}`"
     )
+    return RunError(f"run directory {str(run_dir)!r} does not exist; train one with {how}")
 
 
 def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
@@ -957,7 +963,7 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Config:
             "`vaekit train --out RUN` wrote (it holds config.json and model.json)"
         )
     if not Path(run_dir).is_dir():
-        raise _no_run_dir(run_dir)
+        raise no_run_dir(run_dir)
     path = Path(run_dir) / "config.json"
     try:
         return config_from_dict(_read_json(path, "the resolved config"))

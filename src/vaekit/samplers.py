@@ -217,20 +217,22 @@ class Sampler(ABC):
         self.mean, self.std = self.mean.float(), self.std.float()
         return self
 
-    def save(self, folder: Path, extra: Mapping[str, Any] | None = None) -> None:
-        """Write the fitted sampler into ``folder`` (``sampler.json`` last: a complete set)."""
+    def save(self, folder: Path, extra: Mapping[str, Any] | None = None) -> list[Path]:
+        """Write the fitted sampler into ``folder`` (``sampler.json`` last: a complete set);
+        returns the paths written."""
         from safetensors.torch import save_file
 
         from vaekit.rundir import write_json
 
         assert self.mean is not None and self.std is not None
         folder.mkdir(parents=True, exist_ok=True)
-        self._save(folder)
+        written = self._save(folder)
         tmp = folder / ".standardise.safetensors.tmp"
         save_file({"mean": self.mean.contiguous(), "std": self.std.contiguous()}, str(tmp))
         tmp.replace(folder / "standardise.safetensors")
         self.info.update(extra or {})
         write_json(folder / _INFO, self.info)
+        return [*written, folder / "standardise.safetensors", folder / _INFO]
 
     @classmethod
     def load(cls, folder: Path) -> Sampler:
@@ -260,7 +262,8 @@ class Sampler(ABC):
         """``n`` standardised codes at temperature ``t``."""
 
     @abstractmethod
-    def _save(self, folder: Path) -> None: ...
+    def _save(self, folder: Path) -> list[Path]:
+        """Write what the sampler learned into ``folder``; return the paths written."""
 
     @abstractmethod
     def _load(self, folder: Path) -> None: ...
@@ -288,7 +291,7 @@ class PriorSampler(Sampler):
     def _draw(self, n: int, t: float) -> Tensor:  # pragma: no cover - sample() is overridden
         raise NotImplementedError
 
-    def _save(self, folder: Path) -> None:  # pragma: no cover - never saved
+    def _save(self, folder: Path) -> list[Path]:  # pragma: no cover - never saved
         raise NotImplementedError
 
     def _load(self, folder: Path) -> None:  # pragma: no cover - never saved
@@ -386,11 +389,12 @@ class GMMSampler(Sampler):
         eps = torch.randn(n, self.means.shape[1], dtype=torch.float64)
         return self.means[k] + t * (self.scale_tril[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
-    def _save(self, folder: Path) -> None:
+    def _save(self, folder: Path) -> list[Path]:
         from safetensors.torch import save_file
 
         tensors = {"weights": self.weights, "means": self.means, "covariances": self.covariances}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "gmm.safetensors"))
+        return [folder / "gmm.safetensors"]
 
     def _load(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -502,10 +506,11 @@ class FlowSampler(Sampler):
         u = dist.base.sample((n,)) * t
         return dist.transform.inv(u).double()
 
-    def _save(self, folder: Path) -> None:
+    def _save(self, folder: Path) -> list[Path]:
         from vaekit.rundir import save_weights
 
         save_weights(folder / "flow.safetensors", self.flow)
+        return [folder / "flow.safetensors"]
 
     def _load(self, folder: Path) -> None:
         from vaekit.rundir import load_weights
@@ -590,7 +595,14 @@ class TwoStageSampler(Sampler):
                 f"train.seed={int(torch.randint(0, 2**31 - 1, ()).item())}",
             ],
         )
-        train(cfg, folder / "run", progress=False, log=log if log is not None else io.StringIO())
+        # RUN/samplers/NAME/run lies in RUN's own samplers/ folder: the sampler's to write.
+        train(
+            cfg,
+            folder / "run",
+            progress=False,
+            log=log if log is not None else io.StringIO(),
+            _within_run=True,
+        )
         self.second = load(folder / "run", weights="best")
         rows = self.second.metrics
         best = max(rows, key=lambda r: r.get("valid", {}).get("elbo", -math.inf))
@@ -605,8 +617,9 @@ class TwoStageSampler(Sampler):
         u = tempered(self.second.prior, t).sample((n,))
         return self.second.generate(u).double()
 
-    def _save(self, folder: Path) -> None:
-        pass  # the second stage's run directory is written by the trainer
+    def _save(self, folder: Path) -> list[Path]:
+        # Written as it was fitted: the codes, and the second stage's run directory.
+        return [folder / "codes.npz", folder / "run"]
 
     def _load(self, folder: Path) -> None:
         from vaekit.rundir import load
@@ -662,7 +675,7 @@ def fit_sampler(
     if log is not None:
         print(f"fitting the {name} sampler of {run.dir} ...", file=log)
     sampler.fit(latent_codes(run, dataset, seed), log=log, seed=seed)
-    sampler.save(
+    written = sampler.save(
         folder,
         {
             "weights": run.weights,
@@ -671,7 +684,10 @@ def fit_sampler(
         },
     )
     if log is not None:
-        print(f"saved the {sampler.label} sampler in {folder}", file=log)
+        # One line per file written, as every command prints them.
+        print(f"saved the {sampler.label} sampler", file=log)
+        for path in written:
+            print(f"wrote {path}", file=log)
     return sampler
 
 

@@ -154,7 +154,7 @@ def train_prior(
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
     )
-    return fit(cfg, stage, **common)
+    return fit(cfg, stage, _within_run=True, **common)  # RUN/prior is RUN's own folder
 
 
 def stage_note(run_dir: str | os.PathLike[str]) -> str | None:

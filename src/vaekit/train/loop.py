@@ -58,7 +58,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import Config, ConfigError, PartConfig, config_to_dict, parse_part
+from vaekit.config import (
+    Config,
+    ConfigError,
+    PartConfig,
+    config_to_dict,
+    parse_part,
+    unnoted_settings,
+)
 from vaekit.data import (
     Dataset,
     Split,
@@ -81,10 +88,12 @@ from vaekit.rundir import (
     METRICS_FILE,
     RunError,
     atomic_write,
+    check_not_run_file,
     damaged_line_text,
     init_weights,
     metrics_line,
     metrics_lines,
+    no_run_dir,
     python_given,
     read_data_info,
     read_metrics,
@@ -401,6 +410,7 @@ def fit(
     threads: int | None = None,
     device: str | None = None,
     allow_changed_data: bool = False,
+    _within_run: bool = False,
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """Train (or resume) a run and return its metrics, one dict per epoch.
@@ -425,7 +435,10 @@ def fit(
     checkpoint is written, and :class:`TrainingError` when training diverges. A resumed
     run is bit-identical to an uninterrupted one at the same thread count and device; a
     resumed run whose data changed since it was trained is refused unless
-    ``allow_changed_data``.
+    ``allow_changed_data``. A new run never starts inside another run's own files
+    (``RUN/checkpoints``, ``RUN/prior``, ...: :func:`vaekit.rundir.check_not_run_file`);
+    ``_within_run`` is for vaekit's own stages, which train into ``RUN/prior`` and
+    ``RUN/samplers/NAME/run``.
 
     Example:
         >>> import numpy as np, vaekit
@@ -436,6 +449,11 @@ def fit(
         2
     """
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise no_run_dir(run_dir, python=True)
+    if not resume and not _within_run:
+        # A run started in RUN/checkpoints or over RUN/model.json would break RUN.
+        check_not_run_file(run_dir, "fit(): the run directory", example=None)
     log = log or sys.stdout
     dist = setup_distributed()
     changes = {"epochs": epochs, "patience": patience, "threads": threads, "device": device}
@@ -484,6 +502,12 @@ def _fit(
     allow_changed_data: bool,
 ) -> list[dict[str, Any]]:
     s = setup(given, run_dir, resume, changes, progress, log, dist)
+    if not resume:
+        # Settings that change nothing (vaekit.config.ignored_settings), however the config
+        # was made: load_config has said those of a file already, a Config built in Python
+        # has had no word yet.
+        for why in unnoted_settings(s.cfg, given.cfg).values():
+            s.say(f"note: {why}", err=True)
     data = load_data(s, given, data_dir, allow_changed_data)
     parts = build(s, given, data)
     prog = start_or_resume(s, data, parts)
@@ -731,6 +755,8 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
             f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
             "validation split; set data.valid_fraction (e.g. 0.1) or train.patience=0"
         )
+    if not s.resume:
+        _note_validation(s, ds, source)
     per_rank = len(train) // dist.world_size
     if per_rank == 0:
         raise ConfigError(
@@ -745,6 +771,31 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         steps_per_epoch=math.ceil(per_rank / t.batch_size),
         dynamic=cfg.data.binarize == "dynamic",
     )
+
+
+def _note_validation(s: Session, ds: Dataset, source: Dataset | None) -> None:
+    """Say when a validation setting changes nothing with these data (as a new run starts):
+    ``data.valid_fraction`` beside a validation split of the data's own, which is kept, and
+    ``train.keep_best`` without any validation split, which keeps no best weights."""
+    cfg = s.cfg
+    if source is not None:
+        own = source.valid is not None
+    else:  # the fingerprint counts the splits as loaded, before any were held out
+        own = "valid" in (ds.fingerprint or {}).get("examples", {})
+    if cfg.data.valid_fraction > 0 and own:
+        s.say(
+            f"note: data.valid_fraction={cfg.data.valid_fraction} changes nothing: {ds.name} "
+            f"has a validation split of its own ({len(ds.valid or ())} examples), which is "
+            "used; leave data.valid_fraction out",
+            err=True,
+        )
+    elif cfg.train.keep_best and ds.valid is None:
+        s.say(
+            f"note: {ds.name} has no validation split, so train.keep_best keeps no best "
+            "weights (the result is the last epoch's); set data.valid_fraction (e.g. 0.1) to "
+            "hold one out of train",
+            err=True,
+        )
 
 
 def _check_data_fits(cfg: Config, ds: Dataset) -> None:
