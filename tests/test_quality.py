@@ -138,6 +138,26 @@ def test_domain_network_is_trained_once_then_read_from_the_cache(
         domain_features(ds, binarize="static", cache=tmp_path)
 
 
+def test_domain_network_is_the_same_whatever_the_global_random_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The network is the yardstick of every domain FID under its cache key: two trainings
+    # (another machine, an emptied cache) must give the same one, whatever the caller drew
+    # from torch's global generator before. Its initial weights used to come from there.
+    import vaekit.quality as quality
+
+    monkeypatch.setattr(quality, "DOMAIN_STEPS", 1)
+    monkeypatch.setattr(quality, "DOMAIN_EPOCHS", 1)
+    ds = load_dataset("digits")
+    ds.fingerprint = data_fingerprint(ds)
+    nets = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        nets.append(domain_features(ds, cache=tmp_path / str(state)).net.state_dict())
+    assert nets[0].keys() == nets[1].keys()
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+
+
 def test_domain_network_needs_labels(tmp_path: Path) -> None:
     ds = load_dataset("digits")
     ds.fingerprint = data_fingerprint(ds)

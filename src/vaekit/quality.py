@@ -311,11 +311,11 @@ def domain_features(
     folder = Path(cache) if cache is not None else cache_dir() / "features"
     stem = f"domain-{Path(ds.name).name}-{_domain_key(ds, binarize, seed)}"
     weights, info_file = folder / f"{stem}.safetensors", folder / f"{stem}.json"
-    net = DomainNet(ds.shape, ds.num_classes)
     if weights.is_file() and info_file.is_file():
         try:
-            net.load_state_dict(load_file(str(weights)))
-            return DomainFeatures(net, json.loads(info_file.read_text()))
+            cached = DomainNet(ds.shape, ds.num_classes)
+            cached.load_state_dict(load_file(str(weights)))
+            return DomainFeatures(cached, json.loads(info_file.read_text()))
         except (OSError, ValueError, RuntimeError):
             pass  # a damaged cache entry is trained again
     if log is not None:
@@ -326,6 +326,10 @@ def domain_features(
         x, y = torch.cat([x, ds.valid.x]), torch.cat([y, ds.valid.y])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
+        # Initialised under the seed too: built before it, its weights came from whatever
+        # state the global generator was in, and every training gave another network (and
+        # other FIDs) under the same cache key.
+        net = DomainNet(ds.shape, ds.num_classes)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         net.train()
         epochs = max(DOMAIN_EPOCHS, math.ceil(DOMAIN_STEPS / math.ceil(len(x) / 128)))
