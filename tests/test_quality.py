@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import train_tiny
 from test_data_download import Server, server  # noqa: F401 - the local HTTP server fixture
 
 from vaekit.data import DataError, load_dataset
@@ -136,6 +137,40 @@ def test_domain_network_is_trained_once_then_read_from_the_cache(
     # Binarized data get a network of their own.
     with pytest.raises(TypeError):
         domain_features(ds, binarize="static", cache=tmp_path)
+
+
+def test_domain_network_is_the_same_whatever_the_global_random_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The network is the yardstick of every domain FID under its cache key: two trainings
+    # (another machine, an emptied cache) must give the same one, whatever the caller drew
+    # from torch's global generator before. Its initial weights used to come from there.
+    import vaekit.quality as quality
+
+    monkeypatch.setattr(quality, "DOMAIN_STEPS", 1)
+    monkeypatch.setattr(quality, "DOMAIN_EPOCHS", 1)
+    ds = load_dataset("digits")
+    ds.fingerprint = data_fingerprint(ds)
+    nets = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        nets.append(domain_features(ds, cache=tmp_path / str(state)).net.state_dict())
+    assert nets[0].keys() == nets[1].keys()
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+
+
+def test_a_dynamically_binarized_run_is_scored_on_binary_training_images(tmp_path: Path) -> None:
+    # Dynamic binarization leaves the training split grey (the trainer draws each batch)
+    # while the test split holds one binary draw: the domain network and the data row
+    # must see binary training images too, not their grey means.
+    import vaekit
+    from vaekit.quality import reference_data
+
+    run = vaekit.load(train_tiny(tmp_path / "run", "data.binarize=dynamic", "train.epochs=1"))
+    ds = reference_data(run)
+    assert set(ds.test.x.unique().tolist()) == {0.0, 1.0}
+    assert set(ds.train.x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(reference_data(run).train.x, ds.train.x)  # one seeded draw
 
 
 def test_domain_network_needs_labels(tmp_path: Path) -> None:
