@@ -333,3 +333,14 @@ def test_a_file_is_not_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFix
     run = train_on(sorted_table(tmp_path / "t.csv"), tmp_path / "run")
     assert main(["evaluate", str(run / "config.json")]) == 2
     assert "is a file, not a run directory" in capsys.readouterr().err
+
+
+def test_model_view_is_one_seeded_draw_for_dynamic_binarization_only() -> None:
+    from vaekit.data import model_view
+
+    grey = Split(torch.rand(50, 1, 4, 4), torch.arange(50))
+    assert model_view(grey, "none", 0) is grey
+    drawn = model_view(grey, "dynamic", 3)
+    assert set(drawn.x.unique().tolist()) == {0.0, 1.0} and drawn.y is grey.y
+    assert torch.equal(model_view(grey, "dynamic", 3).x, drawn.x)
+    assert not torch.equal(model_view(grey, "dynamic", 4).x, drawn.x)

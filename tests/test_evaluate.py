@@ -531,3 +531,25 @@ def test_threads_hold_the_blas_and_openmp_pools_too_and_restore_them() -> None:
             assert set(pools().values()) == {1}, pools()
         assert pools() == outside
     assert torch.get_num_threads() == torch_before
+
+
+def test_latent_classifier_of_a_dynamically_binarized_run_is_fitted_on_binary_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test split of a dynamically binarized run holds one binary draw, its training
+    # split grey images: the classifier must be fitted on what the encoder saw in training.
+    import vaekit.evaluate as ev
+
+    run = vaekit.load(train_tiny(tmp_path / "run", "data.binarize=dynamic", "train.epochs=1"))
+    seen: list[Tensor] = []
+    means = ev.latent_means
+
+    def spy(model: Any, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        seen.append(x)
+        return means(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "latent_means", spy)
+    result = ev.evaluate_run(run, k=2, limit=50)
+    assert result["classifier"] is not None
+    assert len(seen) >= 2  # the test split's means and the training split's
+    assert all(set(x.unique().tolist()) == {0.0, 1.0} for x in seen)

@@ -305,3 +305,27 @@ def test_cli_quality_names_its_network(
         "prior",
         "gmm",
     }
+
+
+def test_codes_of_a_dynamically_binarized_run_are_of_binary_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trainer draws binary pixels each batch and leaves the training split grey: the
+    # samplers must be fitted (and selected) on codes of what the encoder saw, one seeded
+    # binary draw, not of grey images it never saw.
+    import vaekit.evaluate
+    from vaekit.samplers import latent_codes
+
+    run = vaekit.load(train_tiny(tmp_path / "run", "data.binarize=dynamic", "train.epochs=1"))
+    seen: list[torch.Tensor] = []
+    means = vaekit.evaluate.latent_means
+
+    def spy(model: object, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(x)
+        return means(model, x, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vaekit.evaluate, "latent_means", spy)
+    codes = latent_codes(run)
+    assert len(seen) == 2
+    assert all(set(x.unique().tolist()) == {0.0, 1.0} for x in seen)
+    assert torch.equal(latent_codes(run).fit, codes.fit)  # one seeded draw

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
 
-from vaekit.data import Dataset, Split, limit_split
+from vaekit.data import Dataset, Split, limit_split, model_view
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.errors import UsageError
 from vaekit.model import VAE
@@ -902,6 +902,9 @@ def evaluate_run(
                     np.random.default_rng(seed).choice(len(train), 20000, replace=False)
                 )
                 train = Split(train.x[idx], None if train.y is None else train.y[idx])
+            # Fitted on the images the encoder saw, as its test split is: a dynamically
+            # binarized run's training split is grey, its test split one binary draw.
+            train = model_view(train, run.config.data.binarize, run.config.train.seed)
             # Both sides with the same number of draws: for flow and implicit posteriors the
             # means carry Monte Carlo noise, and a classifier fitted on noisier train means
             # than its test means would be scored on a shifted input.

@@ -370,18 +370,16 @@ def reference_data(
     """The run's dataset with its whole training split (no validation holdout, no
     ``data.limit``), so the domain network of a dataset is the same for every run; with
     ``data.binarize: dynamic``, one seeded binary draw of it, as the test split holds."""
+    from vaekit.data import model_view
     from vaekit.rundir import run_data
 
     d = dataclasses.replace(run.config.data, valid_fraction=0.0, limit=0)
     cfg = dataclasses.replace(run.config, data=d)
     ds = run_data(run.dir, cfg, run.info.get("data"), path=path, allow_changed=allow_changed)
-    if d.binarize == "dynamic":
-        # The trainer draws binary pixels afresh each batch and the test split holds one
-        # draw, but the training split here is still grey: the domain network would learn
-        # grey images and the data row compare grey with binary (FID 11 instead of 1.3 on
-        # MNIST-10k). One seeded draw makes them binary like the test split.
-        g = torch.Generator().manual_seed(run.config.train.seed)
-        ds.train = dataclasses.replace(ds.train, x=torch.bernoulli(ds.train.x, generator=g))
+    # With dynamic binarization the training split is still grey: the domain network would
+    # learn grey images and the data row compare grey with binary (FID 11 instead of 1.3 on
+    # MNIST-10k). One seeded draw makes them binary like the test split.
+    ds.train = model_view(ds.train, d.binarize, run.config.train.seed)
     return ds
 
 

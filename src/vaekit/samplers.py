@@ -107,10 +107,15 @@ class Codes:
 
 def latent_codes(run: Run, dataset: Dataset | None = None, seed: int = 0) -> Codes:
     """The posterior means of the training split (and of the held-out codes, see the module)."""
-    from vaekit.data.core import hold_out_validation
+    from vaekit.data.core import hold_out_validation, model_view
     from vaekit.evaluate import latent_means
 
     ds = dataset if dataset is not None else run.dataset()
+    # The images the encoder saw: a dynamically binarized run's training split is grey.
+    # Before the hold-out, so that the held-out codes are of binary images too.
+    ds = dataclasses.replace(
+        ds, train=model_view(ds.train, run.config.data.binarize, run.config.train.seed)
+    )
     source = "validation split"
     if ds.valid is None or len(ds.valid) < 2:
         ds = hold_out_validation(dataclasses.replace(ds, valid=None), HELD_OUT, seed)

@@ -26,6 +26,7 @@ from vaekit.data.core import (
     hold_out_validation,
     limit_split,
     make_dataset,
+    model_view,
 )
 from vaekit.data.fingerprint import data_change, data_fingerprint, recording_reads
 from vaekit.data.named import NAMED
@@ -51,6 +52,7 @@ __all__ = [
     "hold_out_validation",
     "limit_split",
     "limit_examples",
+    "model_view",
     "data_dir",
     "cache_dir",
 ]

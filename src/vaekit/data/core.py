@@ -452,3 +452,18 @@ def binarize(ds: Dataset, mode: str, seed: int = 0) -> Dataset:
     test = conv(ds.test)
     valid = None if ds.valid is None else conv(ds.valid)
     return replace(ds, train=train, test=test, valid=valid, kind=ds.kind if dynamic else "binary")
+
+
+def model_view(split: Split, binarize: str, seed: int) -> Split:
+    """The training ``split`` as the model saw it: with ``binarize`` ``dynamic``, one seeded
+    Bernoulli draw (the trainer draws afresh each batch, and the test split holds one draw);
+    the split unchanged otherwise (it was binarized on loading, or is not binarized at all).
+
+    Anything fitted on a run's training codes or images (reference features, samplers,
+    latent classifiers) goes through here: the grey images of a dynamic run are inputs the
+    encoder never saw, and a classifier fitted on them is tested on binary images.
+    """
+    if binarize != "dynamic":
+        return split
+    gen = torch.Generator().manual_seed(seed)
+    return replace(split, x=torch.bernoulli(split.x, generator=gen))
