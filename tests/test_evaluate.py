@@ -533,11 +533,12 @@ def test_threads_hold_the_blas_and_openmp_pools_too_and_restore_them() -> None:
     assert torch.get_num_threads() == torch_before
 
 
-def test_latent_classifier_of_a_dynamically_binarized_run_is_fitted_on_binary_images(
+def test_a_dynamically_binarized_run_is_evaluated_on_binary_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The test split of a dynamically binarized run holds one binary draw, its training
-    # split grey images: the classifier must be fitted on what the encoder saw in training.
+    # split grey images: the classifier is fitted, and --split train scored, on what the
+    # model saw in training (one seeded draw).
     import vaekit.evaluate as ev
 
     run = vaekit.load(train_tiny(tmp_path / "run", "data.binarize=dynamic", "train.epochs=1"))
@@ -549,7 +550,10 @@ def test_latent_classifier_of_a_dynamically_binarized_run_is_fitted_on_binary_im
         return means(model, x, *args, **kwargs)
 
     monkeypatch.setattr(ev, "latent_means", spy)
-    result = ev.evaluate_run(run, k=2, limit=50)
-    assert result["classifier"] is not None
-    assert len(seen) >= 2  # the test split's means and the training split's
+    for split in ("test", "train"):
+        result = ev.evaluate_run(run, k=2, split=split, limit=50)
+        assert result["classifier"] is not None
+        # The binary split's NLL is a likelihood (not the grey data's cross-entropy).
+        assert "nll_note" not in result
+    assert len(seen) >= 4  # the evaluated split's means and the training split's, twice
     assert all(set(x.unique().tolist()) == {0.0, 1.0} for x in seen)

@@ -794,7 +794,11 @@ def evaluate_run(
     if limit < 0:
         raise UsageError(f"limit must be >= 0 (0 = every example), got {limit}")
     ds = dataset if dataset is not None else run.dataset(data_dir)
+    binarize = run.config.data.binarize
     part = ds.split(split)
+    if split == "train":
+        # What the model saw: a dynamically binarized run's training split is grey.
+        part = model_view(part, binarize, run.config.train.seed)
     whole = len(part)
     if limit:
         part = limit_split(part, limit, seed)
@@ -848,7 +852,9 @@ def evaluate_run(
             if ds.is_image:
                 result["bits_per_dim"] = nll / (d * math.log(2))
                 result["bits_per_dim_se"] = se / (d * math.log(2))
-            caveat = m.decoder.head.nll_caveat(ds.kind)
+            # Every split is binary here with dynamic binarization (the dataset's kind is
+            # that of its grey training split).
+            caveat = m.decoder.head.nll_caveat("binary" if binarize == "dynamic" else ds.kind)
             if deterministic:
                 result["nll_bound"] = True
                 caveat = (
@@ -904,7 +910,7 @@ def evaluate_run(
                 train = Split(train.x[idx], None if train.y is None else train.y[idx])
             # Fitted on the images the encoder saw, as its test split is: a dynamically
             # binarized run's training split is grey, its test split one binary draw.
-            train = model_view(train, run.config.data.binarize, run.config.train.seed)
+            train = model_view(train, binarize, run.config.train.seed)
             # Both sides with the same number of draws: for flow and implicit posteriors the
             # means carry Monte Carlo noise, and a classifier fitted on noisier train means
             # than its test means would be scored on a shifted input.
