@@ -324,3 +324,19 @@ def test_loading_something_that_is_not_a_run(
     (tmp_path / "empty").mkdir()
     assert main(["sample", str(tmp_path / "empty")]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_encode_train_of_a_dynamically_binarized_run_encodes_what_the_model_saw(
+    tmp_path: Path,
+) -> None:
+    # The training split of a dynamic run stays grey (the trainer draws each batch): its
+    # codes are of one seeded binary draw, as the samplers and the latent classifiers fit.
+    from vaekit.data import model_view
+    from vaekit.evaluate import latent_means
+
+    run_dir = train_tiny(tmp_path / "run", "data.binarize=dynamic", "train.epochs=1")
+    assert main(["encode", str(run_dir), "--split", "train", "--out", str(tmp_path / "z")]) == 0
+    run = vaekit.load(run_dir)
+    seen = model_view(run.dataset().train, "dynamic", run.config.train.seed)
+    expected = latent_means(run, seen.x).numpy()
+    assert np.allclose(np.load(tmp_path / "z_mean.npy"), expected, atol=1e-6)

@@ -883,10 +883,15 @@ def _run_dataset(a: argparse.Namespace, run: Any) -> Any:
 
 
 def _run_and_split(a: argparse.Namespace) -> tuple[Any, Any]:
+    from vaekit.data import model_view
     from vaekit.rundir import load
 
     run = load(a.run, device=a.device or "cpu", weights=a.weights, stage=a.stage)
-    return run, _run_dataset(a, run).split(a.split)
+    part = _run_dataset(a, run).split(a.split)
+    if a.split == "train":
+        # What the model saw: a dynamically binarized run's training split is grey.
+        part = model_view(part, run.config.data.binarize, run.config.train.seed)
+    return run, part
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
