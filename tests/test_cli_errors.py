@@ -191,7 +191,10 @@ def test_ctrl_c_while_torch_loads_is_not_a_traceback(tmp_path: Path) -> None:
     started = time.monotonic()
     said = proc.stdout.readline()  # the child is now asleep inside `import torch`
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a swallowed interrupt would go on to train: leave nothing behind
     assert said == "inside import torch\n", (said, out, err)
     assert time.monotonic() - started < 25, "the SIGINT did not end the pause"
     assert "Traceback" not in err and "interrupted" in err, err
