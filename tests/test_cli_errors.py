@@ -163,8 +163,8 @@ def test_importing_the_command_line_does_not_load_torch() -> None:
 # `python -m vaekit ARGS` with a pause inside `import torch`: the first torch submodule
 # imported once libtorch (torch._C) is loaded waits, having said so on stdout, for the
 # test's SIGINT. Polling /proc/PID/maps for libtorch and then signalling raced the child:
-# on a loaded machine the signal often landed after the import (in training, which stops
-# gracefully and says so on stdout), so the test failed now and then.
+# when the test process was held up for seconds the signal landed after the import (in
+# training, which stops gracefully and says so on stdout), so the test failed now and then.
 _PAUSE_IN_TORCH_IMPORT = """
 import os, runpy, sys, time
 class PauseInTorch:
