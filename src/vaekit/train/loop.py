@@ -244,6 +244,8 @@ class TrainingData:
     batch: int
     steps_per_epoch: int
     dynamic: bool
+    # The data came with a validation split of their own (not held out of train).
+    own_valid: bool = False
 
     @property
     def n(self) -> int:
@@ -510,6 +512,8 @@ def _fit(
             s.say(f"note: {why}", err=True)
     data = load_data(s, given, data_dir, allow_changed_data)
     parts = build(s, given, data)
+    if not resume:
+        _note_validation(s, data)
     prog = start_or_resume(s, data, parts)
     if prog is None:
         return read_metrics(run_dir, warn=False)  # damaged lines: said on resume
@@ -755,8 +759,10 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
             f"train.patience={t.patience} stops on the validation score, but {ds.name} has no "
             "validation split; set data.valid_fraction (e.g. 0.1) or train.patience=0"
         )
-    if not s.resume:
-        _note_validation(s, ds, source)
+    if source is not None:
+        own_valid = source.valid is not None
+    else:  # the fingerprint counts the splits as loaded, before any were held out
+        own_valid = "valid" in (ds.fingerprint or {}).get("examples", {})
     per_rank = len(train) // dist.world_size
     if per_rank == 0:
         raise ConfigError(
@@ -770,18 +776,16 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         batch=t.batch_size,
         steps_per_epoch=math.ceil(per_rank / t.batch_size),
         dynamic=cfg.data.binarize == "dynamic",
+        own_valid=own_valid,
     )
 
 
-def _note_validation(s: Session, ds: Dataset, source: Dataset | None) -> None:
-    """Say when a validation setting changes nothing with these data (as a new run starts):
+def _note_validation(s: Session, data: TrainingData) -> None:
+    """Say when a validation setting changes nothing with these data (as a new run starts,
+    once its model is built, so that a refused run prints its error alone):
     ``data.valid_fraction`` beside a validation split of the data's own, which is kept, and
     ``train.keep_best`` without any validation split, which keeps no best weights."""
-    cfg = s.cfg
-    if source is not None:
-        own = source.valid is not None
-    else:  # the fingerprint counts the splits as loaded, before any were held out
-        own = "valid" in (ds.fingerprint or {}).get("examples", {})
+    cfg, ds, own = s.cfg, data.ds, data.own_valid
     if cfg.data.valid_fraction > 0 and own:
         s.say(
             f"note: data.valid_fraction={cfg.data.valid_fraction} changes nothing: {ds.name} "
