@@ -449,9 +449,10 @@ def main() -> int:
         f"cpu {rc['median']:.3f} ({rc['min']:.3f}-{rc['max']:.3f}); {a.epochs} epoch(s), "
         f"{a.limit or 50_000} training images, {a.threads} thread(s)"
     )
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    # Here, not at the top: the children run this file too and time their own imports.
+    from _machine import write_result
+
+    write_result(Path(a.out), result)
     if a.guard and rw["median"] > a.bound:
         print(
             f"FAIL: vaekit train takes {rw['median']:.2f}x the plain loop's whole-process time "

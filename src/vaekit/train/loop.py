@@ -62,6 +62,7 @@ from vaekit.config import (
     Config,
     ConfigError,
     PartConfig,
+    config_from_dict,
     config_to_dict,
     parse_part,
     unnoted_settings,
@@ -627,8 +628,6 @@ def setup(
     new = {k: v for k, v in changes.items() if v is not None and v != getattr(cfg.train, k)}
     changed = bool(new)
     if changed:
-        from vaekit.config import config_from_dict
-
         plain = config_to_dict(cfg)
         plain["train"].update(new)
         try:
@@ -679,8 +678,6 @@ def _config_for_model(given: _Given) -> Config:
 def _with_given(cfg: Config, given: _Given) -> Config:
     """``cfg`` with what fit() was handed: the objective, Python data (recorded by the name
     ``<python>``), and ``data.*``/``train.*`` settings by keyword; validated."""
-    from vaekit.config import config_from_dict
-
     plain = config_to_dict(cfg)
     if given.objective is not None:
         if isinstance(given.objective, Objective):
@@ -1029,7 +1026,7 @@ def _reconcile_metrics(s: Session, epoch: int, ckpt: str | None) -> None:
     for ln in lines:
         if ln.row is not None:
             continue
-        if ln in kept:
+        if ln.epoch <= epoch:  # kept
             s.say(
                 f"warning: {damaged_line_text(path, ln)}; {since} says epoch {ln.epoch} "
                 "finished, so its figures are lost; the line is kept as it is and skipped "
@@ -1042,7 +1039,7 @@ def _reconcile_metrics(s: Session, epoch: int, ckpt: str | None) -> None:
                 f"{since} and is trained again, which writes its line anew",
                 err=True,
             )
-    later = sorted({ln.epoch for ln in lines if ln not in kept and ln.row is not None})
+    later = sorted({ln.epoch for ln in lines if ln.epoch > epoch and ln.row is not None})
     if later:
         span = f"epoch {later[0]}" if len(later) == 1 else f"epochs {later[0]}-{later[-1]}"
         s.say(
