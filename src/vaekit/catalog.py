@@ -29,7 +29,16 @@ from vaekit.parts import Part
 from vaekit.registry import REGISTRIES
 from vaekit.validate import check_choice
 
-__all__ = ["KEYS", "KINDS", "kind_of", "find_part", "part_info", "describe", "describe_json"]
+__all__ = [
+    "KEYS",
+    "KINDS",
+    "kind_of",
+    "find_part",
+    "field_comments",
+    "part_info",
+    "describe",
+    "describe_json",
+]
 
 # Where a config names a part of each kind (the first is the one examples use).
 KEYS: dict[str, tuple[str, ...]] = {
@@ -94,6 +103,15 @@ def _field_comments(source: str) -> dict[str, str]:
             out.setdefault(match.group(1), " ".join(pending))
         pending = []
     return out
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """What each field of the dataclass ``cls`` means: the comment written above it in its
+    source (the config sections' keys; empty where the source cannot be read)."""
+    try:
+        return _field_comments(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
 
 
 def _option_help(part: Part) -> dict[str, str]:

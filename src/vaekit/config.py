@@ -131,6 +131,7 @@ class ModelConfig:
     PartConfig with validated options.
     """
 
+    # Latent units (a hierarchy: per layer; a code grid: channels x places).
     latent_dim: int = 2
     # The encoder network: mlp (hidden, activation) | conv (channels, blocks, hidden, activation).
     encoder: PartConfig = _part_field("network", "mlp")
@@ -170,16 +171,23 @@ def _default_objective() -> Any:
 class TrainConfig:
     """Optimisation and bookkeeping."""
 
+    # Epochs to train (with --resume: the new total).
     epochs: int = 10
+    # Examples per step (per process under torchrun: the effective batch is N times it).
     batch_size: int = 100
     # adam | adamw | sgd | adagrad (torch's fused kernels) | rmsprop
     optimizer: str = "adam"
+    # Learning rate (train.lr_schedule scales it by epoch).
     lr: float = 1e-3
+    # L2 penalty (adamw: decoupled weight decay).
     weight_decay: float = 0.0
+    # Clip the gradient norm to this (0 = off).
     grad_clip: float = 0.0
+    # Seeds initialisation, data order and every draw: a run is reproducible from it.
     seed: int = 0
     # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     device: str = "auto"
+    # Examples per batch when scoring the validation and test splits.
     eval_batch_size: int = 1000
     # Score each epoch's validation and test splits on a seeded subset of at most this many
     # examples each (stratified by label; 0 = every example). With data.limit a quick run

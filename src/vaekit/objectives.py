@@ -795,7 +795,9 @@ class AVB(_Warmup, DiscriminatorObjective):
     class Options:
         # Monte Carlo samples S of z per example.
         samples: int = 1
+        # Weight of the KL term (its discriminator estimate).
         beta: float = 1.0
+        # KL warm-up: epoch e weighs the KL by beta * min(1, e / warmup_epochs) (0 = off).
         warmup_epochs: int = 0
         # Hidden widths of the discriminator T(x, z).
         discriminator: list[int] = field(default_factory=lambda: [256, 256])

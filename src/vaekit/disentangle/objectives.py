@@ -170,8 +170,9 @@ class BetaTCVAE(Objective):
         samples: int = 1
         # Weight of the total correlation (Chen et al. sweep 1..10 on dSprites).
         beta: float = 6.0
-        # Weights of the index-code mutual information and the dimension-wise KL.
+        # Weight of the index-code mutual information.
         alpha: float = 1.0
+        # Weight of the dimension-wise KL.
         gamma: float = 1.0
         # q(z) on the minibatch: mws (minibatch weighted) | mss (minibatch stratified).
         estimator: str = "mws"
@@ -338,9 +339,11 @@ class DIPVAE(Objective):
         # Weight of the diagonal; None = 10 x lambda_od for type i, lambda_od for type ii
         # (Kumar et al.'s and disentanglement_lib's choice).
         lambda_d: float | None = None
-        # Monte Carlo samples S of z per example; KL weight; how the KL is estimated.
+        # Monte Carlo samples S of z per example.
         samples: int = 1
+        # Weight of the KL term.
         beta: float = 1.0
+        # How the KL is estimated: auto | analytic | mc.
         kl: str = "auto"
 
         def validate(self, where: str) -> None:
@@ -416,8 +419,9 @@ class CapacityELBO(Objective):
         capacity_epochs: float = 10.0
         # Weight of |KL - C| (Burgess et al.: 1000 on dSprites).
         gamma: float = 1000.0
-        # Monte Carlo samples S of z per example; how the KL is estimated.
+        # Monte Carlo samples S of z per example.
         samples: int = 1
+        # How the KL is estimated: auto | analytic | mc.
         kl: str = "auto"
 
         def validate(self, where: str) -> None:

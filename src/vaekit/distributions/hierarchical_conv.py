@@ -82,6 +82,7 @@ class ConvHierarchyOptions:
     cells: int = 1
     # residual (NVAE's residual normal) | ladder (precision-weighted merge)
     style: str = "residual"
+    # Nonlinearity of the residual cells (elu, relu, softplus, tanh, gelu, leaky_relu).
     activation: str = "elu"
 
     def validate(self, where: str) -> None:

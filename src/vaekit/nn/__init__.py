@@ -351,6 +351,7 @@ class MLPOptions:
 
     # Widths of the hidden layers, from the data side (a mirrored decoder reverses them).
     hidden: list[int] = field(default_factory=lambda: [512])
+    # Nonlinearity after each hidden layer: relu, softplus, tanh, elu, gelu, leaky_relu.
     activation: str = "relu"
 
     def validate(self, where: str) -> None:
