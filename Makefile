@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 export VAEKIT_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test lint bench-guard clean
+.PHONY: setup demo test lint docs bench-guard clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,14 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src/vaekit
 
+# The documentation site into site/ (mkdocs.yml): warnings are errors, nothing is fetched.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # The speed guard CI runs: `vaekit train` as a whole process against a plain PyTorch loop
 # of the same model, alternated in the same run; fails above 1.3x (benchmarks/README.md).
 bench-guard: setup
 	$(BIN)/python benchmarks/train_overhead.py --guard --out $${TMPDIR:-/tmp}/train_overhead_guard.json
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .mypy_cache .ruff_cache

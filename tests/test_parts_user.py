@@ -101,35 +101,30 @@ def test_a_prior_of_yours_trains_evaluates_plots_and_reports(
     assert report["shapes"] == "ok" and "->" in report["training"]
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "guides"
 
 
-def _readme_parts() -> str:
-    """The Python blocks of the README's "Parts of your own", as one module."""
-    text = README.read_text()
-    start = text.index("### Parts of your own")
-    # Up to the next section of the same or a higher level, whatever it is called.
-    end = text.find("\n## ", start)
-    section = text[start : end if end > 0 else None]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+def _guide_parts() -> str:
+    """The Python blocks of the guide "Parts and data of your own", as one module."""
+    text = (DOCS / "parts-of-your-own.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
     # The last block uses the module (check_part); the others are its parts.
     return "\n\n".join(b for b in blocks if "check_part(" not in b)
 
 
-def test_the_readme_config_of_parts_is_valid() -> None:
-    text = README.read_text()
-    section = text[text.index("## Models are compositions of parts") :]
+def test_the_guides_config_of_parts_is_valid() -> None:
+    section = (DOCS / "composing.md").read_text()
     layout = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S)[1])
     cfg = config_from_dict(layout)
     assert cfg.model.flow is not None and cfg.objective.options.samples == 5
 
 
-def test_the_readme_parts_meet_their_contracts(
+def test_the_guides_parts_meet_their_contracts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every minimal contract the README shows, as a user would copy it into myparts.py,
+    # Every minimal contract the guide shows, as a user would copy it into myparts.py,
     # passes vaekit.testing's checks; the dataset loads.
-    (tmp_path / "myparts.py").write_text(_readme_parts())
+    (tmp_path / "myparts.py").write_text(_guide_parts())
     monkeypatch.syspath_prepend(str(tmp_path))
     decoder = {"model.decoder": "myparts:MyDecoder"}
     try:
