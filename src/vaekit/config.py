@@ -124,7 +124,7 @@ def _part_field(kind: str, default: str | None) -> Any:
 
 @dataclass
 class ModelConfig:
-    """The parts of the VAE (see DESIGN.md): encoder + posterior, prior, decoder + likelihood.
+    """The parts of the VAE: encoder + posterior, prior, decoder + likelihood.
 
     Each part field takes a name (``"vamp"``), a mapping with a name and options
     (``{"name": "vamp", "components": 50}``) or a :class:`PartConfig`; all become a

@@ -465,8 +465,8 @@ def compose(
     mapping x ``(B, *data_shape)`` to the features the posterior reads (``2 * latent_dim``
     for the Gaussian), a decoder network mapping z ``(B, latent_dim)`` to
     ``params_per_element * prod(data_shape)`` outputs (1 per pixel for the Bernoulli), a
-    prior whose ``forward(encoder=None)`` returns p(z), and so on (see the README's
-    contracts). Train it with :func:`vaekit.fit`; a run of it is loaded by building the same
+    prior whose ``forward(encoder=None)`` returns p(z), and so on (see the
+    contracts in docs/guides/parts-of-your-own.md). Train it with :func:`vaekit.fit`; a run of it is loaded by building the same
     model again and passing it: ``vaekit.load(RUN, model=model)``.
 
     Example:

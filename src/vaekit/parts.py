@@ -349,7 +349,7 @@ class Part:
             if self.user:
                 raise PartError(
                     f"cannot build {self.kind} {self.name} with options {kwargs}: {e} "
-                    f"(see the README's contract for a user {self.kind})"
+                    f"(see the contract for a user {self.kind} in docs/guides/parts-of-your-own.md)"
                 ) from None
             raise
 
@@ -643,12 +643,12 @@ class Registry:
             raise PartError(
                 f"{where}: {short(path)} names the class {obj.__name__}, which does not subclass "
                 f"{_type_name(base)}{extra}: {article} {self.kind} of yours is such a class, "
-                f"built as Class({args}); see the README's 'Parts of your own'"
+                f"built as Class({args}); see docs/guides/parts-of-your-own.md"
             )
         raise PartError(
             f"{where}: {short(path)} names {_describe(obj)}, not a class: {article} {self.kind} "
             f"of yours is a class, a subclass of {_type_name(base)}{extra}, built as "
-            f"Class({args}); see the README's 'Parts of your own'"
+            f"Class({args}); see docs/guides/parts-of-your-own.md"
         )
 
     def _python_part(self, name: str) -> Part:

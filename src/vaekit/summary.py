@@ -1,7 +1,7 @@
 """One table of many runs: what each one trains, how far it got, and its saved evaluation.
 
-``vaekit summary runs/*`` prints it as Markdown (the way to rebuild the README's
-benchmark tables from your own runs), CSV or JSON. It reads only what training and
+``vaekit summary runs/*`` prints it as Markdown (the way to rebuild the results
+tables of docs/results/ from your own runs), CSV or JSON. It reads only what training and
 ``vaekit evaluate`` wrote; it evaluates nothing.
 
 Example:
