@@ -5,8 +5,8 @@
 - ``reference/{cli,config,parts,datasets,configs}.md`` come from the code
   (:func:`vaekit.docs_gen.pages`): the argparse parser, the config dataclasses, the part
   registries, the named datasets and the bundled configs;
-- every ``docs/guides/*.md`` missing from the nav is added to its Guides section, so a new
-  guide needs no edit of mkdocs.yml.
+- every ``docs/guides/*.md`` (``docs/results/*.md``) missing from the nav is added to its
+  Guides (Results) section, so a new page there needs no edit of mkdocs.yml.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from vaekit.docs_gen import front_page, pages  # noqa: E402
+
+# The nav sections that take up every page of their folder, listed or not.
+SECTIONS = {"Guides": "guides", "Results": "results"}
 
 
 def on_config(config: Any) -> Any:
@@ -35,11 +38,12 @@ def on_config(config: Any) -> Any:
 
     walk(config.nav)
     for item in config.nav:
-        if isinstance(item, dict) and "Guides" in item:
-            for page in sorted((ROOT / "docs" / "guides").glob("*.md")):
-                uri = f"guides/{page.name}"
-                if uri not in listed:
-                    item["Guides"].append(uri)
+        for section, folder in SECTIONS.items():
+            if isinstance(item, dict) and section in item:
+                for page in sorted((ROOT / "docs" / folder).glob("*.md")):
+                    uri = f"{folder}/{page.name}"
+                    if uri not in listed:
+                        item[section].append(uri)
     return config
 
 
