@@ -130,6 +130,14 @@ def test_the_snippets_are_found() -> None:
     assert {"docs/reference/cli.md", "docs/guides/train-and-resume.md"} <= set(PAGES)
 
 
+def test_the_readme_is_a_front_page_that_links_every_guide() -> None:
+    # The shape: about 150-250 lines, a link to each guide; the rest lives in docs/.
+    text = README.read_text()
+    assert 150 <= text.count("\n") <= 250, f"README.md has {text.count(chr(10))} lines"
+    for guide in sorted((ROOT / "docs" / "guides").glob("*.md")):
+        assert f"](docs/guides/{guide.name})" in text, f"README.md does not link {guide.name}"
+
+
 def test_every_fence_has_a_language_and_few_are_not_run() -> None:
     bare, skipped = [], []
     for name, text in PAGES.items():
