@@ -51,8 +51,8 @@ def page_texts() -> dict[str, str]:
     texts = {"README.md": README.read_text()}
     for path in sorted((ROOT / "docs").rglob("*.md")):
         texts[path.relative_to(ROOT).as_posix()] = path.read_text()
-    for name, text in _generated().items():
-        texts.setdefault(f"docs/{name}", text)
+    for name, text in _generated().items():  # in place of the file that stands in for it
+        texts[f"docs/{name}"] = text
     return texts
 
 
