@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -361,11 +362,14 @@ def _train_command(name: str, config_name: str | None, stage_dir: Path | None) -
     command = f"vaekit train --config {base} --out runs/{name}"
     if stage_dir is not None:
         cfg = json.loads((stage_dir / "config.json").read_text())
-        prior = cfg.get("model", {}).get("prior", {})
-        sets = [f"--set model.prior={prior.get('name')}"] if isinstance(prior, dict) else []
+        prior = cfg.get("model", {}).get("prior") or {}
+        if isinstance(prior, str):
+            prior = {"name": prior}
+        sets = [f"--set model.prior={prior.get('name')}"]
         sets += [
-            f"--set model.prior.{k}={json.dumps(v)}"
-            for k, v in (prior.get("options", {}) if isinstance(prior, dict) else {}).items()
+            "--set " + shlex.quote(f"model.prior.{k}={json.dumps(v)}")
+            for k, v in prior.items()
+            if k != "name"
         ]
         epochs = cfg.get("train", {}).get("epochs")
         command += f" && vaekit train --resume runs/{name} --stage prior --epochs {epochs} " + (
@@ -539,8 +543,10 @@ def add_run(
         },
         "packaged": {"vaekit": vaekit.__version__, "commit": _commit(), "from": str(run_dir)},
     }
+    entry["training"] = _training(run_dir)
     if staged:
         entry["first_stage_epoch"] = first_epoch
+        entry["training"]["prior_stage"] = _training(figure_dir)
     # Into place, then the entry: the quick figure is measured on the files as the zoo holds them.
     previous = [e for e in manifest["models"] if e["name"] == name]
     shutil.rmtree(target, ignore_errors=True)
@@ -573,6 +579,20 @@ def add_run(
                 file=log,
             )
     return entry
+
+
+def _training(run_dir: Path) -> dict[str, Any]:
+    """How long a run trained: its epochs, best epoch and hours of epoch time."""
+    from vaekit.rundir import read_metrics
+
+    rows = read_metrics(run_dir, warn=False)
+    hours = sum(float(r.get("train_seconds", 0.0)) for r in rows) / 3600
+    last = rows[-1] if rows else {}
+    return {
+        "epochs": last.get("epoch"),
+        "best_epoch": last.get("best_epoch"),
+        "hours": round(hours, 2),
+    }
 
 
 def _objective(config: Any) -> str:
