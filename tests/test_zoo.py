@@ -171,6 +171,8 @@ def test_unknown_names_get_did_you_mean(zoo_env: Path, capsys) -> None:
     assert "did you mean zoo:tiny" in capsys.readouterr().err
     assert main(["zoo", "check", "nothing-like-it"]) == 2
     assert "Its models: tiny" in capsys.readouterr().err
+    assert main(["train", "--resume", "zoo:tiny", "--epochs", "3"]) == 2
+    assert "vaekit train --config zoo/tiny/config.json" in capsys.readouterr().err
 
 
 def test_no_zoo_names_both_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -297,6 +299,28 @@ def test_the_repositorys_tables_are_in_sync_with_its_manifest() -> None:
     assert (REPO / "zoo" / ".vaekit-read-only").is_file()
 
 
+def test_the_repositorys_zoo_files_match_their_checksums_and_budget() -> None:
+    manifest = zoo.read_manifest(REPO / "zoo")
+    for entry in manifest["models"]:
+        for item in entry["files"]:
+            zoo._verified(REPO / "zoo", entry["name"], item)  # a ZooError names the file
+    size = sum(p.stat().st_size for p in (REPO / "zoo").rglob("*") if p.is_file())
+    assert size <= zoo.SIZE_BUDGET, f"the zoo holds {size / 2**20:.1f} MB: it lives in git"
+
+
+def test_the_published_figure_is_the_most_specific_reference() -> None:
+    from vaekit.config import load_config
+
+    # The VampPrior VAE matches "a VAE with a diagonal Gaussian posterior" too (Rezende &
+    # Mohamed's 89.9), which is not its row.
+    assert [p["value"] for p in zoo._published(load_config("bmnist_vamp", []))] == [85.57]
+    dreg = load_config("bmnist_iwae_k5_tomczak", ["objective.gradient=dreg"])
+    assert [(p["value"], p["source"]) for p in zoo._published(dreg)] == [
+        (87.63, "Burda et al. 2016")
+    ]
+    assert zoo._published(load_config("bmnist_gumbel", [])) == []
+
+
 SHIPPED = ("bmnist_vae_tomczak", "bmnist_gumbel")
 
 
@@ -313,3 +337,24 @@ def test_shipped_models_re_measure_their_quick_figure(
     start = time.perf_counter()
     assert main(["zoo", "check", "--quick", *SHIPPED]) == 0, capsys.readouterr().out
     assert time.perf_counter() - start < 60
+
+
+def test_every_zoo_command_and_option_is_described() -> None:
+    import argparse
+
+    from vaekit.cli import build_parser
+
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(action.choices)
+
+    missing = []
+    for name, command in subcommands(subcommands(build_parser())["zoo"]).items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.help:
+                missing.append(f"zoo {name} {action.dest}: no help")
+            elif action.default not in (None, False, []) and "default" not in action.help:
+                missing.append(f"zoo {name} {action.dest}: help does not show its default")
+    assert not missing, "\n".join(missing)

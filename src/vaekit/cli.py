@@ -760,7 +760,12 @@ def _zoo_parser(sub: Any) -> None:
         "else zoo/ beside the checkout vaekit runs from), loaded by every command as "
         "zoo:NAME. See docs/guides/zoo.md.",
     )
-    zsub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", required=True)
+    zsub = p.add_subparsers(
+        dest="zoo_command",
+        metavar="ZOO_COMMAND",
+        required=True,
+        help="list, check, add or table (`vaekit zoo ZOO_COMMAND --help` describes each)",
+    )
     zsub.add_parser("list", help="the zoo's models and their figures")
     q = zsub.add_parser(
         "check",
@@ -783,9 +788,7 @@ def _zoo_parser(sub: Any) -> None:
         help="importance samples (default: the stored figure's; another k is measured, not "
         "compared)",
     )
-    q.add_argument(
-        "--threads", type=THREADS, default=1, help="torch threads (default: 1)"
-    )
+    q.add_argument("--threads", type=THREADS, default=1, help="torch threads (default: 1)")
     q = zsub.add_parser(
         "add",
         help="package a finished, evaluated run into the zoo",
@@ -816,7 +819,7 @@ def _zoo_parser(sub: Any) -> None:
     q.add_argument("--description", default=None, help="the model in a line (default: derived)")
     q.add_argument("--force", action="store_true", help="replace an entry of that name")
     q.add_argument(
-        "--threads", type=THREADS, default=1, help="torch threads for the quick figure"
+        "--threads", type=THREADS, default=1, help="torch threads for the quick figure (default: 1)"
     )
     q = zsub.add_parser(
         "table",
@@ -899,6 +902,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     from vaekit.config import load_config
     from vaekit.train import fit
 
+    if a.resume and a.resume.startswith("zoo:"):
+        name = a.resume[len("zoo:") :]
+        raise CommandError(
+            f"{a.resume} is a model of the zoo, which is read-only and ships no checkpoints: "
+            f"train it again from its config, `vaekit train --config zoo/{name}/config.json "
+            f"--out runs/{name}` (its train_command in zoo/manifest.json)"
+        )
     if a.stage == "prior":
         return _train_prior_stage(a)
     if a.resume:

@@ -151,7 +151,7 @@ def read_manifest(root: Path | None = None) -> dict[str, Any]:
     (``name`` and ``fingerprint`` as model.json records them), ``figure`` (``nll``,
     ``nll_se``, ``elbo``, ``elbo_se``, ``k``, ``split``, ``n``, ``epoch``, ``weights``,
     ``stage``, ``bits_per_dim`` for images), ``quick`` (the figure at :data:`QUICK`),
-    ``published`` (the literature's figure and citation, or None), ``train_command``,
+    ``published`` (the literature's figures and citations for the same model), ``train_command``,
     ``evaluate_command``, ``evaluation`` (``seconds``, ``threads``) and ``packaged``
     (vaekit's version and commit).
     """
@@ -341,20 +341,37 @@ def _figure(result: dict[str, Any], stage: str) -> dict[str, Any]:
     return figure
 
 
-def _published(config: Any) -> dict[str, Any] | None:
-    """The literature's figure for the same model (vaekit/references.yaml), when one is."""
+def _published(config: Any) -> list[dict[str, Any]]:
+    """The literature's figures for the same model (vaekit/references.yaml, as ``vaekit
+    report`` marks them), the most specific only: those pinning the most settings that
+    differ from the defaults (a VampPrior VAE matches "a VAE with a Gaussian posterior"
+    too, which pins none). Each value with its source and citation."""
+    from vaekit.config import config_to_dict, load_config
     from vaekit.report import matching_references
 
-    for ref, same in matching_references(config):
-        if same and ref.metric == "nll":
-            return {
-                "value": ref.value,
-                "approx": ref.approx,
-                "source": ref.source,
-                "model": ref.model,
-                "citation": ref.citation,
-            }
-    return None
+    defaults = config_to_dict(load_config(None, []))
+
+    def lookup(data: Any, dotted: str) -> Any:
+        for key in dotted.split("."):
+            data = data.get(key) if isinstance(data, dict) else None
+        return data
+
+    def pinned(ref: Any) -> int:
+        return sum(lookup(defaults, k) != v for k, v in ref.closest.items())
+
+    same = [ref for ref, same in matching_references(config) if same and ref.metric == "nll"]
+    most = max((pinned(ref) for ref in same), default=0)
+    return [
+        {
+            "value": ref.value,
+            "approx": ref.approx,
+            "source": ref.source,
+            "model": ref.model,
+            "citation": ref.citation,
+        }
+        for ref in same
+        if pinned(ref) == most
+    ]
 
 
 def _train_command(name: str, config_name: str | None, stage_dir: Path | None) -> str:
@@ -756,9 +773,9 @@ def table_text(table: str, manifest: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:
         f = e.get("figure") or {}
-        pub = e.get("published")
-        published = (
-            f"{'~' if pub.get('approx') else ''}{pub['value']} ({pub['source']})" if pub else "—"
+        published = "; ".join(
+            f"{'~' if p.get('approx') else ''}{p['value']} ({p['source']})"
+            for p in e.get("published") or []
         )
         nll = f"{_num(f.get('nll'))} ± {_num(f.get('nll_se'))}"
         if f.get("nll_bound"):
@@ -766,7 +783,7 @@ def table_text(table: str, manifest: dict[str, Any]) -> str:
         row = [
             str(e.get("description", "")).replace("|", "\\|"),
             f"`zoo:{e['name']}`",
-            published,
+            published or "—",
             nll,
             _num(f.get("elbo")),
         ]
