@@ -131,6 +131,10 @@ def test_outputs_go_to_the_cache_never_into_the_zoo(zoo_env: Path, tmp_path, cap
     ):
         assert main(args) == 2
         assert "read-only" in capsys.readouterr().err
+    # A path into the zoo is the zoo's model too: loaded from the cache, written there.
+    assert main(["sample", str(zoo_env / "tiny"), "--n", "3", "--draw"]) == 0
+    assert f"wrote {cache / 'samples.png'}" in capsys.readouterr().out
+    assert vaekit.load(zoo_env / "tiny").zoo == "zoo:tiny"
     assert _snapshot(zoo_env) == before
     # The cache's own evaluations survive the next load (only the run's files are synced).
     (cache / "eval-best-k10.json").write_text('{"mine": 1}')

@@ -120,7 +120,9 @@ __all__ = [
     "check_not_run_file",
     "no_run_dir",
     "READ_ONLY_MARK",
+    "read_only_folder",
     "ZOO_PREFIX",
+    "zoo_name",
     "run_location",
 ]
 
@@ -868,8 +870,21 @@ def run_file_owner(path: str | os.PathLike[str]) -> tuple[Path, str] | None:
 
 
 # A folder holding this file is read-only to every command (the model zoo, vaekit.zoo):
-# no --out may name it or anything in it. The file's text says why and where outputs go.
+# no --out may name it or anything in it, and a run in it is loaded from its copy in the
+# cache (run_location), where its outputs go. The file's text says why.
 READ_ONLY_MARK = ".vaekit-read-only"
+
+
+def read_only_folder(path: str | os.PathLike[str]) -> Path | None:
+    """The folder marked read-only (:data:`READ_ONLY_MARK`) that is or holds ``path``
+    (links and ``..`` resolved), or None."""
+    resolved = Path(path).expanduser().absolute()
+    with contextlib.suppress(OSError, RuntimeError):
+        resolved = resolved.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / READ_ONLY_MARK).is_file():
+            return folder
+    return None
 
 
 def check_not_run_file(
@@ -880,15 +895,12 @@ def check_not_run_file(
     RunError (suggesting ``example`` in the run directory instead). Every command that
     writes where its user says checks here first, before it writes anything. A folder
     marked read-only (:data:`READ_ONLY_MARK`, the model zoo) is refused whole."""
-    resolved = Path(path).expanduser().absolute()
-    with contextlib.suppress(OSError, RuntimeError):
-        resolved = resolved.resolve()
-    for folder in (resolved, *resolved.parents):
-        mark = folder / READ_ONLY_MARK
-        if mark.is_file():
-            with contextlib.suppress(OSError):
-                why = mark.read_text().strip()
-            raise RunError(f"{option} {path} lies in {folder}, which is read-only: {why}")
+    folder = read_only_folder(path)
+    if folder is not None:
+        why = "vaekit never writes there"
+        with contextlib.suppress(OSError):
+            why = (folder / READ_ONLY_MARK).read_text().strip()
+        raise RunError(f"{option} {path} lies in {folder}, which is read-only: {why}")
     owner = run_file_owner(path)
     if owner is not None:
         run_dir, entry = owner
@@ -1085,7 +1097,7 @@ class Run:
     ) -> Run:
         from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
 
-        zoo_name = run_dir if isinstance(run_dir, str) and run_dir.startswith(ZOO_PREFIX) else None
+        zoo = zoo_name(run_dir)
         run_dir, weights = run_location(run_dir, weights, stage)
         device = _device(device)
         if stage not in ("auto", *STAGES):
@@ -1098,7 +1110,7 @@ class Run:
                 )
             run = cls.from_dir(prior_stage_dir(run_dir), device, weights, model, stage="model")
             run.stage, run.parent, run.note = "prior", run_dir, stage_note(run_dir)
-            run.zoo = zoo_name
+            run.zoo = None if zoo is None else ZOO_PREFIX + zoo[0]
             return run
         config = read_run_config(run_dir)
         info = _read_json(run_dir / "model.json", "data shape and classes")
@@ -1125,7 +1137,7 @@ class Run:
         run = cls(run_dir, config, info, model.to(device))
         run.weights, run.weights_epoch = weights, read_weights_epoch(path)
         run.weights_file = path
-        run.zoo = zoo_name
+        run.zoo = None if zoo is None else ZOO_PREFIX + zoo[0]
         return run
 
     def __repr__(self) -> str:
@@ -1431,18 +1443,33 @@ def load(
 ZOO_PREFIX = "zoo:"
 
 
+def zoo_name(run_dir: str | os.PathLike[str]) -> tuple[str, Path | None] | None:
+    """The zoo model a RUN names, and the zoo's folder when the RUN gives it: ``zoo:NAME``
+    (the zoo :func:`vaekit.zoo.zoo_dir` finds), or a path into a read-only folder
+    (:data:`READ_ONLY_MARK`), such as ``zoo/NAME`` of a checkout; None for any other run."""
+    if isinstance(run_dir, str) and run_dir.startswith(ZOO_PREFIX):
+        return run_dir[len(ZOO_PREFIX) :], None
+    folder = read_only_folder(run_dir)
+    if folder is None:
+        return None
+    inside = Path(run_dir).expanduser().absolute().resolve().relative_to(folder).parts
+    return (inside[0], folder) if inside else None
+
+
 def run_location(
     run_dir: str | os.PathLike[str], weights: str = "last", stage: str = "auto"
 ) -> tuple[Path, str]:
     """The run directory a RUN names and the weights to load from it: a path as it is, or
-    for ``zoo:NAME`` the zoo model's checked copy in the cache and the weights it ships
-    (:func:`vaekit.zoo.zoo_run`). Every loader resolves a RUN here, once."""
-    if isinstance(run_dir, str) and run_dir.startswith(ZOO_PREFIX):
-        # Imported only for a zoo name: the zoo is built on run directories, not under them.
-        from vaekit.zoo import zoo_run
+    for a zoo model (:func:`zoo_name`) its checked copy in the cache and the weights it
+    ships (:func:`vaekit.zoo.zoo_run`), so that nothing is written into the zoo. Every
+    loader resolves a RUN here, once."""
+    zoo = zoo_name(run_dir)
+    if zoo is None:
+        return Path(run_dir), weights
+    # Imported only for a zoo model: the zoo is built on run directories, not under them.
+    from vaekit.zoo import zoo_run
 
-        return zoo_run(run_dir[len(ZOO_PREFIX) :], weights, stage)
-    return Path(run_dir), weights
+    return zoo_run(zoo[0], weights, stage, root=zoo[1])
 
 
 def read_data_info(run_dir: Path) -> dict[str, Any] | None:

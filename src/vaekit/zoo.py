@@ -176,8 +176,9 @@ def _write_manifest(root: Path, data: dict[str, Any]) -> None:
     write_json(root / MANIFEST, data)
 
 
-def find_entry(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's entry ``name``; an unknown name is a UsageError with the closest ones."""
+def find_entry(name: str, manifest: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """The manifest's entry ``name``; an unknown name is a UsageError with the closest ones
+    (``root``: the zoo's folder, for the message)."""
     names = [e["name"] for e in manifest["models"]]
     for entry in manifest["models"]:
         if entry["name"] == name:
@@ -186,7 +187,7 @@ def find_entry(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
     hint = f"; did you mean {' or '.join(f'zoo:{c}' for c in close)}?" if close else ""
     there = ", ".join(names) if names else "none yet"
     raise UsageError(
-        f"zoo:{name} is not in the zoo ({zoo_dir() / MANIFEST}){hint} Its models: {there} "
+        f"zoo:{name} is not in the zoo ({(root or zoo_dir()) / MANIFEST}){hint} Its models: {there} "
         "(`vaekit zoo list`)"
     )
 
@@ -232,7 +233,7 @@ def materialize(name: str, root: Path | None = None) -> tuple[Path, dict[str, An
     removed, so that the cache holds exactly the zoo's model.
     """
     root = zoo_dir() if root is None else root
-    entry = find_entry(name, read_manifest(root))
+    entry = find_entry(name, read_manifest(root), root)
     dest = cache_root() / name
     from vaekit.rundir import RUN_OWNED
 
@@ -257,16 +258,18 @@ def materialize(name: str, root: Path | None = None) -> tuple[Path, dict[str, An
     return dest, entry
 
 
-def zoo_run(name: str, weights: str = "last", stage: str = "auto") -> tuple[Path, str]:
+def zoo_run(
+    name: str, weights: str = "last", stage: str = "auto", root: Path | None = None
+) -> tuple[Path, str]:
     """Where :func:`vaekit.load` finds ``zoo:NAME`` (its checked copy in the cache) and which
     of its weights to load.
 
     A zoo model ships one set of weights, those that give its figure: ``weights="last"``
     (the default) loads them whichever they were; ``"best"`` is refused for a model that
     ships its last ones. The first stage of a model with a prior stage ships the weights
-    its prior was fitted to (its last).
+    its prior was fitted to (its last). ``root``: the zoo's folder (default :func:`zoo_dir`).
     """
-    path, entry = materialize(name)
+    path, entry = materialize(name, root)
     figure = entry.get("figure") or {}
     shipped = figure.get("weights", "last")
     epoch = figure.get("epoch")
