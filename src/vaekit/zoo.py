@@ -289,19 +289,23 @@ def zoo_run(
 
 
 def _commit() -> str | None:
-    """The git commit of the checkout vaekit runs from (None outside one)."""
+    """The git commit of the checkout vaekit runs from, ``-dirty`` when its package code
+    differs from it (None outside a checkout)."""
     package = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=package,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=package, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return commit + ("-dirty" if git("status", "--porcelain", "--", ".") else "")
 
 
 def _float32_bytes(path: Path) -> bytes:
@@ -561,7 +565,11 @@ def add_run(
             "seconds": round(sum(float(v) for v in seconds.values()), 1) if seconds else None,
             "threads": result.get("threads"),
         },
-        "packaged": {"vaekit": vaekit.__version__, "commit": _commit(), "from": str(run_dir)},
+        "packaged": {
+            "vaekit": vaekit.__version__,
+            "commit": _commit(),
+            "from": str(run_dir.resolve()),
+        },
     }
     entry["training"] = _training(run_dir)
     if staged:
