@@ -1426,7 +1426,8 @@ def load(
     model: VAE | None = None,
     stage: str = "auto",
 ) -> Run:
-    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``.
+    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``; ``"zoo:NAME"`` loads a
+    model of the zoo (:mod:`vaekit.zoo`), checked against its manifest.
 
     ``weights="last"`` takes the newest weights; ``"best"`` those of the epoch with the
     best validation score (``RUN/best.safetensors``, kept when the data has a validation
