@@ -159,6 +159,15 @@ def test_a_file_whose_checksum_differs_is_refused(zoo_env: Path, capsys, name: s
         vaekit.load("zoo:tiny")
 
 
+def test_a_manifest_naming_files_outside_the_model_is_refused(zoo_env: Path, tmp_path) -> None:
+    manifest = json.loads((zoo_env / "manifest.json").read_text())
+    manifest["models"][0]["files"][0]["path"] = "../../elsewhere/config.json"
+    (zoo_env / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(zoo.ZooError, match="not a file of its folder"):
+        vaekit.load("zoo:tiny")
+    assert not (tmp_path / "elsewhere" / "config.json").exists()
+
+
 def test_a_changed_cache_copy_is_replaced_from_the_zoo(zoo_env: Path, tmp_path) -> None:
     first = vaekit.load("zoo:tiny")
     state = {k: v.clone() for k, v in first.model.state_dict().items()}

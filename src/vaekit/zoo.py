@@ -205,7 +205,15 @@ def _sha256(path: Path) -> str:
 
 def _verified(root: Path, name: str, item: dict[str, Any]) -> Path:
     """The zoo's file ``item`` of model ``name``, whose SHA-256 is the manifest's."""
-    path = root / name / item["path"]
+    rel = Path(str(item.get("path", "")))
+    if not _NAME.match(name) or rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ZooError(
+            f"{root / MANIFEST}: zoo:{name} lists the file {str(rel)!r}, which is not a file of "
+            "its folder; restore the manifest from git"
+        )
+    if not isinstance(item.get("sha256"), str):
+        raise ZooError(f"{root / MANIFEST}: {rel} of zoo:{name} has no sha256; restore it from git")
+    path = root / name / rel
     restore = (
         f"restore it from git (`git checkout -- {path}`, or `git lfs pull` where the weights "
         "are kept in LFS); vaekit does not load it"
