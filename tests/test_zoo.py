@@ -76,7 +76,7 @@ def test_add_writes_the_run_files_and_a_manifest_entry(packaged: Path) -> None:
     assert set(files) == {
         "config.json",
         "model.json",
-        "metrics.jsonl",
+        "metrics.jsonl.gz",
         "best.safetensors",
         "eval-best-k10.json",
     }
@@ -108,6 +108,10 @@ def test_load_by_name_from_another_directory(zoo_env: Path, tmp_path: Path) -> N
     assert run.zoo == "zoo:tiny" and run.dir == tmp_path / "cache" / "zoo" / "tiny"
     assert (run.weights, run.weights_epoch) == ("best", entry["figure"]["epoch"])
     assert run.encode(torch.rand(3, 64)).mean.shape == (3, 2)
+    # The history, kept gzipped in the zoo, is the run's own in the cache.
+    source = Path(zoo.find_entry("tiny", zoo.read_manifest())["packaged"]["from"])
+    assert (run.dir / "metrics.jsonl").read_bytes() == (source / "metrics.jsonl").read_bytes()
+    assert len(run.metrics) == 2
     assert _snapshot(zoo_env) == before
 
 
@@ -172,7 +176,7 @@ def test_a_changed_cache_copy_is_replaced_from_the_zoo(zoo_env: Path, tmp_path) 
     first = vaekit.load("zoo:tiny")
     state = {k: v.clone() for k, v in first.model.state_dict().items()}
     weights = tmp_path / "cache" / "zoo" / "tiny" / "best.safetensors"
-    shutil.copy(zoo_env / "tiny" / "metrics.jsonl", weights)  # anything else
+    shutil.copy(zoo_env / "tiny" / "config.json", weights)  # anything else
     again = vaekit.load("zoo:tiny")
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in state.items())
 

@@ -6,7 +6,7 @@ Layout::
                                their SHA-256, the data fingerprint, the figure and the
                                commands that trained and measured it
     zoo/NAME/                  a run directory without checkpoints: config.json,
-                               model.json, metrics.jsonl, the weights that give the figure
+                               model.json, metrics.jsonl.gz, the weights that give the figure
                                (model.safetensors or best.safetensors), the evaluation
                                that measured it; RUN/prior/ likewise for a second stage
 
@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import gzip
 import hashlib
 import json
 import math
@@ -245,16 +246,32 @@ def materialize(name: str, root: Path | None = None) -> tuple[Path, dict[str, An
     dest = cache_root() / name
     from vaekit.rundir import RUN_OWNED
 
-    listed = {item["path"] for item in entry["files"]}
+    listed = {(item.get("unpacked") or item)["path"] for item in entry["files"]}
     for item in entry["files"]:
         source = _verified(root, name, item)
-        target = dest / item["path"]
+        unpacked = item.get("unpacked")
+        if unpacked is not None and f"{unpacked.get('path')}.gz" != item["path"]:
+            raise ZooError(
+                f"{root / MANIFEST}: {item['path']} of zoo:{name} unpacks to "
+                f"{unpacked.get('path')!r}, not its own name; restore the manifest from git"
+            )
+        target = dest / (unpacked or item)["path"]
         if target.is_file() and (
-            item.get("role") == "result" or (_sha256(target) == item["sha256"])
+            item.get("role") == "result" or _sha256(target) == (unpacked or item)["sha256"]
         ):
             continue
-        with atomic_write(target, "wb") as f, open(source, "rb") as s:
-            shutil.copyfileobj(s, f)
+        if unpacked is None:
+            with atomic_write(target, "wb") as f, open(source, "rb") as s:
+                shutil.copyfileobj(s, f)
+            continue
+        data = gzip.decompress(source.read_bytes())
+        if hashlib.sha256(data).hexdigest() != unpacked["sha256"]:
+            raise ZooError(
+                f"zoo:{name}: {source} unpacks to other bytes than {root / MANIFEST} records; "
+                "restore it from git"
+            )
+        with atomic_write(target, "wb") as f:
+            f.write(data)
     if not any(p.startswith("prior/") for p in listed) and (dest / "prior").is_dir():
         shutil.rmtree(dest / "prior")  # an older entry's second stage: not this model's
     for folder in (dest, dest / "prior"):
@@ -535,6 +552,12 @@ def add_run(
     files = []
     for source, rel, role in copies:
         data = _float32_bytes(source) if role == "weights" else source.read_bytes()
+        item: dict[str, Any] = {}
+        if rel.endswith(METRICS_FILE):
+            # A long run's history is hundreds of KB of JSON lines: kept gzipped (the zoo
+            # lives in git), unpacked into the cache. mtime=0: the same bytes every time.
+            item["unpacked"] = {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+            data, rel = gzip.compress(data, mtime=0), rel + ".gz"
         with atomic_write(staging / rel, "wb") as out:
             out.write(data)
         files.append(
@@ -544,6 +567,7 @@ def add_run(
                 "bytes": len(data),
                 "role": role,
             }
+            | item
         )
     info = json.loads((run_dir / "model.json").read_text())
     data_info = info.get("data") or {}
