@@ -85,8 +85,10 @@ MANIFEST_FORMAT = 1
 QUICK: dict[str, int] = {"k": 100, "limit": 1000, "seed": 0}
 # A re-measurement passes within max(3 standard errors, this many nats) of the manifest.
 TOLERANCE = 0.05
-# The zoo lives in git: `vaekit zoo add` warns when it grows past this many bytes.
-SIZE_BUDGET = 60 * 2**20
+# The zoo lives in git: `vaekit zoo add` warns when it grows past this many bytes (and a
+# test fails). The twelve models of the results tables hold 59.0 MiB (61.9 MB) of float32
+# weights by their configs (bmnist_planar_k80 alone 13.7 MiB), hence a little over 60 MB.
+SIZE_BUDGET = 64 * 2**20
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _MARK_TEXT = (
     "vaekit never writes in this folder: it is the model zoo (zoo/manifest.json). Outputs of "
