@@ -18,6 +18,10 @@
     vaekit encode RUN [--split test] [--format npy|csv]
     vaekit explore RUN [--host 127.0.0.1] [--port 0|N] [--data-dir DIR]
     vaekit parts [KIND [NAME]] [--format text|json]
+    vaekit zoo list | check [NAME ...] [--quick] [--k K] | add RUN NAME | table [--check]
+
+Every RUN may be ``zoo:NAME``, a model of the zoo (vaekit.zoo): checked against its
+SHA-256, loaded from its copy in the cache, where its outputs go unless --out says.
 
 Commands that read a run's data again (evaluate, plot, report, reconstruct, encode,
 explore) take ``--dataset PATH`` for data that have moved, and refuse data that changed
@@ -68,7 +72,10 @@ def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return integer
 
 
-RUN_HELP = "a run directory (what `vaekit train --out` wrote)"
+RUN_HELP = (
+    "a run directory (what `vaekit train --out` wrote), or zoo:NAME, a model of the zoo "
+    "(`vaekit zoo list`), whose outputs go to its folder in the cache"
+)
 
 COUNT = _int_range(1)
 SEED = _int_range(0, 2**32 - 1)  # as train.seed
@@ -736,11 +743,129 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="text to read (default) or json for tools",
     )
+    _zoo_parser(sub)
     # Every help text may name a registry's list ({datasets}, {samplers}, ...): filled when shown.
     parser.formatter_class = _RegistryHelp
     for command in sub.choices.values():
         command.formatter_class = _RegistryHelp
     return parser
+
+
+def _zoo_parser(sub: Any) -> None:
+    """``vaekit zoo list|check|add|table``: the model zoo (vaekit.zoo)."""
+    p = sub.add_parser(
+        "zoo",
+        help="the model zoo: list, re-measure, add, and write the results tables",
+        description="Trained models shipped in the repository's zoo/ folder ($VAEKIT_ZOO, "
+        "else zoo/ beside the checkout vaekit runs from), loaded by every command as "
+        "zoo:NAME. See docs/guides/zoo.md.",
+    )
+    zsub = p.add_subparsers(
+        dest="zoo_command",
+        metavar="ZOO_COMMAND",
+        required=True,
+        help="list, check, add or table (`vaekit zoo ZOO_COMMAND --help` describes each)",
+    )
+    zsub.add_parser("list", help="the zoo's models and their figures")
+    q = zsub.add_parser(
+        "check",
+        help="re-evaluate zoo models and compare with the manifest (exit 1 on a mismatch)",
+        description="Evaluate each model (default: all) on the test split with the manifest's "
+        "settings and compare its NLL and ELBO with the manifest's: within max(3 standard "
+        "errors, 0.05 nats) passes.",
+    )
+    q.add_argument("names", nargs="*", metavar="NAME", help="zoo models (default: all)")
+    q.add_argument(
+        "--quick",
+        action="store_true",
+        help="k = 100 on a seeded 1,000 test examples, compared with the quick figure stored "
+        "beside the full one (seconds per model; default: the full figure, k = 5000)",
+    )
+    q.add_argument(
+        "--k",
+        type=COUNT,
+        default=None,
+        help="importance samples (default: the stored figure's; another k is measured, not "
+        "compared)",
+    )
+    q.add_argument("--threads", type=THREADS, default=1, help="torch threads (default: 1)")
+    q = zsub.add_parser(
+        "add",
+        help="package a finished, evaluated run into the zoo",
+        description="Copy RUN's config.json, model.json, metrics, the weights that give its "
+        "figure (float32) and that evaluation into zoo/NAME (a prior stage's too), write "
+        "its manifest entry with the SHA-256 of each file, and measure its quick figure.",
+    )
+    q.add_argument("run", metavar="RUN", help="the run directory to package")
+    q.add_argument("name", metavar="NAME", help="its name in the zoo (zoo:NAME)")
+    q.add_argument(
+        "--weights",
+        default="best",
+        choices=["best", "last"],
+        help="the weights whose evaluation is the figure (default: best)",
+    )
+    q.add_argument(
+        "--eval",
+        default=None,
+        metavar="FILE",
+        help="the evaluation JSON that gives the figure (default: the run's most thorough "
+        "saved one of the whole test split with those weights)",
+    )
+    q.add_argument(
+        "--config-name",
+        default=None,
+        help="the bundled config that trained it (default: NAME when one is so named)",
+    )
+    q.add_argument("--description", default=None, help="the model in a line (default: derived)")
+    q.add_argument("--force", action="store_true", help="replace an entry of that name")
+    q.add_argument(
+        "--threads", type=THREADS, default=1, help="torch threads for the quick figure (default: 1)"
+    )
+    q = zsub.add_parser(
+        "table",
+        help="write the results tables from the manifest into README.md and docs/",
+        description="Fill every <!-- zoo-table:NAME:begin --> ... <!-- zoo-table:NAME:end --> "
+        "block (NAME: all, or a data name such as binarized-mnist) of README.md and "
+        "docs/**/*.md from the manifest.",
+    )
+    q.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when a block is stale"
+    )
+    q.add_argument(
+        "--root",
+        default=None,
+        help="the checkout whose README.md and docs/ to fill (default: the zoo's parent)",
+    )
+
+
+def cmd_zoo(a: argparse.Namespace) -> int:
+    from vaekit import zoo
+
+    if a.zoo_command == "list":
+        print(zoo.list_text(), end="")
+        return 0
+    if a.zoo_command == "check":
+        return 0 if zoo.check_models(a.names, quick=a.quick, k=a.k, threads=a.threads) else 1
+    if a.zoo_command == "add":
+        zoo.add_run(
+            a.run,
+            a.name,
+            weights=a.weights,
+            eval_file=a.eval,
+            force=a.force,
+            config_name=a.config_name,
+            description=a.description,
+            threads=a.threads,
+            log=sys.stdout,
+        )
+        return 0
+    stale = zoo.update_tables(Path(a.root) if a.root else None, check=a.check)
+    for path in stale:
+        print(f"{'stale' if a.check else 'wrote'} {path}")
+    if a.check and stale:
+        print("error: the zoo tables are stale; run `vaekit zoo table`", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _sampler_flags(p: argparse.ArgumentParser) -> None:
@@ -777,6 +902,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     from vaekit.config import load_config
     from vaekit.train import fit
 
+    if a.resume and a.resume.startswith("zoo:"):
+        name = a.resume[len("zoo:") :]
+        raise CommandError(
+            f"{a.resume} is a model of the zoo, which is read-only and ships no checkpoints: "
+            f"train it again from its config, `vaekit train --config zoo/{name}/config.json "
+            f"--out runs/{name}` (its train_command in zoo/manifest.json)"
+        )
     if a.stage == "prior":
         return _train_prior_stage(a)
     if a.resume:
@@ -866,7 +998,14 @@ def _notes(run: Any) -> None:
             f"with the prior fitted to its codes), whose files go under {run.dir}; "
             f"`--stage model` gives the run as first trained, whose files stay in {run.parent}"
         )
-    for text in (stage, run.note, prior_note(run)):
+    zoo = None
+    if getattr(run, "zoo", None):
+        zoo = (
+            f"{run.zoo} was checked against the zoo's manifest and loaded from its copy in "
+            f"{run.parent or run.dir}; outputs go there unless --out names a place, never into "
+            "the zoo"
+        )
+    for text in (zoo, stage, run.note, prior_note(run)):
         if text:
             print(f"note: {text}", file=sys.stderr)
 
@@ -980,11 +1119,11 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 def cmd_curves(a: argparse.Namespace) -> int:
     from vaekit.plots import compare_curves, curves_split
-    from vaekit.rundir import objective_abilities, read_metrics, read_run_config
+    from vaekit.rundir import objective_abilities, read_metrics, read_run_config, run_location
 
     runs: dict[str, Any] = {}
     for run in a.runs:
-        path = Path(run)
+        path = run_location(run)[0]
         rows = read_metrics(path)
         if not rows:
             what = "has no metrics.jsonl rows yet" if path.is_dir() else "is not a run directory"
@@ -1003,9 +1142,10 @@ def cmd_curves(a: argparse.Namespace) -> int:
 
 
 def cmd_summary(a: argparse.Namespace) -> int:
-    from vaekit.rundir import RunError
+    from vaekit.rundir import RunError, run_location
     from vaekit.summary import format_rows, summarize_run
 
+    a.runs = [run_location(run)[0] for run in a.runs]  # zoo:NAME: its copy in the cache
     if len(a.runs) == 1:
         rows = [summarize_run(a.runs[0])]  # the one run must be one: its error is the error
     else:
@@ -1460,6 +1600,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "encode": cmd_encode,
     "explore": cmd_explore,
     "parts": cmd_parts,
+    "zoo": cmd_zoo,
 }
 
 

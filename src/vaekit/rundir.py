@@ -119,6 +119,11 @@ __all__ = [
     "run_file_owner",
     "check_not_run_file",
     "no_run_dir",
+    "READ_ONLY_MARK",
+    "read_only_folder",
+    "ZOO_PREFIX",
+    "zoo_name",
+    "run_location",
 ]
 
 
@@ -864,13 +869,38 @@ def run_file_owner(path: str | os.PathLike[str]) -> tuple[Path, str] | None:
     return None
 
 
+# A folder holding this file is read-only to every command (the model zoo, vaekit.zoo):
+# no --out may name it or anything in it, and a run in it is loaded from its copy in the
+# cache (run_location), where its outputs go. The file's text says why.
+READ_ONLY_MARK = ".vaekit-read-only"
+
+
+def read_only_folder(path: str | os.PathLike[str]) -> Path | None:
+    """The folder marked read-only (:data:`READ_ONLY_MARK`) that is or holds ``path``
+    (links and ``..`` resolved), or None."""
+    resolved = Path(path).expanduser().absolute()
+    with contextlib.suppress(OSError, RuntimeError):
+        resolved = resolved.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / READ_ONLY_MARK).is_file():
+            return folder
+    return None
+
+
 def check_not_run_file(
     path: str | os.PathLike[str], option: str = "--out", example: str | None = "results.json"
 ) -> Path:
     """``path`` as a Path, unless it names a file or folder that a run directory owns
     (:data:`RUN_OWNED`), or lies in one: writing there would break the run, so that is a
     RunError (suggesting ``example`` in the run directory instead). Every command that
-    writes where its user says checks here first, before it writes anything."""
+    writes where its user says checks here first, before it writes anything. A folder
+    marked read-only (:data:`READ_ONLY_MARK`, the model zoo) is refused whole."""
+    folder = read_only_folder(path)
+    if folder is not None:
+        why = "vaekit never writes there"
+        with contextlib.suppress(OSError):
+            why = (folder / READ_ONLY_MARK).read_text().strip()
+        raise RunError(f"{option} {path} lies in {folder}, which is read-only: {why}")
     owner = run_file_owner(path)
     if owner is not None:
         run_dir, entry = owner
@@ -1050,6 +1080,9 @@ class Run:
         self.parent: Path | None = None
         # Something to tell whoever reads outputs of this run (a stale second stage).
         self.note: str | None = None
+        # "zoo:NAME" for a model of the zoo (vaekit.zoo), loaded from its checked copy in
+        # the cache (self.dir), where its outputs go; None for a run directory.
+        self.zoo: str | None = None
 
     # -- construction -----------------------------------------------------------------------
 
@@ -1064,7 +1097,8 @@ class Run:
     ) -> Run:
         from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
 
-        run_dir = Path(run_dir)
+        zoo = zoo_name(run_dir)
+        run_dir, weights = run_location(run_dir, weights, stage)
         device = _device(device)
         if stage not in ("auto", *STAGES):
             raise RunError(f"stage must be auto, {' or '.join(STAGES)}; got {stage!r}")
@@ -1076,6 +1110,7 @@ class Run:
                 )
             run = cls.from_dir(prior_stage_dir(run_dir), device, weights, model, stage="model")
             run.stage, run.parent, run.note = "prior", run_dir, stage_note(run_dir)
+            run.zoo = None if zoo is None else ZOO_PREFIX + zoo[0]
             return run
         config = read_run_config(run_dir)
         info = _read_json(run_dir / "model.json", "data shape and classes")
@@ -1102,6 +1137,7 @@ class Run:
         run = cls(run_dir, config, info, model.to(device))
         run.weights, run.weights_epoch = weights, read_weights_epoch(path)
         run.weights_file = path
+        run.zoo = None if zoo is None else ZOO_PREFIX + zoo[0]
         return run
 
     def __repr__(self) -> str:
@@ -1390,7 +1426,8 @@ def load(
     model: VAE | None = None,
     stage: str = "auto",
 ) -> Run:
-    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``.
+    """Load a trained run: ``vaekit.load("runs/demo").encode(x)``; ``"zoo:NAME"`` loads a
+    model of the zoo (:mod:`vaekit.zoo`), checked against its manifest.
 
     ``weights="last"`` takes the newest weights; ``"best"`` those of the epoch with the
     best validation score (``RUN/best.safetensors``, kept when the data has a validation
@@ -1401,6 +1438,39 @@ def load(
     ("auto", or "prior"); ``"model"`` is the run as first trained.
     """
     return Run.from_dir(run_dir, device, weights, model=model, stage=stage)
+
+
+# A run named ``zoo:NAME`` is a model of the model zoo (:mod:`vaekit.zoo`).
+ZOO_PREFIX = "zoo:"
+
+
+def zoo_name(run_dir: str | os.PathLike[str]) -> tuple[str, Path | None] | None:
+    """The zoo model a RUN names, and the zoo's folder when the RUN gives it: ``zoo:NAME``
+    (the zoo :func:`vaekit.zoo.zoo_dir` finds), or a path into a read-only folder
+    (:data:`READ_ONLY_MARK`), such as ``zoo/NAME`` of a checkout; None for any other run."""
+    if isinstance(run_dir, str) and run_dir.startswith(ZOO_PREFIX):
+        return run_dir[len(ZOO_PREFIX) :], None
+    folder = read_only_folder(run_dir)
+    if folder is None:
+        return None
+    inside = Path(run_dir).expanduser().absolute().resolve().relative_to(folder).parts
+    return (inside[0], folder) if inside else None
+
+
+def run_location(
+    run_dir: str | os.PathLike[str], weights: str = "last", stage: str = "auto"
+) -> tuple[Path, str]:
+    """The run directory a RUN names and the weights to load from it: a path as it is, or
+    for a zoo model (:func:`zoo_name`) its checked copy in the cache and the weights it
+    ships (:func:`vaekit.zoo.zoo_run`), so that nothing is written into the zoo. Every
+    loader resolves a RUN here, once."""
+    zoo = zoo_name(run_dir)
+    if zoo is None:
+        return Path(run_dir), weights
+    # Imported only for a zoo model: the zoo is built on run directories, not under them.
+    from vaekit.zoo import zoo_run
+
+    return zoo_run(zoo[0], weights, stage, root=zoo[1])
 
 
 def read_data_info(run_dir: Path) -> dict[str, Any] | None:
