@@ -17,6 +17,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit compare`."""
     p.add_argument("run_a", metavar="RUN_A", help="the run drawn on the left")
     p.add_argument(
         "run_b", metavar="RUN_B", help="the run drawn on the right (its test split is used)"
@@ -31,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit compare` as parsed into ``a``; the exit status."""
     run_a, run_b = load_run(a.run_a, a), load_run(a.run_b, a)
     test = random_subset(run_b.dataset(a.data_dir).test, a.n)
     fig = compare_runs(run_a, run_b, test.x, test.y)

@@ -19,6 +19,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit curves`."""
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one curve each")
     p.add_argument(
         "--split",
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit curves` as parsed into ``a``; the exit status."""
     runs: dict[str, Any] = {}
     for arg in a.runs:
         path = run_dir(arg)

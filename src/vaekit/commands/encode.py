@@ -16,6 +16,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit encode`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--split",
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit encode` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     ds = run_dataset(a, run)
     # Every file it may write is checked before the encoding.

@@ -32,6 +32,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit evaluate`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--k",
@@ -92,6 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit evaluate` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     ds = run_dataset(a, run)
     if a.disentanglement:

@@ -23,6 +23,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit explore`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--host",
@@ -42,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit explore` as parsed into ``a``; the exit status."""
     if not 0 <= a.port <= 65535:
         raise CommandError("--port must be in 0..65535 (0 picks a free port)")
     try:

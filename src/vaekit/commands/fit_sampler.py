@@ -31,6 +31,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit fit-sampler`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--sampler",
@@ -55,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit fit-sampler` as parsed into ``a``; the exit status."""
     # The run's own stage (--stage is not read here: the sampler fits the stage `vaekit
     # sample` loads by default).
     run = load_run(a.run, a, stage="auto")

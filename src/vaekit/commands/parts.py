@@ -16,6 +16,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit parts`."""
     kinds = ", ".join(k for k in KINDS if "." not in k)
     p.add_argument(
         "kind",
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit parts` as parsed into ``a``; the exit status."""
     if a.format == "json":
         print(json.dumps(describe_json(a.kind, a.name), indent=2))
     else:

@@ -25,6 +25,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit plot`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--which",
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit plot` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     if a.out:
         check_not_run_file(a.out, "--out", "plots")

@@ -45,6 +45,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit quality`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--sampler",
@@ -90,6 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit quality` as parsed into ``a``; the exit status."""
     if not (math.isfinite(a.temperature) and a.temperature > 0):
         raise CommandError(f"--temperature must be a positive number, got {a.temperature}")
     # The run's own stage (--stage is not read here), as before commands had modules.

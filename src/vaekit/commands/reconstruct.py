@@ -26,6 +26,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit reconstruct`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--n", type=COUNT, default=16, help="examples (default: 16; at most the split's size)"
@@ -59,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit reconstruct` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     split = run_split(a, run)
     out, kind = examples_file(a.out, run, "reconstructions", option="--out")

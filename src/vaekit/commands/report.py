@@ -25,6 +25,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit report`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument(
         "--k",
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit report` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     ds = run_dataset(a, run)
     if a.out:

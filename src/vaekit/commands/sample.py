@@ -32,6 +32,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit sample`."""
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--n", type=COUNT, default=64, help="examples to draw (default: 64)")
     p.add_argument(
@@ -90,6 +91,7 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit sample` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     out, kind = examples_file(a.out, run, "samples", option="--out")
     if a.label is not None and run.num_classes and not 0 <= a.label < run.num_classes:

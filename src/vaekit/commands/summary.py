@@ -19,6 +19,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit summary`."""
     p.add_argument(
         "runs",
         nargs="+",
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit summary` as parsed into ``a``; the exit status."""
     if len(a.runs) == 1:
         rows = [
             summarize_run(run_dir(a.runs[0]))

@@ -28,6 +28,7 @@ DESCRIPTION = "Train a model from a config file and/or flags."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit train`."""
     p.add_argument(
         "--config",
         "-c",
@@ -91,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit train` as parsed into ``a``; the exit status."""
     if a.stage == "prior":
         return _train_prior_stage(a)
     if a.resume:

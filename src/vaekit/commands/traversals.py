@@ -19,6 +19,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit traversals`."""
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, one panel each")
     p.add_argument("--rows", type=COUNT, default=6, help="latent dimensions per run (default: 6)")
     p.add_argument("--n", type=COUNT, default=7, help="values per dimension (default: 7)")
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit traversals` as parsed into ``a``; the exit status."""
     runs = [load_run(r, a) for r in a.runs]
     test = runs[0].dataset(a.data_dir).test
     if not 0 <= a.example < len(test):
