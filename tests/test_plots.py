@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 import vaekit
 from vaekit.cli import main
+from vaekit.images import reconstruction_grid
 from vaekit.plots import (
     FIGURES,
     LAYER_FIGURES,
@@ -154,11 +155,17 @@ def test_latent_grid_over_a_chosen_range(vae: vaekit.Run) -> None:
 def test_reconstructions_beside_originals(
     vae: vaekit.Run, test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
+    # The grid `vaekit reconstruct` writes: a row of originals above their reconstructions.
     fig = reconstructions(vae, test_split[0], n=8)
-    assert len(fig.axes) == 2
-    top, bottom = (np.asarray(ax.get_images()[0].get_array()) for ax in fig.axes)
-    assert top.shape == bottom.shape == (10, 8 * 9 + 1)
+    assert len(fig.axes) == 1
+    grid = _one_image(fig)
+    assert grid.shape == (2 * 9 + 1, 8 * 9 + 1)
+    top, bottom = grid[:10], grid[9:]
     assert not np.allclose(top, bottom)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["original", "reconstruction"]
+    x = test_split[0][:8]
+    expected, _ = reconstruction_grid(x, vae.reconstruct(x), vae.data_shape)
+    assert np.array_equal(grid, expected)
 
 
 def test_prior_samples_grid(vae: vaekit.Run) -> None:

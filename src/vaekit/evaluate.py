@@ -60,6 +60,7 @@ __all__ = [
     "kl_per_dim",
     "Moments",
     "posterior_moments",
+    "encode_split",
     "moment_draws_needed",
     "latent_means",
     "active_units",
@@ -546,6 +547,42 @@ def posterior_moments(
         empty = torch.empty(0, m.latent_dim)
         return Moments(empty, empty.clone())
     return Moments(torch.cat(means), torch.cat(variances))
+
+
+def encode_split(
+    run: Run, split: str = "test", *, dataset: Dataset | None = None, batch_size: int = 1000
+) -> dict[str, np.ndarray]:
+    """Every example of one split of the run's data encoded (``vaekit encode``;
+    :meth:`vaekit.rundir.Run.encode_split`): ``mean`` and ``var``, the moments of q(z|x)
+    (:func:`posterior_moments`, as every other posterior mean vaekit shows), ``(N, D)``
+    each; ``codes``, the code index at each position of the most probable code, for a
+    discrete model; ``labels`` when the data have them. NumPy arrays, in the split's order.
+
+    ``dataset``: the run's data (default: :meth:`~vaekit.rundir.Run.dataset`). The
+    training split is encoded as the model saw it (one seeded binary draw of dynamically
+    binarized data, :func:`vaekit.data.model_view`).
+    """
+    if split not in ("train", "valid", "test"):
+        raise UsageError(f"split must be train, valid or test, got {split!r}")
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    part = (dataset if dataset is not None else run.dataset()).split(split)
+    if split == "train":
+        part = model_view(part, run.config.data.binarize, run.config.train.seed)
+    y = part.y if run.num_classes else None
+    moments = posterior_moments(run.model, part.x, y, batch_size=batch_size)
+    out = {"mean": moments.mean.numpy(), "var": moments.variance.numpy()}
+    if run.model.composition.posterior.discrete:
+        head: Any = run.model.encoder.head  # a discrete posterior's head: a CodeHead
+        codes = []
+        for i in range(0, len(part), batch_size):
+            yb = None if y is None else y[i : i + batch_size]
+            # The code index at each position of the most probable code.
+            codes.append(head.codes(run.encode(part.x[i : i + batch_size], yb).mode).cpu())
+        out["codes"] = torch.cat(codes).numpy()
+    if part.y is not None:
+        out["labels"] = part.y.numpy()
+    return out
 
 
 @torch.inference_mode()

@@ -12,7 +12,14 @@ from torch import Tensor
 
 from vaekit.errors import UsageError
 
-__all__ = ["IMAGE_SUFFIXES", "to_images", "image_grid", "display_scale", "save_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "to_images",
+    "image_grid",
+    "reconstruction_grid",
+    "display_scale",
+    "save_image",
+]
 
 # The image files save_image writes, by extension.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,6 +51,36 @@ def image_grid(
         top, left = pad + r * (h + pad), pad + c * (w + pad)
         grid[top : top + h, left : left + w] = img
     return grid
+
+
+def reconstruction_grid(
+    originals: Tensor | np.ndarray,
+    reconstructions: Tensor | np.ndarray,
+    shape: tuple[int, ...],
+    ncol: int = 16,
+) -> tuple[np.ndarray, list[str]]:
+    """Examples above their reconstructions, ``ncol`` to a row: the grid's rows alternate,
+    originals then the reconstructions of the same examples (the last pair padded with
+    white), and a label per row ("original", "reconstruction") for
+    :func:`save_image`'s ``row_labels``. ``vaekit reconstruct`` and
+    :func:`vaekit.plots.reconstructions` draw this grid.
+
+    Example:
+        >>> grid, labels = reconstruction_grid(np.zeros((20, 4)), np.ones((20, 4)), (2, 2))
+        >>> grid.shape, labels
+        ((13, 49), ['original', 'reconstruction', 'original', 'reconstruction'])
+    """
+    a, b = to_images(originals, shape), to_images(reconstructions, shape)
+    n = len(a)
+    ncol = max(1, min(n, ncol))
+    rows = []
+    for i in range(0, n, ncol):
+        rows += [a[i : i + ncol], b[i : i + ncol]]
+    padded = [
+        np.pad(r, [(0, ncol - len(r))] + [(0, 0)] * (r.ndim - 1), constant_values=1.0) for r in rows
+    ]
+    images = np.concatenate(padded) if padded else a
+    return image_grid(images, ncol=ncol), ["original", "reconstruction"] * (len(rows) // 2)
 
 
 def display_scale(shape: tuple[int, ...], min_pixels: int = 56) -> int:

@@ -51,7 +51,7 @@ from torch import Tensor
 from vaekit.data import Dataset, Split
 from vaekit.errors import UsageError
 from vaekit.hierarchy import FIGURES as LAYER_FIGURES
-from vaekit.images import image_grid, to_images
+from vaekit.images import image_grid, reconstruction_grid, to_images
 from vaekit.parts import ObjectiveAbilities
 from vaekit.rundir import Run, atomic_write, check_not_run_file, part_labels
 
@@ -277,7 +277,11 @@ def _tick(v: float) -> str:
 def _show_images(
     ax: Axes, images: np.ndarray, ncol: int | None = None, pad: int = 1, pad_value: float = 1.0
 ) -> np.ndarray:
-    grid = image_grid(images, ncol=ncol, pad=pad, pad_value=pad_value)
+    return _show_grid(ax, image_grid(images, ncol=ncol, pad=pad, pad_value=pad_value))
+
+
+def _show_grid(ax: Axes, grid: np.ndarray) -> np.ndarray:
+    """An image grid (grey or RGB, values in [0, 1]) in ``ax``, without ticks."""
     if grid.ndim == 2:
         ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
@@ -424,21 +428,23 @@ def latent_grid(
 
 
 def reconstructions(run: Run, x: Any, y: Any = None, n: int = 16) -> Figure:
-    """The first ``n`` examples of ``x`` (top) and their reconstructions (bottom)."""
+    """The first ``n`` examples of ``x`` above their reconstructions, 16 to a row: the
+    grid ``vaekit reconstruct`` writes (:func:`vaekit.images.reconstruction_grid`)."""
     _require_images(run, "reconstructions")
     xs = torch.as_tensor(_np(x)[:n], dtype=torch.float32)
     ys = None if (y is None or not run.num_classes) else torch.as_tensor(_np(y)[:n])
     xr = run.reconstruct(xs, ys)
+    grid, labels = reconstruction_grid(xs, xr, run.data_shape)
     ncol = min(len(xs), 16)
     fig = Figure(
         figsize=(min(12.0, 0.75 * ncol), 1.6 * math.ceil(len(xs) / ncol) + 0.8),
         layout="constrained",
     )
-    top, bottom = fig.subplots(2, 1)
-    _show_images(top, to_images(xs, run.data_shape), ncol)
-    _show_images(bottom, to_images(xr, run.data_shape), ncol)
-    top.set_ylabel("original")
-    bottom.set_ylabel("reconstruction")
+    ax = fig.subplots()
+    _show_grid(ax, grid)
+    band = grid.shape[0] / len(labels)
+    ax.set_yticks([(i + 0.5) * band for i in range(len(labels))], labels)
+    ax.tick_params(axis="y", length=0)
     return fig
 
 
@@ -1098,7 +1104,7 @@ FIGURES: dict[str, FigureSpec] = {
         ),
         FigureSpec(
             "reconstructions",
-            "Test images (top) and their reconstructions at the posterior mean (bottom).",
+            "Test images, each row above their reconstructions at the posterior mean.",
             lambda d: reconstructions(
                 d.run, d.test.x[:16], None if d.labels is None else d.labels[:16], 16
             ),

@@ -1417,6 +1417,18 @@ class Run:
             source=None if data is None else python_dataset(data, seed=self.config.train.seed),
         )
 
+    def encode_split(
+        self, split: str = "test", *, dataset: Dataset | None = None, batch_size: int = 1000
+    ) -> dict[str, np.ndarray]:
+        """Every example of a split encoded, as ``vaekit encode`` writes it: ``mean`` and
+        ``var`` of q(z|x) ``(N, latent_dim)``, ``codes`` (a discrete model's code indices)
+        and ``labels`` when the data have them (:func:`vaekit.evaluate.encode_split`).
+        ``dataset``: the run's data (default: :meth:`dataset`);
+        :func:`vaekit.export.write_encoding` writes the result as .npy or .csv."""
+        from vaekit.evaluate import encode_split  # evaluate imports this module
+
+        return encode_split(self, split, dataset=dataset, batch_size=batch_size)
+
 
 def load(
     run_dir: str | os.PathLike[str],

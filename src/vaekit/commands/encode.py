@@ -1,0 +1,62 @@
+"""``vaekit encode``: the posterior moments of every example of a split, as .npy or .csv
+(:meth:`vaekit.rundir.Run.encode_split`, :func:`vaekit.export.write_encoding`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaekit.commands.args import RUN_HELP, add_common, add_out, add_run_data, add_weights
+from vaekit.commands.runs import load_run, notes, run_dataset, wrote
+from vaekit.export import check_finite, encoding_prefix, write_encoding
+
+DESCRIPTION = (
+    "Encode every example of a split: the means and variances of q(z|x) (and the labels, "
+    "when the data have them), as .npy files or one .csv."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `vaekit encode`."""
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "valid", "test"],
+        help="the split to encode (default: test)",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=["npy", "csv"],
+        help="npy: PREFIX_mean.npy, PREFIX_var.npy, PREFIX_labels.npy (and PREFIX_codes.npy, "
+        "the code indices of a discrete model); csv: one PREFIX.csv "
+        "(default: the extension of --out, else npy)",
+    )
+    add_out(
+        p,
+        "output prefix; ending it in .npy or .csv chooses the format",
+        "RUN/latents_SPLIT",
+        metavar="PREFIX",
+    )
+    add_run_data(p)
+    add_weights(p)
+    add_common(p)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Carry out `vaekit encode` as parsed into ``a``; the exit status."""
+    run = load_run(a.run, a)
+    ds = run_dataset(a, run)
+    # Every file it may write is checked before the encoding.
+    if a.out is None:
+        prefix, fmt = run.dir / f"latents_{a.split}", a.format or "npy"
+    else:
+        prefix, fmt = encoding_prefix(a.out, a.format, option="--out", fmt_option="--format")
+    encoding = run.encode_split(a.split, dataset=ds)
+    check_finite(run, encoding["mean"], "latent means")
+    check_finite(run, encoding["var"], "latent variances")
+    files = write_encoding(prefix, encoding, fmt)
+    print(f"encoded {len(encoding['mean'])} {a.split} examples into {run.latent_dim} dimensions")
+    wrote(*files)
+    notes(run)
+    return 0
