@@ -14,7 +14,7 @@ from vaekit.summary import format_rows, summarize_run
 
 DESCRIPTION = (
     "A row per run from what training and `vaekit evaluate` saved (it evaluates nothing): "
-    "the README's benchmark tables, rebuilt from your runs."
+    "the results pages' tables, rebuilt from your runs."
 )
 
 
