@@ -10,9 +10,7 @@ from pathlib import Path
 from vaekit import zoo
 from vaekit.commands.args import COUNT, THREADS
 
-DESCRIPTION = (
-    "Trained models shipped in the repository's zoo/ folder ($VAEKIT_ZOO, else zoo/ beside the checkout vaekit runs from), loaded by every command as zoo:NAME. See docs/guides/zoo.md."
-)
+DESCRIPTION = "Trained models shipped in the repository's zoo/ folder ($VAEKIT_ZOO, else zoo/ beside the checkout vaekit runs from), loaded by every command as zoo:NAME. See docs/guides/zoo.md."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
