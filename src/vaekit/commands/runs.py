@@ -33,9 +33,10 @@ def load_run(
 ) -> Run:
     """The run that a RUN argument names, on ``--device`` (default cpu), with the
     command's ``--weights`` and ``--stage`` where it has them (``weights`` and ``stage``
-    given here win). Every command that loads a run goes through here."""
+    given here win). Every command that loads a run goes through here; a ``zoo:NAME`` is
+    resolved by the loader itself, which also picks the weights the zoo model ships."""
     return rundir.load(
-        run_dir(arg),
+        arg,
         device=getattr(a, "device", None) or "cpu",
         weights=weights or getattr(a, "weights", None) or "last",
         stage=stage or getattr(a, "stage", None) or "auto",
