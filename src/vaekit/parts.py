@@ -30,12 +30,14 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
 import inspect
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +49,11 @@ from vaekit.validate import short
 __all__ = [
     "PartError",
     "NoOptions",
+    "PartConfig",
+    "install_registries",
+    "lookup",
+    "registry_of",
+    "nested_part",
     "PosteriorAbilities",
     "FlowAbilities",
     "PriorAbilities",
@@ -75,6 +82,23 @@ class PartError(ConfigError):
 @dataclass
 class NoOptions:
     """The options of a part that has none."""
+
+
+@dataclass
+class PartConfig:
+    """A part chosen by name (registered, or ``module:Class``) with its own options.
+
+    ``options`` is the part's options dataclass; building a ModelConfig from names or
+    mappings fills it in (:mod:`vaekit.config` re-exports this class).
+
+    Example:
+        >>> from vaekit.config import ModelConfig, part
+        >>> ModelConfig(prior=part("vamp", components=50)).prior
+        PartConfig(name='vamp', options=VampPrior.Options(components=50))
+    """
+
+    name: str
+    options: Any = None
 
 
 # -- abilities ----------------------------------------------------------------------------------
@@ -339,6 +363,13 @@ class Part:
             fn = self.encoder if role == "encoder" else self.decoder
         assert fn is not None
         kwargs = self.option_values(options)
+        # A part inside the options (an objective's divergence) is built here, through its
+        # registry, and handed over as a module.
+        for f in dataclasses.fields(options):
+            kind = f.metadata.get("part")
+            if kind is not None and kwargs.get(f.name) is not None:
+                pc = nested_part(kind, kwargs[f.name], f"{self.kind}.{f.name}")
+                kwargs[f.name] = lookup(kind, pc.name).build(pc.options)
         accepted, positional = _accepted_keywords(fn, len(args))
         for key, value in context.items():
             if key not in positional and (accepted is None or key in accepted):
@@ -429,8 +460,6 @@ def _options_from_signature(kind: str, name: str, fn: Any) -> type:
 
 
 def _copier(value: Any) -> Callable[[], Any]:
-    import copy
-
     return lambda: copy.deepcopy(value)
 
 
@@ -442,7 +471,7 @@ def _plain_type(tp: Any) -> bool:
     args = typing.get_args(tp)
     if origin is list:
         return len(args) == 1 and _plain_type(args[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return all(a is type(None) or _plain_type(a) for a in args)
     return False
 
@@ -552,6 +581,66 @@ def import_object(path: str, what: str = "part") -> Any:
 
 
 # -- registries -----------------------------------------------------------------------------------
+
+# The registries by kind, installed by vaekit.registry when it is imported: a part that
+# holds another part (an objective's divergence) finds it here, at build time, instead of
+# importing the registry (which imports every part, the part itself among them).
+_INSTALLED: dict[str, Registry] = {}
+
+
+def install_registries(registries: typing.Mapping[str, Registry]) -> None:
+    """Make ``registries`` (kind -> Registry) the ones :func:`lookup` serves."""
+    _INSTALLED.update(registries)
+
+
+def registry_of(kind: str) -> Registry:
+    """The installed registry of ``kind`` (see :func:`lookup`)."""
+    registry = _INSTALLED.get(kind)
+    if registry is None:
+        # The built-in parts register themselves when vaekit.registry is imported; a part
+        # used on its own (vaekit.objectives.ELBO(divergence="mmd")) loads them here. A
+        # late load by name, not an import of a module above: vaekit.registry is the one
+        # module that imports every part.
+        importlib.import_module("vaekit.registry")
+        registry = _INSTALLED[kind]
+    return registry
+
+
+def lookup(kind: str, name: str, where: str | None = None) -> Part:
+    """The part ``name`` of ``kind`` from the installed registries (:mod:`vaekit.registry`).
+
+    Example:
+        >>> import vaekit.registry
+        >>> lookup("divergence", "mmd").abilities.kl
+        False
+    """
+    return registry_of(kind).get(name, where)
+
+
+def nested_part(kind: str, value: Any, where: str) -> PartConfig:
+    """A part setting held inside another part's options (a name, a mapping with a name and
+    options, or a PartConfig) as a PartConfig with checked options. The config layer parses
+    these with its converters; this serves options built in Python
+    (``ELBO.Options(divergence="mmd")``)."""
+    if isinstance(value, PartConfig) and value.options is not None:
+        return value
+    if isinstance(value, PartConfig):
+        value = value.name
+    data = {"name": value} if isinstance(value, str) else dict(value)
+    name = data.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{where} must be a {kind} name or a mapping with a name, got {short(value)}"
+        )
+    part = lookup(kind, name, where)
+    try:
+        options = part.options(**data)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {kind} {name!r}: {e}") from None
+    validate = getattr(options, "validate", None)
+    if callable(validate):
+        validate(where)
+    return PartConfig(name, options)
 
 
 class Registry:

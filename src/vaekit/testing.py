@@ -47,8 +47,8 @@ from torch.distributions import Distribution
 
 from vaekit.config import Config
 from vaekit.distributions.posteriors import sample_with_log_prob
-from vaekit.model import VAE, build_model
-from vaekit.objectives import ELBO, IWAE, Objective, build_objective, kl_term
+from vaekit.model import VAE, build_model, build_objective
+from vaekit.objectives import ELBO, IWAE, Objective, kl_term
 
 __all__ = [
     "ContractError",

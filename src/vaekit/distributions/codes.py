@@ -42,13 +42,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Size, Tensor, nn
 from torch.distributions import Categorical, Distribution, constraints, register_kl
 from torch.types import _size
 
 from vaekit.distributions.posteriors import PosteriorHead
-from vaekit.errors import UsageError
+from vaekit.errors import ConfigError, UsageError
 from vaekit.parts import Composition, PosteriorAbilities, PriorAbilities
 from vaekit.validate import check_positive
 
@@ -293,8 +294,6 @@ class GumbelPosterior(CodeHead):
         hard: bool = False
 
         def validate(self, where: str) -> None:
-            from vaekit.errors import ConfigError
-
             if self.categories < 2:
                 raise ConfigError(f"{where}.categories must be at least 2, got {self.categories}")
             check_positive(f"{where}.temperature", self.temperature)
@@ -459,8 +458,6 @@ class VQPosterior(CodeHead):
         restart_dead: bool = True
 
         def validate(self, where: str) -> None:
-            from vaekit.errors import ConfigError
-
             if self.codes < 2:
                 raise ConfigError(f"{where}.codes must be at least 2, got {self.codes}")
             check_positive(f"{where}.code_dim", self.code_dim)
@@ -623,16 +620,12 @@ def _choice(n: int, k: int, device: torch.device) -> Tensor:
 
 
 def _distributed() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _all_reduce(counts: Tensor, sums: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Under DDP every process sees its own batch: the codebook learns from all of them."""
     if _distributed():
-        import torch.distributed as dist
-
         dist.all_reduce(counts)
         if sums is not None:
             dist.all_reduce(sums)
@@ -642,8 +635,6 @@ def _all_reduce(counts: Tensor, sums: Tensor | None) -> tuple[Tensor, Tensor | N
 def _broadcast(*tensors: Tensor) -> None:
     """Restarts draw at random: every process takes the first one's codebook."""
     if _distributed():
-        import torch.distributed as dist
-
         for t in tensors:
             dist.broadcast(t.data, 0)
 
