@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vaekit.abilities import CodePosterior, LayeredPosterior, LayerFlows, OwnNetworks
 from vaekit.config import ModelConfig, composition
 from vaekit.distributions.flows import FlowPosterior
 from vaekit.errors import ConfigError
@@ -112,7 +113,7 @@ def _assemble(
         def one_flow(units: int) -> Any:
             return FLOWS.get(flow_cfg.name).build(flow_cfg.options, units, **context)
 
-        if callable(getattr(head, "attach_flows", None)):
+        if isinstance(head, LayerFlows):
             # A hierarchy: one flow of the named kind on each layer below the top.
             if given.get("flow") is not None:
                 raise ConfigError(
@@ -125,18 +126,18 @@ def _assemble(
             head = FlowPosterior(head, part("flow", lambda: one_flow(latent)))
     # Several stochastic layers: z is every layer's units; the prior part is over the top
     # layer and the decoder reads the bottom layer(s), a prefix of z.
-    total = int(getattr(head, "latent_dim", latent))
-    reads = int(getattr(head, "decoder_dim", total))
-    prior_dim = int(getattr(head, "prior_dim", total))
+    if isinstance(head, LayeredPosterior):
+        total, reads, prior_dim = head.latent_dim, head.decoder_dim, head.prior_dim
+    else:
+        total = reads = prior_dim = latent
     # A posterior part that brings its own networks (a convolutional hierarchy) makes them.
-    own_encoder = getattr(head, "encoder_network", None)
-    own_decoder = getattr(head, "decoder_network", None)
+    own = head if isinstance(head, OwnNetworks) else None
     enc_part = NETWORKS.get(cfg.encoder.name)
     enc_net = part(
         "encoder",
         lambda: (
-            own_encoder()
-            if own_encoder is not None
+            own.encoder_network()
+            if own is not None
             else enc_part.build(
                 cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
             )
@@ -151,8 +152,8 @@ def _assemble(
     per_element = int(getattr(likelihood, "params_per_element", 1))
     out_features = per_element * int(math.prod(data_shape))
     dec_net = given.get("decoder")
-    if dec_net is None and own_decoder is not None:
-        dec_net = own_decoder(per_element)
+    if dec_net is None and own is not None:
+        dec_net = own.decoder_network(per_element)
     elif dec_net is None:
         if cfg.decoder is None:
             dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
@@ -162,7 +163,7 @@ def _assemble(
             dec_options, reads, data_shape, out_features, classes, role="decoder"
         )
     # Priors over a discrete posterior's codes are sized by its positions and codes.
-    context["code_space"] = getattr(head, "space", None)
+    context["code_space"] = head.space if isinstance(head, CodePosterior) else None
     prior = part(
         "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, prior_dim, **context)
     )

@@ -124,6 +124,10 @@ class PosteriorAbilities:
     vectors) whose density counts codes, so it pairs with priors over codes only
     (:attr:`PriorAbilities.discrete`). A deterministic posterior with a density (VQ-VAE's
     one-hot code, log q = 0) still has an ELBO: ``stochastic=False, density=True``.
+    ``extras``: its q(z|x) carries a loss of its own and terms to report (``aux_loss``,
+    ``terms``: VQ-VAE's commitment loss, a codebook's perplexity), which every objective
+    adds. The abilities with members (``layered``, ``networks``, ``discrete``, ``extras``,
+    ``dreg``) name them in :mod:`vaekit.abilities`.
     """
 
     density: bool = True
@@ -136,6 +140,7 @@ class PosteriorAbilities:
     networks: bool = False
     layered: bool = False
     discrete: bool = False
+    extras: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,8 @@ class PriorAbilities:
     ``factorised``: independent across latent dimensions; ``learned``: it has parameters;
     ``discrete``: a distribution over the codes of a discrete posterior (it reads and
     writes z through the posterior's codebook), so it pairs with those only.
+    ``temperature``: p(z) can be sampled at a temperature (a Gaussian or a mixture of
+    them, or a distribution with ``tempered(t)``: :func:`vaekit.distributions.priors.tempered`).
     """
 
     needs_gaussian_posterior: bool = False
@@ -160,6 +167,7 @@ class PriorAbilities:
     factorised: bool = False
     learned: bool = False
     discrete: bool = False
+    temperature: bool = False
 
 
 # The kinds of data a likelihood may be asked to model (``Dataset.kind``).
@@ -213,6 +221,7 @@ class ObjectiveAbilities:
     needs_stochastic: bool = True
     optimizers: tuple[str, ...] = ("model",)
     fixed: tuple[str, ...] = ()
+    warmup: bool = False
 
     def score(self, terms: typing.Mapping[str, float]) -> float:
         """The best-epoch score of one split's mean terms (higher is better)."""
@@ -768,7 +777,16 @@ def _type_name(cls: type) -> str:
     """The name a user imports ``cls`` by: torch.nn.Module, vaekit.objectives.Objective."""
     if cls.__module__.startswith("torch.nn."):
         return f"torch.nn.{cls.__qualname__}"
-    return f"{cls.__module__}.{cls.__qualname__}"
+    # vaekit.objectives was one module before it became a package of one file per family:
+    # its classes keep the path users import them by (vaekit.objectives.Objective).
+    module = cls.__module__
+    parent = module.rsplit(".", 1)[0]
+    if (
+        parent == "vaekit.objectives"
+        and getattr(sys.modules.get(parent), cls.__qualname__, None) is cls
+    ):
+        module = parent
+    return f"{module}.{cls.__qualname__}"
 
 
 def _describe(obj: Any) -> str:

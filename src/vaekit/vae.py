@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from vaekit.abilities import LayeredPosterior
 from vaekit.data.core import DataError
 from vaekit.distributions.hierarchical import tempered_sample
 from vaekit.distributions.likelihoods import LikelihoodHead
@@ -238,19 +239,19 @@ class VAE(nn.Module):
         the joint p(z_L) prod p(z_l | z_{l+1}), and ``prior_module`` (``model.prior``) is
         the top layer's p(z_L), built from the top layer's posterior where it needs one.
         """
-        joint = getattr(self.encoder.head, "joint_prior", None)
-        if joint is None:
+        head = self.encoder.head
+        if not isinstance(head, LayeredPosterior):
             dist: Distribution = self.prior_module(self.encoder)
             return dist
         top: Distribution = self.prior_module(self._encode_top)
-        out: Distribution = joint(top)
-        return out
+        return head.joint_prior(top)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The prior's parameters: the prior part's and, with several stochastic layers,
         those of the conditional priors p(z_l | z_{l+1}) that the posterior part holds."""
-        own = getattr(self.encoder.head, "prior_parameters", None)
-        return list(self.prior_module.parameters()) + (list(own()) if own is not None else [])
+        head = self.encoder.head
+        own = list(head.prior_parameters()) if isinstance(head, LayeredPosterior) else []
+        return list(self.prior_module.parameters()) + own
 
     def _encode_top(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         """q(z_L | x): the top layer's posterior of a hierarchy (what a VampPrior mixes)."""

@@ -253,6 +253,9 @@ class GumbelCodes(CodeDistribution):
     def entropy(self) -> Tensor:
         return -(self.probs * self.log_probs).sum((-2, -1))
 
+    # No loss of its own (vaekit.abilities.ExtraTerms), only the temperature to report.
+    aux_loss: Tensor | None = None
+
     @property
     def terms(self) -> dict[str, Tensor]:
         """The temperature, reported per epoch beside the ELBO (it anneals)."""
@@ -301,7 +304,7 @@ class GumbelPosterior(CodeHead):
             if self.anneal < 0:
                 raise ConfigError(f"{where}.anneal must be >= 0 (per epoch), got {self.anneal}")
 
-    abilities = PosteriorAbilities(discrete=True)
+    abilities = PosteriorAbilities(discrete=True, extras=True)
 
     @staticmethod
     def label(o: GumbelPosterior.Options) -> str:
@@ -466,7 +469,7 @@ class VQPosterior(CodeHead):
             if not 0 < self.decay < 1:
                 raise ConfigError(f"{where}.decay must be in (0, 1), got {self.decay}")
 
-    abilities = PosteriorAbilities(stochastic=False, discrete=True)
+    abilities = PosteriorAbilities(stochastic=False, discrete=True, extras=True)
 
     @staticmethod
     def label(o: VQPosterior.Options) -> str:
@@ -701,7 +704,7 @@ class CategoricalPrior(nn.Module):
         # false: uniform over the codes (nothing to learn); true: learned logits per position.
         learned: bool = False
 
-    abilities = PriorAbilities(discrete=True, learned=True)
+    abilities = PriorAbilities(discrete=True, learned=True, temperature=True)
 
     @staticmethod
     def label(o: CategoricalPrior.Options) -> str:
@@ -896,7 +899,7 @@ class PixelCNNPrior(nn.Module):
             check_positive(f"{where}.hidden", self.hidden)
             check_positive(f"{where}.layers", self.layers)
 
-    abilities = PriorAbilities(discrete=True, learned=True)
+    abilities = PriorAbilities(discrete=True, learned=True, temperature=True)
 
     @staticmethod
     def label(o: PixelCNNPrior.Options) -> str:

@@ -47,6 +47,7 @@ from vaekit.objectives.base import (
     kl_term,
     layer_terms,
     posterior_extras,
+    warmup_epochs,
 )
 from vaekit.objectives.elbo import ELBO, build_divergence
 from vaekit.objectives.iwae import (
@@ -87,4 +88,5 @@ __all__ = [
     "miwae_bound",
     "build_divergence",
     "KL_MODES",
+    "warmup_epochs",
 ]

@@ -135,6 +135,7 @@ class AVB(_Warmup, DiscriminatorObjective):
         bound_label="ELBO estimate",
         needs_density=False,
         optimizers=("model", "discriminator"),
+        warmup=True,
     )
 
     def __init__(

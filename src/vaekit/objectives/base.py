@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from vaekit.abilities import ExtraTerms, LayeredDistribution, WarmsUp
 from vaekit.parts import ObjectiveAbilities
 
 if TYPE_CHECKING:
@@ -112,11 +113,9 @@ def kl_per_layer(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto"
     ``mc`` averages ``log q_l - log p_l`` over the draws z ``(S, B, D)``; otherwise each
     layer's closed form given the layer above where there is one. The layers sum to the KL.
     """
-    layers = getattr(q, "kl_layers", None)
-    if layers is None:
+    if not isinstance(q, LayeredDistribution):
         return None
-    out: Tensor = layers(p, z, "mc" if mode == "mc" else "auto")
-    return out
+    return q.kl_layers(p, z, "mc" if mode == "mc" else "auto")
 
 
 def layer_terms(layers: Tensor | None) -> dict[str, Tensor]:
@@ -142,7 +141,9 @@ def posterior_extras(q: Distribution) -> tuple[Tensor | None, dict[str, Tensor]]
     """A posterior's own loss per example (``q.aux_loss``: VQ-VAE's commitment and
     codebook terms), which the objective adds to its loss, and the per-example terms it
     reports (``q.terms``: codebook perplexity, a temperature); ``(None, {})`` for most."""
-    return getattr(q, "aux_loss", None), dict(getattr(q, "terms", None) or {})
+    if not isinstance(q, ExtraTerms):
+        return None, {}
+    return q.aux_loss, dict(q.terms or {})
 
 
 class Objective(nn.Module):
@@ -155,8 +156,6 @@ class Objective(nn.Module):
     """
 
     abilities = ObjectiveAbilities()
-    # KL warm-up length in epochs: early stopping (train.patience) counts from its end.
-    warmup_epochs: int = 0
     # The keyword arguments it was built with (recorded by __init_subclass__ below), so that
     # an objective object handed to vaekit.fit is written to config.json by its options.
     init_options: dict[str, Any]
@@ -215,6 +214,25 @@ class Objective(nn.Module):
         return {"model": list(model.parameters()) + list(self.parameters())}
 
 
+def warmup_epochs(objective: Objective) -> int:
+    """The length in epochs of the objective's warm-up (declared by
+    ``abilities.warmup``, :class:`vaekit.abilities.WarmsUp`), 0 for none: early stopping
+    (``train.patience``) counts from its end.
+
+    Example:
+        >>> warmup_epochs(_Warmup(beta=1.0, warmup_epochs=5)), warmup_epochs(Objective())
+        (5, 0)
+    """
+    if not objective.abilities.warmup:
+        return 0
+    if not isinstance(objective, WarmsUp):
+        raise TypeError(
+            f"{type(objective).__name__} declares abilities.warmup but has no warmup_epochs "
+            "attribute (vaekit.abilities.WarmsUp)"
+        )
+    return int(objective.warmup_epochs)
+
+
 class _Warmup(Objective):
     """A KL weight ``beta`` that ramps up linearly over ``warmup_epochs`` epochs.
 
@@ -223,6 +241,8 @@ class _Warmup(Objective):
     (``beta / warmup_epochs``): with none at all, an unpenalised first epoch can push the
     KL to thousands of nats, which the rest of the warm-up must then undo.
     """
+
+    abilities = ObjectiveAbilities(warmup=True)
 
     def __init__(self, beta: float = 1.0, warmup_epochs: int = 0) -> None:
         super().__init__()

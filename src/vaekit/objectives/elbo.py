@@ -96,7 +96,7 @@ class ELBO(_Warmup):
                     f"{where}.free_bits must be >= 0 (nats per latent dimension), got {self.free_bits}"
                 )
 
-    abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO")
+    abilities = ObjectiveAbilities(bound="elbo", bound_label="ELBO", warmup=True)
 
     @staticmethod
     def check(o: ELBO.Options, parts: Composition) -> str | None:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
+from vaekit.abilities import FixedLogProb
 from vaekit.distributions.posteriors import sample_with_log_prob
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import (
@@ -197,14 +198,12 @@ def log_prob_fixed(q: Distribution, z: Tensor) -> Tensor:
             validate_args=False,
         )
         return fixed.log_prob(z)
-    own = getattr(q, "log_prob_fixed", None)
-    if own is None:
+    if not isinstance(q, FixedLogProb):
         raise TypeError(
             "objective.gradient=dreg needs a diagonal Gaussian posterior or one with "
             f"log_prob_fixed, got {type(q).__name__}"
         )
-    out: Tensor = own(z)
-    return out
+    return q.log_prob_fixed(z)
 
 
 def _layers_mc(q: Distribution, prior: Distribution, z: Tensor) -> dict[str, Tensor]:
