@@ -179,7 +179,8 @@ def build_conv(seed: int, config: Path = CONV_CONFIG) -> tuple[VAE, Objective, f
     """The model and objective of configs/bmnist_conv.yaml (or ``config``), built by vaekit
     as its trainer builds them, with the learning rate and gradient clip of that config."""
     from vaekit.config import load_config
-    from vaekit.model import build_model, build_objective
+    from vaekit.model import build_model
+    from vaekit.objectives import build_objective
 
     cfg = load_config(config, [])
     torch.manual_seed(seed)

@@ -17,8 +17,8 @@ from vaekit.distributions.hierarchical import (
 )
 from vaekit.distributions.priors import DiagonalGaussianMixture
 from vaekit.evaluate import log_likelihood
-from vaekit.model import build_model, build_objective
-from vaekit.objectives import ELBO, IWAE, kl_per_layer
+from vaekit.model import build_model
+from vaekit.objectives import ELBO, IWAE, build_objective, kl_per_layer
 
 SHAPE = (1, 8, 8)
 

@@ -20,8 +20,8 @@ from vaekit.cli import main
 from vaekit.config import ConfigError, ModelConfig, config_from_dict, part
 from vaekit.distributions.codes import GatedPixelCNN, GumbelPosterior, VQPosterior
 from vaekit.evaluate import log_likelihood
-from vaekit.model import build_model, build_objective
-from vaekit.objectives import ELBO, IWAE, PriorFit
+from vaekit.model import build_model
+from vaekit.objectives import ELBO, IWAE, PriorFit, build_objective
 
 SHAPE = (1, 8, 8)
 

@@ -132,7 +132,7 @@ def test_legacy_flat_settings_move_to_their_parts() -> None:
 
 
 def test_kl_analytic_asks_torch_when_the_model_is_built() -> None:
-    from vaekit.model import build_objective
+    from vaekit.objectives import build_objective
 
     for overrides, ok in (
         (["objective.kl=analytic"], True),

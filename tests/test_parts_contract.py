@@ -17,8 +17,8 @@ import torch
 
 from vaekit.config import config_from_dict
 from vaekit.data import load_dataset
-from vaekit.model import build_model, build_objective
-from vaekit.objectives import ELBO, warmup_epochs
+from vaekit.model import build_model
+from vaekit.objectives import ELBO, build_objective, warmup_epochs
 from vaekit.registry import REGISTRIES
 from vaekit.testing import (
     ContractError,

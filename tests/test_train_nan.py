@@ -20,8 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.config import Config
 from vaekit.data import Dataset, Split, training_data
-from vaekit.model import build_objective
-from vaekit.objectives import Objective, ObjectiveOutput
+from vaekit.objectives import Objective, ObjectiveOutput, build_objective
 from vaekit.rundir import read_metrics
 from vaekit.train import TrainingError
 

@@ -24,9 +24,9 @@ from vaekit.abilities import CodePosterior, LayeredPosterior, LayerFlows, OwnNet
 from vaekit.config import ModelConfig, composition
 from vaekit.distributions.flows import FlowPosterior
 from vaekit.errors import ConfigError
-from vaekit.objectives import Objective
+from vaekit.objectives import build_objective
 from vaekit.parts import PYTHON_PART
-from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, OBJECTIVES, POSTERIORS, PRIORS
+from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
 from vaekit.vae import (
     NOT_CONDITIONAL,
     VAE,
@@ -58,20 +58,6 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 
     ``cfg.conditional`` is set. The model keeps its config (``model.config``).
     """
     return _assemble(cfg, data_shape, num_classes, {})
-
-
-def build_objective(cfg: Any) -> Objective:
-    """The objective a config's ``objective`` part names, built with its options
-    (a :class:`vaekit.objectives.Objective`).
-
-    Example:
-        >>> from vaekit.config import load_config
-        >>> build_objective(load_config(None, ["objective.name=iwae"]).objective).samples
-        1
-    """
-    part = OBJECTIVES.get(cfg.name, where="objective.name")
-    objective: Objective = part.build(cfg.options)
-    return objective
 
 
 def _assemble(

@@ -67,8 +67,8 @@ from vaekit.config import Config, ModelConfig, config_from_dict
 from vaekit.distributions.posteriors import sample_with_log_prob
 from vaekit.distributions.priors import tempered
 from vaekit.errors import ConfigError
-from vaekit.model import VAE, build_model, build_objective
-from vaekit.objectives import ELBO, IWAE, Objective, kl_term
+from vaekit.model import VAE, build_model
+from vaekit.objectives import ELBO, IWAE, Objective, build_objective, kl_term
 from vaekit.registry import (
     FLOWS,
     LIKELIHOODS,

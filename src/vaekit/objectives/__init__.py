@@ -41,6 +41,7 @@ from vaekit.objectives.base import (
     KL_MODES,
     Objective,
     ObjectiveOutput,
+    build_objective,
     iwae_bound,
     kl_per_dim,
     kl_per_layer,
@@ -88,5 +89,6 @@ __all__ = [
     "miwae_bound",
     "build_divergence",
     "KL_MODES",
+    "build_objective",
     "warmup_epochs",
 ]

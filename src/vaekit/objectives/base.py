@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaekit.abilities import ExtraTerms, LayeredDistribution, WarmsUp
-from vaekit.parts import ObjectiveAbilities
+from vaekit.parts import ObjectiveAbilities, registry_of
 
 if TYPE_CHECKING:
     from vaekit.vae import VAE
@@ -212,6 +212,20 @@ class Objective(nn.Module):
         """Parameters of each optimiser; one group by default."""
         self.setup(model)
         return {"model": list(model.parameters()) + list(self.parameters())}
+
+
+def build_objective(cfg: Any) -> Objective:
+    """The objective a config's ``objective`` part (a PartConfig) names, built with its
+    options through the registry (:func:`vaekit.parts.registry_of`).
+
+    Example:
+        >>> from vaekit.config import load_config
+        >>> build_objective(load_config(None, ["objective.name=iwae"]).objective).samples
+        1
+    """
+    part = registry_of("objective").get(cfg.name, where="objective.name")
+    objective: Objective = part.build(cfg.options)
+    return objective
 
 
 def warmup_epochs(objective: Objective) -> int:

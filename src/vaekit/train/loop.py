@@ -80,8 +80,8 @@ from vaekit.data import (
 from vaekit.data.stream import PYTHON_DATA, split_batches
 from vaekit.distributions.likelihoods import unit_scale_hint
 from vaekit.errors import VaekitError
-from vaekit.model import VAE, build_model, build_objective, check_part_shapes, network_precision
-from vaekit.objectives import Objective, warmup_epochs
+from vaekit.model import VAE, build_model, check_part_shapes, network_precision
+from vaekit.objectives import Objective, build_objective, warmup_epochs
 from vaekit.optim import lr_factor, make_optimizer
 from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
 from vaekit.rundir import (
