@@ -372,13 +372,6 @@ class Part:
             fn = self.encoder if role == "encoder" else self.decoder
         assert fn is not None
         kwargs = self.option_values(options)
-        # A part inside the options (an objective's divergence) is built here, through its
-        # registry, and handed over as a module.
-        for f in dataclasses.fields(options):
-            kind = f.metadata.get("part")
-            if kind is not None and kwargs.get(f.name) is not None:
-                pc = nested_part(kind, kwargs[f.name], f"{self.kind}.{f.name}")
-                kwargs[f.name] = lookup(kind, pc.name).build(pc.options)
         accepted, positional = _accepted_keywords(fn, len(args))
         for key, value in context.items():
             if key not in positional and (accepted is None or key in accepted):

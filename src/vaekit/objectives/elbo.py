@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import kl_divergence
 
 from vaekit.divergences import Divergence
@@ -253,16 +253,14 @@ def _divergence_config(value: Any) -> PartConfig:
 
 
 def build_divergence(value: Any) -> Divergence:
-    """The divergence module a setting names (``"kl"``, ``{"name": "mmd", "kernel": "rbf"}``),
-    or the module itself (the registry builds an objective's divergence before the
-    objective, :meth:`vaekit.parts.Part.build`).
+    """The divergence module a setting names (``"kl"``, ``{"name": "mmd", "kernel": "rbf"}``,
+    a PartConfig), built through the installed registries (:func:`vaekit.parts.lookup`:
+    the registry imports every part, so a part does not import it).
 
     Example:
         >>> build_divergence("mmd").kernel
         'imq'
     """
-    if isinstance(value, nn.Module):
-        return value  # type: ignore[return-value]
     pc = _divergence_config(value)
     module: Divergence = lookup("divergence", pc.name, where="objective.divergence").build(
         pc.options
