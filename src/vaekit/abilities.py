@@ -2,36 +2,31 @@
 
 A part declares what it can do in its ``abilities`` (:mod:`vaekit.parts`); an ability
 that needs more than the base contract comes with members, named here as
-``typing.Protocol`` s. Code outside a part asks ``isinstance(obj, Protocol)`` (after the
-declared ability, where there is one) instead of probing with ``getattr``, and the
-contract test (:func:`vaekit.testing.check_abilities`) holds the two equal for every
+``typing.Protocol`` s. Code outside a part asks ``isinstance(obj, Protocol)`` instead of
+probing with ``getattr`` (the warm-up is read only where ``abilities.warmup`` is
+declared: :func:`vaekit.objectives.warmup_epochs`), and the contract test (:func:`vaekit.testing.check_abilities`) holds the two equal for every
 registered part: a part that declares an ability has its members, and a part that has
 the members declares the ability.
 
-==========================  ==========================================  ========================
-Protocol                    what has it                                 declared by
-==========================  ==========================================  ========================
-:class:`LayeredPosterior`   a posterior part of several stochastic      ``PosteriorAbilities.layered``
-                            layers (their conditional priors live in
-                            it; ``model.prior`` is the top layer's)
-:class:`LayerFlows`         a layered posterior that takes one flow     ``layered`` and ``takes_flow``
-                            per layer below the top
-:class:`LayeredDistribution`  q(z|x) of a layered posterior             (its part's ``layered``)
-:class:`OwnNetworks`        a posterior part that brings the encoder    ``PosteriorAbilities.networks``
-                            and decoder networks
-:class:`CodePosterior`      a posterior part whose z is a discrete      ``PosteriorAbilities.discrete``
-                            code (priors over codes read z through it)
-:class:`ExtraTerms`         a distribution with its own loss terms      ``PosteriorAbilities.extras``
-                            (VQ-VAE's commitment loss, a perplexity)
-:class:`FixedLogProb`       a distribution whose log-density can be     ``PosteriorAbilities.dreg``
-                            taken with its parameters held fixed        (a diagonal Gaussian
-                                                                        needs no method)
-:class:`TemperedDistribution`  a prior's distribution that says what    ``PriorAbilities.temperature``
-                            sampling at a temperature means             (Gaussians and their
-                                                                        mixtures need no method)
-:class:`WarmsUp`            an objective whose divergence weight        ``ObjectiveAbilities.warmup``
-                            ramps up over ``warmup_epochs``
-==========================  ==========================================  ========================
+- :class:`LayeredPosterior` (``PosteriorAbilities.layered``): a posterior part of several
+  stochastic layers; their conditional priors live in it, and ``model.prior`` is the
+  top layer's.
+- :class:`LayerFlows` (``layered`` and ``takes_flow``): a layered posterior that takes one
+  flow per layer below the top.
+- :class:`LayeredDistribution` (its part's ``layered``): q(z|x) of a layered posterior.
+- :class:`OwnNetworks` (``PosteriorAbilities.networks``): a posterior part that brings the
+  encoder and decoder networks.
+- :class:`CodePosterior` (``PosteriorAbilities.discrete``): a posterior part whose z is a
+  discrete code; priors over codes read z through it.
+- :class:`ExtraTerms` (``PosteriorAbilities.extras``): a distribution with its own loss
+  and terms (VQ-VAE's commitment loss, a codebook's perplexity).
+- :class:`FixedLogProb` (``PosteriorAbilities.dreg``; a diagonal Gaussian needs no
+  method): a distribution whose log-density can be taken with its parameters held fixed.
+- :class:`TemperedDistribution` (``PriorAbilities.temperature``; Gaussians and their
+  mixtures need no method): a prior's distribution that says what sampling at a
+  temperature means.
+- :class:`WarmsUp` (``ObjectiveAbilities.warmup``): an objective whose divergence weight
+  ramps up over ``warmup_epochs``.
 
 The Protocols import nothing at run time: a part of the user's satisfies them by having
 the members, without subclassing anything.
