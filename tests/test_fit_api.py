@@ -17,7 +17,7 @@ import vaekit
 from vaekit.config import ConfigError
 from vaekit.data import load_dataset, python_dataset
 from vaekit.evaluate import evaluate_run
-from vaekit.objectives import IWAE
+from vaekit.objectives import IWAE, build_objective
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +121,22 @@ def test_a_config_model_on_python_data_with_an_objective_object(tmp_path: Path) 
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["objective"] == {"name": "iwae", "samples": 3, "gradient": "standard"}
     assert vaekit.load(tmp_path / "run").config.objective.options.samples == 3
+
+
+def test_an_objective_with_a_nested_part_is_recorded_by_its_settings(tmp_path: Path) -> None:
+    # The divergence inside the ELBO's options is built by the ELBO through the registry;
+    # the objective keeps the setting it was given, so config.json names it, not a module.
+    x, _ = _digits()
+    cfg = vaekit.load_config(
+        None, ["model.encoder.hidden=[16]", "train.epochs=1", "train.batch_size=200"]
+    )
+    objective = build_objective(
+        vaekit.load_config(None, ["objective.divergence={name: mmd, kernel: rbf}"]).objective
+    )
+    vaekit.fit(cfg, tmp_path / "run", data=x, objective=objective, **_quiet())
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["objective"]["name"] == "elbo"
+    assert saved["objective"]["divergence"] == {"name": "mmd", "kernel": "rbf", "scale": 0.0}
 
 
 def test_compose_names_both_shapes_when_modules_do_not_fit() -> None:

@@ -18,10 +18,11 @@ import torch
 from vaekit.config import config_from_dict
 from vaekit.data import load_dataset
 from vaekit.model import build_model
-from vaekit.objectives import build_objective
+from vaekit.objectives import ELBO, build_objective, warmup_epochs
 from vaekit.registry import REGISTRIES
 from vaekit.testing import (
     ContractError,
+    check_abilities,
     check_model,
     check_part,
     check_training,
@@ -184,3 +185,60 @@ def test_check_part_resumes_bit_identically() -> None:
     assert check_part("flow", "planar", {"length": 2}, training=False, resume=True)["resume"] == (
         "bit-identical"
     )
+
+
+# -- the declared abilities match the Protocols of vaekit.abilities ---------------------------
+
+
+def _model_of(posterior: dict[str, Any], prior: str = "normal") -> tuple[Any, Any]:
+    data = {
+        "model": {"latent_dim": 3, "posterior": posterior, "prior": prior},
+        "objective": {"name": "elbo", "warmup_epochs": 2},
+    }
+    return _build(data)
+
+
+@pytest.mark.parametrize("ability", ["layered", "networks", "discrete", "extras"])
+def test_a_declared_ability_needs_its_members(ability: str, batch: torch.Tensor) -> None:
+    model, objective = _model_of({"name": "gaussian"})
+    check_abilities(model, objective, batch[:4])
+    c = model.composition
+    model.composition = dataclasses.replace(
+        c, base_posterior=dataclasses.replace(c.base_posterior, **{ability: True})
+    )
+    with pytest.raises(ContractError, match=f"declares abilities.{ability}"):
+        check_abilities(model, objective, batch[:4])
+
+
+def test_members_without_the_declared_ability_are_refused(batch: torch.Tensor) -> None:
+    model, objective = _model_of({"name": "hierarchical", "layers": 2, "hidden": 12})
+    check_abilities(model, objective, batch[:4])
+    c = model.composition
+    model.composition = dataclasses.replace(
+        c, base_posterior=dataclasses.replace(c.base_posterior, layered=False)
+    )
+    with pytest.raises(
+        ContractError, match="LayeredPosterior .* does not declare abilities.layered"
+    ):
+        check_abilities(model, objective, batch[:4])
+    # A prior whose p(z) says what its temperature means declares it.
+    model, objective = _model_of({"name": "vq", "codes": 4, "code_dim": 1}, prior="categorical")
+    check_abilities(model, objective, batch[:4])
+    c = model.composition
+    model.composition = dataclasses.replace(
+        c, prior=dataclasses.replace(c.prior, temperature=False)
+    )
+    with pytest.raises(ContractError, match="TemperedDistribution"):
+        check_abilities(model, objective, batch[:4])
+
+
+def test_the_warmup_is_read_from_the_objectives_abilities(batch: torch.Tensor) -> None:
+    class Undeclared(ELBO):
+        abilities = dataclasses.replace(ELBO.abilities, warmup=False)
+
+    assert warmup_epochs(ELBO(warmup_epochs=4)) == 4
+    # The attribute alone is no warm-up: the trainer counts early stopping from 0.
+    assert warmup_epochs(Undeclared(warmup_epochs=4)) == 0
+    model, _ = _model_of({"name": "gaussian"})
+    with pytest.raises(ContractError, match="WarmsUp .* does not declare abilities.warmup"):
+        check_abilities(model, Undeclared(warmup_epochs=4), batch[:4])

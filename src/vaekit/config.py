@@ -43,6 +43,8 @@ from typing import Any, Union
 import yaml
 
 from vaekit.errors import ConfigError
+from vaekit.parts import Composition, PartConfig, PosteriorAbilities, is_import_path
+from vaekit.trackers import TRACKERS
 from vaekit.validate import (
     check_choice,
     check_nonneg,
@@ -69,22 +71,6 @@ __all__ = [
     "migrate_legacy",
     "composition",
 ]
-
-
-@dataclass
-class PartConfig:
-    """A part chosen by name (registered, or ``module:Class``) with its own options.
-
-    ``options`` is the part's options dataclass (see :mod:`vaekit.parts`); building a
-    ModelConfig from names or mappings fills it in.
-
-    Example:
-        >>> ModelConfig(prior=part("vamp", components=50)).prior
-        PartConfig(name='vamp', options=VampPrior.Options(components=50))
-    """
-
-    name: str
-    options: Any = None
 
 
 def part(name: str, **options: Any) -> dict[str, Any]:
@@ -280,8 +266,8 @@ class Config:
         return self
 
     def _validate_train(self) -> None:
+        # (optim imports torch: see _registry)
         from vaekit.optim import OPTIMIZERS, SCHEDULES
-        from vaekit.trackers import TRACKERS
 
         t = self.train
         check_positive("train.epochs", t.epochs)
@@ -332,6 +318,8 @@ class Config:
 
 
 def _registry(kind: str) -> Any:
+    # The registry imports every part and torch with them: imported on first use, so that
+    # reading a config (the command line's parsing and --help) does not pay torch's start-up.
     from vaekit.registry import REGISTRIES
 
     return REGISTRIES[kind]
@@ -391,9 +379,8 @@ def _options_dict(options: Any) -> dict[str, Any]:
 
 def composition(model: ModelConfig, objective: PartConfig | None = None) -> Any:
     """The abilities of the parts a model config chooses (:class:`vaekit.parts.Composition`)."""
-    from vaekit.parts import Composition, PosteriorAbilities
-    from vaekit.registry import FLOWS, LIKELIHOODS, OBJECTIVES, POSTERIORS, PRIORS
-
+    POSTERIORS, FLOWS, PRIORS = _registry("posterior"), _registry("flow"), _registry("prior")
+    LIKELIHOODS, OBJECTIVES = _registry("likelihood"), _registry("objective")
     base = POSTERIORS.get(model.posterior.name).abilities
     post = base
     if model.flow is not None:
@@ -444,8 +431,8 @@ def _chosen_parts(cfg: Config) -> list[tuple[str, str, PartConfig]]:
 
 def _check_composition(cfg: Config, parts: Any) -> None:
     """Rules every part of a kind obeys (by abilities), then each chosen part's own check."""
-    from vaekit.registry import NETWORKS, OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
-
+    NETWORKS, POSTERIORS, PRIORS = _registry("network"), _registry("posterior"), _registry("prior")
+    OBJECTIVES = _registry("objective")
     m = cfg.model
     n = parts.names
     encoder = NETWORKS.get(m.encoder.name)
@@ -518,7 +505,7 @@ def _check_composition(cfg: Config, parts: Any) -> None:
             f"is undefined for it: use {use}"
         )
     for kind, _, pc in _chosen_parts(cfg):
-        problem = REGISTRIES[kind].get(pc.name).check(pc.options, parts)
+        problem = _registry(kind).get(pc.name).check(pc.options, parts)
         if problem:
             raise ConfigError(problem)
 
@@ -601,8 +588,6 @@ def migrate_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 def _drop_unknown(kind: str, spec: dict[str, Any], default: str | None) -> None:
     """Remove the options ``spec``'s part does not have (0.1 kept every part's options)."""
-    from vaekit.parts import is_import_path
-
     name = spec.get("name", default)
     if not isinstance(name, str) or is_import_path(name):
         return
@@ -1094,8 +1079,8 @@ def ignored_settings(cfg: Config) -> dict[str, str]:
         >>> list(ignored_settings(Config(model=ModelConfig(num_classes=10))))
         ['model.num_classes']
     """
+    # (data.stream imports torch: see _registry)
     from vaekit.data.stream import PYTHON_DATA
-    from vaekit.registry import REGISTRIES
 
     m = cfg.model
     parts = composition(m, cfg.objective)
@@ -1128,7 +1113,7 @@ def ignored_settings(cfg: Config) -> dict[str, str]:
     for kind, key, pc in _chosen_parts(cfg):
         if key in out:
             continue
-        for option, why in REGISTRIES[kind].get(pc.name).ignored(pc.options, parts).items():
+        for option, why in _registry(kind).get(pc.name).ignored(pc.options, parts).items():
             value = _text(getattr(pc.options, option, "?"))
             out.setdefault(f"{key}.{option}", f"{key}.{option}={value} changes nothing: {why}")
     return out

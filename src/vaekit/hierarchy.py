@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from vaekit.abilities import LayeredPosterior
 from vaekit.distributions.hierarchical import (
     HierarchicalDistribution,
     HierarchicalPrior,
@@ -70,8 +71,8 @@ def _model(obj: VAE | Run) -> VAE:
 
 def layer_sizes(model: VAE | Run) -> list[int] | None:
     """Units of each stochastic layer from the bottom (z_1 first); None for one layer."""
-    sizes = getattr(_model(model).encoder.head, "sizes", None)
-    return [int(s) for s in sizes] if sizes is not None else None
+    head = _model(model).encoder.head
+    return [int(s) for s in head.sizes] if isinstance(head, LayeredPosterior) else None
 
 
 @torch.inference_mode()

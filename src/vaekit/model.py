@@ -1,10 +1,7 @@
-"""The VAE: one class that composes encoder, posterior, prior, decoder and likelihood.
-
-Every model the library offers (VAE, beta-VAE, conditional VAE, plain autoencoder,
-flows, richer priors) is this class with different parts; the objective decides how
-it is trained.
+"""Building the VAE (:mod:`vaekit.vae`) from a config: every part through its registry.
 
 Example:
+    >>> import torch
     >>> from vaekit.config import ModelConfig
     >>> model = build_model(ModelConfig(latent_dim=2), data_shape=(1, 8, 8))
     >>> q = model.encode(torch.rand(5, 1, 8, 8))
@@ -15,307 +12,42 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Distribution
 
-from vaekit.config import ModelConfig
-from vaekit.data.core import DataError
-from vaekit.distributions.likelihoods import LikelihoodHead
+from vaekit.abilities import CodePosterior, LayeredPosterior, LayerFlows, OwnNetworks
+from vaekit.config import ModelConfig, composition
+from vaekit.distributions.flows import FlowPosterior
 from vaekit.errors import ConfigError
-from vaekit.parts import Composition, LikelihoodAbilities, PosteriorAbilities, PriorAbilities
+from vaekit.objectives import build_objective
+from vaekit.parts import PYTHON_PART
+from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
+from vaekit.vae import (
+    NOT_CONDITIONAL,
+    VAE,
+    Decoder,
+    Encoder,
+    _one_hot,
+    _run_net,
+    network_precision,
+)
 
 __all__ = [
     "Encoder",
     "Decoder",
     "VAE",
     "build_model",
+    "build_objective",
     "compose",
     "network_precision",
     "check_part_shapes",
     "NOT_CONDITIONAL",
 ]
-
-# The dtype the encoder and decoder networks compute in (None: their parameters' own).
-_NETWORK_DTYPE: ContextVar[torch.dtype | None] = ContextVar("vaekit_network_dtype", default=None)
-
-
-@contextmanager
-def network_precision(dtype: torch.dtype | None) -> Iterator[None]:
-    """Run the encoder and decoder *networks* in ``dtype`` (torch.bfloat16) inside the block.
-
-    Only the networks' matrix products and convolutions go to the lower precision (by
-    autocast); their outputs come back as float32 before any posterior, prior, flow or
-    likelihood sees them, so every log-density is computed in float32. ``None`` is a
-    no-op. The trainer uses it for ``train.precision=bf16``; evaluation never does.
-
-    Example:
-        >>> model = build_model(ModelConfig(latent_dim=2), data_shape=(1, 8, 8))
-        >>> with network_precision(torch.bfloat16):
-        ...     q = model.encode(torch.rand(5, 1, 8, 8))
-        >>> q.mean.dtype
-        torch.float32
-    """
-    token = _NETWORK_DTYPE.set(dtype)
-    try:
-        yield
-    finally:
-        _NETWORK_DTYPE.reset(token)
-
-
-_CONTEXT: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
-
-
-def _takes_context(net: nn.Module) -> bool:
-    """Whether ``net.forward`` takes a second positional argument (the label context)."""
-    known = _CONTEXT.get(net)
-    if known is None:
-        try:
-            params = list(inspect.signature(net.forward).parameters.values())
-        except (TypeError, ValueError):
-            params = []
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        known = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
-        _CONTEXT[net] = known
-    return known
-
-
-def _run_net(net: nn.Module, x: Tensor, ctx: Tensor | None) -> Tensor:
-    # A network's contract is forward(x, ctx); a module whose forward takes x alone (an
-    # nn.Sequential handed to vaekit.compose) is called with x when there is no label.
-    args = (x, ctx) if ctx is not None or _takes_context(net) else (x,)
-    dtype = _NETWORK_DTYPE.get()
-    if dtype is None:
-        out: Tensor = net(*args)
-        return out
-    with torch.autocast(device_type=x.device.type, dtype=dtype):
-        out = net(*args)
-    return out.float()
-
-
-NOT_CONDITIONAL = (
-    "this model is not conditional (trained with model.conditional=false): "
-    "it takes no labels, so drop y (--label)"
-)
-
-
-def _one_hot(y: Tensor | None, num_classes: int) -> Tensor | None:
-    """The network's label context: class indices ``(...,)`` or one-hot (or soft) rows
-    ``(..., num_classes)`` -> float one-hot rows; None for an unconditional model, which
-    ignores labels (the trainer passes a labelled dataset's y to every model)."""
-    if num_classes == 0:
-        return None
-    if y is None:
-        raise DataError(
-            "this is a conditional model: pass the labels y as well "
-            f"(class indices 0..{num_classes - 1} or one-hot rows)"
-        )
-    y = torch.as_tensor(y)
-    if y.dim() >= 2 and y.shape[-1] == num_classes:
-        return y.float()  # one-hot (or soft) rows, of any dtype
-    if y.dtype.is_floating_point and y.numel() and not bool((y == y.round()).all()):
-        raise DataError(
-            f"labels must be class indices 0..{num_classes - 1} or one-hot rows of length "
-            f"{num_classes}, got non-integer values of shape {tuple(y.shape)}"
-        )
-    y = y.long()
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise DataError(
-            f"labels must be integers in 0..{num_classes - 1}, got range {int(y.min())}..{int(y.max())}"
-        )
-    return F.one_hot(y, num_classes).float()
-
-
-class Encoder(nn.Module):
-    """Network + posterior head: ``forward(x, y=None)`` returns q(z | x[, y])."""
-
-    def __init__(self, net: nn.Module, head: nn.Module, num_classes: int = 0) -> None:
-        super().__init__()
-        self.net = net
-        self.head = head
-        self.num_classes = num_classes
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Distribution:
-        ctx = _one_hot(y, self.num_classes)
-        dist: Distribution = self.head(_run_net(self.net, x, ctx))
-        return dist
-
-
-class Decoder(nn.Module):
-    """Network + likelihood head: ``forward(z, y=None)`` returns p(x | z[, y]).
-
-    ``z`` may have any leading dimensions (for example ``(S, B, D)``); the returned
-    distribution has those as its batch shape and the data shape as its event.
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        head: LikelihoodHead,
-        data_shape: Sequence[int],
-        num_classes: int = 0,
-        reads: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.net = net
-        self.head = head
-        self.data_shape = tuple(data_shape)
-        self.num_classes = num_classes
-        # The first ``reads`` latent units are its input (a hierarchy's z_1, or z_1 and
-        # z_2, lead its latent vector); None: all of them.
-        self.reads = reads
-
-    def forward(self, z: Tensor, y: Tensor | None = None) -> Distribution:
-        batch = z.shape[:-1]
-        if self.reads is not None:
-            z = z[..., : self.reads]
-        ctx = _one_hot(y, self.num_classes)
-        if ctx is not None:
-            ctx = ctx.expand(*batch, ctx.shape[-1]).reshape(-1, ctx.shape[-1])
-        params = _run_net(self.net, z.reshape(-1, z.shape[-1]), ctx)
-        # (..., params_per_element, *data_shape): the head's k raw outputs per element.
-        dist: Distribution = self.head(params.reshape(*batch, -1, *self.data_shape))
-        return dist
-
-
-class VAE(nn.Module):
-    """A latent-variable model p(z) p(x|z) with an amortised posterior q(z|x).
-
-    Attributes:
-        encoder: x[, y] -> q(z | x[, y])
-        decoder: z[, y] -> p(x | z[, y])
-        prior_module: (encoder) -> p(z); the encoder is passed, not stored, because the
-            VampPrior builds p(z) from it and weights must be registered once
-    """
-
-    def __init__(
-        self,
-        encoder: Encoder,
-        decoder: Decoder,
-        prior: nn.Module,
-        latent_dim: int,
-        data_shape: Sequence[int],
-        num_classes: int = 0,
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-        self.prior_module = prior
-        self.latent_dim = latent_dim
-        self.data_shape = tuple(data_shape)
-        self.num_classes = num_classes
-        # What the parts can do (a density, a factorised prior, ...): build_model fills it
-        # in from the registry; for parts given as modules, their classes' ``abilities``.
-        self.composition = Composition(
-            posterior=getattr(encoder.head, "abilities", PosteriorAbilities()),
-            prior=getattr(prior, "abilities", PriorAbilities()),
-            likelihood=getattr(decoder.head, "abilities", LikelihoodAbilities()),
-            objective=None,
-            conditional=num_classes > 0,
-        )
-        # The config it was built from (build_model, compose): fit() records it in config.json.
-        self.config: ModelConfig | None = None
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
-
-    @property
-    def prior(self) -> Distribution:
-        """p(z) as a Distribution with event shape ``(latent_dim,)``.
-
-        With several stochastic layers (a posterior part with ``joint_prior``) this is
-        the joint p(z_L) prod p(z_l | z_{l+1}), and ``prior_module`` (``model.prior``) is
-        the top layer's p(z_L), built from the top layer's posterior where it needs one.
-        """
-        joint = getattr(self.encoder.head, "joint_prior", None)
-        if joint is None:
-            dist: Distribution = self.prior_module(self.encoder)
-            return dist
-        top: Distribution = self.prior_module(self._encode_top)
-        out: Distribution = joint(top)
-        return out
-
-    def prior_parameters(self) -> list[nn.Parameter]:
-        """The prior's parameters: the prior part's and, with several stochastic layers,
-        those of the conditional priors p(z_l | z_{l+1}) that the posterior part holds."""
-        own = getattr(self.encoder.head, "prior_parameters", None)
-        return list(self.prior_module.parameters()) + (list(own()) if own is not None else [])
-
-    def _encode_top(self, x: Tensor, y: Tensor | None = None) -> Distribution:
-        """q(z_L | x): the top layer's posterior of a hierarchy (what a VampPrior mixes)."""
-        top: Distribution = self.encoder(x, y).top
-        return top
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
-        """q(z | x[, y]): batch shape ``(N,)``, event ``(latent_dim,)``."""
-        return self.encoder(x.reshape(x.shape[0], *self.data_shape), y)
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
-        """p(x | z[, y]): batch shape ``z.shape[:-1]``, event = the data shape."""
-        return self.decoder(z, y)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Mean of p(x | z) at the posterior mean of z (for discrete codes, at the most
-        probable code: the mean of one-hot rows is no code)."""
-        return self.decode(self.point(self.encode(x, y)), y).mean
-
-    def point(self, q: Distribution) -> Tensor:
-        """The one point of a posterior that vaekit shows and decodes: the mean of z, or for
-        discrete codes the most probable code (the mean of one-hot rows is no code).
-
-        Example:
-            >>> from vaekit.config import ModelConfig, part
-            >>> m = build_model(ModelConfig(latent_dim=4, posterior=part("gumbel", categories=2)), (1, 4, 4))
-            >>> m.point(m.encode(torch.rand(3, 1, 4, 4))).sum(-1)   # two one-hot pairs per row
-            tensor([2., 2., 2.])
-        """
-        return q.mode if self.composition.posterior.discrete else q.mean
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        y: Tensor | int | None = None,
-        mean: bool = True,
-        temperature: float = 1.0,
-        z: Tensor | None = None,
-    ) -> Tensor:
-        """``n`` draws from the model: z ~ p(z), then the mean of (or a sample from) p(x|z).
-
-        For a conditional model, ``y`` is one class for all draws, one label per draw, or
-        None: the draws cycle through the classes (0, 1, ..., C-1, 0, ...). An
-        unconditional model refuses a label. ``temperature`` below 1 scales the prior's
-        spread (every layer's in a hierarchy; :func:`~vaekit.distributions.hierarchical.tempered_sample`);
-        ``z`` given (from a post-hoc sampler, :mod:`vaekit.samplers`) replaces the prior draws.
-        """
-        from vaekit.distributions.hierarchical import tempered_sample
-
-        if not self.conditional and y is not None:
-            raise DataError(NOT_CONDITIONAL)
-        if z is None:
-            z = tempered_sample(self.prior, (n,), temperature)
-        labels: Tensor | None = None
-        if self.conditional:
-            if y is None:
-                labels = torch.arange(n, device=z.device) % self.num_classes
-            else:
-                labels = torch.as_tensor(y, device=z.device)
-                if labels.dim() == 0:
-                    labels = labels.expand(n)
-        px = self.decode(z, labels)
-        return px.mean if mean else px.sample()
 
 
 def build_model(cfg: ModelConfig, data_shape: Sequence[int], num_classes: int = 0) -> VAE:
@@ -336,10 +68,6 @@ def _assemble(
 ) -> VAE:
     """The VAE of ``cfg``, with the modules in ``given`` (by field: encoder, decoder,
     posterior, flow, prior, likelihood) in place of the ones the config names."""
-    from vaekit.config import composition
-    from vaekit.distributions.flows import FlowPosterior
-    from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
-
     data_shape = tuple(int(s) for s in data_shape)
     classes = (cfg.num_classes or num_classes) if cfg.conditional else 0
     if cfg.conditional and classes < 2:
@@ -371,7 +99,7 @@ def _assemble(
         def one_flow(units: int) -> Any:
             return FLOWS.get(flow_cfg.name).build(flow_cfg.options, units, **context)
 
-        if callable(getattr(head, "attach_flows", None)):
+        if isinstance(head, LayerFlows):
             # A hierarchy: one flow of the named kind on each layer below the top.
             if given.get("flow") is not None:
                 raise ConfigError(
@@ -384,18 +112,18 @@ def _assemble(
             head = FlowPosterior(head, part("flow", lambda: one_flow(latent)))
     # Several stochastic layers: z is every layer's units; the prior part is over the top
     # layer and the decoder reads the bottom layer(s), a prefix of z.
-    total = int(getattr(head, "latent_dim", latent))
-    reads = int(getattr(head, "decoder_dim", total))
-    prior_dim = int(getattr(head, "prior_dim", total))
+    if isinstance(head, LayeredPosterior):
+        total, reads, prior_dim = head.latent_dim, head.decoder_dim, head.prior_dim
+    else:
+        total = reads = prior_dim = latent
     # A posterior part that brings its own networks (a convolutional hierarchy) makes them.
-    own_encoder = getattr(head, "encoder_network", None)
-    own_decoder = getattr(head, "decoder_network", None)
+    own = head if isinstance(head, OwnNetworks) else None
     enc_part = NETWORKS.get(cfg.encoder.name)
     enc_net = part(
         "encoder",
         lambda: (
-            own_encoder()
-            if own_encoder is not None
+            own.encoder_network()
+            if own is not None
             else enc_part.build(
                 cfg.encoder.options, data_shape, head.in_features, classes, role="encoder"
             )
@@ -410,8 +138,8 @@ def _assemble(
     per_element = int(getattr(likelihood, "params_per_element", 1))
     out_features = per_element * int(math.prod(data_shape))
     dec_net = given.get("decoder")
-    if dec_net is None and own_decoder is not None:
-        dec_net = own_decoder(per_element)
+    if dec_net is None and own is not None:
+        dec_net = own.decoder_network(per_element)
     elif dec_net is None:
         if cfg.decoder is None:
             dec_part, dec_options = enc_part, enc_part.mirror(cfg.encoder.options)
@@ -421,7 +149,7 @@ def _assemble(
             dec_options, reads, data_shape, out_features, classes, role="decoder"
         )
     # Priors over a discrete posterior's codes are sized by its positions and codes.
-    context["code_space"] = getattr(head, "space", None)
+    context["code_space"] = head.space if isinstance(head, CodePosterior) else None
     prior = part(
         "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, prior_dim, **context)
     )
@@ -475,9 +203,6 @@ def compose(
         >>> model.encode(torch.rand(3, 1, 8, 8)).rsample().shape
         torch.Size([3, 2])
     """
-    from vaekit.config import ConfigError
-    from vaekit.parts import PYTHON_PART
-
     given: dict[str, nn.Module] = {}
     named: dict[str, Any] = {}
     slots = {
@@ -519,8 +244,6 @@ def check_part_shapes(model: VAE, x: Tensor, y: Tensor | None = None) -> None:
         >>> from vaekit.config import ModelConfig
         >>> check_part_shapes(build_model(ModelConfig(latent_dim=2), (1, 4, 4)), torch.rand(3, 1, 4, 4))
     """
-    from vaekit.config import ConfigError
-
     cfg = model.config
     b, d = len(x), model.latent_dim
 
@@ -555,8 +278,6 @@ def check_part_shapes(model: VAE, x: Tensor, y: Tensor | None = None) -> None:
 def _probe(model: VAE) -> None:
     """One pass on two zero examples, so that modules that do not fit together fail here
     with both shapes named, not inside training."""
-    from vaekit.config import ConfigError
-
     x = torch.zeros(2, *model.data_shape)
     y = torch.zeros(2, dtype=torch.long) if model.conditional else None
     head = model.encoder.head

@@ -30,12 +30,14 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
 import inspect
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +49,11 @@ from vaekit.validate import short
 __all__ = [
     "PartError",
     "NoOptions",
+    "PartConfig",
+    "install_registries",
+    "lookup",
+    "registry_of",
+    "nested_part",
     "PosteriorAbilities",
     "FlowAbilities",
     "PriorAbilities",
@@ -77,6 +84,23 @@ class NoOptions:
     """The options of a part that has none."""
 
 
+@dataclass
+class PartConfig:
+    """A part chosen by name (registered, or ``module:Class``) with its own options.
+
+    ``options`` is the part's options dataclass; building a ModelConfig from names or
+    mappings fills it in (:mod:`vaekit.config` re-exports this class).
+
+    Example:
+        >>> from vaekit.config import ModelConfig, part
+        >>> ModelConfig(prior=part("vamp", components=50)).prior
+        PartConfig(name='vamp', options=VampPrior.Options(components=50))
+    """
+
+    name: str
+    options: Any = None
+
+
 # -- abilities ----------------------------------------------------------------------------------
 
 
@@ -100,6 +124,10 @@ class PosteriorAbilities:
     vectors) whose density counts codes, so it pairs with priors over codes only
     (:attr:`PriorAbilities.discrete`). A deterministic posterior with a density (VQ-VAE's
     one-hot code, log q = 0) still has an ELBO: ``stochastic=False, density=True``.
+    ``extras``: its q(z|x) carries a loss of its own and terms to report (``aux_loss``,
+    ``terms``: VQ-VAE's commitment loss, a codebook's perplexity), which every objective
+    adds. The abilities with members (``layered``, ``networks``, ``discrete``, ``extras``,
+    ``dreg``) name them in :mod:`vaekit.abilities`.
     """
 
     density: bool = True
@@ -112,6 +140,7 @@ class PosteriorAbilities:
     networks: bool = False
     layered: bool = False
     discrete: bool = False
+    extras: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +158,8 @@ class PriorAbilities:
     ``factorised``: independent across latent dimensions; ``learned``: it has parameters;
     ``discrete``: a distribution over the codes of a discrete posterior (it reads and
     writes z through the posterior's codebook), so it pairs with those only.
+    ``temperature``: p(z) can be sampled at a temperature (a Gaussian or a mixture of
+    them, or a distribution with ``tempered(t)``: :func:`vaekit.distributions.priors.tempered`).
     """
 
     needs_gaussian_posterior: bool = False
@@ -136,6 +167,7 @@ class PriorAbilities:
     factorised: bool = False
     learned: bool = False
     discrete: bool = False
+    temperature: bool = False
 
 
 # The kinds of data a likelihood may be asked to model (``Dataset.kind``).
@@ -189,6 +221,7 @@ class ObjectiveAbilities:
     needs_stochastic: bool = True
     optimizers: tuple[str, ...] = ("model",)
     fixed: tuple[str, ...] = ()
+    warmup: bool = False
 
     def score(self, terms: typing.Mapping[str, float]) -> float:
         """The best-epoch score of one split's mean terms (higher is better)."""
@@ -429,8 +462,6 @@ def _options_from_signature(kind: str, name: str, fn: Any) -> type:
 
 
 def _copier(value: Any) -> Callable[[], Any]:
-    import copy
-
     return lambda: copy.deepcopy(value)
 
 
@@ -442,7 +473,7 @@ def _plain_type(tp: Any) -> bool:
     args = typing.get_args(tp)
     if origin is list:
         return len(args) == 1 and _plain_type(args[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return all(a is type(None) or _plain_type(a) for a in args)
     return False
 
@@ -552,6 +583,66 @@ def import_object(path: str, what: str = "part") -> Any:
 
 
 # -- registries -----------------------------------------------------------------------------------
+
+# The registries by kind, installed by vaekit.registry when it is imported: a part that
+# holds another part (an objective's divergence) finds it here, at build time, instead of
+# importing the registry (which imports every part, the part itself among them).
+_INSTALLED: dict[str, Registry] = {}
+
+
+def install_registries(registries: typing.Mapping[str, Registry]) -> None:
+    """Make ``registries`` (kind -> Registry) the ones :func:`lookup` serves."""
+    _INSTALLED.update(registries)
+
+
+def registry_of(kind: str) -> Registry:
+    """The installed registry of ``kind`` (see :func:`lookup`)."""
+    registry = _INSTALLED.get(kind)
+    if registry is None:
+        # The built-in parts register themselves when vaekit.registry is imported; a part
+        # used on its own (vaekit.objectives.ELBO(divergence="mmd")) loads them here. A
+        # late load by name, not an import of a module above: vaekit.registry is the one
+        # module that imports every part.
+        importlib.import_module("vaekit.registry")
+        registry = _INSTALLED[kind]
+    return registry
+
+
+def lookup(kind: str, name: str, where: str | None = None) -> Part:
+    """The part ``name`` of ``kind`` from the installed registries (:mod:`vaekit.registry`).
+
+    Example:
+        >>> import vaekit.registry
+        >>> lookup("divergence", "mmd").abilities.kl
+        False
+    """
+    return registry_of(kind).get(name, where)
+
+
+def nested_part(kind: str, value: Any, where: str) -> PartConfig:
+    """A part setting held inside another part's options (a name, a mapping with a name and
+    options, or a PartConfig) as a PartConfig with checked options. The config layer parses
+    these with its converters; this serves options built in Python
+    (``ELBO.Options(divergence="mmd")``)."""
+    if isinstance(value, PartConfig) and value.options is not None:
+        return value
+    if isinstance(value, PartConfig):
+        value = value.name
+    data = {"name": value} if isinstance(value, str) else dict(value)
+    name = data.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{where} must be a {kind} name or a mapping with a name, got {short(value)}"
+        )
+    part = lookup(kind, name, where)
+    try:
+        options = part.options(**data)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {kind} {name!r}: {e}") from None
+    validate = getattr(options, "validate", None)
+    if callable(validate):
+        validate(where)
+    return PartConfig(name, options)
 
 
 class Registry:
@@ -679,7 +770,16 @@ def _type_name(cls: type) -> str:
     """The name a user imports ``cls`` by: torch.nn.Module, vaekit.objectives.Objective."""
     if cls.__module__.startswith("torch.nn."):
         return f"torch.nn.{cls.__qualname__}"
-    return f"{cls.__module__}.{cls.__qualname__}"
+    # vaekit.objectives was one module before it became a package of one file per family:
+    # its classes keep the path users import them by (vaekit.objectives.Objective).
+    module = cls.__module__
+    parent = module.rsplit(".", 1)[0]
+    if (
+        parent == "vaekit.objectives"
+        and getattr(sys.modules.get(parent), cls.__qualname__, None) is cls
+    ):
+        module = parent
+    return f"{module}.{cls.__qualname__}"
 
 
 def _describe(obj: Any) -> str:

@@ -42,7 +42,7 @@ from vaekit.distributions.radial import RadialFlow
 from vaekit.divergences import KLDivergence, MMDDivergence
 from vaekit.nn import ConvNetwork, MLPNetwork
 from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss, Objective, PriorFit
-from vaekit.parts import Registry
+from vaekit.parts import Registry, install_registries
 
 __all__ = [
     "NETWORKS",
@@ -111,3 +111,5 @@ OBJECTIVES.add("prior-fit", PriorFit)
 REGISTRIES = {
     r.kind: r for r in (NETWORKS, POSTERIORS, FLOWS, PRIORS, LIKELIHOODS, OBJECTIVES, DIVERGENCES)
 }
+# Parts that hold other parts (an objective's divergence) find them here at build time.
+install_registries(REGISTRIES)

@@ -13,6 +13,10 @@ with parts that fit it, and checks:
 - gradients reach every parameter of the model and of the objective (:func:`check_gradients`);
 - KL >= 0 where the posterior has a density, and IWAE with k = 1 equals the single-sample
   ELBO of the same draw (:func:`check_bounds`);
+- the abilities each part declares match the members it has (:mod:`vaekit.abilities`:
+  a layered posterior, one that brings its networks, a code posterior, a distribution
+  with its own loss terms, a prior with a temperature, an objective with a warm-up), in
+  both directions (:func:`check_abilities`);
 - a short run of optimisation lowers the loss (:func:`check_training`);
 - a run stopped after one epoch and resumed ends bit-identical to one that never stopped
   (:func:`check_resume`; config-built parts only).
@@ -26,7 +30,7 @@ Example:
     >>> from vaekit.testing import check_part
     >>> report = check_part("prior", "mog", options={"components": 3}, training=False)
     >>> sorted(report)[:3]
-    ['bounds', 'densities', 'gradients']
+    ['abilities', 'bounds', 'densities']
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import itertools
 import math
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -42,13 +47,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, Normal
 
-from vaekit.config import Config
+from vaekit.abilities import (
+    CodePosterior,
+    ExtraTerms,
+    FixedLogProb,
+    LayeredDistribution,
+    LayeredPosterior,
+    LayerFlows,
+    OwnNetworks,
+    TemperedDistribution,
+    WarmsUp,
+    members,
+)
+from vaekit.config import Config, ModelConfig, config_from_dict
 from vaekit.distributions.posteriors import sample_with_log_prob
+from vaekit.distributions.priors import tempered
+from vaekit.errors import ConfigError
 from vaekit.model import VAE, build_model
 from vaekit.objectives import ELBO, IWAE, Objective, build_objective, kl_term
+from vaekit.registry import (
+    FLOWS,
+    LIKELIHOODS,
+    NETWORKS,
+    OBJECTIVES,
+    POSTERIORS,
+    PRIORS,
+    REGISTRIES,
+)
+from vaekit.rundir import read_metrics
+from vaekit.train import fit
 
 __all__ = [
     "ContractError",
@@ -60,6 +91,7 @@ __all__ = [
     "check_training",
     "start_second_stage",
     "check_resume",
+    "check_abilities",
     "check_model",
     "prior_parameter_names",
     "check_part",
@@ -389,9 +421,6 @@ def start_second_stage(model: VAE, fixed: Sequence[str]) -> None:
 def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None) -> None:
     """Training ``epochs`` epochs straight and stopping after one, then resuming, give
     bit-identical weights and metrics (the trainer's exact resume, with your parts)."""
-    from vaekit.rundir import read_metrics
-    from vaekit.train import fit
-
     cfg = copy.deepcopy(config)
     cfg.train.epochs = epochs
     with tempfile.TemporaryDirectory() as d:
@@ -402,8 +431,6 @@ def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None
         first.train.epochs = 1
         fit(first, b, data_dir=data_dir, progress=False, log=quiet)
         fit(None, b, resume=True, epochs=epochs, data_dir=data_dir, progress=False, log=quiet)
-        from safetensors.torch import load_file
-
         # Tensors, not file bytes: safetensors orders its metadata header differently per write.
         wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
         same = wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -427,6 +454,97 @@ def prior_parameter_names(model: VAE) -> tuple[str, ...]:
     return tuple(n for n, p in model.named_parameters() if id(p) in ids)
 
 
+def _same(declared: bool, has: bool, what: str, ability: str, protocol: type) -> None:
+    """A declared ability and the members that go with it: both or neither."""
+    names = ", ".join(members(protocol))
+    if declared and not has:
+        raise ContractError(
+            f"{what} declares abilities.{ability} but lacks the members of "
+            f"vaekit.abilities.{protocol.__name__} ({names})"
+        )
+    if has and not declared:
+        raise ContractError(
+            f"{what} has the members of vaekit.abilities.{protocol.__name__} ({names}) but "
+            f"does not declare abilities.{ability}=True: declare it, so that the library "
+            "treats it as one"
+        )
+
+
+def check_abilities(model: VAE, objective: Objective, x: Tensor, y: Tensor | None = None) -> None:
+    """Each part's declared abilities against the Protocols of :mod:`vaekit.abilities`
+    it satisfies, both ways: a part that declares an ability has its members, and a part
+    that has them declares it (the library asks the declaration first, so an undeclared
+    ability is never used)."""
+    parts = model.composition
+    head = model.encoder.head
+    base = parts.base_posterior
+    _same(
+        base.layered,
+        isinstance(head, LayeredPosterior),
+        "the posterior",
+        "layered",
+        LayeredPosterior,
+    )
+    _same(
+        base.layered and base.takes_flow,
+        isinstance(head, LayerFlows),
+        "the posterior",
+        "layered and abilities.takes_flow",
+        LayerFlows,
+    )
+    _same(base.networks, isinstance(head, OwnNetworks), "the posterior", "networks", OwnNetworks)
+    _same(
+        base.discrete, isinstance(head, CodePosterior), "the posterior", "discrete", CodePosterior
+    )
+    with torch.no_grad():
+        q = model.encode(x, y)
+        _same(
+            base.extras, isinstance(q, ExtraTerms), "the posterior's q(z|x)", "extras", ExtraTerms
+        )
+        _same(
+            base.layered,
+            isinstance(q, LayeredDistribution),
+            "the posterior's q(z|x)",
+            "layered",
+            LayeredDistribution,
+        )
+        if not parts.flow:  # a flow's q keeps no fixed-parameter density
+            # (A diagonal Gaussian has one without saying so: dreg is declared by the others.)
+            gaussian = isinstance(q, Independent) and isinstance(q.base_dist, Normal)
+            fixed = isinstance(q, FixedLogProb)
+            _same(base.dreg and not gaussian, fixed, "the posterior's q(z|x)", "dreg", FixedLogProb)
+        # The prior part's own p(z) (a hierarchy's top layer). One that declares a
+        # temperature can be sampled at one: a distribution that says what its temperature
+        # means (it may refuse one for some options, saying why), or one tempered() knows
+        # (a Gaussian, a mixture of them, which need not declare it, as with dreg).
+        prior = model.prior
+        own = getattr(prior, "top", prior) if base.layered else prior
+        says = isinstance(own, TemperedDistribution)
+        tempers = says
+        if not says:
+            try:
+                tempered(own, 0.5)
+                tempers = True
+            except ConfigError:
+                tempers = False
+        declared = parts.prior.temperature
+        if says and not declared:
+            _same(False, True, "the prior's p(z)", "temperature", TemperedDistribution)
+        if declared and not tempers:
+            raise ContractError(
+                "the prior declares abilities.temperature, but its p(z) cannot be sampled at a "
+                "temperature: it is no Gaussian nor mixture of them, and has no tempered(t) "
+                "(vaekit.abilities.TemperedDistribution)"
+            )
+    _same(
+        objective.abilities.warmup,
+        isinstance(objective, WarmsUp),
+        "the objective",
+        "warmup",
+        WarmsUp,
+    )
+
+
 def check_model(
     model: VAE,
     objective: Objective,
@@ -439,6 +557,8 @@ def check_model(
     """Every single-batch check on a built model and objective; returns what passed."""
     done: dict[str, str] = {}
     with _seeded(0):
+        check_abilities(model, objective, x, y)
+        done["abilities"] = "ok"
         check_shapes(model, x, y, samples)
         done["shapes"] = "ok"
         check_densities(model, x, y, samples)
@@ -469,8 +589,6 @@ def part_config(
 
     ``others`` sets further settings as dotted overrides (``{"model.prior": "mog"}``).
     """
-    from vaekit.registry import OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
-
     name = part if isinstance(part, str) else f"{part.__module__}:{part.__qualname__}"
     spec = REGISTRIES[kind].get(name)
     value: dict[str, Any] = {"name": name, **(options or {})}
@@ -516,8 +634,6 @@ def part_config(
         )
     if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
         sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
-    from vaekit.config import ConfigError, config_from_dict
-
     # The first objective that takes the posterior (its own checks may refuse it).
     for i, objective in enumerate(objectives):
         # A likelihood that does not fit binary data gets grey or real data (see _data_for).
@@ -538,8 +654,6 @@ def part_config(
 
 def _data_for(cfg: Config, n: int, shape: tuple[int, ...], seed: int = 0) -> Tensor:
     """A batch the config's likelihood fits: binary where it can, else grey levels or reals."""
-    from vaekit.registry import LIKELIHOODS
-
     ab = LIKELIHOODS.get(cfg.model.likelihood.name).abilities
     g = torch.Generator().manual_seed(seed)
     if "binary" in ab.fits:
@@ -635,18 +749,6 @@ def contract_combinations(
     registry's size (over 1,200 tests for 7 posteriors); the cover grows with the latent
     side only.
     """
-    import itertools
-
-    from vaekit.config import Config, ConfigError, ModelConfig, config_from_dict
-    from vaekit.registry import (
-        FLOWS,
-        LIKELIHOODS,
-        NETWORKS,
-        OBJECTIVES,
-        POSTERIORS,
-        PRIORS,
-        REGISTRIES,
-    )
 
     def specs(kind: str, name: str) -> list[dict[str, Any]]:
         out = [{"name": name, **o} for o in (variants(kind, name) if variants else [{}])]

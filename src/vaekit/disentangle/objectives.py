@@ -49,7 +49,7 @@ from vaekit.parts import Composition, ObjectiveAbilities
 from vaekit.validate import check_choice, check_nonneg, check_positive, check_widths
 
 if TYPE_CHECKING:
-    from vaekit.model import VAE
+    from vaekit.vae import VAE
 
 __all__ = [
     "BetaTCVAE",

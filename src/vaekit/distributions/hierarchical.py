@@ -64,6 +64,8 @@ from vaekit.distributions.posteriors import (
     diagonal_normal,
     shared_noise,
 )
+from vaekit.distributions.priors import tempered
+from vaekit.errors import ConfigError
 from vaekit.nn import ACTIVATIONS, MLP
 from vaekit.parts import PosteriorAbilities
 from vaekit.validate import check_choice, check_positive, check_widths
@@ -160,8 +162,6 @@ class HierarchicalOptions:
     decoder_reads: int = 1
 
     def validate(self, where: str) -> None:
-        from vaekit.errors import ConfigError
-
         if not self.layers >= 2:
             raise ConfigError(
                 f"{where}.layers must be at least 2, got {self.layers}; "
@@ -784,8 +784,6 @@ def tempered_sample(
         >>> float(tempered_sample(p, (4000,), 0.5).std()) < 0.6
         True
     """
-    from vaekit.distributions.priors import tempered
-
     if temperature == 1.0:
         return dist.sample(sample_shape)
     if not temperature > 0:

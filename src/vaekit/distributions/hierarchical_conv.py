@@ -50,6 +50,7 @@ from vaekit.distributions.hierarchical import (
     _randn,
 )
 from vaekit.distributions.posteriors import clamp_logvar
+from vaekit.errors import ConfigError
 from vaekit.nn import ACTIVATIONS, ResBlock
 from vaekit.parts import Composition, PosteriorAbilities
 from vaekit.validate import check_choice, check_nonneg, check_widths
@@ -86,8 +87,6 @@ class ConvHierarchyOptions:
     activation: str = "elu"
 
     def validate(self, where: str) -> None:
-        from vaekit.errors import ConfigError
-
         check_widths(f"{where}.channels", self.channels)
         for i, g in enumerate(self.groups):
             check_nonneg(f"{where}.groups[{i}]", g)

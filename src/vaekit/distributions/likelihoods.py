@@ -46,6 +46,7 @@ from torch.distributions import (
 from torch.types import _size
 
 from vaekit.data.core import DataError
+from vaekit.errors import ConfigError
 from vaekit.parts import LikelihoodAbilities
 from vaekit.validate import check_positive, check_positive_or_learned
 
@@ -70,8 +71,6 @@ __all__ = [
 
 def check_levels(key: str, levels: int) -> None:
     """A discrete likelihood needs at least two levels."""
-    from vaekit.errors import ConfigError
-
     if levels < 2:
         raise ConfigError(f"{key} must be at least 2 (256 for 8-bit images), got {levels}")
 

@@ -27,6 +27,7 @@ from torch.distributions import (
     Normal,
 )
 
+from vaekit.abilities import TemperedDistribution
 from vaekit.distributions.posteriors import clamp_logvar
 from vaekit.errors import ConfigError
 from vaekit.parts import PriorAbilities
@@ -96,7 +97,7 @@ class StandardNormalPrior(nn.Module):
 
     loc: Tensor
     scale: Tensor
-    abilities = PriorAbilities(factorised=True)
+    abilities = PriorAbilities(factorised=True, temperature=True)
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -131,7 +132,7 @@ class MixturePrior(nn.Module):
         def validate(self, where: str) -> None:
             check_positive(f"{where}.components", self.components)
 
-    abilities = PriorAbilities(learned=True)
+    abilities = PriorAbilities(learned=True, temperature=True)
 
     @staticmethod
     def label(o: MixturePrior.Options) -> str:
@@ -176,7 +177,9 @@ class VampPrior(nn.Module):
             check_positive(f"{where}.components", self.components)
 
     # Its components are the encoder's posteriors of the pseudo-inputs, which carry no label.
-    abilities = PriorAbilities(needs_gaussian_posterior=True, conditional=False, learned=True)
+    abilities = PriorAbilities(
+        needs_gaussian_posterior=True, conditional=False, learned=True, temperature=True
+    )
 
     @staticmethod
     def label(o: VampPrior.Options) -> str:
@@ -223,10 +226,8 @@ def tempered(dist: Distribution, temperature: float) -> Distribution:
         raise ConfigError(f"the temperature must be a positive number, got {temperature!r}")
     if t == 1.0:
         return dist
-    own = getattr(dist, "tempered", None)
-    if callable(own):
-        out: Distribution = own(t)
-        return out
+    if isinstance(dist, TemperedDistribution):
+        return dist.tempered(t)
     if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
         base = dist.base_dist
         return Independent(

@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -30,6 +32,7 @@ from vaekit.distributions.likelihoods import (
     LikelihoodHead,
 )
 from vaekit.nn import MLP
+from vaekit.parts import lookup, registry_of
 
 __all__ = ["Predictor", "regressor", "classifier", "fit_predictor"]
 
@@ -71,16 +74,14 @@ def regressor(
     ``likelihood``: any registered likelihood that models real values (``gaussian``;
     ``student-t`` for heavy tails, robust to outliers); its scale-like options are learned.
     """
-    import dataclasses
-
-    from vaekit.registry import LIKELIHOODS
-
-    real = [p.name for p in LIKELIHOODS if "real" in p.abilities.fits]
+    # The registry's likelihoods, looked up by name when the regressor is built (the
+    # registry imports this module's neighbours, so it is not imported here).
+    real = [p.name for p in registry_of("likelihood") if "real" in p.abilities.fits]
     if likelihood not in real:
         raise ValueError(
             f"regressor likelihood must model real values: one of {', '.join(real)}; got {likelihood!r}"
         )
-    part = LIKELIHOODS.get(likelihood)
+    part = lookup("likelihood", likelihood)
     fields = {f.name for f in dataclasses.fields(part.options)}
     options = part.options(**{k: "learned" for k in ("sigma", "df") if k in fields})
     head: LikelihoodHead = part.build(options, (targets,))

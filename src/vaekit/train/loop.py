@@ -81,7 +81,7 @@ from vaekit.data.stream import PYTHON_DATA, split_batches
 from vaekit.distributions.likelihoods import unit_scale_hint
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, check_part_shapes, network_precision
-from vaekit.objectives import Objective, build_objective
+from vaekit.objectives import Objective, build_objective, warmup_epochs
 from vaekit.optim import lr_factor, make_optimizer
 from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
 from vaekit.rundir import (
@@ -550,7 +550,7 @@ def _fit(
                     trackers = safely(trackers, "log_epoch", row)
                 stopping = any_rank(stop.requested, dist, s.device)
                 # Every rank holds the same reduced validation score, so all stop together.
-                early = _patience_spent(prog.state, t.patience, parts.objective.warmup_epochs)
+                early = _patience_spent(prog.state, t.patience, warmup_epochs(parts.objective))
                 written = None
                 if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping or early:
                     written = _checkpoint(s, parts, prog)
@@ -978,7 +978,7 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
             s.say(f"resuming {run_dir} from {ckpt.name}")
         if s.main:
             _reconcile_metrics(s, prog.state.epoch, None if loaded is None else loaded[2].name)
-        state, warmup = prog.state, parts.objective.warmup_epochs
+        state, warmup = prog.state, warmup_epochs(parts.objective)
         if state.epoch < t.epochs and _patience_spent(state, t.patience, warmup):
             s.say(
                 f"{run_dir} {_early_stop_text(state, t.patience)}; pass "
@@ -1385,7 +1385,7 @@ def _scores_test(s: Session, parts: Parts, prog: Progress, epoch: int, row: dict
     # The early stop that _fit decides after this epoch, from this epoch's valid score.
     score = parts.bound.score(row["valid"])
     improves = math.isfinite(score) and (state.best_score is None or score > state.best_score)
-    warmup = parts.objective.warmup_epochs
+    warmup = warmup_epochs(parts.objective)
     return not improves and epoch - max(state.best_epoch, warmup) >= t.patience
 
 
