@@ -199,6 +199,13 @@ class TrainConfig:
     precision: str = "fp32"
     # Learning-rate schedule, a factor on lr by epoch: none | cosine | burda (Burda et al. 2016).
     lr_schedule: str = "none"
+    # Exponential moving average of the weights, the decay d (0 = off; 0.999 or 0.9999 are
+    # usual): after every optimiser step ema = d * ema + (1 - d) * weights, starting from
+    # the initial weights. The average is what the validation and test splits score, and
+    # what RUN/best.safetensors and RUN/model.safetensors hold, so vaekit evaluate, sample
+    # and report use it (VDVAE and NVAE evaluate so); training itself goes on from the raw
+    # weights, which checkpoints keep beside the average (resume stays exact).
+    ema: float = 0.0
     # Write a checkpoint every this many epochs (the last epoch always writes one).
     checkpoint_every: int = 1
     # Keep RUN/best.safetensors: the weights of the epoch with the best validation score
@@ -299,6 +306,11 @@ class Config:
         check_choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
         check_choice("train.score_test", t.score_test, ["end", "epoch"])
         check_choice("train.lr_schedule", t.lr_schedule, SCHEDULES)
+        if not 0.0 <= t.ema < 1.0:
+            raise ConfigError(
+                f"train.ema is the decay of the weights' moving average and must be in [0, 1) "
+                f"(0 = off; 0.999 is usual), got {t.ema}"
+            )
         check_choice("train.precision", t.precision, ["fp32", "bf16"])
         for i, name in enumerate(t.trackers):
             check_choice(f"train.trackers[{i}]", name, sorted(TRACKERS))
