@@ -227,3 +227,39 @@ def test_pseudo_inputs_learn_at_their_own_rate_and_start_from_data(tmp_path: Pat
     x = vaekit.load(run).dataset().train.x
     gap = (u[:, None] - x[None]).flatten(2).abs().amax(-1).amin(1)
     assert (gap < 0.06).all()
+
+
+def test_every_arm_of_the_ablation_benchmark_is_a_valid_config() -> None:
+    """benchmarks/hvae_vamp_ablation.py's arms: each one's settings on bmnist_hvae_vamp
+    load and validate (a misspelt key would only show hours into the sweep)."""
+    import argparse
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import hvae_vamp_ablation as ablation
+    finally:
+        sys.path.remove(str(bench))
+    a = argparse.Namespace(epochs=3, seed=1, limit=100, set=["objective.warmup_epochs=2"])
+    for name in ablation.ARMS:
+        cfg = load_config(ablation.CONFIG, ablation.arm_settings(name, a))
+        assert cfg.train.epochs == 3 and cfg.train.seed == 1 and cfg.data.limit == 100
+        assert cfg.objective.options.warmup_epochs == (0 if name == "no-warmup" else 2)
+
+
+GATED_CONFIGS = ["bmnist_vamp_gated", "bmnist_hvae_gated", "bmnist_hvae_vamp_gated"]
+
+
+@pytest.mark.parametrize("name", GATED_CONFIGS)
+def test_the_gated_configs_train_an_epoch_on_binarized_mnist(
+    name: str, tmp_path: Path, shared_data_dir: Path
+) -> None:
+    cfg = load_config(
+        name, ["train.epochs=1", "data.limit=200", "train.score_limit=200", "train.threads=1"]
+    )
+    assert cfg.model.encoder.options.activation == "gated"
+    run = tmp_path / name
+    rows = fit(cfg, run, data_dir=str(shared_data_dir), progress=False, log=io.StringIO())
+    assert math.isfinite(rows[-1]["valid"]["elbo"]) and math.isfinite(rows[-1]["test"]["elbo"])
+    assert -rows[-1]["test"]["elbo"] < 543  # below 784 log 2: one short epoch learns
