@@ -263,3 +263,20 @@ def test_the_gated_configs_train_an_epoch_on_binarized_mnist(
     rows = fit(cfg, run, data_dir=str(shared_data_dir), progress=False, log=io.StringIO())
     assert math.isfinite(rows[-1]["valid"]["elbo"]) and math.isfinite(rows[-1]["test"]["elbo"])
     assert -rows[-1]["test"]["elbo"] < 543  # below 784 log 2: one short epoch learns
+
+
+def test_gated_units_reach_the_implicit_posterior_of_avb() -> None:
+    """AVB's head reads the encoder's last features through the encoder's activation: a
+    gated encoder hands it twice as many (value and gate)."""
+    cfg = load_config(
+        None,
+        [
+            "model.latent_dim=2",
+            "model.encoder={name: mlp, hidden: [16], activation: gated}",
+            "model.posterior=implicit",
+            "objective.name=avb",
+        ],
+    )
+    model = build_model(cfg.model, SHAPE)
+    assert model.encoder.head.in_features == 32
+    assert model.encode(torch.rand(3, *SHAPE)).rsample((2,)).shape == (2, 3, 2)
