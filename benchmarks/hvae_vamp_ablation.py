@@ -66,6 +66,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "the decoder reads z1 only, p(x|z1), instead of p(x|z1, z2)",
         ["model.posterior.decoder_reads=1"],
     ),
+    "normgrad": (
+        "Adam on gradients divided by their norm per tensor (their AdamNormGrad)",
+        ["train.optimizer=adam-normgrad"],
+    ),
     "no-warmup": ("no KL warm-up", ["objective.warmup_epochs=0"]),
     "cosine": ("cosine learning-rate schedule over the budget", ["train.lr_schedule=cosine"]),
 }

@@ -280,3 +280,28 @@ def test_gated_units_reach_the_implicit_posterior_of_avb() -> None:
     model = build_model(cfg.model, SHAPE)
     assert model.encoder.head.in_features == 32
     assert model.encode(torch.rand(3, *SHAPE)).rsample((2,)).shape == (2, 3, 2)
+
+
+# -- Tomczak & Welling's optimiser -------------------------------------------------------------
+
+
+def test_adam_normgrad_is_adam_on_gradients_divided_by_their_norm() -> None:
+    from vaekit.optim import make_optimizer
+
+    torch.manual_seed(0)
+    start = torch.randn(3, 4)
+    ours = torch.nn.Parameter(start.clone())
+    ref = torch.nn.Parameter(start.clone())
+    raw = torch.nn.Parameter(start.clone())
+    opt = make_optimizer("adam-normgrad", [ours], 0.1, 0.0, torch.device("cpu"))
+    ref_opt = torch.optim.Adam([ref], lr=0.1)
+    raw_opt = torch.optim.Adam([raw], lr=0.1)
+    for scale in (1.0, 100.0, 0.01):  # gradients of very different sizes
+        g = scale * torch.randn(3, 4)
+        ours.grad, raw.grad = g.clone(), g.clone()
+        ref.grad = g / (g.norm() + 1e-7)
+        opt.step()
+        ref_opt.step()
+        raw_opt.step()
+    torch.testing.assert_close(ours.detach(), ref.detach())
+    assert not torch.allclose(ours.detach(), raw.detach())

@@ -166,6 +166,7 @@ CONFIGS = {
         "model.prior.init=data",
         "model.prior.lr_scale=0.1",
         "model.prior.clip=true",
+        "train.optimizer=adam-normgrad",  # Tomczak & Welling's optimiser
         "data.valid_fraction=0.25",
     ],
     "conditional-ae-sgd": [

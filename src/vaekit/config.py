@@ -172,7 +172,8 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 100
-    # adam | adamw | sgd | adagrad (torch's fused kernels) | rmsprop
+    # adam | adamw | sgd | adagrad (torch's fused kernels) | rmsprop | adam-normgrad (Adam on
+    # each tensor's gradient divided by its norm, Tomczak & Welling's VampPrior code)
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
