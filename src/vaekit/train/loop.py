@@ -940,6 +940,8 @@ def _optimizer(
     by_scale: dict[float, list[nn.Parameter]] = {}
     for p in params:
         by_scale.setdefault(scales.get(id(p), 1.0), []).append(p)
+    if not by_scale:  # nothing to optimise: torch's own error says so
+        return make_optimizer(t.optimizer, params, t.lr, t.weight_decay, device)
     (first, ps), *others = by_scale.items()
     optimizer = make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, device)
     if first != 1.0:
