@@ -70,6 +70,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "Adam on gradients divided by their norm per tensor (their AdamNormGrad)",
         ["train.optimizer=adam-normgrad"],
     ),
+    "he-init": (
+        "linear weights start at N(0, 2 / fan-in) (their he_init)",
+        ["model.weight_init=he"],
+    ),
     "no-warmup": ("no KL warm-up", ["objective.warmup_epochs=0"]),
     "cosine": ("cosine learning-rate schedule over the budget", ["train.lr_schedule=cosine"]),
 }

@@ -305,3 +305,24 @@ def test_adam_normgrad_is_adam_on_gradients_divided_by_their_norm() -> None:
         raw_opt.step()
     torch.testing.assert_close(ours.detach(), ref.detach())
     assert not torch.allclose(ours.detach(), raw.detach())
+
+
+def test_he_init_starts_every_linear_layer_at_n_0_2_over_fan_in() -> None:
+    sets = [
+        "model.latent_dim=40",
+        "model.encoder={name: mlp, hidden: [300, 300], activation: gated}",
+    ]
+    sets += ["model.posterior={name: hierarchical, decoder_reads: 2}"]
+    torch.manual_seed(0)
+    he = build_model(load_config(None, [*sets, "model.weight_init=he"]).model, (1, 28, 28))
+    torch.manual_seed(0)
+    plain = build_model(load_config(None, sets).model, (1, 28, 28))
+    linears = [m for m in he.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) > 8  # the encoder's, the decoder's and the hierarchy's own
+    for m in linears:
+        want = (2.0 / m.in_features) ** 0.5
+        assert abs(float(m.weight.detach().std()) / want - 1) < 0.1, m
+    first = plain.encoder.net.net[0].weight.detach()  # PyTorch's default: U(+-1/sqrt(fan-in))
+    assert abs(float(first.std()) * (3 * 784) ** 0.5 - 1) < 0.05
+    with pytest.raises(ConfigError, match="model.weight_init"):
+        load_config(None, ["model.weight_init=xavier"]).validate()

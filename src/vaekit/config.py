@@ -152,6 +152,10 @@ class ModelConfig:
     conditional: bool = False
     # Number of classes for a conditional model; 0 means "take it from the dataset".
     num_classes: int = 0
+    # How every linear layer of the model starts: default (PyTorch's) | he (weights from
+    # N(0, 2 / fan-in), He et al. 2015, biases as PyTorch sets them: how Tomczak & Welling's
+    # code starts its networks).
+    weight_init: str = "default"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -274,6 +278,7 @@ class Config:
         m = self.model
         check_positive("model.latent_dim", m.latent_dim)
         check_nonneg("model.num_classes", m.num_classes)
+        check_choice("model.weight_init", m.weight_init, ["default", "he"])
         parts = composition(m, self.objective)
         _check_composition(self, parts)
         self._validate_train()
