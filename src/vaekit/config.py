@@ -80,7 +80,7 @@ class PartConfig:
 
     Example:
         >>> ModelConfig(prior=part("vamp", components=50)).prior
-        PartConfig(name='vamp', options=VampPrior.Options(components=50))
+        PartConfig(name='vamp', options=VampPrior.Options(components=50, ...))
     """
 
     name: str
