@@ -130,3 +130,27 @@ def test_nan_weight_is_rolled_back(
 def test_clean_run_has_no_nonfinite_entries(tmp_path: Path) -> None:
     rows = quiet_fit(tiny_config(), tmp_path / "run")
     assert all("nonfinite" not in r for r in rows)
+
+
+def test_a_rollback_restores_the_weights_average_with_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train.ema: the moving average goes back to the start of the epoch with the weights
+    (else it would keep the updates of the steps that were rolled back)."""
+    import vaekit.train.loop as loop
+
+    real = loop.guard
+    checked: list[bool] = []
+
+    def guard(s: object, data: object, parts: loop.Parts, prog: loop.Progress, *a: object) -> None:
+        real(s, data, parts, prog, *a)  # type: ignore[arg-type]
+        assert parts.ema is not None
+        saved, now = prog.good["ema"], parts.ema.module.state_dict()
+        checked.append(all(torch.equal(saved[k], now[k]) for k in saved))
+
+    monkeypatch.setattr(loop, "guard", guard)
+    cfg = tiny_config("train.epochs=2", "train.nan_policy=rollback", "train.ema=0.5")
+    rows = quiet_fit(cfg, tmp_path / "run", objective=_poison_weight(cfg, at=7))  # epoch 2, batch 3
+    assert rows[1]["nonfinite"]["rollbacks"] == 1
+    assert checked == [True]
+    assert _finite_weights(tmp_path / "run")

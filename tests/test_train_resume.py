@@ -56,6 +56,12 @@ def assert_same_run(a: Path, b: Path, metrics_drop: tuple[str, ...] = ()) -> Non
     _assert_tensors_equal(
         load_file(ca / "model.safetensors"), load_file(cb / "model.safetensors"), ca.name
     )
+    # The weights' moving average (train.ema), kept beside the weights.
+    assert (ca / "ema.safetensors").is_file() == (cb / "ema.safetensors").is_file()
+    if (ca / "ema.safetensors").is_file():
+        _assert_tensors_equal(
+            load_file(ca / "ema.safetensors"), load_file(cb / "ema.safetensors"), "average"
+        )
     sa = torch.load(ca / "trainer_state.pt", weights_only=True)
     sb = torch.load(cb / "trainer_state.pt", weights_only=True)
     for key in ("epoch", "batch", "step", "lr_scale", "bad_steps_total", "world_size"):
@@ -148,6 +154,19 @@ CONFIGS = {
         "objective.name=iwae",
         "objective.samples=3",
         "objective.gradient=dreg",
+        "data.valid_fraction=0.25",
+    ],
+    # The weights' moving average: what the validation split scores and the best and last
+    # weights hold, kept in checkpoints beside the weights (a VampPrior: its pseudo-inputs
+    # are averaged too, start from training examples and learn at a rate of their own).
+    "ema-vamp": [
+        "train.ema=0.9",
+        "model.prior=vamp",
+        "model.prior.components=5",
+        "model.prior.init=data",
+        "model.prior.lr_scale=0.1",
+        "model.prior.clip=true",
+        "train.optimizer=adam-normgrad",  # Tomczak & Welling's optimiser
         "data.valid_fraction=0.25",
     ],
     "conditional-ae-sgd": [

@@ -9,7 +9,7 @@ added to :mod:`vaekit.registry` is listed without being named anywhere else.
 Example:
     >>> info = part_info("prior", "vamp")
     >>> info["key"], [o["name"] for o in info["options"]], info["options"][0]["default"]
-    ('model.prior', ['components'], 500)
+    ('model.prior', ['components', 'init', 'clip', 'lr_scale'], 500)
     >>> kind_of("encoder")
     'network'
 """

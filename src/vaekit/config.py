@@ -139,6 +139,10 @@ class ModelConfig:
     conditional: bool = False
     # Number of classes for a conditional model; 0 means "take it from the dataset".
     num_classes: int = 0
+    # How every linear layer of the model starts: default (PyTorch's) | he (weights from
+    # N(0, 2 / fan-in), He et al. 2015, biases as PyTorch sets them: how Tomczak & Welling's
+    # code starts its networks).
+    weight_init: str = "default"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -161,7 +165,8 @@ class TrainConfig:
     epochs: int = 10
     # Examples per step (per process under torchrun: the effective batch is N times it).
     batch_size: int = 100
-    # adam | adamw | sgd | adagrad (torch's fused kernels) | rmsprop
+    # adam | adamw | sgd | adagrad (torch's fused kernels) | rmsprop | adam-normgrad (Adam on
+    # each tensor's gradient divided by its norm, Tomczak & Welling's VampPrior code)
     optimizer: str = "adam"
     # Learning rate (train.lr_schedule scales it by epoch).
     lr: float = 1e-3
@@ -193,6 +198,13 @@ class TrainConfig:
     precision: str = "fp32"
     # Learning-rate schedule, a factor on lr by epoch: none | cosine | burda (Burda et al. 2016).
     lr_schedule: str = "none"
+    # Exponential moving average of the weights, the decay d (0 = off; 0.999 or 0.9999 are
+    # usual): after every optimiser step ema = d * ema + (1 - d) * weights, starting from
+    # the initial weights. The average is what the validation and test splits score, and
+    # what RUN/best.safetensors and RUN/model.safetensors hold, so vaekit evaluate, sample
+    # and report use it (VDVAE and NVAE evaluate so); training itself goes on from the raw
+    # weights, which checkpoints keep beside the average (resume stays exact).
+    ema: float = 0.0
     # Write a checkpoint every this many epochs (the last epoch always writes one).
     checkpoint_every: int = 1
     # Keep RUN/best.safetensors: the weights of the epoch with the best validation score
@@ -260,6 +272,7 @@ class Config:
         m = self.model
         check_positive("model.latent_dim", m.latent_dim)
         check_nonneg("model.num_classes", m.num_classes)
+        check_choice("model.weight_init", m.weight_init, ["default", "he"])
         parts = composition(m, self.objective)
         _check_composition(self, parts)
         self._validate_train()
@@ -293,6 +306,11 @@ class Config:
         check_choice("train.nan_policy", t.nan_policy, ["skip", "rollback", "stop"])
         check_choice("train.score_test", t.score_test, ["end", "epoch"])
         check_choice("train.lr_schedule", t.lr_schedule, SCHEDULES)
+        if not 0.0 <= t.ema < 1.0:
+            raise ConfigError(
+                f"train.ema is the decay of the weights' moving average and must be in [0, 1) "
+                f"(0 = off; 0.999 is usual), got {t.ema}"
+            )
         check_choice("train.precision", t.precision, ["fp32", "bf16"])
         for i, name in enumerate(t.trackers):
             check_choice(f"train.trackers[{i}]", name, sorted(TRACKERS))

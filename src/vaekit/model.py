@@ -169,6 +169,10 @@ def _assemble(
         prior=model.composition.prior if "prior" in given else parts.prior,
         likelihood=model.composition.likelihood if "likelihood" in given else parts.likelihood,
     )
+    if cfg.weight_init == "he":
+        from vaekit.nn import he_init
+
+        he_init(model)
     model.config = cfg
     return model
 

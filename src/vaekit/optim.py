@@ -20,7 +20,7 @@ schedule (``burda`` and ``none`` do not depend on it).
 
 Example:
     >>> sorted(OPTIMIZERS)
-    ['adagrad', 'adam', 'adamw', 'rmsprop', 'sgd']
+    ['adagrad', 'adam', 'adam-normgrad', 'adamw', 'rmsprop', 'sgd']
     >>> [round(lr_factor("burda", e, 3280), 3) for e in (1, 2, 4, 5, 3280)]
     [1.0, 0.72, 0.72, 0.518, 0.1]
 """
@@ -39,7 +39,15 @@ from torch import nn
 
 from vaekit.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "EagerAdam", "EagerAdamW", "SCHEDULES", "lr_factor"]
+__all__ = [
+    "OPTIMIZERS",
+    "make_optimizer",
+    "EagerAdam",
+    "EagerAdamW",
+    "AdamNormGrad",
+    "SCHEDULES",
+    "lr_factor",
+]
 
 
 def _unguarded(fn: Any) -> Any:
@@ -142,11 +150,27 @@ class EagerAdamW(_NoDynamo, torch.optim.AdamW):
     """``torch.optim.AdamW`` that never imports torch._dynamo (see :class:`_NoDynamo`)."""
 
 
+class AdamNormGrad(EagerAdam):
+    """Adam on each parameter tensor's gradient divided by its L2 norm (plus 1e-7): the
+    optimiser of Tomczak & Welling's VampPrior code (``AdamNormGrad``), with which their
+    published figures were trained (``train.optimizer=adam-normgrad``)."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            norms = torch._foreach_norm(grads)
+            torch._foreach_add_(norms, 1e-7)
+            torch._foreach_div_(grads, norms)
+        return super().step(closure)
+
+
 Builder = Callable[[list[nn.Parameter], float, float, dict[str, Any]], torch.optim.Optimizer]
 
 OPTIMIZERS: dict[str, Builder] = {
     "adam": lambda ps, lr, wd, fast: EagerAdam(ps, lr=lr, weight_decay=wd, **fast),
     "adamw": lambda ps, lr, wd, fast: EagerAdamW(ps, lr=lr, weight_decay=wd, **fast),
+    "adam-normgrad": lambda ps, lr, wd, fast: AdamNormGrad(ps, lr=lr, weight_decay=wd, **fast),
     # Keras' RMSprop defaults (rho=0.9, eps=1e-7), as in tutorial 001; no fused kernel.
     "rmsprop": lambda ps, lr, wd, fast: torch.optim.RMSprop(
         ps, lr=lr, alpha=0.9, eps=1e-7, weight_decay=wd, foreach=True

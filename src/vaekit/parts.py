@@ -94,7 +94,7 @@ class PartConfig:
     Example:
         >>> from vaekit.config import ModelConfig, part
         >>> ModelConfig(prior=part("vamp", components=50)).prior
-        PartConfig(name='vamp', options=VampPrior.Options(components=50))
+        PartConfig(name='vamp', options=VampPrior.Options(components=50, ...))
     """
 
     name: str

@@ -468,7 +468,9 @@ def weights_path(run_dir: Path, weights: str = "last") -> Path:
                 raise RunError(
                     f"{run_dir}: no weights yet (model.safetensors is missing); train it first"
                 )
-            path = ckpt / "model.safetensors"
+            # With train.ema the run's weights are the average the checkpoint keeps.
+            ema = ckpt / "ema.safetensors"
+            path = ema if ema.is_file() else ckpt / "model.safetensors"
         return path
     raise RunError(f"weights must be 'last' or 'best', got {weights!r}")
 
@@ -534,7 +536,11 @@ def weights_fallback(run_dir: Path, path: Path) -> str:
         ways.append("load the last weights instead (--weights last; Python: weights='last')")
     elif best.is_file():
         ways.append("load the best weights instead (--weights best; Python: weights='best')")
-    ckpts = [c / "model.safetensors" for c in checkpoint_dirs(run_dir)]
+    # (With train.ema a checkpoint's run weights are its moving average.)
+    ckpts = [
+        c / ("ema.safetensors" if (c / "ema.safetensors").is_file() else "model.safetensors")
+        for c in checkpoint_dirs(run_dir)
+    ]
     ckpts = [c for c in ckpts if c.is_file() and c != path]
     if ckpts:
         ways.append(f"copy a checkpoint's weights over it (the newest: {ckpts[-1]})")

@@ -66,7 +66,7 @@ from vaekit.distributions.posteriors import (
 )
 from vaekit.distributions.priors import tempered
 from vaekit.errors import ConfigError
-from vaekit.nn import ACTIVATIONS, MLP
+from vaekit.nn import ACTIVATIONS, MLP, activation_layer, preactivations
 from vaekit.parts import PosteriorAbilities
 from vaekit.validate import check_choice, check_positive, check_widths
 
@@ -150,7 +150,9 @@ class HierarchicalOptions:
     # Units of each layer from the bottom (z_1 first); [] gives every layer model.latent_dim.
     sizes: list[int] = field(default_factory=list)
     # Width of the hidden layers of every per-layer network (the conditional priors
-    # p(z_l | z_{l+1}) and the posterior's own).
+    # p(z_l | z_{l+1}) and the posterior's own). Their activation is the encoder
+    # network's (model.encoder.activation; gated: gated units throughout, as Tomczak &
+    # Welling's HVAE).
     hidden: int = 300
     # Hidden layers of each per-layer network.
     depth: int = 2
@@ -231,6 +233,9 @@ class HierarchicalPosterior(HierarchyHead):
     - ``ladder`` / ``residual``: ``hidden`` features, the first step of a deterministic
       bottom-up path ``d_1 ... d_L`` inside the part.
 
+    With gated units (``encoder_activation="gated"``) each of those ``hidden`` features is
+    a pair (value, gate), so they count twice.
+
     Attributes the model reads: ``latent_dim`` (all layers), ``prior_dim`` (the top
     layer, what ``model.prior`` is over), ``decoder_dim`` (the prefix of z the decoder
     reads), ``sizes``.
@@ -284,26 +289,31 @@ class HierarchicalPosterior(HierarchyHead):
         self.prior_dim = s[-1]
         self.decoder_dim = sum(s[:decoder_reads])
         act = encoder_activation
-        self.act = ACTIVATIONS[act]()
+        # Gated units read two pre-activations each (value and gate): the linear layers that
+        # feed self.act are twice as wide.
+        wide = preactivations(act) * hidden
+        self.act = activation_layer(act)
+        # What a bottom-up posterior's layer reads of x (before the activation).
+        self._x_width = wide
         body = [hidden] * depth
         # p(z_l | z_{l+1}) for l = 1 .. L-1 (index 0 .. L-2).
         self.prior_nets = nn.ModuleList(
             [MLP(s[i + 1], body, 2 * s[i], act) for i in range(layers - 1)]
         )
         if style == "bottom-up":
-            self.in_features = 2 * s[-1] + (layers - 1) * hidden
+            self.in_features = 2 * s[-1] + (layers - 1) * wide
             # z_{l+1}'s share of the first hidden layer of q(z_l | x, z_{l+1}); x's share
             # comes from the encoder network (its bias included).
             self.from_above = nn.ModuleList(
-                [nn.Linear(s[i + 1], hidden, bias=False) for i in range(layers - 1)]
+                [nn.Linear(s[i + 1], wide, bias=False) for i in range(layers - 1)]
             )
             self.posterior_nets = nn.ModuleList(
                 [MLP(hidden, body[1:], 2 * s[i], act) for i in range(layers - 1)]
             )
         else:
-            self.in_features = hidden
+            self.in_features = wide
             # The deterministic bottom-up path d_{l+1} = act(up_l(d_l)).
-            self.up = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(layers - 1)])
+            self.up = nn.ModuleList([nn.Linear(hidden, wide) for _ in range(layers - 1)])
             if style == "ladder":
                 # The bottom-up estimate N(mu_hat_l, sigma_hat_l) of every layer.
                 self.estimates = nn.ModuleList([nn.Linear(hidden, 2 * v) for v in s])
@@ -325,10 +335,18 @@ class HierarchicalPosterior(HierarchyHead):
         layer reads (its features of x and z_{l+1}). The top layer stays a diagonal
         Gaussian, so the VampPrior's components, the closed-form top KL and the explorer's
         top layer keep working."""
-        s, hidden = self.sizes, self.hidden
+        s = self.sizes
         flows = [build(s[i]) for i in range(self.layers - 1)]
-        # What layer i's posterior reads of x: hidden features, or the ladder's estimate.
-        reads = [2 * s[i] if self.style == "ladder" else hidden for i in range(self.layers - 1)]
+        # What layer i's posterior reads of x: the ladder's estimate, or features (the
+        # bottom-up style's before the activation, twice as many with gated units).
+        reads = [
+            2 * s[i]
+            if self.style == "ladder"
+            else self._x_width
+            if self.style == "bottom-up"
+            else self.hidden
+            for i in range(self.layers - 1)
+        ]
         self.flows = nn.ModuleList(flows)
         self.flow_context = nn.ModuleList(
             [
@@ -358,9 +376,9 @@ class HierarchicalPosterior(HierarchyHead):
     def context(self, features: Tensor, fixed: bool = False) -> tuple[Params, list[Tensor]]:
         """From the encoder's features: the top layer's (mean, log-variance) and what each
         lower layer's posterior reads of x (index 0 .. L-2)."""
-        s, hidden = self.sizes, self.hidden
+        s = self.sizes
         if self.style == "bottom-up":
-            pieces = features.split([2 * s[-1]] + [hidden] * (self.layers - 1), dim=-1)
+            pieces = features.split([2 * s[-1]] + [self._x_width] * (self.layers - 1), dim=-1)
             mu, logvar = pieces[0].chunk(2, dim=-1)
             return (mu, logvar), list(pieces[1:])
         d = [self.act(features)]

@@ -14,7 +14,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 from torch.types import _size
 
 from vaekit.distributions.pointmass import PointMass
-from vaekit.nn import ACTIVATIONS, MLP
+from vaekit.nn import MLP, activation_layer, preactivations
 from vaekit.parts import PosteriorAbilities
 from vaekit.validate import check_nonneg
 
@@ -291,9 +291,10 @@ class ImplicitPosterior(PosteriorHead):
         activation = encoder_activation
         self.latent_dim = latent_dim
         self.noise_dim = noise_dim
-        self.in_features = features
+        # (Gated units read a value and a gate per feature.)
+        self.in_features = preactivations(activation) * features
         # The trunk ends in a linear layer: a nonlinearity first makes [h, eps] -> z deep.
-        self.act = ACTIVATIONS[activation]()
+        self.act = activation_layer(activation)
         self.net = MLP(features + noise_dim, [features], latent_dim, activation)
 
     def forward(self, features: Tensor) -> Distribution:

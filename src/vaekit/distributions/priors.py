@@ -31,7 +31,7 @@ from vaekit.abilities import TemperedDistribution
 from vaekit.distributions.posteriors import clamp_logvar
 from vaekit.errors import ConfigError
 from vaekit.parts import PriorAbilities
-from vaekit.validate import check_positive
+from vaekit.validate import check_choice, check_positive
 
 __all__ = [
     "DiagonalGaussianMixture",
@@ -156,8 +156,11 @@ class VampPrior(nn.Module):
     ``p(z) = 1/K sum_k q(z | u_k)`` with K learned pseudo-inputs ``u_k`` of the data's
     shape, passed through the model's own encoder, which the VAE hands over when it
     asks for the prior. The pseudo-inputs start near 0.05 with spread 0.01 (the paper's
-    setting for MNIST) and are not clipped. Needs a Gaussian posterior (the mixture
-    components are its distributions) and an unconditional encoder.
+    setting for MNIST; ``init="data"``: K training examples, which the trainer hands to
+    :meth:`init_from_data`) and are not clipped unless ``clip``. ``lr_scale`` is a factor
+    on the learning rate of the pseudo-inputs (the trainer asks :meth:`lr_scales`). Needs
+    a Gaussian posterior (the mixture components are its distributions) and an
+    unconditional encoder.
 
     Example:
         >>> from vaekit.config import ModelConfig
@@ -172,9 +175,21 @@ class VampPrior(nn.Module):
     class Options:
         # Number of pseudo-inputs K (Tomczak & Welling use 500 on MNIST).
         components: int = 500
+        # Where the pseudo-inputs start: noise (0.05 + 0.01 N(0, 1) per element, Tomczak &
+        # Welling's MNIST setting) | data (K training examples drawn at random, seeded by
+        # train.seed, plus 0.01 N(0, 1): their code's use_training_data_init).
+        init: str = "noise"
+        # Clip the pseudo-inputs to [0, 1] where the encoder reads them, as Tomczak &
+        # Welling's code does (a hardtanh on the learned values: one that leaves [0, 1]
+        # stops moving); false reads them as learned.
+        clip: bool = False
+        # A factor on train.lr for the pseudo-inputs (a parameter group of their own).
+        lr_scale: float = 1.0
 
         def validate(self, where: str) -> None:
             check_positive(f"{where}.components", self.components)
+            check_choice(f"{where}.init", self.init, ["noise", "data"])
+            check_positive(f"{where}.lr_scale", self.lr_scale)
 
     # Its components are the encoder's posteriors of the pseudo-inputs, which carry no label.
     abilities = PriorAbilities(
@@ -186,18 +201,49 @@ class VampPrior(nn.Module):
         return f"vamp{o.components}"
 
     def __init__(
-        self, latent_dim: int, components: int = 500, *, data_shape: tuple[int, ...]
+        self,
+        latent_dim: int,
+        components: int = 500,
+        init: str = "noise",
+        clip: bool = False,
+        lr_scale: float = 1.0,
+        *,
+        data_shape: tuple[int, ...],
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.init = init
+        self.clip = clip
+        self.lr_scale = lr_scale
         self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, *data_shape))
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor, generator: torch.Generator) -> None:
+        """With ``init="data"``: the pseudo-inputs become K of the training examples ``x``
+        (drawn without replacement where there are K, with it otherwise) plus 0.01 N(0, 1)
+        noise, both from ``generator`` (a CPU one); otherwise nothing changes."""
+        if self.init != "data":
+            return
+        u = self.pseudo_inputs
+        k, n = u.shape[0], x.shape[0]
+        if n >= k:
+            rows = torch.randperm(n, generator=generator)[:k]
+        else:
+            rows = torch.randint(n, (k,), generator=generator)
+        noise = torch.randn(u.shape, generator=generator, dtype=u.dtype)
+        u.copy_(x[rows.to(x.device)].reshape(u.shape).to(u.dtype) + 0.01 * noise.to(u.device))
+
+    def lr_scales(self) -> dict[str, float]:
+        """Factors on the learning rate of this module's own parameters, by name."""
+        return {"pseudo_inputs": self.lr_scale}
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
         if encoder is None:
             raise ValueError(
                 "the VampPrior is built from the encoder: ask the VAE for it (model.prior)"
             )
-        q = encoder(self.pseudo_inputs)
+        u = self.pseudo_inputs.clamp(0.0, 1.0) if self.clip else self.pseudo_inputs
+        q = encoder(u)
         if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
             raise ValueError(
                 f"model.prior=vamp needs a diagonal Gaussian posterior (model.posterior=gaussian, "

@@ -15,11 +15,17 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
+from vaekit.errors import ConfigError
 from vaekit.parts import Composition, NetworkAbilities
 from vaekit.validate import check_choice, check_nonneg, check_widths
 
 __all__ = [
     "ACTIVATIONS",
+    "GATED",
+    "MLP_ACTIVATIONS",
+    "preactivations",
+    "activation_layer",
+    "he_init",
     "MLP",
     "ResBlock",
     "ConvEncoderNet",
@@ -41,9 +47,54 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 
+# Gated units (Dauphin et al. 2017): a hidden layer of width h computes
+# (W x + b) * sigmoid(V x + c), Tomczak & Welling's GatedDense. Not pointwise (each unit
+# reads two pre-activations), so it is an MLP's activation only, not a convolution's.
+GATED = "gated"
+# What an MLP's hidden layers may use: the pointwise activations and gated units.
+MLP_ACTIVATIONS = (*sorted(ACTIVATIONS), GATED)
+
+
+def preactivations(activation: str) -> int:
+    """Pre-activations per unit: 2 for a gated unit (its value and its gate), else 1."""
+    return 2 if activation == GATED else 1
+
+
+def activation_layer(activation: str) -> nn.Module:
+    """The module that turns ``preactivations(activation) * h`` features into ``h`` units.
+
+    Example:
+        >>> activation_layer("gated")(torch.tensor([[2.0, 0.0]]))  # 2 * sigmoid(0)
+        tensor([[1.]])
+    """
+    if activation == GATED:
+        # GLU: the first half times the sigmoid of the second, (W x + b) * sigmoid(V x + c)
+        # when the features are the rows [W; V] x + [b; c] of one linear layer.
+        return nn.GLU(dim=-1)
+    return ACTIVATIONS[activation]()
+
+
+@torch.no_grad()
+def he_init(module: nn.Module) -> None:
+    """Every linear layer's weights in ``module`` drawn from N(0, 2 / fan-in) (He et al.
+    2015), biases left as they are: how Tomczak & Welling's code starts its networks.
+
+    Example:
+        >>> net = nn.Linear(800, 400)
+        >>> he_init(net)
+        >>> round(float(net.weight.detach().std()), 2)  # sqrt(2 / 800)
+        0.05
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.normal_(0.0, math.sqrt(2.0 / m.in_features))
+
 
 class MLP(nn.Module):
     """Fully connected network; the input is flattened and the context concatenated.
+
+    ``activation`` is one of :data:`MLP_ACTIVATIONS`; with ``gated`` every hidden layer is
+    a linear layer of twice its width followed by a GLU, ``(W x + b) * sigmoid(V x + c)``.
 
     Example:
         >>> net = MLP(784, [512], 4, "relu")
@@ -63,7 +114,10 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         width = in_features + context
         for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            layers += [
+                nn.Linear(width, preactivations(activation) * h),
+                activation_layer(activation),
+            ]
             width = h
         layers.append(nn.Linear(width, out_features))
         self.net = nn.Sequential(*layers)
@@ -351,12 +405,15 @@ class MLPOptions:
 
     # Widths of the hidden layers, from the data side (a mirrored decoder reverses them).
     hidden: list[int] = field(default_factory=lambda: [512])
-    # Nonlinearity after each hidden layer: relu, softplus, tanh, elu, gelu, leaky_relu.
+    # relu | softplus | tanh | elu | gelu | leaky_relu, or gated: gated units (Dauphin et al.
+    # 2017), each hidden layer (W x + b) * sigmoid(V x + c) with twice the weights, as
+    # Tomczak & Welling's networks use throughout (GatedDense). A hierarchical posterior's
+    # per-layer networks take the encoder's activation, gated units too.
     activation: str = "relu"
 
     def validate(self, where: str) -> None:
         check_widths(f"{where}.hidden", self.hidden)
-        check_choice(f"{where}.activation", self.activation, sorted(ACTIVATIONS))
+        check_choice(f"{where}.activation", self.activation, MLP_ACTIVATIONS)
 
 
 class MLPNetwork:
@@ -407,6 +464,8 @@ class ConvOptions(MLPOptions):
     # Channels of each stride-2 stage, listed from the image side (a decoder runs them
     # reversed, so give a conv decoder the same list as its encoder).
     channels: list[int] = field(default_factory=lambda: [32, 64])
+    # relu | softplus | tanh | elu | gelu | leaky_relu (gated units are the mlp network's).
+    activation: str = "relu"
     # Residual blocks (two 3x3 convolutions) after each stage.
     blocks: int = 0
     # Fully convolutional: the latent is the last stage's map (no dense layers, hidden is
@@ -415,6 +474,11 @@ class ConvOptions(MLPOptions):
     grid: bool = False
 
     def validate(self, where: str) -> None:
+        if self.activation == GATED:
+            raise ConfigError(
+                f"{where}.activation=gated is an option of the mlp network (gated units are "
+                "dense layers); a conv network takes one of " + ", ".join(sorted(ACTIVATIONS))
+            )
         super().validate(where)
         check_widths(f"{where}.channels", self.channels)
         check_nonneg(f"{where}.blocks", self.blocks)

@@ -5,6 +5,8 @@ NNNN epochs, ``epoch-NNNN-batch-BBBBBB`` the state BBBBBB batches into the next 
 (written when SIGINT/SIGTERM stops training mid-epoch)::
 
     model.safetensors       the model's weights
+    ema.safetensors         their moving average, with train.ema (RUN/model.safetensors
+                            and RUN/best.safetensors hold the average then)
     objective.safetensors   the objective's own parameters, when it has any
     trainer_state.pt        counters, optimiser states, every rank's RNG states and the
                             partial sums of an interrupted epoch: tensors and plain
@@ -63,7 +65,7 @@ __all__ = [
 
 KEEP_CHECKPOINTS = 2
 FORMAT = 2
-_FILES = ("model.safetensors", "objective.safetensors", "trainer_state.pt")
+_FILES = ("model.safetensors", "ema.safetensors", "objective.safetensors", "trainer_state.pt")
 
 
 @dataclass
@@ -171,11 +173,15 @@ def write_checkpoint(
     state: TrainState,
     ranks: list[dict[str, Any]],
     faults: FaultInjector | None = None,
+    *,
+    ema: nn.Module | None = None,
 ) -> Path:
     """Write one checkpoint crash-safely, update ``RUN/model.safetensors``, prune old ones.
 
     ``ranks`` holds each rank's RNG states and epoch progress (rank 0 calls this after
-    gathering them). Returns the checkpoint folder.
+    gathering them). ``ema``: the weights' moving average (train.ema), kept beside the
+    weights and written as ``RUN/model.safetensors`` in their place. Returns the
+    checkpoint folder.
     """
     root = run_dir / "checkpoints"
     name = checkpoint_name(state.epoch, state.batch)
@@ -185,6 +191,8 @@ def write_checkpoint(
     tmp.mkdir(parents=True)
     meta = {"epoch": str(state.epoch), "batch": str(state.batch), "step": str(state.step)}
     save_weights(tmp / "model.safetensors", model, meta)
+    if ema is not None:
+        save_weights(tmp / "ema.safetensors", ema, meta)
     if any(True for _ in objective.state_dict()):
         save_weights(tmp / "objective.safetensors", objective, meta)
     trainer_state = {
@@ -229,8 +237,9 @@ def write_checkpoint(
     _fsync_dir(root)
     if faults:
         faults.hit("checkpoint-done")
-    # The user-facing weights: the newest checkpoint's, written atomically as well.
-    save_weights(run_dir / "model.safetensors", model, meta)
+    # The user-facing weights: the newest checkpoint's (their average with train.ema),
+    # written atomically as well.
+    save_weights(run_dir / "model.safetensors", model if ema is None else ema, meta)
     for stale in checkpoint_dirs(run_dir)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
@@ -319,12 +328,14 @@ def read_checkpoint(
     objective: nn.Module,
     optimizers: dict[str, torch.optim.Optimizer],
     *,
+    ema: nn.Module | None = None,
     rank: int,
     world_size: int,
     device: torch.device,
     warn: bool = True,
 ) -> tuple[TrainState, dict[str, Any] | None, Path] | None:
-    """Load the newest usable checkpoint into the model, objective and optimisers.
+    """Load the newest usable checkpoint into the model, objective and optimisers (and
+    ``ema``, the weights' moving average: the checkpoint's, else the weights themselves).
 
     Returns ``(state, rank_state, folder)``, where ``rank_state`` holds this rank's RNG
     states and epoch progress (None when the checkpoint was written by fewer ranks), or
@@ -357,6 +368,11 @@ def read_checkpoint(
                     f"with {world_size}; resume with {saved_world} to use it"
                 )
             load_weights(ckpt / "model.safetensors", model)
+            if ema is not None:
+                saved_ema = ckpt / "ema.safetensors"
+                # A checkpoint without one (written before train.ema was set): the average
+                # starts again from the weights.
+                load_weights(saved_ema if saved_ema.is_file() else ckpt / "model.safetensors", ema)
             if (ckpt / "objective.safetensors").is_file():
                 load_weights(ckpt / "objective.safetensors", objective)
             for k, o in optimizers.items():

@@ -126,6 +126,7 @@ from vaekit.train.distributed import (
     shard,
     teardown_distributed,
 )
+from vaekit.train.ema import WeightAverage
 from vaekit.train.faults import FaultInjector, GracefulStop, weights_digest, write_rank_digest
 
 __all__ = [
@@ -262,10 +263,18 @@ class Parts:
     groups: dict[str, list[nn.Parameter]]
     bound: ObjectiveAbilities
     step_module: nn.Module
+    # The weights' moving average (train.ema), None when off.
+    ema: WeightAverage[VAE] | None = None
 
     @property
     def model(self) -> VAE:
         return self.loss_module.model
+
+    @property
+    def scored(self) -> VAE:
+        """The model the splits are scored with and the run's weights are written from:
+        the moving average of the weights with train.ema, else the trained model."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def objective(self) -> Objective:
@@ -346,17 +355,23 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _snapshot(module: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+def _snapshot(
+    module: nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    ema: WeightAverage | None = None,
+) -> dict[str, Any]:
     return {
         "module": copy.deepcopy(module.state_dict()),
         "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in optimizers.items()},
+        **({} if ema is None else {"ema": copy.deepcopy(ema.module.state_dict())}),
     }
 
 
 def _set_lr(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
     for o in optimizers.values():
         for g in o.param_groups:
-            g["lr"] = lr
+            # A group's own factor (a part's lr_scales(), see _optimizer).
+            g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def _lr(s: Session, progress: Progress) -> float:
@@ -531,6 +546,8 @@ def _fit(
                 _set_lr(parts.optimizers, _lr(s, prog))
                 # Schedules (KL warm-up, a posterior's temperature) read the epoch here.
                 _set_epoch(parts.model, parts.objective, epoch)
+                if parts.ema is not None:  # its copies of the parts score this epoch
+                    _set_epoch(parts.ema.module, parts.objective, epoch)
                 for i, x, y in _epoch_batches(s, data, prog, epoch):
                     loss = train_step(s, data, parts, prog, x, y, epoch, i)
                     if s.progress and (i % 20 == 0 or i == data.steps_per_epoch - 1):
@@ -585,11 +602,11 @@ def _log_figures(
 
         from vaekit.images import image_grid, to_images
 
-        model = parts.model.eval()
+        model = parts.scored.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             x = model.sample(64)
-        model.train()
+        parts.model.train()
         fig = Figure(figsize=(4, 4))
         ax = fig.subplots()
         ax.imshow(image_grid(to_images(x, model.data_shape), ncol=8), cmap="gray")
@@ -879,17 +896,59 @@ def build(s: Session, given: _Given, data: TrainingData) -> Parts:
             f"cannot build the model of this config for {ds.name} {tuple(ds.shape)}: {_first_line(e)}"
         ) from None
     loss_module = _LossModule(model, objective)
+    _init_from_data(model, data, t.seed)
     if t.init:  # another run's weights to start from (a second stage); a checkpoint overrides
         init_weights(model, t.init)
     # Estimators that weigh a minibatch against the whole data (total correlation) need N.
     objective.set_dataset_size(len(data.train))
     _check_one_batch(loss_module, data, s.device)
     groups = objective.param_groups(model)
-    optimizers = {
-        k: make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, s.device)
-        for k, ps in groups.items()
-    }
-    return Parts(loss_module, optimizers, groups, objective.abilities, loss_module)
+    optimizers = {k: _optimizer(t, model, ps, s.device) for k, ps in groups.items()}
+    # train.ema: the average starts from the initial weights (a resume loads its own).
+    ema = WeightAverage(model, t.ema) if t.ema else None
+    return Parts(loss_module, optimizers, groups, objective.abilities, loss_module, ema)
+
+
+def _init_from_data(model: nn.Module, data: TrainingData, seed: int) -> None:
+    """Parts that start from training examples (``init_from_data(x, generator)``: the
+    VampPrior's pseudo-inputs with init=data) get them, drawn with a generator of their own
+    so the run's random streams are the same either way. A checkpoint overrides them."""
+    found = [getattr(m, "init_from_data", None) for m in model.modules()]
+    hooks = [h for h in found if callable(h)]
+    if not hooks:
+        return
+    train = data.train
+    # Streamed data: the first examples (at most 10,000) in the order they come.
+    x = train.x if isinstance(train, Split) else next(split_batches(train, 10_000))[0]
+    generator = torch.Generator().manual_seed(seed)
+    for hook in hooks:
+        hook(x, generator)
+
+
+def _optimizer(
+    t: Any, model: nn.Module, params: list[nn.Parameter], device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimiser of ``params``; parameters whose module scales their learning rate
+    (``lr_scales()``: the VampPrior's pseudo-inputs with lr_scale) get a parameter group
+    of their own, whose ``lr_scale`` :func:`_set_lr` applies."""
+    scales: dict[int, float] = {}
+    for m in model.modules():
+        hook = getattr(m, "lr_scales", None)
+        if callable(hook):
+            for name, factor in hook().items():
+                scales[id(getattr(m, name))] = float(factor)
+    by_scale: dict[float, list[nn.Parameter]] = {}
+    for p in params:
+        by_scale.setdefault(scales.get(id(p), 1.0), []).append(p)
+    if not by_scale:  # nothing to optimise: torch's own error says so
+        return make_optimizer(t.optimizer, params, t.lr, t.weight_decay, device)
+    (first, ps), *others = by_scale.items()
+    optimizer = make_optimizer(t.optimizer, ps, t.lr, t.weight_decay, device)
+    if first != 1.0:
+        optimizer.param_groups[0]["lr_scale"] = first
+    for factor, ps in others:
+        optimizer.add_param_group({"params": ps, "lr_scale": factor})
+    return optimizer
 
 
 def _check_model_fits(model: VAE, ds: Dataset) -> None:
@@ -952,6 +1011,7 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
             parts.model,
             parts.objective,
             parts.optimizers,
+            ema=None if parts.ema is None else parts.ema.module,
             rank=s.dist.rank,
             world_size=s.dist.world_size,
             device=s.device,
@@ -1006,7 +1066,7 @@ def start_or_resume(s: Session, data: TrainingData, parts: Parts) -> Progress | 
             )
             write_run_files(run_dir, cfg, ds.info())
     _set_lr(parts.optimizers, _lr(s, prog))
-    prog.good = _snapshot(parts.loss_module, parts.optimizers)
+    prog.good = _snapshot(parts.loss_module, parts.optimizers, parts.ema)
     return prog
 
 
@@ -1204,6 +1264,8 @@ def train_step(
     elif finite:
         for o in parts.optimizers.values():
             o.step()
+        if parts.ema is not None:
+            parts.ema.update(parts.model)
         state.step += 1
         with torch.no_grad():
             for k, v in terms.items():
@@ -1266,6 +1328,8 @@ def guard(
         parts.loss_module.load_state_dict(prog.good["module"])
         for k, o in parts.optimizers.items():
             o.load_state_dict(prog.good["optimizers"][k])
+        if parts.ema is not None:
+            parts.ema.module.load_state_dict(prog.good["ema"])
         state.lr_scale *= 0.5
         _set_lr(parts.optimizers, _lr(s, prog))
         ep.rollbacks += 1
@@ -1320,7 +1384,7 @@ def end_of_epoch(
         # scored (train.score_test) never changes training.
         cuda = [s.device] if s.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda, enabled=name == "test"):
-            esums = evaluate_split(parts.model, parts.objective, part, t.eval_batch_size)
+            esums = evaluate_split(parts.scored, parts.objective, part, t.eval_batch_size)
         totals = all_reduce_sum(list(esums.values()), dist)
         row[name] = {k: float(v) / len(split) for k, v in zip(esums, totals, strict=True)}
     # Splits scored on a seeded subset (train.score_limit): how many, so that no reader
@@ -1353,7 +1417,7 @@ def end_of_epoch(
     row["train_seconds"] = round(train_seconds, 3)
     row["seconds"] = round(time.perf_counter() - start, 3)
     state.epoch, state.batch, prog.epoch = epoch, 0, EpochProgress()
-    prog.good = _snapshot(parts.loss_module, parts.optimizers)
+    prog.good = _snapshot(parts.loss_module, parts.optimizers, parts.ema)
     if s.main:
         bound = parts.bound
         test_txt = f"  test {_fmt(row['test'], bound)}" if "test" in row else ""
@@ -1364,7 +1428,7 @@ def end_of_epoch(
             # the epoch, which rewrites the same weights (resume is exact).
             save_weights(
                 s.run_dir / BEST_WEIGHTS,
-                parts.model,
+                parts.scored,
                 {"epoch": str(epoch), "valid_elbo": repr(state.best_score)},
             )
         with open(s.run_dir / "metrics.jsonl", "a") as f:
@@ -1406,7 +1470,14 @@ def _checkpoint(s: Session, parts: Parts, prog: Progress) -> Path | None:
     if not s.main or ranks is None:
         return None
     return write_checkpoint(
-        s.run_dir, parts.model, parts.objective, parts.optimizers, prog.state, ranks, s.faults
+        s.run_dir,
+        parts.model,
+        parts.objective,
+        parts.optimizers,
+        prog.state,
+        ranks,
+        s.faults,
+        ema=None if parts.ema is None else parts.ema.module,
     )
 
 
