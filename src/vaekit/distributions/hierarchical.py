@@ -66,7 +66,7 @@ from vaekit.distributions.posteriors import (
 )
 from vaekit.distributions.priors import tempered
 from vaekit.errors import ConfigError
-from vaekit.nn import ACTIVATIONS, MLP, activation_layer, preactivations
+from vaekit.nn import MLP, activation_layer, preactivations
 from vaekit.parts import PosteriorAbilities
 from vaekit.validate import check_choice, check_positive, check_widths
 
