@@ -64,6 +64,8 @@ __all__ = [
     "png_bits",
     "bound_above",
     "likelihood_regret",
+    "ScoreSettings",
+    "default_scores",
     "score_split",
     "read_scoring_data",
     "check_same_shape",
@@ -81,9 +83,9 @@ SCORES: dict[str, tuple[int, str]] = {
     "elbo_gt": (-1, "L>k, the bound with the bottom k layers from the prior (Havtorn et al. 2021)"),
     "regret": (+1, "likelihood regret (Xiao et al. 2020), nats"),
 }
-# What a plain `vaekit score` computes (the others need a background run, a hierarchy, or
-# many optimiser steps per example).
-DEFAULT_SCORES = ("log_px", "elbo", "complexity")
+# What ScoreSettings computes unless told (any run with a density has them); a plain
+# `vaekit score` adds what applies to the run (:func:`default_scores`).
+DEFAULT_SCORES = ("log_px", "elbo")
 
 
 def _kind(name: str) -> str:
@@ -475,6 +477,18 @@ class ScoreSettings:
     seed: int = 0
 
 
+def default_scores(run: Run) -> tuple[str, ...]:
+    """The scores a plain ``vaekit score`` computes for this run: log p(x) and the ELBO
+    terms, the input complexity for images, LLR>1 for a hierarchy (a background run and
+    likelihood regret are asked for by name)."""
+    out = ["log_px", "elbo"]
+    if run.info["data"].get("is_image", False):
+        out.append("complexity")
+    if _layers(run.model) is not None:
+        out.append("llr")
+    return tuple(out)
+
+
 def _needed(settings: ScoreSettings) -> set[str]:
     names = set(settings.scores)
     unknown = names - {"log_px", "elbo", "recon", "kl", "ratio", "complexity", "llr", "regret"}
@@ -650,3 +664,43 @@ def score_data(
     part, what = read_scoring_data(data, split, data_dir=data_dir, limit=limit, seed=s.seed)
     check_same_shape(run, part, what)
     return score_split(run, part, s, background=background)[0]
+
+
+def score_histograms(
+    in_cols: dict[str, np.ndarray],
+    out_cols: dict[str, np.ndarray],
+    *,
+    in_label: str = "in-distribution",
+    out_label: str = "out-of-distribution",
+    metrics: dict[str, dict[str, float]] | None = None,
+) -> Any:
+    """A matplotlib Figure: one panel per score both sets have, the histograms of the two
+    sets overlaid (the values as they are, their AUROC in the title: below 0.5 where the
+    out-of-distribution set looks *more* typical, as log p(x) of MNIST under a
+    Fashion-MNIST model)."""
+    from matplotlib.figure import Figure
+
+    metrics = metrics if metrics is not None else summarize(in_cols, out_cols)
+    names = [n for n in in_cols if n in out_cols and n in metrics]
+    if not names:
+        raise UsageError("no score that both sets have to draw")
+    ncols = min(len(names), 3)
+    nrows = math.ceil(len(names) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        a = np.asarray(in_cols[name], dtype=np.float64)
+        b = np.asarray(out_cols[name], dtype=np.float64)
+        lo, hi = np.percentile(np.r_[a, b], [0.5, 99.5])
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 50)
+        ax.hist(np.clip(a, lo, hi), bins=bins, alpha=0.55, density=True, label=in_label)
+        ax.hist(np.clip(b, lo, hi), bins=bins, alpha=0.55, density=True, label=out_label)
+        sign = "higher" if anomaly_sign(name) == 1 else "lower"
+        ax.set_title(f"{name}: AUROC {metrics[name]['auroc']:.3f}", fontsize="medium")
+        ax.set_xlabel(f"{name} ({sign} = more anomalous)", fontsize="small")
+        ax.legend(fontsize="x-small")
+    for ax in axes[len(names) :]:
+        fig.delaxes(ax)
+    return fig
