@@ -199,7 +199,7 @@ def test_score_flags_planted_outliers_of_a_csv_end_to_end(
     planted = [3, 50, 97, 140, 188]
     _planted_csv(test_csv, 200, planted, seed=1)
     run = tmp_path / "run"
-    args = ["train", "-c", "configs/tabular_student_t.yaml", "--dataset", str(train_csv)]
+    args = ["train", "-c", "tabular_student_t", "--dataset", str(train_csv)]
     sets = ["train.epochs=30", "data.valid_fraction=0.2", "train.batch_size=64"]
     assert main([*args, "--out", str(run), *sum((["--set", s] for s in sets), [])]) == 0
     capsys.readouterr()
@@ -258,3 +258,16 @@ def test_score_errors_are_clear(
     assert "never writes over a run's own files" in capsys.readouterr().err
     assert main(["score", str(flat_run.dir), "digits", "--scores", "llr"]) == 2
     assert "several stochastic layers" in capsys.readouterr().err
+
+
+def test_vaekit_plot_draws_the_saved_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = train_tiny(tmp_path / "run")
+    assert main(["plot", str(run), "--which", "ood_scores"]) == 2
+    assert "vaekit score RUN IN OUT" in capsys.readouterr().err
+    np.save(tmp_path / "noise.npy", np.random.default_rng(1).random((20, 64), dtype=np.float32))
+    assert main(["score", str(run), "digits", str(tmp_path / "noise.npy"), "--k", "5"]) == 0
+    assert (run / "scores_digits_vs_noise.json").is_file()
+    assert main(["plot", str(run), "--which", "ood_scores", "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "ood_scores.png").read_bytes()[:4] == b"\x89PNG"

@@ -704,3 +704,50 @@ def score_histograms(
     for ax in axes[len(names) :]:
         fig.delaxes(ax)
     return fig
+
+
+def read_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-example columns `vaekit score` wrote: a ``.csv`` (a header of column
+    names) or a ``.npy`` structured array (a field per column)."""
+    from vaekit.data import DataError
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            table = np.load(path, allow_pickle=False)
+            names = table.dtype.names or ()
+            return {n: np.asarray(table[n], dtype=np.float64) for n in names}
+        with path.open() as f:
+            header = f.readline().strip().split(",")
+        values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a scores file of `vaekit score` ({e})") from None
+    if values.shape[1] != len(header):
+        raise DataError(f"{path}: {len(header)} column names for {values.shape[1]} columns")
+    return {n: values[:, i] for i, n in enumerate(header)}
+
+
+def saved_comparison(run_dir: str | Path) -> Path | None:
+    """The newest in/out comparison `vaekit score RUN IN OUT` saved in the run directory
+    (``RUN/scores_IN_vs_OUT.json``), or None."""
+    found = sorted(Path(run_dir).glob("scores_*_vs_*.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def comparison_figure(summary: str | Path) -> Any:
+    """:func:`score_histograms` of a saved comparison (its JSON names both sets' files)."""
+    import json
+
+    from vaekit.data import DataError
+
+    summary = Path(summary)
+    try:
+        saved = json.loads(summary.read_text())
+        first, second = saved["files"][:2]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(
+            f"{summary}: not a comparison saved by `vaekit score RUN IN OUT`; score again"
+        ) from None
+    cols = [read_scores(f) for f in (first, second)]
+    labels = [Path(f).stem.removeprefix("scores_") for f in (first, second)]
+    return score_histograms(cols[0], cols[1], in_label=labels[0], out_label=labels[1])
