@@ -258,6 +258,8 @@ def test_score_errors_are_clear(
     assert "never writes over a run's own files" in capsys.readouterr().err
     assert main(["score", str(flat_run.dir), "digits", "--scores", "llr"]) == 2
     assert "several stochastic layers" in capsys.readouterr().err
+    assert main(["score", str(flat_run.dir), "digits", "--threshold", "png_bits"]) == 2
+    assert "choose one of log_px, elbo, recon, kl, complexity" in capsys.readouterr().err
 
 
 def test_vaekit_plot_draws_the_saved_comparison(
@@ -271,3 +273,12 @@ def test_vaekit_plot_draws_the_saved_comparison(
     assert (run / "scores_digits_vs_noise.json").is_file()
     assert main(["plot", str(run), "--which", "ood_scores", "--out", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / "ood_scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_score_columns_are_those_score_split_gives(hier_run: vaekit.Run) -> None:
+    from vaekit.ood import score_columns
+
+    settings = ScoreSettings(scores=("complexity", "recon", "llr"), k=5, llr_k=(1, 2))
+    cols, _ = score_split(hier_run, Split(_digits(3)), settings)
+    made = [c for c in cols if c != "png_bits"]
+    assert score_columns(settings) == made

@@ -1615,6 +1615,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         check_same_shape,
         default_scores,
         read_scoring_data,
+        score_columns,
         score_histograms,
         score_split,
         score_table,
@@ -1639,14 +1640,11 @@ def cmd_score(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         seed=a.seed,
     )
-    if (
-        a.threshold is not None
-        and a.threshold not in scores
-        and not (a.threshold.startswith(("llr_gt", "elbo_gt")) and "llr" in scores)
-        and a.threshold not in ("recon", "kl")
-    ):
+    columns_made = score_columns(settings)
+    if a.threshold is not None and a.threshold not in columns_made:
         raise CommandError(
-            f"--threshold {a.threshold} is not among the scores computed ({', '.join(scores)})"
+            f"--threshold {a.threshold} is not a score computed here; choose one of "
+            f"{', '.join(columns_made)} (--scores chooses what is computed)"
         )
     # Every set is read and checked before the long part.
     sets = [(a.data, a.split)]

@@ -67,6 +67,7 @@ __all__ = [
     "ScoreSettings",
     "default_scores",
     "score_split",
+    "score_columns",
     "read_scoring_data",
     "check_same_shape",
 ]
@@ -487,6 +488,19 @@ def default_scores(run: Run) -> tuple[str, ...]:
     if _layers(run.model) is not None:
         out.append("llr")
     return tuple(out)
+
+
+def score_columns(settings: ScoreSettings) -> list[str]:
+    """The score columns :func:`score_split` gives for ``settings`` (those a threshold or
+    a metric can use), in order."""
+    names = _needed(settings)
+    out = ["log_px"] if names & {"log_px", "ratio", "complexity", "regret"} else []
+    out += ["elbo", "recon", "kl"] if names & {"elbo", "recon", "kl"} else []
+    out += [n for n in ("ratio", "complexity") if n in names]
+    if "llr" in names:
+        for k in settings.llr_k:
+            out += [f"elbo_gt{k}", f"llr_gt{k}"]
+    return out + (["regret"] if "regret" in names else [])
 
 
 def _needed(settings: ScoreSettings) -> set[str]:
