@@ -838,7 +838,10 @@ def build_parser() -> argparse.ArgumentParser:
         "of in-distribution examples are flagged)",
     )
     p.add_argument(
-        "--limit", type=_int_range(0), default=0, help="score a seeded N of each set (0: all)"
+        "--limit",
+        type=_int_range(0),
+        default=0,
+        help="score a seeded N of each set (default: 0, every example)",
     )
     p.add_argument("--batch-size", type=COUNT, default=100, help="examples per pass (default: 100)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: 0)")
