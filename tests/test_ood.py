@@ -146,6 +146,16 @@ def test_llr_needs_a_hierarchy_and_a_k_below_its_layers(
         assert cols[f"llr_gt{k}"].shape == (4,) and np.isfinite(cols[f"llr_gt{k}"]).all()
 
 
+def test_regret_of_a_hierarchy_leaves_no_gradient_on_the_run(hier_run: vaekit.Run) -> None:
+    # The conditional priors the posterior part holds are generative: held fixed, and the
+    # run's own parameters get no gradient (the prior used to walk the run's networks).
+    with torch.inference_mode():
+        x = _digits(2).clone()  # an inference tensor, as a caller under inference_mode has
+    cols = hier_run.score(x, scores=["regret"], k=10, regret_steps=3)
+    assert np.isfinite(cols["regret"]).all()
+    assert all(p.grad is None for p in hier_run.model.parameters())
+
+
 def test_regret_tunes_a_copy_and_leaves_the_run_alone(flat_run: vaekit.Run) -> None:
     before = {k: v.clone() for k, v in flat_run.model.state_dict().items()}
     cols = flat_run.score(_digits(3), scores=["regret"], k=50, regret_steps=30, regret_lr=1e-2)

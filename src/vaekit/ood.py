@@ -320,10 +320,14 @@ def likelihood_regret(
         raise UsageError(f"likelihood regret needs 1 or more steps, got {steps}")
     work = copy.deepcopy(m)
     params = _inference_parameters(work)
+    tuned = {id(p) for p in params}
+    for p in work.parameters():
+        # The decoder and the prior stay fixed: no gradient reaches them (nor the run's model).
+        p.requires_grad_(id(p) in tuned)
     start = [p.detach().clone() for p in params]
     with torch.no_grad():
         # p(z) fixed at the trained model's: a VampPrior is built from the encoder.
-        prior = m.prior
+        prior = work.prior
     if before is None:
         with torch.inference_mode():
             before = log_likelihood(m, x, y, k)
@@ -333,8 +337,9 @@ def likelihood_regret(
             for p, p0 in zip(params, start, strict=True):
                 p.copy_(p0)
         opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=5e-5)
-        xi = x[i : i + 1]
-        yi = None if y is None else y[i : i + 1]
+        # Clones: the examples may be inference tensors, which autograd cannot save.
+        xi = x[i : i + 1].clone()
+        yi = None if y is None else y[i : i + 1].clone()
         with torch.enable_grad():
             for _ in range(steps):
                 q = work.encode(xi, yi)
