@@ -745,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the ELBO terms, the input complexity (images, Serra et al. 2020), LLR>k "
         "(hierarchies, Havtorn et al. 2021), the likelihood ratio against --background "
         "(Ren et al. 2019) and likelihood regret (--scores regret, Xiao et al. 2020). Given "
-        "OOD too, DATA is the in-distribution set: AUROC, AUPRC and FPR at 80%% TPR of every "
+        "OOD too, DATA is the in-distribution set: AUROC, AUPRC and FPR at 80% TPR of every "
         "score, and a figure of both sets' histograms. Writes PREFIX_NAME.npy (a structured "
         "array, a field per score) or .csv per set, and PREFIX_IN_vs_OUT.json/.png.",
     )
