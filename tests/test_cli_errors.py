@@ -287,6 +287,7 @@ def test_no_out_writes_over_a_run_s_own_files(
         ["reconstruct", plain, "--out", plain / "best.safetensors"],
         ["encode", plain, "--out", plain / "checkpoints" / "z"],
         ["encode", plain, "--out", plain / "samplers" / "z.csv"],
+        ["score", plain, "digits", "--out", plain / "checkpoints" / "s"],
         ["plot", plain, "--out", plain / "checkpoints"],
         ["report", plain, "--out", plain / ".lock"],
         ["summary", plain, "--out", cvae / "model.json"],

@@ -232,7 +232,9 @@ def test_run_figures_picks_what_applies(vae: vaekit.Run, cvae: vaekit.Run, tmp_p
     figs = run_figures(vae)
     # No post-hoc sampler is fitted to this run: no samplers figure (tests/test_samplers.py).
     assert list(figs) == [
-        n for n in FIGURES if n not in ("class_grid", "codes", "samplers", *LAYER_FIGURES)
+        n
+        for n in FIGURES
+        if n not in ("class_grid", "codes", "samplers", "ood_scores", *LAYER_FIGURES)
     ]
     assert all(isinstance(f, Figure) for f in figs.values())
     assert "class_grid" in run_figures(cvae, which=["class_grid", "samples"])

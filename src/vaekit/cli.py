@@ -17,6 +17,7 @@
     vaekit reconstruct RUN [--n 16] [--seed S | --first]
     vaekit encode RUN [--split test] [--format npy|csv]
     vaekit explore RUN [--host 127.0.0.1] [--port 0|N] [--data-dir DIR]
+    vaekit score RUN DATA [OOD] [--scores NAME ...] [--background RUN2] [--threshold SCORE]
     vaekit parts [KIND [NAME]] [--format text|json]
     vaekit zoo list | check [NAME ...] [--quick] [--k K] | add RUN NAME | table [--check]
 

@@ -1042,6 +1042,23 @@ def _discrete_only(run: Run) -> str | None:
     return None
 
 
+def _ood_absent(run: Run) -> str | None:
+    from vaekit.ood import saved_comparison
+
+    if saved_comparison(run.dir) is None:
+        return "no saved OOD comparison: run `vaekit score RUN IN OUT` first"
+    return None
+
+
+def _draw_ood_scores(d: FigureData) -> Figure:
+    from vaekit.ood import comparison_figure, saved_comparison
+
+    summary = saved_comparison(d.run.dir)
+    assert summary is not None  # the figure applies only when there is one
+    fig: Figure = comparison_figure(summary)
+    return fig
+
+
 # The figures `vaekit plot` and the report know, in the order the report shows them.
 FIGURES: dict[str, FigureSpec] = {
     f.name: f
@@ -1165,6 +1182,14 @@ FIGURES: dict[str, FigureSpec] = {
             lambda d: _hierarchy().layer_resampling(d.run, d.test.x[:8], d.labels, seed=d.seed),
             images=True,
             check=lambda run: _hierarchy().figure_reasons(run)["layer_resampling"],
+        ),
+        # Issue 28: the saved `vaekit score RUN IN OUT` comparison (vaekit.ood).
+        FigureSpec(
+            "ood_scores",
+            "Histograms of every OOD score of the in-distribution and the out-of-distribution "
+            "set of the newest `vaekit score RUN IN OUT`, each with its AUROC.",
+            _draw_ood_scores,
+            check=_ood_absent,
         ),
     )
 }

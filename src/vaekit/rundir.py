@@ -1397,6 +1397,35 @@ class Run:
         kl = getattr(self.config.objective.options, "kl", "auto")
         return ELBO(samples=samples, kl=kl)(self.model, xt, yt).terms
 
+    def score(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        scores: Any = None,
+        background: Run | None = None,
+        **settings: Any,
+    ) -> dict[str, np.ndarray]:
+        """Per-example out-of-distribution / anomaly scores of ``x`` (:mod:`vaekit.ood`):
+        a float64 array per column, ``log_px``, ``elbo``, ``recon``, ``kl``, and (images)
+        ``png_bits`` and ``complexity``, (hierarchies) ``llr_gt1``; ``scores`` names others
+        (``ratio`` with ``background``, ``regret``). ``settings``: the fields of
+        :class:`vaekit.ood.ScoreSettings` (``k``, ``llr_k``, ``regret_steps``, ...)."""
+        from vaekit.data import Split
+        from vaekit.ood import ScoreSettings, default_scores, score_split
+
+        xt = self._x(x)
+        yt = self._y(y, len(xt))
+        try:
+            chosen = default_scores(self) if scores is None else tuple(scores)
+            options = ScoreSettings(scores=chosen, **settings)
+        except TypeError as e:
+            raise UsageError(
+                f"run.score: {e}; its settings are those of vaekit.ood.ScoreSettings"
+            ) from None
+        part = Split(xt.cpu(), None if yt is None else yt.cpu())
+        return score_split(self, part, options, background=background)[0]
+
     def dataset(
         self,
         data_dir: str | None = None,

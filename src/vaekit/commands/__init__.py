@@ -45,5 +45,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("encode", "latent means and variances of a split to .npy or .csv"),
     "explore": ("explore", "serve the latent-space explorer in the browser"),
     "parts": ("parts", "list the registered parts, their options and abilities"),
+    "score": (
+        "score",
+        "per-example OOD / anomaly scores of a data set; with a second set, AUROC etc.",
+    ),
     "zoo": ("zoo", "the model zoo: list, re-measure, add, and write the results tables"),
 }
