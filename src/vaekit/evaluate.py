@@ -31,18 +31,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits  # scikit-learn's dependency
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
+from tqdm import tqdm
 
 from vaekit.data import Dataset, Split, limit_split, model_view
+from vaekit.distributions.codes import CodeHead, code_usage
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.errors import UsageError
+from vaekit.hierarchy import active_units_per_layer, kl_per_layer, layer_sizes
 from vaekit.model import VAE
+from vaekit.objectives import AutoencoderLoss
 from vaekit.rundir import (
     STANDARD_K,
     Run,
     RunError,
     nonfinite_key,
+    prior_note,
     result_header,
     weights_fallback,
 )
@@ -301,8 +307,6 @@ def log_likelihood_split(
     labels = _labels_needed(m, split)
     if progress is None:
         progress = sys.stderr.isatty()
-    from tqdm import tqdm
-
     out = torch.empty(len(split), dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -344,8 +348,6 @@ def elbo_terms(
     without a density (plain autoencoder, implicit posterior) has no ELBO: its terms are
     ``loss`` and ``recon``, with ``recon_se``.
     """
-    from vaekit.objectives import AutoencoderLoss
-
     m = run.model
     labels = _labels_needed(m, split)
     per: dict[str, list[Tensor]] = {}
@@ -623,8 +625,6 @@ def latent_means(
 @torch.inference_mode()
 def _code_usage(m: VAE, split: Split, labels: bool) -> dict[str, Any]:
     """Codebook usage of a discrete model over a split (the codes of the posterior's mode)."""
-    from vaekit.distributions.codes import CodeHead, code_usage
-
     head = m.encoder.head
     assert isinstance(head, CodeHead)
     device = next(m.parameters()).device
@@ -700,8 +700,6 @@ def num_threads(n: int | None) -> Iterator[int]:
     try:
         with ExitStack() as stack:
             if n is not None:
-                from threadpoolctl import threadpool_limits  # scikit-learn's dependency
-
                 # Before torch's own setting, so that what it restores is the original.
                 stack.enter_context(threadpool_limits(limits=n))
                 torch.set_num_threads(n)
@@ -722,8 +720,6 @@ def _layer_results(
     result: dict[str, Any], m: VAE, part: Split, variances: list[float], seed: int
 ) -> None:
     """With several stochastic layers: each layer's size, KL and active units."""
-    from vaekit.hierarchy import active_units_per_layer, kl_per_layer, layer_sizes
-
     sizes = layer_sizes(m)
     if sizes is None or not has_density(m):
         return
@@ -873,8 +869,6 @@ def evaluate_run(
 
         if m.composition.posterior.discrete:
             result["codes"] = _code_usage(m, part, labels)
-        from vaekit.stages import prior_note
-
         note = prior_note(run)
         if note:
             result["prior_note"] = note

@@ -128,6 +128,13 @@ __all__ = [
     "run_file_owner",
     "check_not_run_file",
     "no_run_dir",
+    "PRIOR_STAGE",
+    "STAGES",
+    "STAGE_FILE",
+    "prior_stage_dir",
+    "has_prior_stage",
+    "stage_note",
+    "prior_note",
 ]
 
 
@@ -729,6 +736,61 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+# -- a second stage (RUN/prior), as loading finds it; vaekit.stages trains it ------------
+
+# RUN/prior: the second stage's run directory.
+PRIOR_STAGE = "prior"
+# The stages a run directory may hold: the model as trained, and a prior fitted after it.
+STAGES = ("model", PRIOR_STAGE)
+STAGE_FILE = "stage.json"
+
+
+def prior_stage_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Where a run's second stage lives: ``RUN/prior``."""
+    return Path(run_dir) / PRIOR_STAGE
+
+
+def has_prior_stage(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether RUN has a second stage with weights (what ``vaekit.load(RUN)`` then loads)."""
+    stage = prior_stage_dir(run_dir)
+    return (stage / "config.json").is_file() and (
+        (stage / "model.safetensors").is_file() or latest_checkpoint(stage) is not None
+    )
+
+
+def stage_note(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why RUN's second stage may no longer fit RUN (RUN trained on after it started)."""
+    stage = prior_stage_dir(run_dir)
+    try:
+        info = json.loads((stage / STAGE_FILE).read_text())
+        now = read_weights_epoch(weights_path(Path(run_dir), "last"))
+    except (OSError, ValueError, RunError):
+        return None
+    then = info.get("parent_epoch") if isinstance(info, dict) else None
+    if then is None or now is None or now == then:
+        return None
+    return (
+        f"{stage} was fitted to the codes of {run_dir} at epoch {then}, which has trained to "
+        f"epoch {now} since; its model is that of epoch {then}. Remove {stage} and run "
+        f"`vaekit train --resume {run_dir} --stage prior` again to fit the new codes"
+    )
+
+
+def prior_note(run: Run) -> str | None:
+    """A note for outputs of a discrete model whose prior learned nothing: its samples and
+    bound use the uniform prior over codes (the honest default before a prior stage)."""
+    model = run.model
+    if not model.composition.posterior.discrete or getattr(run, "stage", "model") != "model":
+        return None
+    if any(True for _ in model.prior_module.parameters()):
+        return None
+    return (
+        f"{run.dir} has no learned prior over its codes: it uses the uniform prior (log p(z) = "
+        "-positions x log codes). Fit one to its codes with "
+        f"`vaekit train --resume {run.dir} --stage prior --epochs N`"
+    )
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(
@@ -879,8 +941,6 @@ class Run:
         model: VAE | None = None,
         stage: str = "auto",
     ) -> Run:
-        from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
-
         run_dir = Path(run_dir)
         device = _device(device)
         if stage not in ("auto", *STAGES):
