@@ -660,10 +660,8 @@ def classifier_accuracy(
     they form clusters at all (a 2-D latent space is rarely linearly separable). At
     most ``max_train`` training codes are used, chosen with a fixed seed.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    # scikit-learn costs ~1.3 s of start-up, to every command that reads runs: on use.
+    from sklearn import linear_model, neighbors, pipeline, preprocessing
 
     def arr(a: Tensor | np.ndarray) -> np.ndarray:
         return np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a)
@@ -676,8 +674,10 @@ def classifier_accuracy(
     if len(zt) > max_train:
         idx = np.random.default_rng(seed).choice(len(zt), max_train, replace=False)
         zt, yt = zt[idx], yt[idx]
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    knn = KNeighborsClassifier(n_neighbors=5)
+    logreg = pipeline.make_pipeline(
+        preprocessing.StandardScaler(), linear_model.LogisticRegression(max_iter=2000)
+    )
+    knn = neighbors.KNeighborsClassifier(n_neighbors=5)
     return {
         "logistic_regression": float(logreg.fit(zt, yt).score(zs, ys)),
         "knn": float(knn.fit(zt, yt).score(zs, ys)),

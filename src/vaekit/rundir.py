@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -57,11 +58,21 @@ from torch.distributions import Distribution
 
 from vaekit._version import __version__
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
-from vaekit.data.core import DataError
+from vaekit.data import (
+    NAMED,
+    PYTHON_DATA,
+    DataError,
+    Dataset,
+    data_change,
+    python_dataset,
+    training_data,
+)
 from vaekit.distributions.likelihoods import check_unit_interval, event_value
 from vaekit.errors import UsageError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
-from vaekit.parts import ObjectiveAbilities
+from vaekit.objectives import ELBO, AutoencoderLoss
+from vaekit.parts import PYTHON_PART, ObjectiveAbilities, is_import_path
+from vaekit.registry import OBJECTIVES, REGISTRIES
 from vaekit.storage import (
     WEIGHTS_SHA256,
     RunBusyError,
@@ -79,8 +90,12 @@ from vaekit.storage import (
 from vaekit.validate import short
 
 if TYPE_CHECKING:
-    from vaekit.data import Dataset
-    from vaekit.samplers import Sampler
+    from vaekit.latent_samplers import Sampler
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock (run_lock then locks nothing)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "BEST_WEIGHTS",
@@ -135,6 +150,7 @@ __all__ = [
     "has_prior_stage",
     "stage_note",
     "prior_note",
+    "saved_sampler",
 ]
 
 
@@ -174,9 +190,7 @@ def run_lock(
     there = run_dir.parents[len(created) - 1] if created else run_dir
     if there.exists() and not there.is_dir():
         raise _not_a_folder(run_dir, there) if create else no_run_dir(run_dir)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no flock; run without a lock
+    if fcntl is None:  # pragma: no cover - Windows: no flock; run without a lock
         run_dir.mkdir(parents=True, exist_ok=True)
         yield path
         return
@@ -260,9 +274,6 @@ def python_given(config: Config) -> list[str]:
     ``"model"`` (a part of yours passed as a module to :func:`vaekit.compose`),
     ``"objective"`` (an objective object of an unregistered class) and ``"data"`` (data
     passed to :func:`vaekit.fit`). Empty for a run that ``vaekit train --resume`` continues."""
-    from vaekit.data import PYTHON_DATA
-    from vaekit.parts import PYTHON_PART
-
     m = config.model
     parts = [m.encoder, m.decoder, m.posterior, m.flow, m.prior, m.likelihood]
     given = []
@@ -407,8 +418,6 @@ def part_labels(config: Config) -> dict[str, str]:
         >>> labels["posterior"], labels["objective"]
         ('gaussian+planar4', 'iwae k=1')
     """
-    from vaekit.registry import REGISTRIES
-
     m = config.model
 
     def label(kind: str, pc: Any) -> str:
@@ -452,8 +461,6 @@ def objective_abilities(config: Config) -> ObjectiveAbilities:
         >>> objective_abilities(load_config(None, ["objective.name=iwae"])).bound
         'iwae'
     """
-    from vaekit.registry import OBJECTIVES
-
     abilities: ObjectiveAbilities = OBJECTIVES.get(config.objective.name).abilities
     return abilities
 
@@ -1193,16 +1200,15 @@ class Run:
                 "(its distribution has no sample()); sample the means instead (draw=False)"
             ) from None
 
-    def sampler(self, name: str, *, fit: bool | str = "auto", **options: Any) -> Sampler:
-        """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`): the one saved
-        in ``RUN/samplers/NAME`` when it was fitted on these weights, else fitted now on the
-        training codes and saved (``fit=False``: refuse instead; ``fit=True``: refit).
-        ``options`` are the sampler's own (``components=[5, 10]`` for gmm, ...)."""
-        from vaekit.samplers import load_sampler
-
-        if not (fit is True or fit is False or fit == "auto"):
-            raise UsageError(f"fit must be True, False or 'auto', got {short(fit)}")
-        return load_sampler(self, name, fit=fit, options=options)
+    def sampler(self, name: str) -> Sampler:
+        """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`) as saved in
+        ``RUN/samplers/NAME`` when it was fitted on these weights (``"prior"``: the model's
+        own p(z)); else a SamplerError. Loading a run never trains: fit a sampler with
+        ``vaekit fit-sampler RUN --sampler NAME`` or :func:`vaekit.samplers.load_sampler`
+        (which fits it on first use)."""
+        sampler, _ = saved_sampler(self, name, required=True)
+        assert sampler is not None
+        return sampler
 
     # -- the whole model --------------------------------------------------------------------
 
@@ -1215,8 +1221,6 @@ class Run:
     @torch.inference_mode()
     def elbo(self, x: Any, y: Any = None, samples: int = 1) -> dict[str, Tensor]:
         """Per-example ELBO and its terms (``recon`` = -E[log p(x|z)], ``kl``) in nats."""
-        from vaekit.objectives import ELBO, AutoencoderLoss
-
         samples = self._count(samples, "samples")
         xt = self._x(x)
         yt = self._y(y, len(xt))
@@ -1246,8 +1250,6 @@ class Run:
         Python to ``vaekit.fit`` (the same arrays, tensors or torch Dataset); data that changed
         since training are an error unless ``allow_changed``.
         """
-        from vaekit.data import python_dataset
-
         return run_data(
             self.dir,
             self.config,
@@ -1278,6 +1280,59 @@ def load(
     ("auto", or "prior"); ``"model"`` is the run as first trained.
     """
     return Run.from_dir(run_dir, device, weights, model=model, stage=stage)
+
+
+def saved_sampler(
+    run: Run, name: str, options: Mapping[str, Any] | None = None, *, required: bool = False
+) -> tuple[Sampler | None, str]:
+    """The sampler ``name`` saved in ``RUN/samplers/NAME`` when it was fitted on the weights
+    the run has loaded (and with ``options``, when they are given); else None and why not
+    (``required``: a SamplerError that says how to fit it). ``"prior"`` is the model's own
+    p(z), never saved; a conditional model has no other."""
+    # The samplers' classes cost ~20 ms to create: loaded on first use, not by the trainer
+    # (which imports this module and never samples).
+    from vaekit.latent_samplers import (
+        SAMPLER_FILE,
+        SAMPLERS_DIR,
+        PriorSampler,
+        SamplerError,
+        check_unconditional,
+        model_digest,
+        sampler_class,
+        sampler_options,
+    )
+
+    cls = sampler_class(name)
+    if not cls.needs_fit:
+        return PriorSampler(run.prior), ""
+    check_unconditional(run.num_classes, name)
+    folder = run.dir / SAMPLERS_DIR / name
+    sampler: Sampler | None = None
+    if not (folder / SAMPLER_FILE).is_file():
+        reason = "it has not been fitted yet"
+    else:
+        try:
+            sampler = cls.load(folder, open_run=load)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            reason = f"the saved one cannot be read ({str(e).splitlines()[0] if str(e) else e})"
+        else:
+            wanted = sampler_options(cls.Options, dict(options or {}), f"the {name} sampler")
+            if sampler.info.get("weights_sha256") != model_digest(run.model):
+                reason = (
+                    f"the saved one was fitted on other weights ({sampler.info.get('weights')} "
+                    f"weights of epoch {sampler.info.get('weights_epoch')})"
+                )
+            elif options and dataclasses.asdict(wanted) != sampler.info.get("options"):
+                reason = "the saved one was fitted with other options"
+            else:
+                return sampler, ""
+    if required:
+        raise SamplerError(
+            f"no usable {name} sampler in {run.dir}: {reason}; fit it with "
+            f"`vaekit fit-sampler {run.dir} --sampler {name}` "
+            f"(Python: vaekit.samplers.load_sampler(run, {name!r}))"
+        )
+    return None, reason
 
 
 def read_data_info(run_dir: Path) -> dict[str, Any] | None:
@@ -1311,9 +1366,6 @@ def run_data(
     given in Python for a run trained on such data. Data that changed since training are
     a DataError saying what changed, unless ``allow_changed``.
     """
-    from vaekit.data import NAMED, PYTHON_DATA, DataError, training_data
-    from vaekit.parts import is_import_path
-
     d = config.data
     name = str(path) if path is not None else d.name
     if source is not None:
@@ -1342,8 +1394,6 @@ def run_data(
 
 def _checked(run_dir: Path, saved: Any, ds: Dataset, allow_changed: bool) -> Dataset:
     """``ds`` when its fingerprint matches the recorded one (or changes are allowed)."""
-    from vaekit.data import DataError, data_change
-
     assert ds.fingerprint is not None
     change = data_change(saved, ds.fingerprint)
     if change is not None and not allow_changed:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import itertools
 import math
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -42,13 +43,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vaekit.config import Config
+from vaekit.config import Config, ConfigError, ModelConfig, config_from_dict
 from vaekit.distributions.posteriors import sample_with_log_prob
 from vaekit.model import VAE, build_model
 from vaekit.objectives import ELBO, IWAE, Objective, build_objective, kl_term
+from vaekit.registry import (
+    FLOWS,
+    LIKELIHOODS,
+    NETWORKS,
+    OBJECTIVES,
+    POSTERIORS,
+    PRIORS,
+    REGISTRIES,
+)
+from vaekit.rundir import read_metrics
+from vaekit.train import fit
 
 __all__ = [
     "ContractError",
@@ -389,9 +402,6 @@ def start_second_stage(model: VAE, fixed: Sequence[str]) -> None:
 def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None) -> None:
     """Training ``epochs`` epochs straight and stopping after one, then resuming, give
     bit-identical weights and metrics (the trainer's exact resume, with your parts)."""
-    from vaekit.rundir import read_metrics
-    from vaekit.train import fit
-
     cfg = copy.deepcopy(config)
     cfg.train.epochs = epochs
     with tempfile.TemporaryDirectory() as d:
@@ -402,8 +412,6 @@ def check_resume(config: Config, *, epochs: int = 2, data_dir: str | None = None
         first.train.epochs = 1
         fit(first, b, data_dir=data_dir, progress=False, log=quiet)
         fit(None, b, resume=True, epochs=epochs, data_dir=data_dir, progress=False, log=quiet)
-        from safetensors.torch import load_file
-
         # Tensors, not file bytes: safetensors orders its metadata header differently per write.
         wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
         same = wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -469,8 +477,6 @@ def part_config(
 
     ``others`` sets further settings as dotted overrides (``{"model.prior": "mog"}``).
     """
-    from vaekit.registry import OBJECTIVES, POSTERIORS, PRIORS, REGISTRIES
-
     name = part if isinstance(part, str) else f"{part.__module__}:{part.__qualname__}"
     spec = REGISTRIES[kind].get(name)
     value: dict[str, Any] = {"name": name, **(options or {})}
@@ -516,8 +522,6 @@ def part_config(
         )
     if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
         sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
-    from vaekit.config import ConfigError, config_from_dict
-
     # The first objective that takes the posterior (its own checks may refuse it).
     for i, objective in enumerate(objectives):
         # A likelihood that does not fit binary data gets grey or real data (see _data_for).
@@ -538,8 +542,6 @@ def part_config(
 
 def _data_for(cfg: Config, n: int, shape: tuple[int, ...], seed: int = 0) -> Tensor:
     """A batch the config's likelihood fits: binary where it can, else grey levels or reals."""
-    from vaekit.registry import LIKELIHOODS
-
     ab = LIKELIHOODS.get(cfg.model.likelihood.name).abilities
     g = torch.Generator().manual_seed(seed)
     if "binary" in ab.fits:
@@ -635,18 +637,6 @@ def contract_combinations(
     registry's size (over 1,200 tests for 7 posteriors); the cover grows with the latent
     side only.
     """
-    import itertools
-
-    from vaekit.config import Config, ConfigError, ModelConfig, config_from_dict
-    from vaekit.registry import (
-        FLOWS,
-        LIKELIHOODS,
-        NETWORKS,
-        OBJECTIVES,
-        POSTERIORS,
-        PRIORS,
-        REGISTRIES,
-    )
 
     def specs(kind: str, name: str) -> list[dict[str, Any]]:
         out = [{"name": name, **o} for o in (variants(kind, name) if variants else [{}])]

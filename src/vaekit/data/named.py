@@ -39,6 +39,7 @@ import numpy as np
 
 from vaekit.data.core import DataError, Dataset, make_dataset, split_holdout
 from vaekit.data.download import RemoteFile, fetch, locate
+from vaekit.data.dsprites import load_dsprites, load_dsprites_synthetic
 from vaekit.data.readers import read_amat, read_idx, read_npz_arrays
 
 __all__ = [
@@ -354,14 +355,10 @@ def load_fashion_mnist(data_dir: Path | None, cache: Path) -> Dataset:
 
 
 def _dsprites(data_dir: Path | None, cache: Path) -> Dataset:
-    from vaekit.data.dsprites import load_dsprites
-
     return load_dsprites(data_dir, cache)
 
 
 def _dsprites_synthetic(data_dir: Path | None, cache: Path) -> Dataset:
-    from vaekit.data.dsprites import load_dsprites_synthetic
-
     return load_dsprites_synthetic(data_dir, cache)
 
 
