@@ -11,12 +11,14 @@ Layout::
     RUN/eval*.json                `vaekit evaluate`'s results, named by their settings
                                   (:func:`eval_file_name`, :func:`saved_evaluation`)
 
-Everything is written atomically (temporary file, fsync, rename), so a crash leaves
-either the old file or the new one, never half of one. Weights files record the sha256
+Everything is written atomically (temporary file, fsync, rename: :mod:`vaekit.storage`,
+the layer below this one, whose names this module re-exports), so a crash leaves either
+the old file or the new one, never half of one. Weights files record the sha256
 of their tensor data (:data:`WEIGHTS_SHA256`), checked with their values on every load
 (:func:`read_weights`); JSON is always strict (:func:`json_text`). What a run directory
 owns is listed once (:data:`RUN_OWNED`): no command's ``--out`` may name it. Nothing here
-imports the trainer.
+imports the trainer: a run's second stage (:mod:`vaekit.stages`) and its post-hoc samplers
+(:mod:`vaekit.samplers`) are trained above it, and loaded here.
 
 Who may write at the same time: one trainer. ``vaekit train`` (new run or ``--resume``)
 holds ``RUN/.lock`` (:func:`run_lock`, an OS lock the kernel drops when the process
