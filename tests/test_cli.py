@@ -15,6 +15,7 @@ from conftest import train_tiny
 import vaekit
 from vaekit.cli import main
 from vaekit.data import DataError
+from vaekit.samplers import load_sampler
 
 TINY = [
     "--set",
@@ -223,7 +224,7 @@ def test_every_run_method_refuses_bad_arguments_with_a_clear_error(tmp_path: Pat
         with pytest.raises(DataError, match="z holds 1 NaN"):
             call(z, 0)
     with pytest.raises(UsageError, match="fit must be True, False or 'auto'"):
-        r.sampler("gmm", fit="maybe")
+        load_sampler(r, "gmm", fit="maybe")
     # A device this machine lacks: torch raised a RuntimeError (an AssertionError for cuda).
     for device in ("bogus", "cuda:7", "mps" if not torch.backends.mps.is_available() else "xla"):
         with pytest.raises(UsageError, match="device"):

@@ -26,6 +26,7 @@ from vaekit.ood import (
     fpr_at_tpr,
     ood_metrics,
     png_bits,
+    score,
     score_split,
 )
 
@@ -137,10 +138,10 @@ def test_llr_needs_a_hierarchy_and_a_k_below_its_layers(
 ) -> None:
     x = _digits(4)
     with pytest.raises(UsageError, match="several stochastic layers"):
-        flat_run.score(x, scores=["llr"])
+        score(flat_run, x, scores=["llr"])
     with pytest.raises(UsageError, match="k from 1 to 2"):
-        hier_run.score(x, scores=["llr"], llr_k=[3])
-    cols = hier_run.score(x, k=10, llr_k=[1, 2], llr_prior_mean=True)
+        score(hier_run, x, scores=["llr"], llr_k=[3])
+    cols = score(hier_run, x, k=10, llr_k=[1, 2], llr_prior_mean=True)
     assert {"log_px", "elbo", "recon", "kl", "png_bits", "complexity"} <= set(cols)
     for k in (1, 2):
         assert cols[f"llr_gt{k}"].shape == (4,) and np.isfinite(cols[f"llr_gt{k}"]).all()
@@ -151,14 +152,14 @@ def test_regret_of_a_hierarchy_leaves_no_gradient_on_the_run(hier_run: vaekit.Ru
     # run's own parameters get no gradient (the prior used to walk the run's networks).
     with torch.inference_mode():
         x = _digits(2).clone()  # an inference tensor, as a caller under inference_mode has
-    cols = hier_run.score(x, scores=["regret"], k=10, regret_steps=3)
+    cols = score(hier_run, x, scores=["regret"], k=10, regret_steps=3)
     assert np.isfinite(cols["regret"]).all()
     assert all(p.grad is None for p in hier_run.model.parameters())
 
 
 def test_regret_tunes_a_copy_and_leaves_the_run_alone(flat_run: vaekit.Run) -> None:
     before = {k: v.clone() for k, v in flat_run.model.state_dict().items()}
-    cols = flat_run.score(_digits(3), scores=["regret"], k=50, regret_steps=30, regret_lr=1e-2)
+    cols = score(flat_run, _digits(3), scores=["regret"], k=50, regret_steps=30, regret_lr=1e-2)
     after = flat_run.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert cols["regret"].shape == (3,)
@@ -170,18 +171,18 @@ def test_regret_tunes_a_copy_and_leaves_the_run_alone(flat_run: vaekit.Run) -> N
 
 def test_run_score_refuses_bad_settings_and_data(flat_run: vaekit.Run) -> None:
     with pytest.raises(UsageError, match="ScoreSettings"):
-        flat_run.score(_digits(2), nonsense=1)
+        score(flat_run, _digits(2), nonsense=1)
     with pytest.raises(UsageError, match="background"):
-        flat_run.score(_digits(2), scores=["ratio"])
+        score(flat_run, _digits(2), scores=["ratio"])
     with pytest.raises(UsageError, match="unknown score"):
-        flat_run.score(_digits(2), scores=["auroc"])
+        score(flat_run, _digits(2), scores=["auroc"])
     with pytest.raises(DataError, match="examples of shape"):
         score_split(flat_run, Split(torch.rand(3, 1, 28, 28)), ScoreSettings())
 
 
 def test_ratio_against_a_background_run(flat_run: vaekit.Run, tmp_path: Path) -> None:
     background = vaekit.load(train_tiny(tmp_path / "bg", "train.seed=7"))
-    cols = flat_run.score(_digits(5), scores=["ratio"], background=background, k=10)
+    cols = score(flat_run, _digits(5), scores=["ratio"], background=background, k=10)
     np.testing.assert_allclose(cols["ratio"], cols["log_px"] - cols["bg_log_px"])
 
 

@@ -129,7 +129,9 @@ def test_flow_sampler_round_trip(run_dir: Path, tmp_path: Path) -> None:
 
     shutil.copytree(run_dir, tmp_path / "run")
     run = vaekit.load(tmp_path / "run")
-    s = run.sampler("flow", epochs=2, hidden=[16], transforms=1)
+    with pytest.raises(SamplerError, match="not been fitted yet.*vaekit fit-sampler"):
+        run.sampler("flow")  # loading a run never fits (nor trains) a sampler
+    s = load_sampler(run, "flow", options={"epochs": 2, "hidden": [16], "transforms": 1})
     assert s.info["best_epoch"] in (1, 2) and len(s.info["history"]) == 2
     torch.manual_seed(1)
     a = s.sample(6, temperature=0.7)

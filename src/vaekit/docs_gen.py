@@ -23,6 +23,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vaekit import config
+from vaekit.catalog import KEYS, describe_json, field_comments
+from vaekit.cli import build_parser
+from vaekit.config import bundled_configs, read_config_file
+from vaekit.data import NAMED
+from vaekit.registry import REGISTRIES
+
 __all__ = ["PAGES", "pages", "front_page", "cli_page", "config_page", "parts_page"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,8 +96,6 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
 def cli_page(parser: argparse.ArgumentParser | None = None) -> str:
     """Every ``vaekit`` command with its usage and arguments, read off the parser."""
     if parser is None:
-        from vaekit.cli import build_parser
-
         parser = build_parser()
     commands = _subcommands(parser)
     lines = [
@@ -130,8 +135,6 @@ def _default_of(f: dataclasses.Field[Any]) -> Any:
 
 def config_page() -> str:
     """Every config section and key, with its type, default and the comment above it."""
-    from vaekit import config
-    from vaekit.catalog import KEYS, field_comments
 
     sections = [
         ("data", config.DataConfig),
@@ -185,8 +188,6 @@ def _config_row(f: dataclasses.Field[Any], key: str, meaning: str, keys: Any) ->
 
 def parts_page() -> str:
     """Every registered part, kind by kind, with its options and abilities."""
-    from vaekit.catalog import KEYS, describe_json
-    from vaekit.registry import REGISTRIES
 
     lines = [
         "# Parts",
@@ -253,7 +254,6 @@ def _part_lines(info: dict[str, Any]) -> list[str]:
 
 def datasets_page() -> str:
     """The named datasets (``--dataset NAME``), from the data registry."""
-    from vaekit.data import NAMED
 
     lines = [
         "# Datasets",
@@ -273,7 +273,6 @@ def datasets_page() -> str:
 
 def configs_page() -> str:
     """The configs installed with vaekit (``--config NAME``), with their descriptions."""
-    from vaekit.config import bundled_configs, read_config_file
 
     lines = [
         "# Bundled configs",

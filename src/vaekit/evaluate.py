@@ -27,22 +27,33 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits  # scikit-learn's dependency
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
+from tqdm import tqdm
 
 from vaekit.data import Dataset, Split, limit_split, model_view
+from vaekit.distributions.codes import CodeHead, code_usage
 from vaekit.distributions.posteriors import MOMENT_DRAWS, MonteCarloMoments, sample_with_log_prob
 from vaekit.errors import UsageError
+from vaekit.hierarchy import active_units_per_layer, kl_per_layer, layer_sizes
 from vaekit.model import VAE
+from vaekit.moments import (
+    Moments,
+    _encode_rows,
+    posterior_moments,
+)
+from vaekit.objectives import AutoencoderLoss
 from vaekit.rundir import (
     STANDARD_K,
     Run,
     RunError,
     nonfinite_key,
+    prior_note,
     result_header,
     weights_fallback,
 )
@@ -128,15 +139,6 @@ def has_density(model: VAE | Run) -> bool:
     """Whether the model's posterior has a log-density, as its part declares (a point mass
     or an implicit posterior does not, so neither the ELBO nor the likelihood exists)."""
     return _model(model).composition.posterior.density
-
-
-def _has_moments(q: Distribution) -> bool:
-    try:
-        q.mean  # noqa: B018 - probing whether the distribution implements them
-        q.variance  # noqa: B018
-    except NotImplementedError:
-        return False
-    return True
 
 
 def log_weights(
@@ -302,8 +304,6 @@ def log_likelihood_split(
     labels = _labels_needed(m, split)
     if progress is None:
         progress = sys.stderr.isatty()
-    from tqdm import tqdm
-
     out = torch.empty(len(split), dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -345,8 +345,6 @@ def elbo_terms(
     without a density (plain autoencoder, implicit posterior) has no ELBO: its terms are
     ``loss`` and ``recon``, with ``recon_se``.
     """
-    from vaekit.objectives import AutoencoderLoss
-
     m = run.model
     labels = _labels_needed(m, split)
     per: dict[str, list[Tensor]] = {}
@@ -451,138 +449,11 @@ ACTIVE_UNIT_TOLERANCE = 5e-4
 ACTIVE_UNIT_MAX_DRAWS = 2048
 
 
-class Moments(NamedTuple):
-    """Posterior means and variances of many examples, ``(N, D)`` each, on the CPU."""
-
-    mean: Tensor
-    variance: Tensor
-
-
-def _monte_carlo_moments(q: MonteCarloMoments, samples: int) -> tuple[Tensor, Tensor]:
-    """Mean and variance from ``samples`` fixed draws of ``q``'s conditional moments
-    (:meth:`~vaekit.distributions.posteriors.MonteCarloMoments.moment_draws`), in chunks of
-    MOMENT_DRAWS with seeds 0, 1, ... (memory stays bounded); chunk 0 alone is ``q.mean``
-    and ``q.variance``."""
-    first, first_v = q.moment_draws(min(samples, MOMENT_DRAWS))
-    if samples <= MOMENT_DRAWS:
-        return first.mean(0), first_v.mean(0) + first.var(0)
-    # Chunks are merged with Chan et al.'s pairwise update, in float64.
-    n = first.shape[0]
-    mean = first.double().mean(0)
-    m2 = ((first.double() - mean) ** 2).sum(0)
-    v_sum = first_v.double().sum(0)
-    for seed, start in enumerate(range(MOMENT_DRAWS, samples, MOMENT_DRAWS), start=1):
-        chunk, chunk_v = q.moment_draws(min(MOMENT_DRAWS, samples - start), seed=seed)
-        chunk = chunk.double()
-        k = chunk.shape[0]
-        c_mean = chunk.mean(0)
-        delta = c_mean - mean
-        mean = mean + delta * (k / (n + k))
-        m2 = m2 + ((chunk - c_mean) ** 2).sum(0) + delta**2 * (n * k / (n + k))
-        v_sum = v_sum + chunk_v.double().sum(0)
-        n += k
-    return mean.to(first.dtype), (v_sum / n + m2 / (n - 1)).to(first.dtype)
-
-
-def _encode_rows(m: VAE, x: Tensor, y: Tensor | None, rows: slice | Tensor) -> Distribution:
-    """q(z | x) of the rows ``rows`` of ``x`` (with their labels, for a conditional model),
-    on the model's device."""
-    device = next(m.parameters()).device
-    xb = torch.as_tensor(x[rows]).to(device)
-    yb = None if not m.conditional or y is None else torch.as_tensor(y[rows]).to(device)
-    return m.encode(xb.reshape(len(xb), *m.data_shape), yb)
-
-
-@torch.inference_mode()
-def posterior_moments(
-    model: VAE | Run,
-    x: Tensor,
-    y: Tensor | None = None,
-    *,
-    batch_size: int = 1000,
-    samples: int = MOMENT_DRAWS,
-) -> Moments:
-    """E_q[z | x] and Var_q[z | x] for every example: ``Moments(mean, variance)``, ``(N, D)``
-    each, on the CPU.
-
-    The one function behind every posterior mean vaekit shows: ``vaekit encode``,
-    evaluation's active units and latent classifiers, the plots' latent codes and the
-    explorer's map; so they give the same numbers. Posteriors without closed-form
-    moments (a flow, an implicit posterior, a hierarchy's lower layers) are averaged over
-    ``samples`` draws of noise that is fixed, antithetic and shared by every example, so
-    an example's estimate does not depend on the batch it is encoded in; the default
-    gives ``q.mean`` and ``q.variance``.
-
-    Example:
-        >>> from vaekit.config import ModelConfig, part
-        >>> from vaekit.model import build_model
-        >>> flow = build_model(ModelConfig(latent_dim=2, flow=part("planar")), (1, 4, 4))
-        >>> x = torch.rand(5, 1, 4, 4)
-        >>> m = posterior_moments(flow, x)
-        >>> m.mean.shape, torch.allclose(m.mean[3], posterior_moments(flow, x[3:4]).mean[0])
-        (torch.Size([5, 2]), True)
-    """
-    if samples < 2:
-        raise UsageError(f"samples must be >= 2 (a variance needs two draws), got {samples}")
-    m = _model(model)
-    device = next(m.parameters()).device
-    if m.conditional and y is None:
-        raise UsageError("this is a conditional model: pass the labels y to encode with")
-    means, variances = [], []
-    for i in range(0, len(x), batch_size):
-        q = _encode_rows(m, x, y, slice(i, i + batch_size))
-        if isinstance(q, MonteCarloMoments):
-            mu, var = _monte_carlo_moments(q, samples)
-        elif _has_moments(q):
-            mu, var = q.mean, q.variance
-        else:
-            # A posterior of the user's without closed-form moments and without fixed draws.
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(0)
-                draws = q.sample((samples,))
-            mu, var = draws.mean(0), draws.var(0)
-        means.append(mu.float().cpu())
-        variances.append(var.float().cpu())
-    if not means:
-        empty = torch.empty(0, m.latent_dim)
-        return Moments(empty, empty.clone())
-    return Moments(torch.cat(means), torch.cat(variances))
-
-
 def encode_split(
     run: Run, split: str = "test", *, dataset: Dataset | None = None, batch_size: int = 1000
 ) -> dict[str, np.ndarray]:
-    """Every example of one split of the run's data encoded (``vaekit encode``;
-    :meth:`vaekit.rundir.Run.encode_split`): ``mean`` and ``var``, the moments of q(z|x)
-    (:func:`posterior_moments`, as every other posterior mean vaekit shows), ``(N, D)``
-    each; ``codes``, the code index at each position of the most probable code, for a
-    discrete model; ``labels`` when the data have them. NumPy arrays, in the split's order.
-
-    ``dataset``: the run's data (default: :meth:`~vaekit.rundir.Run.dataset`). The
-    training split is encoded as the model saw it (one seeded binary draw of dynamically
-    binarized data, :func:`vaekit.data.model_view`).
-    """
-    if split not in ("train", "valid", "test"):
-        raise UsageError(f"split must be train, valid or test, got {split!r}")
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    part = (dataset if dataset is not None else run.dataset()).split(split)
-    if split == "train":
-        part = model_view(part, run.config.data.binarize, run.config.train.seed)
-    y = part.y if run.num_classes else None
-    moments = posterior_moments(run.model, part.x, y, batch_size=batch_size)
-    out = {"mean": moments.mean.numpy(), "var": moments.variance.numpy()}
-    if run.model.composition.posterior.discrete:
-        head: Any = run.model.encoder.head  # a discrete posterior's head: a CodeHead
-        codes = []
-        for i in range(0, len(part), batch_size):
-            yb = None if y is None else y[i : i + batch_size]
-            # The code index at each position of the most probable code.
-            codes.append(head.codes(run.encode(part.x[i : i + batch_size], yb).mode).cpu())
-        out["codes"] = torch.cat(codes).numpy()
-    if part.y is not None:
-        out["labels"] = part.y.numpy()
-    return out
+    """Every example of one split of the run's data encoded: :meth:`vaekit.rundir.Run.encode_split`."""
+    return run.encode_split(split, dataset=dataset, batch_size=batch_size)
 
 
 @torch.inference_mode()
@@ -660,8 +531,6 @@ def latent_means(
 @torch.inference_mode()
 def _code_usage(m: VAE, split: Split, labels: bool) -> dict[str, Any]:
     """Codebook usage of a discrete model over a split (the codes of the posterior's mode)."""
-    from vaekit.distributions.codes import CodeHead, code_usage
-
     head = m.encoder.head
     assert isinstance(head, CodeHead)
     device = next(m.parameters()).device
@@ -697,10 +566,8 @@ def classifier_accuracy(
     they form clusters at all (a 2-D latent space is rarely linearly separable). At
     most ``max_train`` training codes are used, chosen with a fixed seed.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    # scikit-learn costs ~1.3 s of start-up, to every command that reads runs: on use.
+    from sklearn import linear_model, neighbors, pipeline, preprocessing
 
     def arr(a: Tensor | np.ndarray) -> np.ndarray:
         return np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a)
@@ -713,8 +580,10 @@ def classifier_accuracy(
     if len(zt) > max_train:
         idx = np.random.default_rng(seed).choice(len(zt), max_train, replace=False)
         zt, yt = zt[idx], yt[idx]
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    knn = KNeighborsClassifier(n_neighbors=5)
+    logreg = pipeline.make_pipeline(
+        preprocessing.StandardScaler(), linear_model.LogisticRegression(max_iter=2000)
+    )
+    knn = neighbors.KNeighborsClassifier(n_neighbors=5)
     return {
         "logistic_regression": float(logreg.fit(zt, yt).score(zs, ys)),
         "knn": float(knn.fit(zt, yt).score(zs, ys)),
@@ -737,8 +606,6 @@ def num_threads(n: int | None) -> Iterator[int]:
     try:
         with ExitStack() as stack:
             if n is not None:
-                from threadpoolctl import threadpool_limits  # scikit-learn's dependency
-
                 # Before torch's own setting, so that what it restores is the original.
                 stack.enter_context(threadpool_limits(limits=n))
                 torch.set_num_threads(n)
@@ -759,8 +626,6 @@ def _layer_results(
     result: dict[str, Any], m: VAE, part: Split, variances: list[float], seed: int
 ) -> None:
     """With several stochastic layers: each layer's size, KL and active units."""
-    from vaekit.hierarchy import active_units_per_layer, kl_per_layer, layer_sizes
-
     sizes = layer_sizes(m)
     if sizes is None or not has_density(m):
         return
@@ -910,8 +775,6 @@ def evaluate_run(
 
         if m.composition.posterior.discrete:
             result["codes"] = _code_usage(m, part, labels)
-        from vaekit.stages import prior_note
-
         note = prior_note(run)
         if note:
             result["prior_note"] = note

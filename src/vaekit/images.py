@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from vaekit.errors import UsageError
+from vaekit.rundir import check_not_run_file
+from vaekit.storage import atomic_write
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -107,10 +110,6 @@ def save_image(
     white margin on the left. The file is written atomically, never inside a run
     directory's own folders (``RUN/checkpoints/x.png``: :func:`vaekit.rundir.check_not_run_file`).
     """
-    from PIL import Image, ImageDraw
-
-    from vaekit.rundir import atomic_write, check_not_run_file
-
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"{path}: images are written as {', '.join(IMAGE_SUFFIXES)}")
@@ -140,8 +139,6 @@ def save_image(
 
 
 def _font(size: int) -> Any:
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
     except TypeError:  # pragma: no cover - older Pillow: the small bitmap font

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.data.download import RemoteFile, locate
+from vaekit.data.core import cache_dir, data_dir
+from vaekit.data.download import RemoteFile, file_digest, locate
+from vaekit.storage import RunError
 
 __all__ = ["WEIGHTS", "MIRRORS", "FIDInceptionV3", "inception_weights", "InceptionFeatures"]
 
@@ -208,8 +210,6 @@ def inception_weights(
 ) -> Path:
     """The verified weights file: ``path`` (a file, or a folder holding it), else one in
     ``$VAEKIT_DATA_DIR`` or the cache (``VAEKIT_CACHE_DIR``/inception), else downloaded."""
-    from vaekit.data import cache_dir, data_dir
-
     search: list[Path | None] = []
     if path is not None:
         p = Path(path).expanduser()
@@ -238,8 +238,6 @@ class InceptionFeatures:
         device: str | torch.device = "cpu",
         batch_size: int = 50,
     ) -> None:
-        from vaekit.rundir import RunError
-
         weights = inception_weights(path)
         net = FIDInceptionV3()
         try:
@@ -268,6 +266,4 @@ class InceptionFeatures:
 
 
 def spec_sha(path: Path) -> str:
-    from vaekit.data.download import file_digest
-
     return file_digest(path, "sha256")

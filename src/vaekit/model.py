@@ -24,6 +24,7 @@ from vaekit.abilities import CodePosterior, LayeredPosterior, LayerFlows, OwnNet
 from vaekit.config import ModelConfig, composition
 from vaekit.distributions.flows import FlowPosterior
 from vaekit.errors import ConfigError
+from vaekit.nn import he_init
 from vaekit.objectives import build_objective
 from vaekit.parts import PYTHON_PART
 from vaekit.registry import FLOWS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
@@ -170,8 +171,6 @@ def _assemble(
         likelihood=model.composition.likelihood if "likelihood" in given else parts.likelihood,
     )
     if cfg.weight_init == "he":
-        from vaekit.nn import he_init
-
         he_init(model)
     model.config = cfg
     return model

@@ -33,18 +33,35 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from scipy.stats import rankdata
 from torch import Tensor
+from tqdm import tqdm
 
+from vaekit.data import DataError, Split, limit_split, load_dataset
+from vaekit.data.core import check_finite_rows
+from vaekit.data.readers import read_amat, read_csv, read_npy
+from vaekit.distributions.hierarchical import HierarchicalDistribution, HierarchicalPrior
+from vaekit.distributions.posteriors import sample_with_log_prob
 from vaekit.errors import UsageError
+from vaekit.evaluate import (
+    StreamingLogSumExp,
+    has_density,
+    log_likelihood,
+    log_weights,
+    nonfinite_result,
+)
 
 if TYPE_CHECKING:
     from vaekit.data import Split
@@ -52,6 +69,7 @@ if TYPE_CHECKING:
     from vaekit.rundir import Run
 
 __all__ = [
+    "score",
     "SCORES",
     "DEFAULT_SCORES",
     "anomaly_sign",
@@ -136,7 +154,6 @@ def auroc(in_scores: Any, out_scores: Any) -> float:
     """Area under the ROC curve, out-of-distribution the positive class, higher scores more
     anomalous: the probability that an out-of-distribution example scores above an
     in-distribution one (ties count half; the Mann-Whitney statistic)."""
-    from scipy.stats import rankdata
 
     s, y = _labelled(in_scores, out_scores)
     ranks = rankdata(s)  # average ranks: ties count half
@@ -206,7 +223,6 @@ def anomaly_threshold(valid_scores: Any, quantile: float = 0.99) -> float:
 def png_bits(x: Tensor | np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """L(x) of Serra et al. (2020): the length in bits of each image as a PNG at the
     strongest compression, of its 8-bit levels (values in [0, 1] times 255, rounded)."""
-    from PIL import Image
 
     shape = tuple(int(d) for d in shape)
     if len(shape) != 3 or shape[0] not in (1, 3):
@@ -267,7 +283,6 @@ def bound_above(
     samples. ``prior_mean`` takes the bottom layers at their conditional prior means (as
     the authors' code does) instead of drawing them.
     """
-    from vaekit.distributions.hierarchical import HierarchicalDistribution, HierarchicalPrior
 
     q = m.encode(x, y)
     prior = m.prior
@@ -313,8 +328,6 @@ def likelihood_regret(
     sampled with ``k`` samples (``before`` when already computed). Cost: ``steps``
     forward and backward passes of one example, per example.
     """
-    from vaekit.distributions.posteriors import sample_with_log_prob
-    from vaekit.evaluate import StreamingLogSumExp, log_likelihood, log_weights
 
     if steps < 1:
         raise UsageError(f"likelihood regret needs 1 or more steps, got {steps}")
@@ -386,8 +399,6 @@ def read_scoring_data(
     up with its rows; ``train``/``test`` take the split a run trained on it would see.
     ``limit`` keeps a seeded random subset (:func:`vaekit.data.limit_split`).
     """
-    from vaekit.data import Split, limit_split, load_dataset
-    from vaekit.data.core import check_finite_rows
 
     if split not in (None, "all", "train", "valid", "test"):
         raise UsageError(f"split must be train, valid, test or all, got {split!r}")
@@ -395,8 +406,6 @@ def read_scoring_data(
         raise UsageError(f"limit must be >= 0 (0 = every example), got {limit}")
     rows = _row_file(name)
     if rows is not None and split in (None, "all"):
-        from vaekit.data.readers import read_amat, read_csv, read_npy
-
         suffix = rows.suffix.lower()
         if suffix in (".csv", ".tsv"):
             table = read_csv(rows)
@@ -430,7 +439,6 @@ def read_scoring_data(
 def check_same_shape(run: Run, split: Split, what: str) -> None:
     """A DataError unless ``split``'s examples have the run's data shape (or its size
     flat): scores of examples of another shape do not exist."""
-    from vaekit.data import DataError
 
     shape = tuple(int(d) for d in run.data_shape)
     got = tuple(int(d) for d in split.x.shape[1:])
@@ -447,7 +455,6 @@ def check_same_shape(run: Run, split: Split, what: str) -> None:
 def _binarized(run: Run, split: Split, seed: int) -> Split:
     """The examples as the run's model sees data: its data.binarize applied (threshold, or
     one seeded Bernoulli draw for static and dynamic, as its test split got)."""
-    from dataclasses import replace
 
     mode = run.config.data.binarize
     if mode == "none":
@@ -534,7 +541,6 @@ def score_split(
     (images only); ``llr`` brings ``elbo_gtK`` and ``llr_gtK`` for each K; ``regret``
     brings ``log_px_tuned``. The draws are seeded and leave the global random state alone.
     """
-    from vaekit.evaluate import has_density, log_likelihood
 
     s = settings or ScoreSettings()
     names = _needed(s)
@@ -559,8 +565,6 @@ def score_split(
             "and this run's data are not images; leave out the complexity score"
         )
     if background is not None and tuple(background.data_shape) != tuple(run.data_shape):
-        from vaekit.data import DataError
-
         raise DataError(
             f"the background run {background.dir} models examples of shape "
             f"{tuple(background.data_shape)}, the run {run.dir} {tuple(run.data_shape)}: "
@@ -582,8 +586,6 @@ def score_split(
 
     def timed(name: str, t0: float) -> None:
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-
-    from tqdm import tqdm
 
     device = run.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -643,8 +645,6 @@ def score_split(
     out = {name: torch.cat(parts).numpy() for name, parts in cols.items()}
     for name, values in out.items():
         if not np.isfinite(values).all():
-            from vaekit.evaluate import nonfinite_result
-
             raise nonfinite_result(run, name, "NaN or infinite", "scored")
     return out, {key: round(v, 3) for key, v in seconds.items()}
 
@@ -678,7 +678,7 @@ def score_data(
     limit: int = 0,
 ) -> dict[str, np.ndarray]:
     """The per-example columns of a DATA argument (:func:`read_scoring_data`) under ``run``:
-    what ``run.score(x)`` does for arrays, from a dataset name or file."""
+    what :func:`score` does for arrays, from a dataset name or file."""
     s = settings or ScoreSettings()
     part, what = read_scoring_data(data, split, data_dir=data_dir, limit=limit, seed=s.seed)
     check_same_shape(run, part, what)
@@ -697,7 +697,6 @@ def score_histograms(
     sets overlaid (the values as they are, their AUROC in the title: below 0.5 where the
     out-of-distribution set looks *more* typical, as log p(x) of MNIST under a
     Fashion-MNIST model)."""
-    from matplotlib.figure import Figure
 
     metrics = metrics if metrics is not None else summarize(in_cols, out_cols)
     names = [n for n in in_cols if n in out_cols and n in metrics]
@@ -728,7 +727,6 @@ def score_histograms(
 def read_scores(path: str | Path) -> dict[str, np.ndarray]:
     """The per-example columns `vaekit score` wrote: a ``.csv`` (a header of column
     names) or a ``.npy`` structured array (a field per column)."""
-    from vaekit.data import DataError
 
     path = Path(path)
     try:
@@ -755,9 +753,6 @@ def saved_comparison(run_dir: str | Path) -> Path | None:
 
 def comparison_figure(summary: str | Path) -> Any:
     """:func:`score_histograms` of a saved comparison (its JSON names both sets' files)."""
-    import json
-
-    from vaekit.data import DataError
 
     summary = Path(summary)
     try:
@@ -770,3 +765,30 @@ def comparison_figure(summary: str | Path) -> Any:
     cols = [read_scores(f) for f in (first, second)]
     labels = [Path(f).stem.removeprefix("scores_") for f in (first, second)]
     return score_histograms(cols[0], cols[1], in_label=labels[0], out_label=labels[1])
+
+
+def score(
+    run: Run,
+    x: Any,
+    y: Any = None,
+    *,
+    scores: Any = None,
+    background: Run | None = None,
+    **settings: Any,
+) -> dict[str, np.ndarray]:
+    """Per-example out-of-distribution / anomaly scores of ``x`` under ``run``:
+    a float64 array per column, ``log_px``, ``elbo``, ``recon``, ``kl``, and (images)
+    ``png_bits`` and ``complexity``, (hierarchies) ``llr_gt1``; ``scores`` names others
+    (``ratio`` with ``background``, ``regret``). ``settings``: the fields of
+    :class:`vaekit.ood.ScoreSettings` (``k``, ``llr_k``, ``regret_steps``, ...)."""
+    xt = run._x(x)
+    yt = run._y(y, len(xt))
+    try:
+        chosen = default_scores(run) if scores is None else tuple(scores)
+        options = ScoreSettings(scores=chosen, **settings)
+    except TypeError as e:
+        raise UsageError(
+            f"vaekit.ood.score: {e}; its settings are those of vaekit.ood.ScoreSettings"
+        ) from None
+    part = Split(xt.cpu(), None if yt is None else yt.cpu())
+    return score_split(run, part, options, background=background)[0]

@@ -44,22 +44,36 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from vaekit.data import Dataset, Split
+from vaekit.distributions.codes import CodeHead
+from vaekit.distributions.hierarchical import HierarchicalPrior
 from vaekit.errors import UsageError
-from vaekit.hierarchy import FIGURES as LAYER_FIGURES
+from vaekit.evaluate import latent_means
+from vaekit.hierarchy import layer_sizes
 from vaekit.images import image_grid, reconstruction_grid, to_images
+from vaekit.latent_samplers import SamplerError, saved_samplers
+from vaekit.ood import comparison_figure, saved_comparison
 from vaekit.parts import ObjectiveAbilities
+from vaekit.quality import saved_scores
 from vaekit.rundir import Run, atomic_write, check_not_run_file, part_labels
+from vaekit.training_figures import training_curves
 
 __all__ = [
     "FIGURES",
     "FigureSpec",
     "FigureData",
     "LAYER_FIGURES",
+    "TEMPERATURES",
+    "layer_kl_terms",
+    "layer_kl_curves",
+    "temperature_samples",
+    "layer_resampling",
+    "layer_figure_reasons",
     "latent_scatter",
     "latent_histograms",
     "manifold_grid",
@@ -371,6 +385,7 @@ def manifold_grid(
     evenly. Other latent dimensions stay at 0; a conditional model decodes class ``y`` (0),
     which the title names.
     """
+    # scipy costs ~1-3 s of start-up, for this figure only.
     from scipy.stats import norm
 
     _require_images(run, "manifold_grid")
@@ -469,10 +484,6 @@ def code_grids(run: Run, x: Any, y: Any = None, n: int = 8) -> Figure:
     """A discrete model's codes: the first ``n`` examples of ``x`` (top), the code grid of
     each (its most probable code at every position, one colour per code with the index
     written in) and the decoding of that grid (bottom)."""
-    from matplotlib.colors import ListedColormap, hsv_to_rgb
-
-    from vaekit.distributions.codes import CodeHead
-
     head = run.model.encoder.head
     if not isinstance(head, CodeHead):
         raise ValueError("code grids need a discrete posterior (model.posterior=vq or gumbel)")
@@ -523,8 +534,6 @@ def sampler_samples(
     each, the same seed for all. ``names`` default to the prior and the samplers saved in
     the run; none is fitted here (a missing or stale one shows why). ``scores``: sampler
     name -> {"fid", "precision", "recall"}, written under each panel's title."""
-    from vaekit.samplers import SamplerError, load_sampler, saved_samplers
-
     _require_images(run, "sampler_samples")
     names = list(names) if names is not None else ["prior", *saved_samplers(run.dir)]
     ncol = math.ceil(math.sqrt(n))
@@ -532,7 +541,7 @@ def sampler_samples(
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         try:
-            sampler = load_sampler(run, name, fit=False)
+            sampler = run.sampler(name)
         except SamplerError as e:
             ax.set_axis_off()
             ax.text(0.5, 0.5, str(e), ha="center", va="center", wrap=True, fontsize=7)
@@ -597,58 +606,6 @@ def interpolation(
     ax = fig.subplots()
     _show_images(ax, imgs, steps + 2)
     ax.set_title("Interpolation in latent space")
-    return fig
-
-
-def training_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
-    """One panel per logged term (loss, recon, kl, ...), one line per split, by epoch.
-
-    ``metrics`` is the list of rows of ``metrics.jsonl`` (``Run.metrics``).
-    """
-    rows = [r for r in metrics if isinstance(r, Mapping) and "epoch" in r]
-    if not rows:
-        raise UsageError(
-            "training_curves needs at least one metrics row (metrics.jsonl is empty: train the run first)"
-        )
-    splits = [
-        s for s in ("train", "valid", "test") if any(isinstance(r.get(s), Mapping) for r in rows)
-    ]
-    terms: list[str] = []
-    for r in rows:
-        for s in splits:
-            for key in r.get(s) or {}:
-                if key not in terms:
-                    terms.append(key)
-    ncols = min(len(terms), 4)
-    nrows = math.ceil(len(terms) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    styles = {"train": "-", "valid": "--", "test": "-"}
-    colours = {"train": "#1f77b4", "valid": "#2ca02c", "test": "#d62728"}
-    for ax, term in zip(axes, terms, strict=False):
-        for s in splits:
-            pts = [
-                (r["epoch"], r[s][term])
-                for r in rows
-                if isinstance(r.get(s), Mapping) and term in r[s] and r[s][term] is not None
-            ]
-            if pts:
-                e, v = zip(*pts, strict=True)
-                ax.plot(
-                    e,
-                    v,
-                    styles[s],
-                    color=colours[s],
-                    label=s,
-                    marker="." if len(pts) < 30 else None,
-                )
-        ax.set_title(term)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    for ax in axes[len(terms) :]:
-        fig.delaxes(ax)
     return fig
 
 
@@ -858,8 +815,6 @@ def compare_runs(
             if labels is None:
                 raise UsageError(f"{name} is a conditional model: pass the labels")
             ys = torch.as_tensor(_np(labels))
-        from vaekit.evaluate import latent_means
-
         z = latent_means(run.model, xs.reshape(len(xs), *run.data_shape), ys).numpy()
         post = run.model.composition.posterior
         # Trained against a prior: random draws, or a density (VQ-VAE's one-hot code).
@@ -893,8 +848,6 @@ def compare_runs(
 
 def _samplers_absent(run: Run) -> str | None:
     """Why the samplers figure does not apply (None when it does)."""
-    from vaekit.samplers import saved_samplers
-
     if run.num_classes:
         return "a conditional model samples from its prior only"
     if not saved_samplers(run.dir):
@@ -903,8 +856,6 @@ def _samplers_absent(run: Run) -> str | None:
 
 
 def _draw_samplers(d: FigureData) -> Figure:
-    from vaekit.quality import saved_scores
-
     return sampler_samples(d.run, seed=d.seed, scores=saved_scores(d.run.dir))
 
 
@@ -942,6 +893,132 @@ def random_subset(split: Split, n: int, seed: int = 0) -> Split:
     """
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(split))[:n])
     return Split(split.x[order], None if split.y is None else split.y[order])
+
+
+# -- a hierarchy's figures (vaekit.hierarchy holds its numbers) --------------------------------
+
+# The figures of ``vaekit plot`` that apply to hierarchies.
+LAYER_FIGURES = ("layer_kl", "temperatures", "layer_resampling")
+
+# Temperatures of the figure of samples (NVAE shows 0.6-1.0; VDVAE samples at 0.1-1.0).
+TEMPERATURES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def layer_kl_terms(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The per-layer KL terms (``kl_z1`` ...) that ``metrics.jsonl`` rows hold, in order."""
+    found: set[str] = set()
+    for r in metrics:
+        for s in ("train", "valid", "test"):
+            part = r.get(s)
+            if isinstance(part, Mapping):
+                found |= {k for k in part if k.startswith("kl_z") and k[4:].isdigit()}
+    return sorted(found, key=lambda k: int(k[4:]))
+
+
+def layer_kl_curves(metrics: Sequence[Mapping[str, Any]]) -> Figure:
+    """Each layer's KL term by epoch (validation solid where logged, train dashed): which
+    layers carry information, and when each switches on during the KL warm-up."""
+    terms = layer_kl_terms(metrics)
+    if not terms:
+        raise ValueError(
+            "the metrics hold no per-layer KL terms (kl_z1, ...): one stochastic layer"
+        )
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    colours = [f"C{i}" for i in range(len(terms))]
+    held_out = next(
+        (s for s in ("valid", "test") if any(isinstance(r.get(s), Mapping) for r in metrics)),
+        None,
+    )
+    for term, colour in zip(terms, colours, strict=True):
+        for split, style in ((held_out, "-"), ("train", "--")):
+            pts = [
+                (r["epoch"], r[split][term])
+                for r in metrics
+                if split and isinstance(r.get(split), Mapping) and r[split].get(term) is not None
+            ]
+            if pts:
+                e, v = zip(*pts, strict=True)
+                ax.plot(e, v, style, color=colour, label=f"{term[3:]} ({split})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title("KL of each stochastic layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2)
+    return fig
+
+
+def _grid_rows(
+    run: Run, rows: Sequence[Tensor], labels: Sequence[str], title: str, ncol: int
+) -> Figure:
+    fig = Figure(
+        figsize=(min(12.0, 0.75 * ncol) + 1.2, 0.8 * len(rows) + 0.7), layout="constrained"
+    )
+    axes = np.atleast_1d(fig.subplots(len(rows), 1))
+    for ax, x, label in zip(axes, rows, labels, strict=True):
+        _show_images(ax, to_images(x, run.data_shape), ncol)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    axes[0].set_title(title)
+    return fig
+
+
+@torch.no_grad()
+def temperature_samples(
+    run: Run, temperatures: Sequence[float] = TEMPERATURES, n: int = 12, *, seed: int = 0
+) -> Figure:
+    """One row of ``n`` samples per temperature: the prior's spread (every layer's) scaled
+    by t, the same noise seed on each row. Below 1, samples trade variety for sharpness."""
+    rows = []
+    for t in temperatures:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            rows.append(run.sample(n, temperature=t).cpu())
+    return _grid_rows(
+        run, rows, [f"t = {t:g}" for t in temperatures], "Samples at temperatures t", n
+    )
+
+
+@torch.no_grad()
+def layer_resampling(
+    run: Run, x: Any, y: Any = None, *, n: int = 8, redraws: int = 2, seed: int = 0
+) -> Figure:
+    """What each layer encodes: for test images (top row), one posterior draw z, then per
+    layer l from the top down, ``redraws`` decodings that keep z_l .. z_L and draw the
+    layers below from the prior. Keeping only the top shows what it fixes (class, style);
+    keeping z_1 too is a reconstruction."""
+    sizes = layer_sizes(run)
+    if sizes is None:
+        raise ValueError("layer_resampling needs a model with several stochastic layers")
+    m = run.model
+    xs = torch.as_tensor(np.asarray(x)[:n], dtype=torch.float32, device=run.device)
+    ys = None if (y is None or not run.num_classes) else torch.as_tensor(np.asarray(y)[:n])
+    rows, labels = [xs.cpu()], ["data"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        q = run.encode(xs, ys)
+        z = q.sample()
+        prior = m.prior
+        assert isinstance(prior, HierarchicalPrior)
+        for layer in reversed(range(1, len(sizes) + 1)):
+            for r in range(redraws if layer > 1 else 1):
+                zl = prior.sample_below(z, layer)
+                rows.append(run.decode(zl, ys).mean.cpu())
+                kept = f"z{layer}" if layer == len(sizes) else f"z{layer}..z{len(sizes)}"
+                labels.append(f"keep {kept}" + (f" #{r + 1}" if layer > 1 else ""))
+    return _grid_rows(run, rows, labels, "Each layer's share: redraw the layers below", len(xs))
+
+
+def layer_figure_reasons(run: Run) -> dict[str, str | None]:
+    """For the hierarchy's figures in ``vaekit plot``: None where one applies, else why not."""
+    layered = layer_sizes(run) is not None
+    # One-layer runs keep their figures; `vaekit sample --temperature` draws them cold too.
+    tempered = None if layered else "one stochastic layer (vaekit sample --temperature T)"
+    return {
+        "layer_kl": None if layer_kl_terms(run.metrics) else "one stochastic layer (no kl_z1, ...)",
+        "temperatures": tempered,
+        "layer_resampling": None if layered else "one stochastic layer",
+    }
 
 
 @dataclass
@@ -1043,7 +1120,6 @@ def _discrete_only(run: Run) -> str | None:
 
 
 def _ood_absent(run: Run) -> str | None:
-    from vaekit.ood import saved_comparison
 
     if saved_comparison(run.dir) is None:
         return "no saved OOD comparison: run `vaekit score RUN IN OUT` first"
@@ -1051,7 +1127,6 @@ def _ood_absent(run: Run) -> str | None:
 
 
 def _draw_ood_scores(d: FigureData) -> Figure:
-    from vaekit.ood import comparison_figure, saved_comparison
 
     summary = saved_comparison(d.run.dir)
     assert summary is not None  # the figure applies only when there is one
@@ -1163,25 +1238,25 @@ FIGURES: dict[str, FigureSpec] = {
         FigureSpec(
             "layer_kl",
             "KL of each stochastic layer by epoch (held-out solid, train dashed).",
-            lambda d: _hierarchy().layer_kl_curves(d.run.metrics),
+            lambda d: layer_kl_curves(d.run.metrics),
             metrics=True,
-            check=lambda run: _hierarchy().figure_reasons(run)["layer_kl"],
+            check=lambda run: layer_figure_reasons(run)["layer_kl"],
         ),
         FigureSpec(
             "temperatures",
             "Samples with the prior's spread (every layer's) scaled by a temperature t, the "
             "same noise on each row.",
-            lambda d: _hierarchy().temperature_samples(d.run, seed=d.seed),
+            lambda d: temperature_samples(d.run, seed=d.seed),
             images=True,
-            check=lambda run: _hierarchy().figure_reasons(run)["temperatures"],
+            check=lambda run: layer_figure_reasons(run)["temperatures"],
         ),
         FigureSpec(
             "layer_resampling",
             "Test images, then decodings that keep a posterior draw's layers from z_l up and "
             "redraw those below from the prior.",
-            lambda d: _hierarchy().layer_resampling(d.run, d.test.x[:8], d.labels, seed=d.seed),
+            lambda d: layer_resampling(d.run, d.test.x[:8], d.labels, seed=d.seed),
             images=True,
-            check=lambda run: _hierarchy().figure_reasons(run)["layer_resampling"],
+            check=lambda run: layer_figure_reasons(run)["layer_resampling"],
         ),
         # Issue 28: the saved `vaekit score RUN IN OUT` comparison (vaekit.ood).
         FigureSpec(
@@ -1193,12 +1268,6 @@ FIGURES: dict[str, FigureSpec] = {
         ),
     )
 }
-
-
-def _hierarchy() -> Any:
-    from vaekit import hierarchy
-
-    return hierarchy
 
 
 def figure_list() -> str:
@@ -1246,8 +1315,6 @@ def run_figures(
     labels = test.y if run.num_classes else None
     codes: np.ndarray | None = None
     if any(FIGURES[n].codes for n in names):
-        from vaekit.evaluate import latent_means
-
         codes = latent_means(run.model, test.x, labels).numpy()
     data = FigureData(
         run=run,

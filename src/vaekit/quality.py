@@ -32,23 +32,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import math
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from vaekit.data import Dataset, cache_dir, model_view
 from vaekit.errors import VaekitError
-
-if TYPE_CHECKING:
-    from vaekit.data import Dataset
-    from vaekit.rundir import Run
+from vaekit.inception import InceptionFeatures
+from vaekit.rundir import Run, run_data
+from vaekit.samplers import load_sampler, sampler_names
+from vaekit.storage import save_weights, write_json
 
 __all__ = [
     "FEATURES",
@@ -300,11 +303,6 @@ def domain_features(
 
     ``binarize`` and ``seed`` are the run's: binarized data get a network of their own.
     """
-    from safetensors.torch import load_file
-
-    from vaekit.data import cache_dir
-    from vaekit.rundir import save_weights, write_json
-
     if ds.train.y is None or ds.num_classes < 2:
         raise QualityError(
             f"the domain feature network is a classifier, and dataset {ds.name} has no labels; "
@@ -370,9 +368,6 @@ def reference_data(
     """The run's dataset with its whole training split (no validation holdout, no
     ``data.limit``), so the domain network of a dataset is the same for every run; with
     ``data.binarize: dynamic``, one seeded binary draw of it, as the test split holds."""
-    from vaekit.data import model_view
-    from vaekit.rundir import run_data
-
     d = dataclasses.replace(run.config.data, valid_fraction=0.0, limit=0)
     cfg = dataclasses.replace(run.config, data=d)
     ds = run_data(run.dir, cfg, run.info.get("data"), path=path, allow_changed=allow_changed)
@@ -397,8 +392,6 @@ def feature_network(
             ds, binarize=run.config.data.binarize, seed=run.config.train.seed, log=log
         )
     if name == "inception":
-        from vaekit.inception import InceptionFeatures
-
         if len(ds.shape) != 3 or ds.shape[0] not in (1, 3):
             raise QualityError(
                 f"the Inception network reads grey or RGB images; {ds.name} has shape {ds.shape}"
@@ -444,8 +437,6 @@ def sample_quality(
     """FID, precision and recall of ``n`` samples of each sampler against the test split
     (``n`` defaults to its size), in the feature space of ``features``; the ``data`` row
     scores as many training examples the same way."""
-    from vaekit.samplers import load_sampler, sampler_names
-
     names = sampler_names(samplers)
     ds = dataset if dataset is not None else reference_data(run)
     net = feature_network(features, ds, run, inception_path=inception_path, log=log)
@@ -573,8 +564,6 @@ def saved_scores(run_dir: Path, features: str = "domain") -> dict[str, dict[str,
 
 def quality_html(run_dir: Path) -> str:
     """The report's sample-quality tables: one per saved file, headed by its network."""
-    import html
-
     esc = html.escape
     parts = []
     for name, data in saved_quality(run_dir):

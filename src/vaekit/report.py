@@ -26,8 +26,12 @@ from typing import Any, TextIO
 import yaml
 from matplotlib.figure import Figure
 
+from vaekit._version import __version__
 from vaekit.config import config_to_dict
 from vaekit.data import Dataset
+from vaekit.evaluate import evaluate_run
+from vaekit.plots import FIGURES, applicable_figures, run_figures
+from vaekit.quality import quality_html
 from vaekit.rundir import (
     Run,
     atomic_write,
@@ -120,8 +124,6 @@ def load_or_evaluate(
     weights (:func:`vaekit.rundir.saved_evaluation`); else, or when there is none, a new
     evaluation with ``k`` (default ``default_k``) importance samples, saved beside the
     others (``eval-k100.json``, say; ``wrote PATH`` to ``log``)."""
-    from vaekit.evaluate import evaluate_run
-
     if k is None:
         saved = saved_evaluation(run.dir, run.weights, run.weights_epoch)
         if saved is not None:
@@ -360,7 +362,6 @@ ul.skipped{color:#6b7480;font-size:14px}footer{margin-top:40px;color:#8a929c;fon
 
 def _yaml(data: Any) -> str:
     """The config as block-style YAML with lists on one line (hidden: [500, 500])."""
-    import yaml
 
     class _Dumper(yaml.SafeDumper):
         pass
@@ -395,10 +396,6 @@ def render_report(
     """The report as one HTML string (figures embedded as base64 PNG); ``disentanglement``,
     a :func:`vaekit.disentangle.metrics.evaluate_disentanglement` result, adds its table
     and plot."""
-    import vaekit
-    from vaekit.plots import FIGURES
-    from vaekit.quality import quality_html
-
     cfg = run.config
     data = run.info.get("data", {})
     m = cfg.model
@@ -474,7 +471,7 @@ def render_report(
         "<h2>Configuration</h2>",
         '<p class="muted">As saved in config.json (load it with <code>vaekit train --config</code>).</p>',
         f"<pre>{html.escape(_yaml(config_to_dict(cfg)), quote=False)}</pre>",
-        f"<footer>vaekit {esc(vaekit.__version__)}, written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. "
+        f"<footer>vaekit {esc(__version__)}, written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. "
         "Self-contained: figures are embedded, nothing is fetched.</footer>",
         "</main></body></html>",
     ]
@@ -484,6 +481,7 @@ def render_report(
 def _disentanglement_section(result: Mapping[str, Any] | None, dpi: int) -> str:
     if result is None:
         return ""
+    # The disentanglement metrics import scikit-learn (~1.3 s): only for data with factors.
     from vaekit.disentangle.figures import metrics_table_html, run_metrics_figure
 
     uri = _png_data_uri(run_metrics_figure(result), dpi)
@@ -501,6 +499,7 @@ def load_or_score_disentanglement(
 ) -> dict[str, Any] | None:
     """A saved ``vaekit evaluate --disentanglement`` result for these weights (the full
     protocol's before a quick one), else a quick one, saved; None for data without factors."""
+    # scikit-learn (~1.3 s), which the metrics import: only for data with factors.
     from vaekit.disentangle.metrics import (
         Protocol,
         disentanglement_file_name,
@@ -545,8 +544,6 @@ def write_report(
     """Evaluate (or reuse the run's most thorough saved evaluation), draw every applicable figure, and write the
     report (default RUN/report.html). Returns its path; an evaluation it saves in the run
     directory is said to ``log`` (``wrote PATH``)."""
-    from vaekit.plots import applicable_figures, run_figures
-
     if out is not None:  # before the long part: never over a run's own files
         check_not_run_file(out, "out", "report.html")
     ds = dataset if dataset is not None else run.dataset(data_dir)

@@ -11,12 +11,14 @@ Layout::
     RUN/eval*.json                `vaekit evaluate`'s results, named by their settings
                                   (:func:`eval_file_name`, :func:`saved_evaluation`)
 
-Everything is written atomically (temporary file, fsync, rename), so a crash leaves
-either the old file or the new one, never half of one. Weights files record the sha256
+Everything is written atomically (temporary file, fsync, rename: :mod:`vaekit.storage`,
+the layer below this one, whose names this module re-exports), so a crash leaves either
+the old file or the new one, never half of one. Weights files record the sha256
 of their tensor data (:data:`WEIGHTS_SHA256`), checked with their values on every load
 (:func:`read_weights`); JSON is always strict (:func:`json_text`). What a run directory
 owns is listed once (:data:`RUN_OWNED`): no command's ``--out`` may name it. Nothing here
-imports the trainer.
+imports the trainer: a run's second stage (:mod:`vaekit.stages`) and its post-hoc samplers
+(:mod:`vaekit.samplers`) are trained above it, and loaded here.
 
 Who may write at the same time: one trainer. ``vaekit train`` (new run or ``--resume``)
 holds ``RUN/.lock`` (:func:`run_lock`, an OS lock the kernel drops when the process
@@ -37,7 +39,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import json
 import math
 import numbers
@@ -45,33 +47,61 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save
 from torch import Tensor
 from torch.distributions import Distribution
 
+from vaekit._version import __version__
 from vaekit.config import Config, ConfigError, config_from_dict, config_to_dict
-from vaekit.data.core import DataError
+from vaekit.data import (
+    NAMED,
+    PYTHON_DATA,
+    DataError,
+    Dataset,
+    data_change,
+    model_view,
+    python_dataset,
+    training_data,
+)
 from vaekit.distributions.likelihoods import check_unit_interval, event_value
-from vaekit.errors import UsageError, VaekitError
+from vaekit.errors import UsageError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
-from vaekit.parts import ObjectiveAbilities
+from vaekit.moments import encode_part
+from vaekit.objectives import ELBO, AutoencoderLoss
+from vaekit.parts import PYTHON_PART, ObjectiveAbilities, is_import_path
+from vaekit.registry import OBJECTIVES, REGISTRIES
+from vaekit.storage import (
+    WEIGHTS_SHA256,
+    RunBusyError,
+    RunError,
+    atomic_write,
+    finite_or_none,
+    json_text,
+    load_weights,
+    nonfinite_key,
+    read_weights,
+    read_weights_epoch,
+    save_weights,
+    write_json,
+)
 from vaekit.validate import short
+from vaekit.zoo_store import ZOO_PREFIX, zoo_run
 
 if TYPE_CHECKING:
-    from vaekit.data import Dataset
-    from vaekit.samplers import Sampler
+    from vaekit.latent_samplers import Sampler
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock (run_lock then locks nothing)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "BEST_WEIGHTS",
@@ -124,15 +154,15 @@ __all__ = [
     "ZOO_PREFIX",
     "zoo_name",
     "run_location",
+    "PRIOR_STAGE",
+    "STAGES",
+    "STAGE_FILE",
+    "prior_stage_dir",
+    "has_prior_stage",
+    "stage_note",
+    "prior_note",
+    "saved_sampler",
 ]
-
-
-class RunError(VaekitError, RuntimeError):
-    """A run directory that cannot be read; the message says what is missing and what to do."""
-
-
-class RunBusyError(RunError):
-    """Another process holds the run directory's lock (it is training it)."""
 
 
 LOCK_FILE = ".lock"
@@ -171,9 +201,7 @@ def run_lock(
     there = run_dir.parents[len(created) - 1] if created else run_dir
     if there.exists() and not there.is_dir():
         raise _not_a_folder(run_dir, there) if create else no_run_dir(run_dir)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no flock; run without a lock
+    if fcntl is None:  # pragma: no cover - Windows: no flock; run without a lock
         run_dir.mkdir(parents=True, exist_ok=True)
         yield path
         return
@@ -257,9 +285,6 @@ def python_given(config: Config) -> list[str]:
     ``"model"`` (a part of yours passed as a module to :func:`vaekit.compose`),
     ``"objective"`` (an objective object of an unregistered class) and ``"data"`` (data
     passed to :func:`vaekit.fit`). Empty for a run that ``vaekit train --resume`` continues."""
-    from vaekit.data import PYTHON_DATA
-    from vaekit.parts import PYTHON_PART
-
     m = config.model
     parts = [m.encoder, m.decoder, m.posterior, m.flow, m.prior, m.likelihood]
     given = []
@@ -316,138 +341,6 @@ def resume_option(config: Config, name: str, value: str = "N") -> str:
     return f"{name}={value}" if python_given(config) else f"--{name} {value}"
 
 
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
-
-    A crash at any point leaves either the old file or the new one (plus, at worst, a
-    hidden ``.NAME.*.tmp`` file that the trainer removes when it resumes).
-
-    Example:
-        >>> with atomic_write(Path("out.json"), "w") as f:    # doctest: +SKIP
-        ...     f.write("{}")
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _chmod_default(fd)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-_UMASK: int | None = None
-
-
-def _chmod_default(fd: int) -> None:
-    # mkstemp creates 0600 files; give the final file the mode open() would (0666 - umask).
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    with contextlib.suppress(OSError, AttributeError):  # platforms without fchmod
-        os.fchmod(fd, 0o666 & ~_UMASK)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def nonfinite_key(data: Any, where: str = "") -> tuple[str, float] | None:
-    """The first place in ``data`` (``"nll"``, ``"classifier.accuracy"``, ``"kl_per_dim[3]"``)
-    that holds a float that is NaN or infinite, which JSON cannot hold, with that value;
-    None when none does."""
-    if isinstance(data, float):
-        return None if math.isfinite(data) else (where or "the value", data)
-    if isinstance(data, Mapping):
-        items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in data.items())
-    elif isinstance(data, list | tuple):
-        items = ((f"{where}[{i}]", v) for i, v in enumerate(data))
-    else:
-        return None
-    for key, value in items:
-        found = nonfinite_key(value, key)
-        if found is not None:
-            return found
-    return None
-
-
-def finite_or_none(data: Any) -> Any:
-    """``data`` with every NaN or infinite float replaced by None (JSON's null)."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, Mapping):
-        return {k: finite_or_none(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [finite_or_none(v) for v in data]
-    return data
-
-
-def json_text(data: Any, *, indent: int | None = 2) -> str:
-    """``data`` as strict JSON text: a NaN or infinity, which JSON has no token for (Python
-    would write a bare ``NaN`` that other readers refuse), is a RunError naming its key."""
-    try:
-        return json.dumps(data, indent=indent, allow_nan=False)
-    except ValueError:
-        found = nonfinite_key(data)
-        if found is None:
-            raise
-        raise RunError(
-            f"{found[0]} is {found[1]}, not a finite number, which JSON cannot hold"
-        ) from None
-
-
-def write_json(path: Path, data: Any) -> None:
-    """``data`` as strict JSON (:func:`json_text`), written atomically."""
-    try:
-        text = json_text(data)
-    except RunError as e:
-        raise RunError(f"cannot write {path}: {e}; nothing was written") from None
-    with atomic_write(path, "w") as f:
-        f.write(text + "\n")
-
-
-# The metadata key of a weights file that holds the sha256 of its tensor data (every byte
-# after the header): written by save_weights, checked by load_weights when present (files
-# written before it have none and load as they did).
-WEIGHTS_SHA256 = "data_sha256"
-
-
-def save_weights(
-    path: Path, module: torch.nn.Module, metadata: dict[str, str] | None = None
-) -> None:
-    """A module's state dict as safetensors, written atomically (contiguous CPU copies),
-    with the sha256 of its tensor data in its metadata (:data:`WEIGHTS_SHA256`)."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    data = save(tensors, metadata=metadata)
-    # The tensor data do not depend on the metadata: hash them, then save with the hash.
-    digest = hashlib.sha256(memoryview(data)[_header_end(data) :]).hexdigest()
-    data = save(tensors, metadata={**(metadata or {}), WEIGHTS_SHA256: digest})
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-
-
-def _header_end(data: bytes) -> int:
-    """Where a safetensors file's tensor data begin: 8 bytes of header length, the header."""
-    return 8 + int.from_bytes(data[:8], "little")
-
-
 def weights_path(run_dir: Path, weights: str = "last") -> Path:
     """The weights file that ``load(run_dir, weights=...)`` reads: ``best.safetensors``, or
     ``model.safetensors`` (else the newest checkpoint's); a RunError says what is missing."""
@@ -473,58 +366,6 @@ def weights_path(run_dir: Path, weights: str = "last") -> Path:
             path = ema if ema.is_file() else ckpt / "model.safetensors"
         return path
     raise RunError(f"weights must be 'last' or 'best', got {weights!r}")
-
-
-def read_weights_epoch(path: Path) -> int | None:
-    """The epoch recorded in a weights file's metadata (None when it has none)."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        return int(meta["epoch"]) if "epoch" in meta else None
-    except (SafetensorError, OSError, ValueError):
-        return None
-
-
-def read_weights(path: Path, fallback: str = "") -> dict[str, Tensor]:
-    """The tensors of a safetensors weights file, checked: a file that is truncated or
-    corrupt, whose tensor data do not match the sha256 it records (:data:`WEIGHTS_SHA256`;
-    files from before it record none), or that holds NaN or infinite values, is a RunError
-    that ends with ``fallback`` (what to load instead)."""
-    instead = f"; {fallback}" if fallback else ""
-    try:
-        raw = Path(path).read_bytes()
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        state: dict[str, Tensor] = load_safetensors(raw)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RunError(
-            f"{path}: cannot read weights ({e}); the file is truncated or corrupt{instead}"
-        ) from None
-    digest = meta.get(WEIGHTS_SHA256)
-    if digest is not None and hashlib.sha256(raw[_header_end(raw) :]).hexdigest() != digest:
-        raise RunError(
-            f"{path}: the weights are corrupt (their sha256 does not match the one the file "
-            f"records){instead}"
-        )
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
-    if bad:
-        raise RunError(
-            f"{path}: {bad[0]} holds NaN or infinite values: the file is damaged (no weights "
-            f"that training saves hold any){instead}"
-        )
-    return state
-
-
-def load_weights(path: Path, module: torch.nn.Module, fallback: str = "") -> None:
-    """Load safetensors weights into ``module``, checked by :func:`read_weights` (whose
-    errors end with ``fallback``); weights that do not fit the model are a RunError too."""
-    state = read_weights(path, fallback)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        raise RunError(
-            f"{path}: weights do not fit the model in config.json ({str(e).splitlines()[0]})"
-        ) from None
 
 
 def weights_fallback(run_dir: Path, path: Path) -> str:
@@ -594,8 +435,6 @@ def part_labels(config: Config) -> dict[str, str]:
         >>> labels["posterior"], labels["objective"]
         ('gaussian+planar4', 'iwae k=1')
     """
-    from vaekit.registry import REGISTRIES
-
     m = config.model
 
     def label(kind: str, pc: Any) -> str:
@@ -639,8 +478,6 @@ def objective_abilities(config: Config) -> ObjectiveAbilities:
         >>> objective_abilities(load_config(None, ["objective.name=iwae"])).bound
         'iwae'
     """
-    from vaekit.registry import OBJECTIVES
-
     abilities: ObjectiveAbilities = OBJECTIVES.get(config.objective.name).abilities
     return abilities
 
@@ -948,6 +785,61 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+# -- a second stage (RUN/prior), as loading finds it; vaekit.stages trains it ------------
+
+# RUN/prior: the second stage's run directory.
+PRIOR_STAGE = "prior"
+# The stages a run directory may hold: the model as trained, and a prior fitted after it.
+STAGES = ("model", PRIOR_STAGE)
+STAGE_FILE = "stage.json"
+
+
+def prior_stage_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Where a run's second stage lives: ``RUN/prior``."""
+    return Path(run_dir) / PRIOR_STAGE
+
+
+def has_prior_stage(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether RUN has a second stage with weights (what ``vaekit.load(RUN)`` then loads)."""
+    stage = prior_stage_dir(run_dir)
+    return (stage / "config.json").is_file() and (
+        (stage / "model.safetensors").is_file() or latest_checkpoint(stage) is not None
+    )
+
+
+def stage_note(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why RUN's second stage may no longer fit RUN (RUN trained on after it started)."""
+    stage = prior_stage_dir(run_dir)
+    try:
+        info = json.loads((stage / STAGE_FILE).read_text())
+        now = read_weights_epoch(weights_path(Path(run_dir), "last"))
+    except (OSError, ValueError, RunError):
+        return None
+    then = info.get("parent_epoch") if isinstance(info, dict) else None
+    if then is None or now is None or now == then:
+        return None
+    return (
+        f"{stage} was fitted to the codes of {run_dir} at epoch {then}, which has trained to "
+        f"epoch {now} since; its model is that of epoch {then}. Remove {stage} and run "
+        f"`vaekit train --resume {run_dir} --stage prior` again to fit the new codes"
+    )
+
+
+def prior_note(run: Run) -> str | None:
+    """A note for outputs of a discrete model whose prior learned nothing: its samples and
+    bound use the uniform prior over codes (the honest default before a prior stage)."""
+    model = run.model
+    if not model.composition.posterior.discrete or getattr(run, "stage", "model") != "model":
+        return None
+    if any(True for _ in model.prior_module.parameters()):
+        return None
+    return (
+        f"{run.dir} has no learned prior over its codes: it uses the uniform prior (log p(z) = "
+        "-positions x log codes). Fit one to its codes with "
+        f"`vaekit train --resume {run.dir} --stage prior --epochs N`"
+    )
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(
@@ -1101,8 +993,6 @@ class Run:
         model: VAE | None = None,
         stage: str = "auto",
     ) -> Run:
-        from vaekit.stages import STAGES, has_prior_stage, prior_stage_dir, stage_note
-
         zoo = zoo_name(run_dir)
         run_dir, weights = run_location(run_dir, weights, stage)
         device = _device(device)
@@ -1358,16 +1248,15 @@ class Run:
                 "(its distribution has no sample()); sample the means instead (draw=False)"
             ) from None
 
-    def sampler(self, name: str, *, fit: bool | str = "auto", **options: Any) -> Sampler:
-        """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`): the one saved
-        in ``RUN/samplers/NAME`` when it was fitted on these weights, else fitted now on the
-        training codes and saved (``fit=False``: refuse instead; ``fit=True``: refit).
-        ``options`` are the sampler's own (``components=[5, 10]`` for gmm, ...)."""
-        from vaekit.samplers import load_sampler
-
-        if not (fit is True or fit is False or fit == "auto"):
-            raise UsageError(f"fit must be True, False or 'auto', got {short(fit)}")
-        return load_sampler(self, name, fit=fit, options=options)
+    def sampler(self, name: str) -> Sampler:
+        """The post-hoc sampler ``name`` of this run (:mod:`vaekit.samplers`) as saved in
+        ``RUN/samplers/NAME`` when it was fitted on these weights (``"prior"``: the model's
+        own p(z)); else a SamplerError. Loading a run never trains: fit a sampler with
+        ``vaekit fit-sampler RUN --sampler NAME`` or :func:`vaekit.samplers.load_sampler`
+        (which fits it on first use)."""
+        sampler, _ = saved_sampler(self, name, required=True)
+        assert sampler is not None
+        return sampler
 
     # -- the whole model --------------------------------------------------------------------
 
@@ -1380,8 +1269,6 @@ class Run:
     @torch.inference_mode()
     def elbo(self, x: Any, y: Any = None, samples: int = 1) -> dict[str, Tensor]:
         """Per-example ELBO and its terms (``recon`` = -E[log p(x|z)], ``kl``) in nats."""
-        from vaekit.objectives import ELBO, AutoencoderLoss
-
         samples = self._count(samples, "samples")
         xt = self._x(x)
         yt = self._y(y, len(xt))
@@ -1397,35 +1284,6 @@ class Run:
         kl = getattr(self.config.objective.options, "kl", "auto")
         return ELBO(samples=samples, kl=kl)(self.model, xt, yt).terms
 
-    def score(
-        self,
-        x: Any,
-        y: Any = None,
-        *,
-        scores: Any = None,
-        background: Run | None = None,
-        **settings: Any,
-    ) -> dict[str, np.ndarray]:
-        """Per-example out-of-distribution / anomaly scores of ``x`` (:mod:`vaekit.ood`):
-        a float64 array per column, ``log_px``, ``elbo``, ``recon``, ``kl``, and (images)
-        ``png_bits`` and ``complexity``, (hierarchies) ``llr_gt1``; ``scores`` names others
-        (``ratio`` with ``background``, ``regret``). ``settings``: the fields of
-        :class:`vaekit.ood.ScoreSettings` (``k``, ``llr_k``, ``regret_steps``, ...)."""
-        from vaekit.data import Split
-        from vaekit.ood import ScoreSettings, default_scores, score_split
-
-        xt = self._x(x)
-        yt = self._y(y, len(xt))
-        try:
-            chosen = default_scores(self) if scores is None else tuple(scores)
-            options = ScoreSettings(scores=chosen, **settings)
-        except TypeError as e:
-            raise UsageError(
-                f"run.score: {e}; its settings are those of vaekit.ood.ScoreSettings"
-            ) from None
-        part = Split(xt.cpu(), None if yt is None else yt.cpu())
-        return score_split(self, part, options, background=background)[0]
-
     def dataset(
         self,
         data_dir: str | None = None,
@@ -1440,8 +1298,6 @@ class Run:
         Python to ``vaekit.fit`` (the same arrays, tensors or torch Dataset); data that changed
         since training are an error unless ``allow_changed``.
         """
-        from vaekit.data import python_dataset
-
         return run_data(
             self.dir,
             self.config,
@@ -1457,12 +1313,18 @@ class Run:
     ) -> dict[str, np.ndarray]:
         """Every example of a split encoded, as ``vaekit encode`` writes it: ``mean`` and
         ``var`` of q(z|x) ``(N, latent_dim)``, ``codes`` (a discrete model's code indices)
-        and ``labels`` when the data have them (:func:`vaekit.evaluate.encode_split`).
+        and ``labels`` when the data have them (:func:`vaekit.moments.encode_part`).
         ``dataset``: the run's data (default: :meth:`dataset`);
-        :func:`vaekit.export.write_encoding` writes the result as .npy or .csv."""
-        from vaekit.evaluate import encode_split  # evaluate imports this module
+        :func:`vaekit.export.write_encoding` writes the result as .npy or .csv.
 
-        return encode_split(self, split, dataset=dataset, batch_size=batch_size)
+        The training split is encoded as the model saw it (one seeded binary draw of
+        dynamically binarized data, :func:`vaekit.data.model_view`)."""
+        if split not in ("train", "valid", "test"):
+            raise UsageError(f"split must be train, valid or test, got {split!r}")
+        part = (dataset if dataset is not None else self.dataset()).split(split)
+        if split == "train":
+            part = model_view(part, self.config.data.binarize, self.config.train.seed)
+        return encode_part(self.model, part, batch_size=batch_size)
 
 
 def load(
@@ -1485,10 +1347,6 @@ def load(
     ("auto", or "prior"); ``"model"`` is the run as first trained.
     """
     return Run.from_dir(run_dir, device, weights, model=model, stage=stage)
-
-
-# A run named ``zoo:NAME`` is a model of the model zoo (:mod:`vaekit.zoo`).
-ZOO_PREFIX = "zoo:"
 
 
 def zoo_name(run_dir: str | os.PathLike[str]) -> tuple[str, Path | None] | None:
@@ -1514,10 +1372,60 @@ def run_location(
     zoo = zoo_name(run_dir)
     if zoo is None:
         return Path(run_dir), weights
-    # Imported only for a zoo model: the zoo is built on run directories, not under them.
-    from vaekit.zoo import zoo_run
+    return zoo_run(zoo[0], weights, stage, root=zoo[1], owned=RUN_OWNED)
 
-    return zoo_run(zoo[0], weights, stage, root=zoo[1])
+
+def saved_sampler(
+    run: Run, name: str, options: Mapping[str, Any] | None = None, *, required: bool = False
+) -> tuple[Sampler | None, str]:
+    """The sampler ``name`` saved in ``RUN/samplers/NAME`` when it was fitted on the weights
+    the run has loaded (and with ``options``, when they are given); else None and why not
+    (``required``: a SamplerError that says how to fit it). ``"prior"`` is the model's own
+    p(z), never saved; a conditional model has no other."""
+    # The samplers' classes cost ~20 ms to create: loaded on first use, not by the trainer
+    # (which imports this module and never samples).
+    from vaekit.latent_samplers import (
+        SAMPLER_FILE,
+        SAMPLERS_DIR,
+        PriorSampler,
+        SamplerError,
+        check_unconditional,
+        model_digest,
+        sampler_class,
+        sampler_options,
+    )
+
+    cls = sampler_class(name)
+    if not cls.needs_fit:
+        return PriorSampler(run.prior), ""
+    check_unconditional(run.num_classes, name)
+    folder = run.dir / SAMPLERS_DIR / name
+    sampler: Sampler | None = None
+    if not (folder / SAMPLER_FILE).is_file():
+        reason = "it has not been fitted yet"
+    else:
+        try:
+            sampler = cls.load(folder, open_run=load)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            reason = f"the saved one cannot be read ({str(e).splitlines()[0] if str(e) else e})"
+        else:
+            wanted = sampler_options(cls.Options, dict(options or {}), f"the {name} sampler")
+            if sampler.info.get("weights_sha256") != model_digest(run.model):
+                reason = (
+                    f"the saved one was fitted on other weights ({sampler.info.get('weights')} "
+                    f"weights of epoch {sampler.info.get('weights_epoch')})"
+                )
+            elif options and dataclasses.asdict(wanted) != sampler.info.get("options"):
+                reason = "the saved one was fitted with other options"
+            else:
+                return sampler, ""
+    if required:
+        raise SamplerError(
+            f"no usable {name} sampler in {run.dir}: {reason}; fit it with "
+            f"`vaekit fit-sampler {run.dir} --sampler {name}` "
+            f"(Python: vaekit.samplers.load_sampler(run, {name!r}))"
+        )
+    return None, reason
 
 
 def read_data_info(run_dir: Path) -> dict[str, Any] | None:
@@ -1551,9 +1459,6 @@ def run_data(
     given in Python for a run trained on such data. Data that changed since training are
     a DataError saying what changed, unless ``allow_changed``.
     """
-    from vaekit.data import NAMED, PYTHON_DATA, DataError, training_data
-    from vaekit.parts import is_import_path
-
     d = config.data
     name = str(path) if path is not None else d.name
     if source is not None:
@@ -1582,8 +1487,6 @@ def run_data(
 
 def _checked(run_dir: Path, saved: Any, ds: Dataset, allow_changed: bool) -> Dataset:
     """``ds`` when its fingerprint matches the recorded one (or changes are allowed)."""
-    from vaekit.data import DataError, data_change
-
     assert ds.fingerprint is not None
     change = data_change(saved, ds.fingerprint)
     if change is not None and not allow_changed:
@@ -1597,7 +1500,5 @@ def _checked(run_dir: Path, saved: Any, ds: Dataset, allow_changed: bool) -> Dat
 
 def write_run_files(run_dir: Path, cfg: Config, data_info: dict[str, Any]) -> None:
     """config.json and model.json of a new run."""
-    import vaekit
-
     write_json(run_dir / "config.json", config_to_dict(cfg))
-    write_json(run_dir / "model.json", {"vaekit_version": vaekit.__version__, "data": data_info})
+    write_json(run_dir / "model.json", {"vaekit_version": __version__, "data": data_info})

@@ -20,14 +20,34 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vaekit.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from vaekit.config import (
+    ConfigError,
+    apply_overrides,
+    composition,
+    config_from_dict,
+    config_to_dict,
+)
+from vaekit.rundir import (
+    PRIOR_STAGE,
+    STAGE_FILE,
+    STAGES,
+    has_prior_stage,
+    prior_note,
+    prior_stage_dir,
+    read_run_config,
+    read_weights_epoch,
+    run_lock,
+    stage_note,
+    weights_path,
+)
+from vaekit.storage import write_json
+from vaekit.train import fit
 
 __all__ = [
     "PRIOR_STAGE",
@@ -40,30 +60,10 @@ __all__ = [
     "prior_note",
 ]
 
-# RUN/prior: the second stage's run directory.
-PRIOR_STAGE = "prior"
-# The stages a run directory may hold: the model as trained, and a prior fitted after it.
-STAGES = ("model", PRIOR_STAGE)
-STAGE_FILE = "stage.json"
 # The prior a second stage fits to a discrete posterior's codes when none is named.
 DEFAULT_CODE_PRIOR = "pixelcnn"
 # What a second stage may set: its prior, its objective's options and its training.
 STAGE_SETTINGS = ("model.prior", "objective.", "train.")
-
-
-def prior_stage_dir(run_dir: str | os.PathLike[str]) -> Path:
-    """Where a run's second stage lives: ``RUN/prior``."""
-    return Path(run_dir) / PRIOR_STAGE
-
-
-def has_prior_stage(run_dir: str | os.PathLike[str]) -> bool:
-    """Whether RUN has a second stage with weights (what ``vaekit.load(RUN)`` then loads)."""
-    from vaekit.rundir import latest_checkpoint
-
-    stage = prior_stage_dir(run_dir)
-    return (stage / "config.json").is_file() and (
-        (stage / "model.safetensors").is_file() or latest_checkpoint(stage) is not None
-    )
 
 
 def prior_stage_config(
@@ -76,9 +76,6 @@ def prior_stage_config(
     ``model.prior.layers=12``), the objective's options and ``train.*``; nothing else
     of RUN's model or data changes.
     """
-    from vaekit.config import composition
-    from vaekit.rundir import read_run_config
-
     run_dir = Path(run_dir)
     parent = read_run_config(run_dir)
     for item in overrides:
@@ -118,9 +115,6 @@ def train_prior(
 ) -> list[dict[str, Any]]:
     """Train RUN's second stage (a learned prior on its frozen codes) into ``RUN/prior``,
     or continue it; returns its metrics. ``overrides`` apply when the stage starts."""
-    from vaekit.rundir import read_weights_epoch, run_lock, weights_path, write_json
-    from vaekit.train import fit
-
     run_dir = Path(run_dir)
     stage = prior_stage_dir(run_dir)
     common: dict[str, Any] = {
@@ -155,38 +149,3 @@ def train_prior(
         },
     )
     return fit(cfg, stage, _within_run=True, **common)  # RUN/prior is RUN's own folder
-
-
-def stage_note(run_dir: str | os.PathLike[str]) -> str | None:
-    """Why RUN's second stage may no longer fit RUN (RUN trained on after it started)."""
-    from vaekit.rundir import RunError, read_weights_epoch, weights_path
-
-    stage = prior_stage_dir(run_dir)
-    try:
-        info = json.loads((stage / STAGE_FILE).read_text())
-        now = read_weights_epoch(weights_path(Path(run_dir), "last"))
-    except (OSError, ValueError, RunError):
-        return None
-    then = info.get("parent_epoch") if isinstance(info, dict) else None
-    if then is None or now is None or now == then:
-        return None
-    return (
-        f"{stage} was fitted to the codes of {run_dir} at epoch {then}, which has trained to "
-        f"epoch {now} since; its model is that of epoch {then}. Remove {stage} and run "
-        f"`vaekit train --resume {run_dir} --stage prior` again to fit the new codes"
-    )
-
-
-def prior_note(run: Any) -> str | None:
-    """A note for outputs of a discrete model whose prior learned nothing: its samples and
-    bound use the uniform prior over codes (the honest default before a prior stage)."""
-    model = run.model
-    if not model.composition.posterior.discrete or getattr(run, "stage", "model") != "model":
-        return None
-    if any(True for _ in model.prior_module.parameters()):
-        return None
-    return (
-        f"{run.dir} has no learned prior over its codes: it uses the uniform prior (log p(z) = "
-        "-positions x log codes). Fit one to its codes with "
-        f"`vaekit train --resume {run.dir} --stage prior --epochs N`"
-    )

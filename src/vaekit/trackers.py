@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, run_dir: Path, config: dict[str, Any], resume: bool) -> None:
         super().__init__(run_dir, config, resume)
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # an optional extra (vaekit[tensorboard])
 
         self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         if not resume:
@@ -121,9 +122,7 @@ class MLflowTracker(Tracker):
 
     def __init__(self, run_dir: Path, config: dict[str, Any], resume: bool) -> None:
         super().__init__(run_dir, config, resume)
-        import os
-
-        import mlflow
+        import mlflow  # an optional extra (vaekit[mlflow])
 
         self.mlflow = mlflow
         uri = os.environ.get("MLFLOW_TRACKING_URI") or self.local_uri(self.run_dir)

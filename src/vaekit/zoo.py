@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import hashlib
 import json
@@ -42,19 +41,47 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+import vaekit
+from vaekit.config import bundled_configs, config_to_dict, load_config
 from vaekit.errors import UsageError
+from vaekit.evaluate import evaluate_run
+from vaekit.report import matching_references
 from vaekit.rundir import (
     METRICS_FILE,
     READ_ONLY_MARK,
+    WEIGHTS_SHA256,
     ZOO_PREFIX,
-    RunError,
+    Run,
     atomic_write,
+    eval_file_name,
     json_text,
+    model_label,
+    part_labels,
+    read_metrics,
     read_run_config,
     read_weights_epoch,
     saved_evaluation,
     weights_path,
     write_json,
+)
+from vaekit.stages import STAGE_FILE, has_prior_stage, prior_stage_dir
+from vaekit.zoo_store import (
+    _EMPTY_MANIFEST,
+    _NAME,
+    MANIFEST,
+    ZOO_ENV,
+    ZooError,
+    _write_manifest,
+    cache_root,
+    find_entry,
+    materialize,
+    read_manifest,
+    zoo_dir,
+    zoo_run,
 )
 
 __all__ = [
@@ -76,9 +103,6 @@ __all__ = [
     "update_tables",
 ]
 
-ZOO_ENV = "VAEKIT_ZOO"
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 # The quick re-measurement `vaekit zoo check --quick` (and CI) makes: a seeded 1,000 test
 # examples at k = 100, compared with the quick figure `vaekit zoo add` stored (like for
 # like: a k = 100 bound is looser than the k = 5000 one, so it is never compared with it).
@@ -89,227 +113,11 @@ TOLERANCE = 0.05
 # test fails). The twelve models of the results tables hold 59.0 MiB (61.9 MB) of float32
 # weights by their configs (bmnist_planar_k80 alone 13.7 MiB), hence a little over 60 MB.
 SIZE_BUDGET = 64 * 2**20
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _MARK_TEXT = (
     "vaekit never writes in this folder: it is the model zoo (zoo/manifest.json). Outputs of "
     "zoo:NAME go to the cache ($VAEKIT_CACHE_DIR/zoo/NAME, default ~/.cache/vaekit/zoo/NAME) "
     "or where --out says; only `vaekit zoo add` adds to it.\n"
 )
-_EMPTY_MANIFEST: dict[str, Any] = {"format": MANIFEST_FORMAT, "models": []}
-
-
-class ZooError(RunError):
-    """The zoo, or a model in it, that cannot be used as asked; the message says what to do."""
-
-
-# -- where the zoo is ---------------------------------------------------------------------
-
-
-def _checkout_zoo() -> tuple[Path, Path]:
-    """``zoo/`` beside the checkout this package runs from, and the package's folder."""
-    package = Path(__file__).resolve().parent
-    return package.parents[1] / "zoo", package
-
-
-def zoo_dir() -> Path:
-    """The zoo's folder: ``$VAEKIT_ZOO``, else ``zoo/`` beside the checkout vaekit runs from
-    (``src/vaekit/../../zoo`` of a source or editable install). A ZooError names both places
-    when neither holds a ``manifest.json`` (a wheel install carries no zoo)."""
-    value = os.environ.get(ZOO_ENV)
-    if value:
-        path = Path(value).expanduser()
-        if not (path / MANIFEST).is_file():
-            raise ZooError(
-                f"${ZOO_ENV}={value} holds no {MANIFEST}: point it at the zoo/ folder of a "
-                "vaekit checkout (or unset it to use the checkout vaekit runs from)"
-            )
-        return path
-    path, package = _checkout_zoo()
-    if (path / MANIFEST).is_file():
-        return path
-    raise ZooError(
-        f"no model zoo found: ${ZOO_ENV} is not set and there is no {path / MANIFEST} beside "
-        f"this vaekit ({package}; a wheel install does not carry the zoo). Clone the "
-        f"repository and set {ZOO_ENV}=CHECKOUT/zoo, or install vaekit from the checkout "
-        "(pip install -e CHECKOUT)"
-    )
-
-
-def cache_root() -> Path:
-    """Where zoo models are copied to be loaded, and where their outputs go:
-    ``$VAEKIT_CACHE_DIR/zoo`` (default ``~/.cache/vaekit/zoo``)."""
-    from vaekit.data.core import cache_dir
-
-    return cache_dir() / "zoo"
-
-
-# -- the manifest -------------------------------------------------------------------------
-
-
-def read_manifest(root: Path | None = None) -> dict[str, Any]:
-    """``zoo/manifest.json``: ``{"format": 1, "models": [entry, ...]}``.
-
-    An entry: ``name``, ``config`` (the bundled config that trained it), ``description``,
-    ``files`` (``path``, ``sha256``, ``bytes``, ``role``: weights, run or result), ``data``
-    (``name`` and ``fingerprint`` as model.json records them), ``figure`` (``nll``,
-    ``nll_se``, ``elbo``, ``elbo_se``, ``k``, ``split``, ``n``, ``epoch``, ``weights``,
-    ``stage``, ``bits_per_dim`` for images), ``quick`` (the figure at :data:`QUICK`),
-    ``published`` (the literature's figures and citations for the same model), ``train_command``,
-    ``evaluate_command``, ``evaluation`` (``seconds``, ``threads``) and ``packaged``
-    (vaekit's version and commit).
-    """
-    root = zoo_dir() if root is None else root
-    path = root / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise ZooError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:
-        raise ZooError(f"{path}: not valid JSON ({e}); restore it from git") from None
-    if not (isinstance(data, dict) and isinstance(data.get("models"), list)):
-        raise ZooError(f"{path}: expected an object with a list of models; restore it from git")
-    for i, entry in enumerate(data["models"]):
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)):
-            raise ZooError(f"{path}: models[{i}] has no name; restore the file from git")
-    return data
-
-
-def _write_manifest(root: Path, data: dict[str, Any]) -> None:
-    data["models"] = sorted(data["models"], key=lambda e: e["name"])
-    write_json(root / MANIFEST, data)
-
-
-def find_entry(name: str, manifest: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """The manifest's entry ``name``; an unknown name is a UsageError with the closest ones
-    (``root``: the zoo's folder, for the message)."""
-    names = [e["name"] for e in manifest["models"]]
-    for entry in manifest["models"]:
-        if entry["name"] == name:
-            return dict(entry)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(f'zoo:{c}' for c in close)}?" if close else ""
-    there = ", ".join(names) if names else "none yet"
-    raise UsageError(
-        f"zoo:{name} is not in the zoo ({(root or zoo_dir()) / MANIFEST}){hint} Its models: {there} "
-        "(`vaekit zoo list`)"
-    )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# -- loading ------------------------------------------------------------------------------
-
-
-def _verified(root: Path, name: str, item: dict[str, Any]) -> Path:
-    """The zoo's file ``item`` of model ``name``, whose SHA-256 is the manifest's."""
-    rel = Path(str(item.get("path", "")))
-    if not _NAME.match(name) or rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ZooError(
-            f"{root / MANIFEST}: zoo:{name} lists the file {str(rel)!r}, which is not a file of "
-            "its folder; restore the manifest from git"
-        )
-    if not isinstance(item.get("sha256"), str):
-        raise ZooError(f"{root / MANIFEST}: {rel} of zoo:{name} has no sha256; restore it from git")
-    path = root / name / rel
-    restore = (
-        f"restore it from git (`git checkout -- {path}`, or `git lfs pull` where the weights "
-        "are kept in LFS); vaekit does not load it"
-    )
-    if not path.is_file():
-        raise ZooError(f"zoo:{name}: {path} is missing; {restore}")
-    digest = _sha256(path)
-    if digest != item["sha256"]:
-        raise ZooError(
-            f"zoo:{name}: {path} has SHA-256 {digest[:16]}..., not the {item['sha256'][:16]}... "
-            f"that {root / MANIFEST} records: the file was changed or is damaged; {restore}"
-        )
-    return path
-
-
-def materialize(name: str, root: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The run directory of zoo model ``name`` in the cache (:func:`cache_root`), and its
-    manifest entry.
-
-    Every file of the entry is checked against its SHA-256 first (a ZooError says to
-    restore a changed one from git); the run's files are copied when the cache's copy
-    differs, and the zoo's evaluation only when the cache has none of that name (the
-    cache's own results, from ``vaekit evaluate zoo:NAME``, are never replaced). Files of
-    the run that the entry does not list (weights of an older version of the entry) are
-    removed, so that the cache holds exactly the zoo's model.
-    """
-    root = zoo_dir() if root is None else root
-    entry = find_entry(name, read_manifest(root), root)
-    dest = cache_root() / name
-    from vaekit.rundir import RUN_OWNED
-
-    listed = {(item.get("unpacked") or item)["path"] for item in entry["files"]}
-    for item in entry["files"]:
-        source = _verified(root, name, item)
-        unpacked = item.get("unpacked")
-        if unpacked is not None and f"{unpacked.get('path')}.gz" != item["path"]:
-            raise ZooError(
-                f"{root / MANIFEST}: {item['path']} of zoo:{name} unpacks to "
-                f"{unpacked.get('path')!r}, not its own name; restore the manifest from git"
-            )
-        target = dest / (unpacked or item)["path"]
-        if target.is_file() and (
-            item.get("role") == "result" or _sha256(target) == (unpacked or item)["sha256"]
-        ):
-            continue
-        if unpacked is None:
-            with atomic_write(target, "wb") as f, open(source, "rb") as s:
-                shutil.copyfileobj(s, f)
-            continue
-        data = gzip.decompress(source.read_bytes())
-        if hashlib.sha256(data).hexdigest() != unpacked["sha256"]:
-            raise ZooError(
-                f"zoo:{name}: {source} unpacks to other bytes than {root / MANIFEST} records; "
-                "restore it from git"
-            )
-        with atomic_write(target, "wb") as f:
-            f.write(data)
-    if not any(p.startswith("prior/") for p in listed) and (dest / "prior").is_dir():
-        shutil.rmtree(dest / "prior")  # an older entry's second stage: not this model's
-    for folder in (dest, dest / "prior"):
-        for owned in RUN_OWNED:
-            stale = folder / owned
-            rel = stale.relative_to(dest).as_posix()
-            if stale.is_file() and rel not in listed and owned.endswith(".safetensors"):
-                stale.unlink()
-    return dest, entry
-
-
-def zoo_run(
-    name: str, weights: str = "last", stage: str = "auto", root: Path | None = None
-) -> tuple[Path, str]:
-    """Where :func:`vaekit.load` finds ``zoo:NAME`` (its checked copy in the cache) and which
-    of its weights to load.
-
-    A zoo model ships one set of weights, those that give its figure: ``weights="last"``
-    (the default) loads them whichever they were; ``"best"`` is refused for a model that
-    ships its last ones. The first stage of a model with a prior stage ships the weights
-    its prior was fitted to (its last). ``root``: the zoo's folder (default :func:`zoo_dir`).
-    """
-    path, entry = materialize(name, root)
-    figure = entry.get("figure") or {}
-    shipped = figure.get("weights", "last")
-    epoch = figure.get("epoch")
-    if figure.get("stage") == "prior" and stage == "model":
-        shipped, epoch = "last", entry.get("first_stage_epoch")
-    if weights == "best" and shipped != "best":
-        raise ZooError(
-            f"zoo:{name} ships one set of weights, the last of its run (epoch {epoch}); "
-            "drop --weights best (Python: weights='last')"
-        )
-    if weights not in ("last", "best"):
-        raise RunError(f"weights must be 'last' or 'best', got {weights!r}")
-    return path, shipped
 
 
 # -- adding -------------------------------------------------------------------------------
@@ -338,9 +146,6 @@ def _commit() -> str | None:
 def _float32_bytes(path: Path) -> bytes:
     """A weights file's bytes, with every floating tensor stored as float32 (the zoo keeps
     full precision; a file saved in another float type is converted, its metadata kept)."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save
 
     raw = path.read_bytes()
     with safe_open(str(path), "pt") as f:
@@ -349,7 +154,6 @@ def _float32_bytes(path: Path) -> bytes:
         tensors = {k: f.get_tensor(k) for k in names}
     if all(not t.is_floating_point() or t.dtype == torch.float32 for t in tensors.values()):
         return raw
-    from vaekit.rundir import WEIGHTS_SHA256
 
     converted = {
         k: (t.float() if t.is_floating_point() else t).contiguous() for k, t in tensors.items()
@@ -380,8 +184,6 @@ def _published(config: Any) -> list[dict[str, Any]]:
     report`` marks them), the most specific only: those pinning the most settings that
     differ from the defaults (a VampPrior VAE matches "a VAE with a Gaussian posterior"
     too, which pins none). Each value with its source and citation."""
-    from vaekit.config import config_to_dict, load_config
-    from vaekit.report import matching_references
 
     defaults = config_to_dict(load_config(None, []))
 
@@ -504,8 +306,6 @@ def add_run(
     :data:`QUICK` to store the quick figure that ``vaekit zoo check --quick`` compares
     with. An existing entry is replaced only with ``force``.
     """
-    from vaekit.rundir import model_label
-    from vaekit.stages import STAGE_FILE, has_prior_stage, prior_stage_dir
 
     root = zoo_dir()
     run_dir = Path(run_dir)
@@ -574,10 +374,7 @@ def add_run(
     info = json.loads((run_dir / "model.json").read_text())
     data_info = info.get("data") or {}
     if config_name is None:
-        from vaekit.config import bundled_configs
-
         config_name = name if name in bundled_configs() else None
-    import vaekit
 
     seconds = result.get("seconds") or {}
     entry: dict[str, Any] = {
@@ -645,7 +442,6 @@ def add_run(
 
 def _training(run_dir: Path) -> dict[str, Any]:
     """How long a run trained: its epochs, best epoch and hours of epoch time."""
-    from vaekit.rundir import read_metrics
 
     rows = read_metrics(run_dir, warn=False)
     hours = sum(float(r.get("train_seconds", 0.0)) for r in rows) / 3600
@@ -658,7 +454,6 @@ def _training(run_dir: Path) -> dict[str, Any]:
 
 
 def _objective(config: Any) -> str:
-    from vaekit.rundir import part_labels
 
     return part_labels(config)["objective"]
 
@@ -675,8 +470,6 @@ def _measure(
 ) -> dict[str, Any]:
     """Evaluate zoo model ``name`` on the test split with the figure's weights and stage
     (the NLL and ELBO; no latent classifier) and save the result in its cache folder."""
-    from vaekit.evaluate import evaluate_run
-    from vaekit.rundir import Run, eval_file_name
 
     figure = entry.get("figure") or {}
     run = Run.from_dir(

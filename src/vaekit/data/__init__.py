@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 from collections.abc import Mapping
@@ -16,10 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from vaekit.data.core import (
     DataError,
     Dataset,
     Split,
+    _holdout_indices,
     binarize,
     cache_dir,
     data_dir,
@@ -28,9 +32,11 @@ from vaekit.data.core import (
     make_dataset,
     model_view,
 )
+from vaekit.data.files import load_path
 from vaekit.data.fingerprint import data_change, data_fingerprint, recording_reads
 from vaekit.data.named import NAMED
 from vaekit.data.stream import PYTHON_DATA, StreamSplit, python_dataset
+from vaekit.parts import import_object, import_path_problem, is_import_path
 
 if TYPE_CHECKING:
     from vaekit.config import DataConfig
@@ -73,8 +79,6 @@ def load_dataset(
     ``dynamic`` (left to the trainer, which redraws every batch). ``options`` are the
     keyword arguments of a ``module:function`` dataset (``data.options``).
     """
-    from vaekit.parts import is_import_path
-
     ddir = data_dir(data_dir_)
     cdir = cache_dir(cache_dir_)
     path = Path(name_or_path).expanduser()
@@ -89,13 +93,7 @@ def load_dataset(
     elif user:
         ds = user_dataset(name_or_path, options or {})
     else:
-        from vaekit.data.files import load_path
-
         if not path.exists():
-            import difflib
-
-            from vaekit.parts import import_path_problem
-
             problem = import_path_problem(name_or_path, "function")
             if problem is not None:  # meant as a module:function of the user's
                 raise DataError(
@@ -133,8 +131,6 @@ def user_dataset(path: str, options: Mapping[str, Any] | None = None) -> Dataset
         >>> user_dataset("vaekit.data:load_dataset", {"name_or_path": "digits"}).shape
         (1, 8, 8)
     """
-    from vaekit.parts import import_object
-
     options = dict(options or {})
     fn = import_object(path, "dataset")
     if not callable(fn):
@@ -244,8 +240,6 @@ def limit_examples(split: Split | StreamSplit, n: int, seed: int) -> Split | Str
         return limit_split(split, n, seed)
     if n >= len(split):
         return split
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     return split.subset(np.sort(rng.choice(len(split), n, replace=False)))
 
@@ -257,8 +251,6 @@ def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
     records the split sizes only) and the limit is a plain seeded subset (labels would need
     a pass over the data to stratify).
     """
-    from vaekit.data.core import _holdout_indices
-
     if data.binarize not in ("none", "dynamic"):
         raise DataError(
             f"data.binarize={data.binarize} needs the data in memory; binarize in your "

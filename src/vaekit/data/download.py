@@ -27,7 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from tqdm.auto import tqdm
+
+from vaekit._version import __version__
 from vaekit.data.core import DataError
+from vaekit.storage import fsync_dir
 
 __all__ = [
     "OFFLINE_ENV",
@@ -191,19 +195,13 @@ def fetch(
 def _download(
     url: str, dest: Path, spec: RemoteFile, timeout: float, check: Callable[[Path], None] | None
 ) -> None:
-    from tqdm.auto import tqdm
-
-    import vaekit
-
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
         hashers = {a: hashlib.new(a) for a, v in (("md5", spec.md5), ("sha256", spec.sha256)) if v}
         received = 0
         with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(
-                url, headers={"User-Agent": f"vaekit/{vaekit.__version__}"}
-            )
+            request = urllib.request.Request(url, headers={"User-Agent": f"vaekit/{__version__}"})
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -243,7 +241,7 @@ def _download(
             except DataError as e:
                 raise _Failed(f"downloaded content is not valid: {e}") from None
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except urllib.error.HTTPError as e:
         raise _Failed(f"HTTP error {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -260,20 +258,6 @@ def _download(
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, hence best effort.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def locate(

@@ -39,6 +39,7 @@ import numpy as np
 
 from vaekit.data.core import DataError, Dataset, make_dataset, split_holdout
 from vaekit.data.download import RemoteFile, fetch, locate
+from vaekit.data.dsprites import load_dsprites, load_dsprites_synthetic
 from vaekit.data.readers import read_amat, read_idx, read_npz_arrays
 
 __all__ = [
@@ -356,16 +357,12 @@ def load_fashion_mnist(data_dir: Path | None, cache: Path) -> Dataset:
 def _dsprites(data_dir: Path | None, cache: Path) -> Dataset:
     """dSprites (Matthey et al. 2017): 737,280 binary 64x64 sprites with their five factors,
     the official ``.npz``, downloaded and MD5-verified; seeded 90/10 split."""
-    from vaekit.data.dsprites import load_dsprites
-
     return load_dsprites(data_dir, cache)
 
 
 def _dsprites_synthetic(data_dir: Path | None, cache: Path) -> Dataset:
     """Drawn offline by vaekit: dSprites' five factors over the same ranges on a coarser grid,
     46,080 binary 32x32 images (not dSprites); seeded 80/20 split."""
-    from vaekit.data.dsprites import load_dsprites_synthetic
-
     return load_dsprites_synthetic(data_dir, cache)
 
 

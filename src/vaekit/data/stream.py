@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
 from vaekit.data.core import DataError, Dataset, Split, make_dataset
 
@@ -105,8 +107,6 @@ class StreamSplit:
 
     def batches(self, batches: Sequence[Sequence[int]]) -> Iterator[tuple[Tensor, Tensor | None]]:
         """``(x, y)`` on the split's device for each list of positions, in order."""
-        from torch.utils.data import DataLoader
-
         index_batches = [self.indices[np.asarray(b, dtype=np.int64)].tolist() for b in batches]
         loader = DataLoader(
             self.dataset,
@@ -205,8 +205,6 @@ def python_dataset(
     ``test`` and ``valid`` give those splits explicitly (same forms as ``data``); a
     ``dict`` of splits may name them instead.
     """
-    from torch.utils.data import Dataset as TorchDataset
-
     if isinstance(data, Dataset):
         return data
     if isinstance(data, TorchDataset) and not isinstance(data, Tensor):

@@ -14,18 +14,17 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from vaekit.data import Split
 from vaekit.disentangle.metrics import SUMMARY
+from vaekit.evaluate import kl_per_dim, latent_means
 from vaekit.images import image_grid, to_images
-
-if TYPE_CHECKING:
-    from vaekit.data import Split
-    from vaekit.rundir import Run
+from vaekit.rundir import Run
 
 __all__ = [
     "traversals_side_by_side",
@@ -41,8 +40,6 @@ def informative_dims(
 ) -> tuple[list[int], list[float]]:
     """Latent dimensions by their KL to the prior over ``split`` (most informative first)
     and those KLs; without a per-dimension KL (a flow), by the variance of the means."""
-    from vaekit.evaluate import kl_per_dim, latent_means
-
     kl, _ = kl_per_dim(run.model, split)
     if kl is not None:
         values = [float(v) for v in kl]

@@ -48,15 +48,19 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import mutual_info_score
+from sklearn.svm import LinearSVC
 
-if TYPE_CHECKING:
-    from vaekit.data import Dataset
-    from vaekit.data.core import Split
-    from vaekit.rundir import Run
+from vaekit.data import Dataset, Split, limit_split
+from vaekit.evaluate import elbo_terms, latent_means, num_threads
+from vaekit.rundir import Run, result_file_name, result_header
 
 __all__ = [
     "Protocol",
@@ -197,8 +201,6 @@ class FactorPool:
 def _quiet() -> Iterator[None]:
     # scikit-learn's convergence warnings say the solver stopped at its iteration limit,
     # which is part of the protocol (its defaults), not something a user can act on.
-    from sklearn.exceptions import ConvergenceWarning
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         yield
@@ -208,8 +210,6 @@ def beta_vae_score(
     pool: FactorPool, protocol: Protocol, rng: np.random.Generator
 ) -> dict[str, float]:
     """Higgins et al. (2017): accuracy of a logistic regression that names the shared factor."""
-    from sklearn.linear_model import LogisticRegression
-
     factors = pool.varying()
 
     def points(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,8 +286,6 @@ def _discretise(codes: np.ndarray, bins: int) -> np.ndarray:
 
 
 def _mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    from sklearn.metrics import mutual_info_score
-
     return np.array(
         [
             [mutual_info_score(factors[:, k], codes[:, j]) for k in range(factors.shape[1])]
@@ -305,8 +303,6 @@ def _top_two_gap(matrix: np.ndarray) -> np.ndarray:
 
 def mig(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, Any]:
     """Chen et al. (2018)'s mutual information gap, with disentanglement_lib's discretisation."""
-    from sklearn.metrics import mutual_info_score
-
     rows = pool.sample(protocol.mig_train, rng)
     factors = pool.factors[rows][:, pool.varying()]
     m = _mutual_info(_discretise(pool.codes[rows], protocol.bins), factors)
@@ -317,8 +313,6 @@ def mig(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[
 
 def sap(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, Any]:
     """Kumar et al. (2018)'s separated attribute predictability, factors as classes."""
-    from sklearn.svm import LinearSVC
-
     train, test = pool.split(protocol.sap_train, protocol.sap_test, rng)
     ks = pool.varying()
     d = pool.codes.shape[1]
@@ -348,8 +342,6 @@ def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
 
 def dci(pool: FactorPool, protocol: Protocol, rng: np.random.Generator) -> dict[str, Any]:
     """Eastwood & Williams (2018) with gradient boosted trees (scikit-learn's defaults)."""
-    from sklearn.ensemble import GradientBoostingClassifier
-
     train, test = pool.split(protocol.dci_train, protocol.dci_test, rng)
     ks = pool.varying()
     d = pool.codes.shape[1]
@@ -451,8 +443,6 @@ def disentanglement_file_name(
         >>> disentanglement_file_name(R()), disentanglement_file_name(R(), "test")
         ('disentanglement-best.json', 'disentanglement-best-test.json')
     """
-    from vaekit.rundir import result_file_name
-
     # result_file_name leaves the test split unnamed (the NLL's default); here "all" is.
     settings = ([] if split == "all" else [split]) + (["quick"] if quick else [])
     return result_file_name("disentanglement", run, "test", limit, *settings)
@@ -461,8 +451,6 @@ def disentanglement_file_name(
 def scored_pool(ds: Dataset, split: str = "all") -> tuple[Split, dict[str, int]]:
     """The examples to score: one split, or every split of ``ds`` pooled (``"all"``), with
     the number of examples each split gave."""
-    from vaekit.data.core import Split
-
     if split not in POOLS:
         raise ValueError(f"the pool must be one of {', '.join(POOLS)}, got {split!r}")
     names = [k for k in ("train", "valid", "test") if getattr(ds, k) is not None]
@@ -501,10 +489,6 @@ def evaluate_disentanglement(
     size), the test split's ELBO (the pool's, when it is one split), the data's factor
     names and sizes, and the protocol, so the JSON says how its numbers were made.
     """
-    from vaekit.data import limit_split
-    from vaekit.evaluate import elbo_terms, latent_means, num_threads
-    from vaekit.rundir import result_header
-
     ds = dataset if dataset is not None else run.dataset(data_dir)
     part, sizes = scored_pool(ds, split)
     if limit < 0:

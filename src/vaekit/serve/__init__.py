@@ -17,6 +17,8 @@ import os
 import sys
 from typing import TextIO
 
+import torch
+
 from vaekit.serve.explorer import LIMITS, Explorer
 from vaekit.serve.server import ExplorerServer, RequestError, is_loopback, make_server
 
@@ -54,8 +56,6 @@ def serve(
     """
     out = out or sys.stdout
     if threads > 0:
-        import torch
-
         torch.set_num_threads(threads)
     if not is_loopback(host):
         print(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,17 +24,15 @@ from PIL import Image
 from torch import Tensor
 from torch.distributions import Distribution
 
-import vaekit
+from vaekit._version import __version__
 from vaekit.data import Split
 from vaekit.distributions.codes import CodeHead
 from vaekit.errors import UsageError
 from vaekit.evaluate import posterior_moments
 from vaekit.hierarchy import TopLayer
+from vaekit.latent_samplers import PriorSampler, Sampler, SamplerError, saved_samplers
 from vaekit.rundir import Run, load, part_labels
 from vaekit.serve.imaging import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, tile, to_model_input, to_png
-
-if TYPE_CHECKING:
-    from vaekit.samplers import Sampler
 
 __all__ = ["Explorer", "LIMITS", "PRIOR_MASSES"]
 
@@ -109,8 +107,6 @@ class Explorer:
     def _load_samplers(self) -> dict[str, Sampler]:
         """The prior and every post-hoc sampler saved in the run and fitted on its weights
         (none is fitted here: a fit can take minutes, too long for a page to wait)."""
-        from vaekit.samplers import PriorSampler, SamplerError, load_sampler, saved_samplers
-
         out: dict[str, Sampler] = {"prior": PriorSampler(self._prior())}
         # Post-hoc samplers draw the whole code; a conditional model's decoder needs a
         # label they do not give, and a hierarchy is explored by its top layer only.
@@ -118,7 +114,7 @@ class Explorer:
             return out
         for name in saved_samplers(self.run.dir):
             try:
-                out[name] = load_sampler(self.run, name, fit=False)
+                out[name] = self.run.sampler(name)
             except SamplerError:
                 continue  # stale (fitted on other weights): `vaekit fit-sampler` refits it
         return out
@@ -251,7 +247,7 @@ class Explorer:
         data = self.run.info["data"]
         h, w = self.display_size()
         return {
-            "version": vaekit.__version__,
+            "version": __version__,
             "run": self.run.dir.resolve().name,
             "description": self.run.config.description,
             "dataset": data.get("name"),
@@ -515,6 +511,7 @@ class Explorer:
                 sample_logp = prior.log_prob(samples.to(dev)).float().cpu().numpy()
                 method = "exact"
         if self.latent_dim != 2:
+            # scipy costs ~1-3 s of start-up: imported by the one view that uses it.
             from scipy.stats import gaussian_kde
 
             a = axes.astype(np.float64).T  # (D, 2)

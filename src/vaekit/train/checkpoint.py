@@ -38,16 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaekit.rundir import (
-    BEST_WEIGHTS,
-    RunError,
-    _fsync_dir,
-    atomic_write,
-    checkpoint_dirs,
-    load_weights,
-    save_weights,
-    write_json,
-)
+from vaekit.rundir import BEST_WEIGHTS, checkpoint_dirs
+from vaekit.storage import RunError, atomic_write, fsync_dir, load_weights, save_weights, write_json
 from vaekit.train.faults import FaultInjector
 
 __all__ = [
@@ -234,7 +226,7 @@ def write_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     if faults:
         faults.hit("checkpoint-done")
     # The user-facing weights: the newest checkpoint's (their average with train.ema),

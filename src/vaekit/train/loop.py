@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from vaekit.config import (
     Config,
@@ -84,6 +85,7 @@ from vaekit.model import VAE, build_model, check_part_shapes, network_precision
 from vaekit.objectives import Objective, build_objective, warmup_epochs
 from vaekit.optim import lr_factor, make_optimizer
 from vaekit.parts import PYTHON_PART, NoOptions, ObjectiveAbilities
+from vaekit.registry import LIKELIHOODS, OBJECTIVES
 from vaekit.rundir import (
     BEST_WEIGHTS,
     METRICS_FILE,
@@ -591,26 +593,20 @@ def _log_figures(
     trackers: list[Tracker], data: TrainingData, parts: Parts, history: list[dict[str, Any]]
 ) -> list[Tracker]:
     """At the end of training: the learning curves and, for images, prior samples."""
-    from vaekit.plots import training_curves
+    # matplotlib costs ~1 s of start-up, and only a run that logs to trackers draws figures.
+    from vaekit.training_figures import samples_figure, training_curves
 
     if not history:
         return trackers
     epoch = int(history[-1]["epoch"])
     trackers = safely(trackers, "log_figure", "training_curves", training_curves(history), epoch)
     if data.ds.is_image:
-        from matplotlib.figure import Figure
-
-        from vaekit.images import image_grid, to_images
-
         model = parts.scored.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             x = model.sample(64)
         parts.model.train()
-        fig = Figure(figsize=(4, 4))
-        ax = fig.subplots()
-        ax.imshow(image_grid(to_images(x, model.data_shape), ncol=8), cmap="gray")
-        ax.set_axis_off()
+        fig = samples_figure(x, model.data_shape)
         trackers = safely(trackers, "log_figure", "samples", fig, epoch)
     return trackers
 
@@ -719,8 +715,6 @@ def _objective_part(objective: Objective) -> PartConfig:
     """An objective object as config.json records it: its registered name and options when
     its class is a registered one, else its class's import path (not rebuilt from it: the
     run is resumed by passing the object again)."""
-    from vaekit.registry import OBJECTIVES
-
     given = getattr(objective, "init_options", {})
     for part in OBJECTIVES:
         if type(objective) is part.factory:
@@ -818,8 +812,6 @@ def _note_validation(s: Session, data: TrainingData) -> None:
 
 def _check_data_fits(cfg: Config, ds: Dataset) -> None:
     """The likelihood must fit the data's kind, and a conditional model needs labels."""
-    from vaekit.registry import LIKELIHOODS
-
     name = cfg.model.likelihood.name
     if ds.kind not in LIKELIHOODS.get(name).abilities.fits:
         fitting = [
@@ -1192,8 +1184,6 @@ def _epoch_batches(
 ) -> Iterator[tuple[int, Tensor, Tensor | None]]:
     """``(i, x, y)`` for the batches of ``epoch`` from the position the run stands at; each
     rank takes an equal, disjoint, strided shard of the epoch's order."""
-    from tqdm import tqdm
-
     perm = shard(_epoch_permutation(data.n, s.t.seed, epoch, s.device), s.dist)
     b, first = data.batch, prog.state.batch
     prog.bar = tqdm(
