@@ -56,7 +56,7 @@ def test_out_is_defined_once() -> None:
         for name, p in _subcommands(build_parser()).items()
         if any("--out" in a.option_strings for a in p._actions)
     }
-    assert set(writers) == set(COMMANDS) - {"explore", "parts", "fit-sampler"}
+    assert set(writers) == set(COMMANDS) - {"explore", "parts", "fit-sampler", "zoo"}
     for name, action in writers.items():
         assert action.default is None and action.dest == "out", name
         assert re.fullmatch(r".+ \(default: .+\)", action.help or "", re.S), (name, action.help)

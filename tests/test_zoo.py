@@ -15,7 +15,7 @@ import torch
 
 import vaekit
 from tests.conftest import train_tiny
-from vaekit import zoo
+from vaekit import zoo, zoo_store
 from vaekit.cli import main
 from vaekit.errors import UsageError
 from vaekit.evaluate import evaluate_run
@@ -194,7 +194,7 @@ def test_unknown_names_get_did_you_mean(zoo_env: Path, capsys) -> None:
 
 def test_no_zoo_names_both_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("VAEKIT_ZOO", raising=False)
-    monkeypatch.setattr(zoo, "_checkout_zoo", lambda: (tmp_path / "zoo", tmp_path / "pkg"))
+    monkeypatch.setattr(zoo_store, "_checkout_zoo", lambda: (tmp_path / "zoo", tmp_path / "pkg"))
     with pytest.raises(zoo.ZooError) as e:
         vaekit.load("zoo:bmnist_vamp")
     text = str(e.value)

@@ -69,7 +69,16 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
     formatter = parser._get_formatter()
     rows = ["| argument | default | meaning |", "|---|---|---|"]
     for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+        if isinstance(action, argparse._HelpAction):
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            # A command with commands of its own (`vaekit zoo list|check|...`): one row
+            # naming them; each gets its own section below.
+            names = ", ".join(f"`{n}`" for n in action.choices)
+            what = f"{action.help or 'a subcommand'}: {names}"
+            rows.append(
+                f"| `{_cell(str(action.metavar or action.dest))}` | (required) | {_cell(what)} |"
+            )
             continue
         if action.option_strings:
             name = ", ".join(action.option_strings)
@@ -114,6 +123,11 @@ def cli_page(parser: argparse.ArgumentParser | None = None) -> str:
         lines += ["", f"## {name}", ""]
         lines += [_rst(sub.description or text), "", "```text", usage, "```", ""]
         lines += _argument_rows(sub)
+        for inner, (inner_text, inner_sub) in _subcommands(sub).items():
+            usage = " ".join(inner_sub.format_usage().split()).removeprefix("usage: ")
+            lines += ["", f"### {name} {inner}", ""]
+            lines += [_rst(inner_sub.description or inner_text), "", "```text", usage, "```", ""]
+            lines += _argument_rows(inner_sub)
     return "\n".join(lines) + "\n"
 
 
