@@ -34,6 +34,7 @@ __all__ = [
     "RunError",
     "RunBusyError",
     "atomic_write",
+    "file_sha256",
     "fsync_dir",
     "nonfinite_key",
     "finite_or_none",
@@ -166,6 +167,16 @@ def write_json(path: Path, data: Any) -> None:
 # The metadata key of a weights file that holds the sha256 of its tensor data (every byte
 # after the header): written by save_weights, checked by load_weights when present (files
 # written before it have none and load as they did).
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks: what a checkpoint's
+    manifest and the model zoo's manifest record of each file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 WEIGHTS_SHA256 = "data_sha256"
 
 

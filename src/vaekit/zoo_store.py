@@ -18,7 +18,7 @@ from typing import Any
 
 from vaekit.data.core import cache_dir
 from vaekit.errors import UsageError
-from vaekit.storage import RunError, atomic_write, write_json
+from vaekit.storage import RunError, atomic_write, file_sha256, write_json
 
 ZOO_PREFIX = "zoo:"
 ZOO_ENV = "VAEKIT_ZOO"
@@ -123,14 +123,6 @@ def find_entry(name: str, manifest: dict[str, Any], root: Path | None = None) ->
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # -- loading ------------------------------------------------------------------------------
 
 
@@ -151,7 +143,7 @@ def _verified(root: Path, name: str, item: dict[str, Any]) -> Path:
     )
     if not path.is_file():
         raise ZooError(f"zoo:{name}: {path} is missing; {restore}")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != item["sha256"]:
         raise ZooError(
             f"zoo:{name}: {path} has SHA-256 {digest[:16]}..., not the {item['sha256'][:16]}... "
@@ -187,7 +179,7 @@ def materialize(
             )
         target = dest / (unpacked or item)["path"]
         if target.is_file() and (
-            item.get("role") == "result" or _sha256(target) == (unpacked or item)["sha256"]
+            item.get("role") == "result" or file_sha256(target) == (unpacked or item)["sha256"]
         ):
             continue
         if unpacked is None:

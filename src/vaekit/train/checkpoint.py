@@ -23,7 +23,6 @@ checkpoint is ever unpickled as an arbitrary object.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -39,7 +38,15 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.rundir import BEST_WEIGHTS, checkpoint_dirs
-from vaekit.storage import RunError, atomic_write, fsync_dir, load_weights, save_weights, write_json
+from vaekit.storage import (
+    RunError,
+    atomic_write,
+    file_sha256,
+    fsync_dir,
+    load_weights,
+    save_weights,
+    write_json,
+)
 from vaekit.train.faults import FaultInjector
 
 __all__ = [
@@ -149,14 +156,6 @@ def restore_rng(rng: dict[str, Any], device: torch.device) -> None:
 # writing
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_checkpoint(
     run_dir: Path,
     model: nn.Module,
@@ -210,7 +209,7 @@ def write_checkpoint(
             faults.hit("checkpoint-file")
         f.write(data[len(data) // 2 :])
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(tmp.iterdir())
         if p.name in _FILES
     }
@@ -283,7 +282,7 @@ def _verify(ckpt: Path) -> None:
             raise RunError(
                 f"{p} is truncated or overwritten ({p.stat().st_size} bytes, expected {size})"
             )
-        if _sha256(p) != digest:
+        if file_sha256(p) != digest:
             raise RunError(f"{p} is corrupt (its sha256 does not match the manifest)")
 
 
