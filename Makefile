@@ -27,7 +27,7 @@ demo: setup
 	@echo "open runs/demo/report.html"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks docs/*.py

@@ -292,7 +292,7 @@ def test_no_out_writes_over_a_run_s_own_files(
         ["report", plain, "--out", plain / ".lock"],
         ["summary", plain, "--out", cvae / "model.json"],
         ["compare", plain, cvae, "--out", cvae / "metrics.jsonl"],
-        ["curves", plain, "--split", "test", "--out", f"{tmp_path}/../{relative}"],
+        ["curves", plain, "--split", "test", "--out", f"{plain}/../{plain.name}/metrics.jsonl"],
         ["traversals", plain, "--out", plain / "prior"],
         ["quality", plain, "--out", plain / "config.json"],
         ["train", "--out", plain / "checkpoints" / "new"],
