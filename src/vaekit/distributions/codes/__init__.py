@@ -67,6 +67,7 @@ from vaekit.distributions.codes.base import (
     code_head,
     code_usage,
     join_digits,
+    shown_head,
     split_index,
 )
 from vaekit.distributions.codes.categorical import CategoricalCodes, CategoricalPrior
@@ -95,6 +96,7 @@ __all__ = [
     "join_digits",
     "split_index",
     "MAX_CODES",
+    "shown_head",
     "CategoricalCodes",
     "CategoricalPrior",
     "GatedPixelCNN",

@@ -221,6 +221,12 @@ class DigitView(CodeHead):
         )
 
 
+def shown_head(head: CodeHead) -> CodeHead:
+    """The head that figures and the explorer show codes through: ``head``, or its digit
+    view where whole codes are more than :data:`MAX_CODES` (a residual VQ's K ** Q)."""
+    return head.factored() if head.space.codes > MAX_CODES else head
+
+
 def code_head(
     encoder: Callable[..., Distribution] | None, what: str, factorised: bool = False
 ) -> CodeHead:

@@ -38,8 +38,8 @@ class FSQPosterior(FactoredHead):
 
     @dataclass
     class Options:
-        # Levels of each channel (Mentzer et al.: [8, 5, 5, 5] for 2^10 codes, [8, 5, 5, 5]
-        # per position at about 10 bits); the codes per position are their product.
+        # Levels of each channel, one channel per entry (Mentzer et al.: [8, 5, 5, 5] for
+        # about 2^10 codes); the codes per position are their product.
         levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
 
         def validate(self, where: str) -> None:

@@ -44,6 +44,8 @@ class ResidualVQPosterior(FactoredHead):
 
     @dataclass
     class Options(VQPosterior.Options):
+        # Length d of each code vector; there are model.latent_dim / (Q * d) code positions.
+        code_dim: int = 64
         # Quantizers Q in the stack; model.latent_dim = Q * positions * code_dim.
         num_quantizers: int = 4
         # Share of training examples that keep only a random prefix of the quantizers.
