@@ -22,6 +22,7 @@ from vaekit.distributions.codes import (
     ResidualVQPosterior,
     VQPosterior,
     join_digits,
+    shown_head,
     split_index,
 )
 from vaekit.model import build_model
@@ -179,6 +180,8 @@ def test_whole_codes_too_many_for_one_categorical_need_the_factorised_prior() ->
     assert model.prior.head.space.positions == 3 and model.prior.head.space.codes == 32
     z = model.encode(_x()).rsample()
     assert model.prior.log_prob(z).shape == (6,)
+    # Figures and the explorer show each quantizer's code, not numbers up to 32^3.
+    assert isinstance(shown_head(model.encoder.head), DigitView)
 
 
 @pytest.mark.parametrize(

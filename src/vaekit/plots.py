@@ -486,7 +486,9 @@ def code_grids(run: Run, x: Any, y: Any = None, n: int = 8) -> Figure:
     written in) and the decoding of that grid (bottom)."""
     head = run.model.encoder.head
     if not isinstance(head, CodeHead):
-        raise ValueError("code grids need a discrete posterior (model.posterior=vq or gumbel)")
+        raise ValueError(
+            "code grids need a discrete posterior (model.posterior=vq, rvq, fsq, lfq or gumbel)"
+        )
     head = shown_head(head)  # a residual VQ's K ** Q codes: one per quantizer instead
     _require_images(run, "code_grids")
     xs = torch.as_tensor(_np(x)[:n], dtype=torch.float32)

@@ -26,7 +26,8 @@ from vaekit.validate import check_choice, check_positive
 
 
 class QuantisedCodes(CodeDistribution):
-    """q(z|x) of VQ-VAE: all mass on the quantised z_q (one code per position).
+    """q(z|x) of VQ-VAE: all mass on the quantised z_q (one code per position); the
+    other quantizers (``rvq``, ``fsq``, ``lfq``) return it too.
 
     ``rsample`` returns z_q with the straight-through gradient to the encoder's output;
     ``log_prob`` is 0 at z_q's codes and -inf elsewhere (a one-hot posterior has zero
