@@ -13,10 +13,10 @@ training epoch.
 
 It is a SMALL budget (a subset of the images, a few epochs, one thread): the figures rank
 the methods at the start of training on a shared, busy machine, and are no converged
-results. Usage (the results page's table, about 40 CPU-minutes):
+results. Usage (the results page's table, about 45 CPU-minutes):
 
-    nice -n 3 python benchmarks/quantizers.py --train 4000 --epochs 4 --prior-epochs 3 \\
-        --seeds 0 --threads 1 --png docs/img/quantizers-codebook-use.png
+    nice -n 3 python benchmarks/quantizers.py --train 2500 --epochs 4 --prior-epochs 2 \\
+        --test 1000 --score 500 --seeds 0 1 --threads 1 --png docs/img/quantizers-codebook-use.png
 
 It prints a table and writes benchmarks/results/quantizers.json (or --out).
 """
@@ -24,6 +24,7 @@ It prints a table and writes benchmarks/results/quantizers.json (or --out).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -158,29 +159,37 @@ def one(name: str, post: dict[str, Any], bits: int, seed: int, a: argparse.Names
         }
 
 
+def logged_codes(r: dict[str, Any]) -> int:
+    """The codebook whose use the epochs log: a residual VQ logs its first quantizer's."""
+    post = r["posterior"]
+    return int(post["codes"]) if post["name"] == "rvq" else 2 ** r["bits_per_position"]
+
+
 def figure(records: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     budgets = sorted({r["bits_per_position"] for r in records})
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, len(budgets), squeeze=False)[0]
     for ax, bits in zip(axes, budgets, strict=True):
         for name in dict.fromkeys(r["method"] for r in records):
             mine = [r for r in records if r["method"] == name and r["bits_per_position"] == bits]
             if not mine:
                 continue
+            k = logged_codes(mine[0])
             share = [
-                statistics.mean(r["perplexity"][i] for r in mine) / 2**bits
+                statistics.mean(r["perplexity"][i] for r in mine) / k
                 for i in range(len(mine[0]["epochs"]))
             ]
-            ax.plot(mine[0]["epochs"], share, marker="o", ms=3, label=name)
+            label = name if k == 2**bits else f"{name} (first, of {k})"
+            ax.plot(mine[0]["epochs"], share, marker="o", ms=3, label=label)
         ax.set(
             title=f"{bits} bits per position ({2**bits} codes)",
             xlabel="epoch",
-            ylabel="codebook perplexity / codes (validation)",
+            ylabel="perplexity / codes (validation batches)",
             ylim=(0, 1.05),
         )
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
@@ -199,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", type=Path, default=RESULTS / "quantizers.json", help="JSON file")
     p.add_argument("--png", type=Path, default=None, help="figure of codebook use by epoch")
+    p.add_argument("--replot", action="store_true", help="only draw --png from --out's runs")
     a = p.parse_args(argv)
+    if a.replot:
+        figure(json.loads(a.out.read_text())["runs"], a.png)
+        return 0
     torch.set_num_threads(a.threads)
     records = []
     print(
