@@ -177,17 +177,19 @@ def figure(records: list[dict[str, Any]], path: Path) -> None:
             if not mine:
                 continue
             k = logged_codes(mine[0])
-            share = [
-                statistics.mean(r["perplexity"][i] for r in mine) / k
+            perplexity = [
+                statistics.mean(r["perplexity"][i] for r in mine)
                 for i in range(len(mine[0]["epochs"]))
             ]
-            label = name if k == 2**bits else f"{name} (first, of {k})"
-            ax.plot(mine[0]["epochs"], share, marker="o", ms=3, label=label)
+            label = name if k == 2**bits else f"{name} (first quantizer, of {k})"
+            ax.plot(mine[0]["epochs"], perplexity, marker="o", ms=3, label=label)
+        ax.axhline(2**bits, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
         ax.set(
-            title=f"{bits} bits per position ({2**bits} codes)",
+            title=f"{bits} bits per position (dotted: all {2**bits} codes)",
             xlabel="epoch",
-            ylabel="perplexity / codes (validation batches)",
-            ylim=(0, 1.05),
+            ylabel="codebook perplexity (validation batches)",
+            ylim=(0.9, 2**bits * 1.3),
         )
         ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
