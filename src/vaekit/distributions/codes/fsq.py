@@ -4,6 +4,7 @@ channel bounded and rounded to a few levels; no codebook, no commitment loss."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -60,9 +61,9 @@ class FSQPosterior(FactoredHead):
     offset: Tensor
     levels_t: Tensor
 
-    def __init__(self, latent_dim: int, levels: list[int] | None = None) -> None:
+    def __init__(self, latent_dim: int, levels: Sequence[int] = (8, 5, 5, 5)) -> None:
         super().__init__()
-        levels = [int(n) for n in (levels or [8, 5, 5, 5])]
+        levels = [int(n) for n in levels]
         d = len(levels)
         if latent_dim % d:
             raise ValueError(
