@@ -214,3 +214,40 @@ def test_each_quantizer_trains_fits_a_prior_stage_and_samples_from_it(
     assert codes.shape[1] == loaded.model.encoder.head.space.positions
     x = loaded.dataset().test.x[:2]
     assert len(code_grids(loaded, x, n=2).axes) == 6
+
+
+def test_explorer_edits_each_fsq_channel_within_its_levels(tmp_path) -> None:
+    import http.client
+    import json
+    import threading
+
+    from vaekit.serve import make_server
+
+    # 8 * 8 * 8 * 8 * 5 codes per position: more than one categorical takes, so the
+    # explorer shows (and the code editor sets) each channel's level.
+    run = train_tiny(
+        tmp_path / "fsq",
+        "model.latent_dim=10",
+        "model.posterior={name: fsq, levels: [8, 8, 8, 8, 5]}",
+        "model.prior=categorical",
+    )
+    server = make_server(str(run), port=0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def post(codes: list[int]) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        body = json.dumps({"codes": codes})
+        conn.request("POST", "/api/codes", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+
+    try:
+        assert server.explorer.info()["codes"]["positions"] == 10  # 2 positions x 5 channels
+        ok = [7, 0, 3, 5, 4, 1, 2, 6, 7, 0]
+        status, out = post(ok)
+        assert status == 200 and server.explorer.codes_of(np.array(out["z"])) == [ok]
+        status, out = post(ok[:4] + [5] + ok[5:])  # the fifth channel has 5 levels
+        assert status == 400 and "in 0..4" in out["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
