@@ -42,7 +42,9 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
     sizes = {
         "length": 2,
         "samples": 3,
-        "levels": LEVELS,
+        # A likelihood's grey levels; an FSQ posterior's levels per channel (mixed, so that
+        # a factorised prior's masked levels are checked too).
+        "levels": LEVELS if kind == "likelihood" else [8, 5, 6],
         "sigma": "learned",
         "discriminator": [24],
         "hidden": [24] if kind == "network" else 12,
@@ -58,6 +60,7 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
         "codes": 4,
         "code_dim": 1,
         "categories": 3,
+        "num_quantizers": 3,
         "learned": True,
         "layers": 2,
     }
@@ -65,6 +68,7 @@ def _variants(kind: str, name: str) -> list[dict[str, Any]]:
     out = [small]
     if "gradient" in fields:
         out.append(small | {"gradient": "dreg"})
+
     return out
 
 

@@ -50,7 +50,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from vaekit.data import Dataset, Split
-from vaekit.distributions.codes import CodeHead
+from vaekit.distributions.codes import CodeHead, shown_head
 from vaekit.distributions.hierarchical import HierarchicalPrior
 from vaekit.errors import UsageError
 from vaekit.evaluate import latent_means
@@ -486,7 +486,10 @@ def code_grids(run: Run, x: Any, y: Any = None, n: int = 8) -> Figure:
     written in) and the decoding of that grid (bottom)."""
     head = run.model.encoder.head
     if not isinstance(head, CodeHead):
-        raise ValueError("code grids need a discrete posterior (model.posterior=vq or gumbel)")
+        raise ValueError(
+            "code grids need a discrete posterior (model.posterior=vq, rvq, fsq, lfq or gumbel)"
+        )
+    head = shown_head(head)  # a residual VQ's K ** Q codes: one per quantizer instead
     _require_images(run, "code_grids")
     xs = torch.as_tensor(_np(x)[:n], dtype=torch.float32)
     ys = None if (y is None or not run.num_classes) else torch.as_tensor(_np(y)[:n])

@@ -21,8 +21,11 @@ from vaekit.bounds import CIWAE, MIWAE, PIWAE
 from vaekit.disentangle.objectives import DIPVAE, BetaTCVAE, CapacityELBO, FactorVAE
 from vaekit.distributions.codes import (
     CategoricalPrior,
+    FSQPosterior,
     GumbelPosterior,
+    LFQPosterior,
     PixelCNNPrior,
+    ResidualVQPosterior,
     VQPosterior,
 )
 from vaekit.distributions.flows import IAF, Flow, PlanarFlow
@@ -67,6 +70,9 @@ POSTERIORS.add("hierarchical", HierarchicalPosterior)
 POSTERIORS.add("hierarchical-conv", ConvHierarchicalPosterior)
 POSTERIORS.add("vq", VQPosterior)
 POSTERIORS.add("gumbel", GumbelPosterior)
+POSTERIORS.add("rvq", ResidualVQPosterior)
+POSTERIORS.add("fsq", FSQPosterior)
+POSTERIORS.add("lfq", LFQPosterior)
 
 FLOWS = Registry("flow", base=Flow)
 FLOWS.add("planar", PlanarFlow)

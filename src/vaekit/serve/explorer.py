@@ -26,7 +26,7 @@ from torch.distributions import Distribution
 
 from vaekit._version import __version__
 from vaekit.data import Split
-from vaekit.distributions.codes import CodeHead
+from vaekit.distributions.codes import CodeHead, shown_head
 from vaekit.errors import UsageError
 from vaekit.evaluate import posterior_moments
 from vaekit.hierarchy import TopLayer
@@ -76,7 +76,9 @@ class Explorer:
         )
         # A discrete posterior's head: z <-> code indices, for the code editor.
         head = run.model.encoder.head
-        self.code_head: CodeHead | None = head if isinstance(head, CodeHead) else None
+        self.code_head: CodeHead | None = (
+            shown_head(head) if isinstance(head, CodeHead) else None  # digits where K is huge
+        )
         self.labels_of_parts = part_labels(run.config)
         self._lock = threading.Lock()
         self._prior_samples: Tensor | None = None

@@ -342,9 +342,11 @@ class ExplorerAPI:
             if not isinstance(row, list) or len(row) != p:
                 raise RequestError(400, f"codes[{i}] must be {p} code indices (one per position)")
             for j, c in enumerate(row):
-                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
+                # A digit view of mixed FSQ levels allows fewer codes at some positions.
+                kj = head.space.limits[j] if head.space.limits else k
+                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < kj:
                     raise RequestError(
-                        400, f"codes[{i}][{j}] must be a code index in 0..{k - 1}, got {c!r}"[:120]
+                        400, f"codes[{i}][{j}] must be a code index in 0..{kj - 1}, got {c!r}"[:120]
                     )
             rows.append(row)
         z, pngs = self.ex.decode_codes(np.array(rows, dtype=np.int64), self._label(body))

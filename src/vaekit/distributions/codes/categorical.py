@@ -14,8 +14,9 @@ from vaekit.distributions.codes.base import (
     CodeDistribution,
     CodeHead,
     CodeSpace,
-    _require_space,
     code_head,
+    level_mask,
+    prior_space,
 )
 from vaekit.distributions.codes.gumbel import GumbelCodes
 from vaekit.distributions.codes.vq import QuantisedCodes
@@ -81,31 +82,42 @@ class CategoricalPrior(nn.Module):
     class Options:
         # false: uniform over the codes (nothing to learn); true: learned logits per position.
         learned: bool = False
+        # Model each code's digits (FSQ levels, LFQ bits, residual quantizers' codes) as
+        # positions of their own; unset: only where whole codes exceed 16384 per position.
+        factorised: bool | None = None
 
     abilities = PriorAbilities(discrete=True, learned=True, temperature=True)
 
     @staticmethod
     def label(o: CategoricalPrior.Options) -> str:
-        return "categorical" if o.learned else "uniform"
+        return ("categorical" if o.learned else "uniform") + (" digits" if o.factorised else "")
 
     logits: Tensor
+    mask: Tensor
 
     def __init__(
-        self, latent_dim: int, learned: bool = False, *, code_space: CodeSpace | None = None
+        self,
+        latent_dim: int,
+        learned: bool = False,
+        factorised: bool | None = None,
+        *,
+        code_space: CodeSpace | None = None,
     ) -> None:
         super().__init__()
-        space = _require_space(code_space, "model.prior=categorical")
+        space = prior_space(code_space, "model.prior=categorical", factorised)
+        self.factorised = space != code_space
         self.latent_dim = latent_dim
         logits = torch.zeros(space.positions, space.codes)
         if learned:
             self.logits = nn.Parameter(logits)
         else:
             self.register_buffer("logits", logits, persistent=False)
+        self.register_buffer("mask", level_mask(space), persistent=False)
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
         return CategoricalCodes(
-            code_head(encoder, "model.prior=categorical"),
-            self.logits,
+            code_head(encoder, "model.prior=categorical", self.factorised),
+            self.logits + self.mask,
             uniform=not isinstance(self.logits, nn.Parameter),
         )
 

@@ -17,8 +17,9 @@ from vaekit.distributions.codes.base import (
     CodeDistribution,
     CodeHead,
     CodeSpace,
-    _require_space,
     code_head,
+    level_mask,
+    prior_space,
 )
 from vaekit.distributions.codes.vq import QuantisedCodes
 from vaekit.parts import PriorAbilities
@@ -117,19 +118,29 @@ class PixelCNNCodes(CodeDistribution):
     ``log_prob`` is one pass; ``sample`` one pass per position.
     """
 
-    def __init__(self, head: CodeHead, net: GatedPixelCNN, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        head: CodeHead,
+        net: GatedPixelCNN,
+        temperature: float = 1.0,
+        mask: Tensor | None = None,
+    ) -> None:
         self.net = net
         self.temperature = temperature
+        # Logits to add (rows, cols, K): the levels beyond a position's count (mixed FSQ levels).
+        self.mask = mask
         super().__init__(head, ())
 
     def _logits(self, x: Tensor) -> Tensor:
         logits = self.net(x)
+        if self.mask is not None:
+            logits = logits + self.mask
         return logits if self.temperature == 1.0 else logits / self.temperature
 
     def tempered(self, t: float) -> PixelCNNCodes:
         """The prior at temperature ``t``: each conditional p(code_i | codes before i) with
         its logits divided by ``t``, as autoregressive models are sampled below 1."""
-        return PixelCNNCodes(self.head, self.net, self.temperature * t)
+        return PixelCNNCodes(self.head, self.net, self.temperature * t, self.mask)
 
     def log_prob(self, value: Tensor) -> Tensor:
         rows, cols = self.head.space.grid
@@ -178,6 +189,9 @@ class PixelCNNPrior(nn.Module):
         hidden: int = 64
         # Gated layers (each widens what a position sees by one row and one column).
         layers: int = 8
+        # Model each code's digits (FSQ levels, LFQ bits, residual quantizers' codes) one
+        # after another in raster order; unset: only where whole codes exceed 16384.
+        factorised: bool | None = None
 
         def validate(self, where: str) -> None:
             check_positive(f"{where}.hidden", self.hidden)
@@ -187,23 +201,31 @@ class PixelCNNPrior(nn.Module):
 
     @staticmethod
     def label(o: PixelCNNPrior.Options) -> str:
-        return f"pixelcnn {o.layers}x{o.hidden}"
+        return f"pixelcnn {o.layers}x{o.hidden}" + (" digits" if o.factorised else "")
+
+    mask: Tensor
 
     def __init__(
         self,
         latent_dim: int,
         hidden: int = 64,
         layers: int = 8,
+        factorised: bool | None = None,
         *,
         code_space: CodeSpace | None = None,
     ) -> None:
         super().__init__()
-        space = _require_space(code_space, "model.prior=pixelcnn")
+        space = prior_space(code_space, "model.prior=pixelcnn", factorised)
+        self.factorised = space != code_space
         self.latent_dim = latent_dim
         self.net = GatedPixelCNN(space.codes, hidden, layers, space.grid)
+        mask = level_mask(space).reshape(*space.grid, space.codes)
+        self.register_buffer("mask", mask, persistent=False)
+        self.masked = bool(space.limits)
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
-        return PixelCNNCodes(code_head(encoder, "model.prior=pixelcnn"), self.net)
+        head = code_head(encoder, "model.prior=pixelcnn", self.factorised)
+        return PixelCNNCodes(head, self.net, mask=self.mask if self.masked else None)
 
 
 @register_kl(QuantisedCodes, PixelCNNCodes)

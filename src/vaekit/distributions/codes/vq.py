@@ -22,11 +22,12 @@ from vaekit.distributions.codes.base import (
 )
 from vaekit.errors import ConfigError
 from vaekit.parts import PosteriorAbilities
-from vaekit.validate import check_positive
+from vaekit.validate import check_choice, check_positive
 
 
 class QuantisedCodes(CodeDistribution):
-    """q(z|x) of VQ-VAE: all mass on the quantised z_q (one code per position).
+    """q(z|x) of VQ-VAE: all mass on the quantised z_q (one code per position); the
+    other quantizers (``rvq``, ``fsq``, ``lfq``) return it too.
 
     ``rsample`` returns z_q with the straight-through gradient to the encoder's output;
     ``log_prob`` is 0 at z_q's codes and -inf elsewhere (a one-hot posterior has zero
@@ -90,6 +91,9 @@ class VQPosterior(CodeHead):
     (``ema: false``). ``restart_dead``: a code whose running usage falls below 1% of an
     even share of a batch is moved to a random encoder output of the batch, and at the
     first step the whole codebook starts from encoder outputs (without it, from N(0, 1)).
+    ``init: kmeans`` starts it from the k-means centroids of the first batch's encoder
+    outputs instead; ``cosine: true`` l2-normalises encoder outputs and codes (Yu et al.
+    2021), so the codes lie on the unit sphere and the nearest is the most similar.
 
     Example:
         >>> head = VQPosterior(latent_dim=8, codes=4, code_dim=2)
@@ -112,8 +116,18 @@ class VQPosterior(CodeHead):
         decay: float = 0.99
         # Move codes that fall out of use to encoder outputs (and start the codebook from them).
         restart_dead: bool = True
+        # The codebook's start: auto (encoder outputs of the first batch with restart_dead,
+        # else N(0, 1)) or kmeans (k-means centroids of the first batch's encoder outputs).
+        init: str = "auto"
+        # Lloyd iterations of the k-means start (init: kmeans).
+        kmeans_iters: int = 10
+        # Cosine-similarity codes (Yu et al. 2021, ViT-VQGAN): encoder outputs and code
+        # vectors l2-normalised, so the nearest code is the most similar in direction.
+        cosine: bool = False
 
         def validate(self, where: str) -> None:
+            check_choice(f"{where}.init", self.init, ("auto", "kmeans"))
+            check_positive(f"{where}.kmeans_iters", self.kmeans_iters)
             if self.codes < 2:
                 raise ConfigError(f"{where}.codes must be at least 2, got {self.codes}")
             check_positive(f"{where}.code_dim", self.code_dim)
@@ -127,6 +141,7 @@ class VQPosterior(CodeHead):
     @staticmethod
     def label(o: VQPosterior.Options) -> str:
         how = ("ema" if o.ema else "grad") + (" restarts" if o.restart_dead else "")
+        how += (" kmeans" if o.init == "kmeans" else "") + (" cosine" if o.cosine else "")
         return f"vq {o.codes}x{o.code_dim} {how}"
 
     codebook: Tensor
@@ -143,6 +158,9 @@ class VQPosterior(CodeHead):
         ema: bool = True,
         decay: float = 0.99,
         restart_dead: bool = True,
+        init: str = "auto",
+        kmeans_iters: int = 10,
+        cosine: bool = False,
     ) -> None:
         super().__init__()
         if latent_dim % code_dim:
@@ -159,14 +177,19 @@ class VQPosterior(CodeHead):
         self.ema = ema
         self.decay = decay
         self.restart_dead = restart_dead
-        init = torch.randn(codes, code_dim)
+        self.kmeans = init == "kmeans"
+        self.kmeans_iters = kmeans_iters
+        self.cosine = cosine
+        start = torch.randn(codes, code_dim)
+        if cosine:
+            start = F.normalize(start, dim=-1)
         if ema:
-            self.register_buffer("codebook", init)
+            self.register_buffer("codebook", start)
             # Each code starts with one pseudo-assignment of itself, so that code = sum / usage
             # holds from the start and an unused code keeps its vector.
-            self.register_buffer("ema_sum", init.clone())
+            self.register_buffer("ema_sum", start.clone())
         else:
-            self.codebook = nn.Parameter(init)
+            self.codebook = nn.Parameter(start)
         # Running assignments per step of each code (EMA): perplexity, dead codes.
         self.register_buffer("usage", torch.ones(codes))
         self.register_buffer("started", torch.zeros((), dtype=torch.long))
@@ -179,18 +202,24 @@ class VQPosterior(CodeHead):
     def _join(self, vectors: Tensor) -> Tensor:
         return vectors.transpose(-1, -2).reshape(*vectors.shape[:-2], self.latent_dim)
 
+    def book(self) -> Tensor:
+        """The code vectors ``(K, d)``: unit length with ``cosine``."""
+        return F.normalize(self.codebook, dim=-1) if self.cosine else self.codebook
+
     def nearest(self, vectors: Tensor) -> Tensor:
         """Index of the nearest code of each vector ``(..., d)`` -> ``(...)``."""
         with torch.no_grad():
             flat = vectors.reshape(-1, self.code_dim).to(self.codebook.dtype)
-            book = self.codebook.detach()
+            if self.cosine:
+                flat = F.normalize(flat, dim=-1)
+            book = self.book().detach()
             dist = (
                 flat.pow(2).sum(1, keepdim=True) - 2 * flat @ book.T + book.pow(2).sum(1)[None, :]
             )
             return dist.argmin(1).reshape(vectors.shape[:-1])
 
     def embed_weights(self, weights: Tensor) -> Tensor:
-        return self._join(weights @ self.codebook)
+        return self._join(weights @ self.book())
 
     def onehot(self, z: Tensor) -> Tensor:
         return F.one_hot(self.nearest(self._split(z)), self.space.codes).to(z.dtype)
@@ -200,12 +229,14 @@ class VQPosterior(CodeHead):
 
     def forward(self, features: Tensor) -> Distribution:
         z_e = self._split(features)  # (B, P, d)
+        if self.cosine:
+            z_e = F.normalize(z_e, dim=-1)
         flat = z_e.reshape(-1, self.code_dim)
         learning = self.training and torch.is_grad_enabled()
-        if learning and self.restart_dead and not bool(self.started):
+        if learning and (self.restart_dead or self.kmeans) and not bool(self.started):
             self._start_from(flat.detach())
         idx = self.nearest(flat)
-        z_q = F.embedding(idx, self.codebook)  # gradient to a learned codebook only
+        z_q = F.embedding(idx, self.book())  # gradient to a learned codebook only
         b = features.shape[0]
         sq = (flat - z_q.detach()).pow(2).reshape(b, -1).sum(-1)
         aux = self.commitment * sq
@@ -229,11 +260,16 @@ class VQPosterior(CodeHead):
 
     @torch.no_grad()
     def _start_from(self, vectors: Tensor) -> None:
-        """Every code from an encoder output of the first batch (a data-dependent start)."""
+        """Every code from an encoder output of the first batch (a data-dependent start), or
+        from the k-means centroids of those outputs (``init: kmeans``)."""
         k = self.space.codes
-        pick = _choice(len(vectors), k, vectors.device)
         fresh = 2 * DEAD_SHARE * len(vectors) / k
-        self._set(torch.ones(k, dtype=torch.bool, device=vectors.device), vectors[pick], fresh)
+        start = _draw(vectors, k)
+        usage: float | Tensor = fresh
+        if self.kmeans:
+            start, counts = kmeans(vectors, start, self.kmeans_iters, self.cosine)
+            usage = counts.to(self.usage).clamp_min(fresh)
+        self._set(torch.ones(k, dtype=torch.bool, device=vectors.device), start, usage)
         self.started.fill_(1)
         _broadcast(self.codebook, self.usage, *([self.ema_sum] if self.ema else []))
 
@@ -263,9 +299,50 @@ class VQPosterior(CodeHead):
             dead = self.usage < DEAD_SHARE * even
             n = int(dead.sum())
             if n:
-                new = vectors[_choice(len(vectors), n, vectors.device)]
+                new = _draw(vectors, n)
                 self._set(dead, new, 2 * DEAD_SHARE * even)
                 _broadcast(self.codebook, self.usage, *([self.ema_sum] if self.ema else []))
+
+
+@torch.no_grad()
+def kmeans(
+    vectors: Tensor, start: Tensor, iters: int, cosine: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means of ``vectors (N, d)`` from the centroids ``start (K, d)``: the
+    centroids and the vectors each has. A centroid that loses every vector keeps its place
+    (restarts move it later). ``cosine``: assignments by direction, unit-length centroids.
+
+    >>> x = torch.tensor([[0.0], [0.2], [5.0], [5.2]])
+    >>> kmeans(x, torch.tensor([[0.0], [1.0]]), 5)
+    (tensor([[0.1000],
+            [5.1000]]), tensor([2., 2.]))
+    """
+    centroids = start.clone()
+    counts = torch.zeros(len(start), dtype=vectors.dtype, device=vectors.device)
+    for _ in range(iters):
+        if cosine:
+            idx = (vectors @ centroids.T).argmax(1)
+        else:
+            idx = torch.cdist(vectors, centroids).argmin(1)
+        counts = torch.bincount(idx, minlength=len(centroids)).to(vectors.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, idx, vectors)
+        used = counts > 0
+        centroids[used] = sums[used] / counts[used, None]
+        if cosine:
+            centroids = F.normalize(centroids, dim=-1)
+    return centroids, counts
+
+
+def _draw(vectors: Tensor, n: int) -> Tensor:
+    """``n`` of the distinct rows of ``vectors`` at random. A residual quantizer's inputs
+    repeat (exact zeros wherever the quantizer before it took a vector as a code), and two
+    equal codes would make one unreachable; with fewer distinct rows than ``n`` the
+    repeats are jittered by 1% of the rows' spread."""
+    distinct = torch.unique(vectors, dim=0)
+    out = distinct[_choice(len(distinct), n, vectors.device)]
+    if len(distinct) < n:
+        out = out + 0.01 * vectors.std().clamp_min(1e-3) * torch.randn_like(out)
+    return out
 
 
 def _choice(n: int, k: int, device: torch.device) -> Tensor:

@@ -1,0 +1,255 @@
+"""Quantizers beside each other on Fashion-MNIST at equal bits per image: VQ (with and
+without EMA and restarts, and with a k-means start and cosine codes), residual VQ, FSQ
+and LFQ.
+
+Each method codes a 7x7 grid of positions (the conv encoder of fashion_mnist_vqvae, a
+discretized logistic likelihood) with the same bits per position at each budget: 6 bits
+(64 codes; residual VQ 2 x 8) and 10 bits (1024 codes; residual VQ 2 x 32). For each run
+it records, by epoch, the codes in use and their perplexity on the validation batches
+and the reconstruction -log p(x|z) in nats; then it fits a PixelCNN prior to the frozen
+codes (the prior stage, ``vaekit train --resume RUN --stage prior``) and reports the
+bound -log p(x|z) - log p(z) on test images in bits per dimension, and the seconds per
+training epoch.
+
+It is a SMALL budget (a subset of the images, a few epochs, one thread): the figures rank
+the methods at the start of training on a shared, busy machine, and are no converged
+results. Usage (the results page's table, about 45 CPU-minutes):
+
+    nice -n 3 python benchmarks/quantizers.py --train 2500 --epochs 4 --prior-epochs 2 \\
+        --test 1000 --score 500 --seeds 0 1 --threads 1 --png docs/img/quantizers-codebook-use.png
+
+It prints a table and writes benchmarks/results/quantizers.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _machine import machine_record, write_result
+
+import vaekit
+from vaekit.config import config_from_dict
+from vaekit.data import limit_split
+from vaekit.distributions.codes import code_usage
+from vaekit.rundir import read_metrics
+from vaekit.stages import train_prior
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POSITIONS = 49  # the 7 x 7 map of a 28 x 28 image after two stride-2 stages
+VQ = {"name": "vq", "code_dim": 16}
+
+
+def methods(bits: int) -> dict[str, dict[str, Any]]:
+    """Each method's posterior at ``bits`` bits per position (6 or 10)."""
+    k = 2**bits
+    fsq = {6: [4, 4, 4], 10: [4, 4, 4, 4, 4]}[bits]  # exactly 2^bits codes
+    return {
+        "vq ema+restarts": VQ | {"codes": k},
+        "vq grad, no restarts": VQ | {"codes": k, "ema": False, "restart_dead": False},
+        "vq kmeans+cosine": VQ | {"codes": k, "init": "kmeans", "cosine": True},
+        "rvq 2 quantizers": VQ
+        | {"name": "rvq", "num_quantizers": 2, "codes": 2 ** (bits // 2), "dropout": 0.5},
+        "fsq": {"name": "fsq", "levels": fsq},
+        "lfq": {"name": "lfq", "code_dim": bits},
+    }
+
+
+def latent_dim(post: dict[str, Any]) -> int:
+    if post["name"] == "fsq":
+        return POSITIONS * len(post["levels"])
+    if post["name"] == "lfq":
+        return POSITIONS * post["code_dim"]
+    return POSITIONS * post["code_dim"] * post.get("num_quantizers", 1)
+
+
+def config(post: dict[str, Any], a: argparse.Namespace, seed: int) -> Any:
+    return config_from_dict(
+        {
+            "data": {"name": "fashion-mnist", "valid_fraction": 0.1, "limit": a.train},
+            "model": {
+                "latent_dim": latent_dim(post),
+                "encoder": {
+                    "name": "conv",
+                    "channels": [16, 32],
+                    "blocks": 1,
+                    "grid": True,
+                    "activation": "relu",
+                },
+                "posterior": post,
+                "prior": {"name": "categorical", "learned": False},
+                "likelihood": {"name": "discretized-logistic", "components": 1, "levels": 256},
+            },
+            "objective": {"name": "elbo"},
+            "train": {
+                "epochs": a.epochs,
+                "batch_size": 100,
+                "lr": 0.001,
+                "grad_clip": 100.0,
+                "seed": seed,
+                "score_limit": a.score,
+            },
+        }
+    )
+
+
+@torch.no_grad()
+def bound_bits(run_dir: Path, n: int) -> dict[str, float]:
+    """-log p(x|z) and -log p(z) (nats per image) of the first ``n`` test images with the
+    learned prior, and their sum in bits per dimension."""
+    run = vaekit.load(run_dir)  # the prior stage
+    model = run.model.eval()
+    x = limit_split(run.dataset().test, n, seed=0).x
+    recon, prior = [], []
+    for i in range(0, len(x), 250):
+        xb = x[i : i + 250]
+        z = model.encode(xb).mode
+        recon.append(-model.decode(z).log_prob(xb).reshape(len(xb), -1).sum(-1))
+        prior.append(-model.prior.log_prob(z))
+    r, p = torch.cat(recon).mean().item(), torch.cat(prior).mean().item()
+    dims = math.prod(x.shape[1:])
+    return {"recon": r, "rate": p, "bits_per_dim": (r + p) / (dims * math.log(2))}
+
+
+def one(name: str, post: dict[str, Any], bits: int, seed: int, a: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        start = time.perf_counter()
+        vaekit.fit(config(post, a, seed), run_dir, threads=a.threads, progress=False)
+        wall = time.perf_counter() - start
+        rows = read_metrics(run_dir)
+        train_prior(
+            run_dir,
+            epochs=a.prior_epochs,
+            overrides=["model.prior=pixelcnn", "model.prior.hidden=32", "model.prior.layers=4"],
+            threads=a.threads,
+            progress=False,
+        )
+        bound = bound_bits(run_dir, a.test)
+        run = vaekit.load(run_dir, stage="model")
+        head = run.model.encoder.head
+        x = limit_split(run.dataset().test, a.test, seed=0).x
+        with torch.no_grad():
+            codes = head.codes(run.model.eval().encode(x).mode)
+        valid = [r.get("valid") or r.get("test") or {} for r in rows]
+        return {
+            "method": name,
+            "bits_per_position": bits,
+            "bits_per_image": bits * POSITIONS,
+            "seed": seed,
+            "posterior": post,
+            "epochs": [r["epoch"] for r in rows],
+            "codes_used": [round(v.get("codes_used", float("nan")), 2) for v in valid],
+            "perplexity": [round(v.get("perplexity", float("nan")), 2) for v in valid],
+            "recon_nats": [round(v.get("recon", float("nan")), 2) for v in valid],
+            "epoch_seconds": round(statistics.median(r["train_seconds"] for r in rows), 2),
+            "wall_seconds": round(wall, 1),
+            "test_codes": code_usage(codes, head.space),
+            "test_recon_nats": round(bound["recon"], 2),
+            "test_prior_nats": round(bound["rate"], 2),
+            "test_bits_per_dim": round(bound["bits_per_dim"], 4),
+        }
+
+
+def logged_codes(r: dict[str, Any]) -> int:
+    """The codebook whose use the epochs log: a residual VQ logs its first quantizer's."""
+    post = r["posterior"]
+    return int(post["codes"]) if post["name"] == "rvq" else 2 ** r["bits_per_position"]
+
+
+def figure(records: list[dict[str, Any]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    budgets = sorted({r["bits_per_position"] for r in records})
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(budgets), squeeze=False)[0]
+    for ax, bits in zip(axes, budgets, strict=True):
+        for name in dict.fromkeys(r["method"] for r in records):
+            mine = [r for r in records if r["method"] == name and r["bits_per_position"] == bits]
+            if not mine:
+                continue
+            k = logged_codes(mine[0])
+            perplexity = [
+                statistics.mean(r["perplexity"][i] for r in mine)
+                for i in range(len(mine[0]["epochs"]))
+            ]
+            label = name if k == 2**bits else f"{name} (first quantizer, of {k})"
+            ax.plot(mine[0]["epochs"], perplexity, marker="o", ms=3, label=label)
+        ax.axhline(2**bits, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set(
+            title=f"{bits} bits per position (dotted: all {2**bits} codes)",
+            xlabel="epoch",
+            ylabel="codebook perplexity (validation batches)",
+            ylim=(0.9, 2**bits * 1.3),
+        )
+        ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", type=int, default=4000, help="training images (a subset)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of the autoencoder")
+    p.add_argument("--prior-epochs", type=int, default=3, help="epochs of the PixelCNN prior")
+    p.add_argument("--test", type=int, default=1000, help="test images for the bound")
+    p.add_argument("--score", type=int, default=500, help="validation images scored per epoch")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    p.add_argument("--bits", type=int, nargs="+", default=[6, 10], help="bits per position")
+    p.add_argument("--only", nargs="*", default=None, help="methods to run (default all)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", type=Path, default=RESULTS / "quantizers.json", help="JSON file")
+    p.add_argument("--png", type=Path, default=None, help="figure of codebook use by epoch")
+    p.add_argument("--replot", action="store_true", help="only draw --png from --out's runs")
+    a = p.parse_args(argv)
+    if a.replot:
+        figure(json.loads(a.out.read_text())["runs"], a.png)
+        return 0
+    torch.set_num_threads(a.threads)
+    records = []
+    print(
+        f"{'method':<22} {'bits':>4} {'seed':>4} {'used':>9} {'perplexity':>10} "
+        f"{'recon':>7} {'bits/dim':>8} {'s/epoch':>7}"
+    )
+    for bits in a.bits:
+        for name, post in methods(bits).items():
+            if a.only and name not in a.only:
+                continue
+            for seed in a.seeds:
+                r = one(name, post, bits, seed, a)
+                records.append(r)
+                t = r["test_codes"]
+                print(
+                    f"{name:<22} {bits:>4} {seed:>4} {t['used']:>4}/{t['codes']:<4} "
+                    f"{t['perplexity']:>10.1f} {r['test_recon_nats']:>7.1f} "
+                    f"{r['test_bits_per_dim']:>8.4f} {r['epoch_seconds']:>7.1f}",
+                    flush=True,
+                )
+    result = {
+        "budget": (
+            f"SMALL: {a.train} training images, {a.epochs} epochs, a PixelCNN prior "
+            f"(4 x 32) fitted for {a.prior_epochs} epochs, {a.test} test images, "
+            f"seeds {a.seeds}, {a.threads} thread(s) on a shared, busy machine"
+        ),
+        "settings": vars(a) | {"out": str(a.out), "png": str(a.png)},
+        "machine": machine_record(a.threads),
+        "runs": records,
+    }
+    write_result(a.out, result)
+    if a.png:
+        figure(records, a.png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
