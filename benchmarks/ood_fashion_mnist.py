@@ -14,6 +14,8 @@ Usage (the runs are trained beforehand, e.g. with the repository's configs):
 
     vaekit train -c configs/fashion_mnist_mlp_dlogistic.yaml --out runs/fmnist_mlp
     vaekit train -c configs/fashion_mnist_hvae_dlogistic.yaml --out runs/fmnist_hvae
+    # Havtorn et al.'s setting (Bernoulli on binarized data), as docs/results/ood.md ran it:
+    # add --set model.likelihood=bernoulli --set data.binarize=dynamic to both
     python benchmarks/ood_fashion_mnist.py --one runs/fmnist_mlp --two runs/fmnist_hvae \\
         --k 1000 --llr-k 1 --regret-limit 500
     python benchmarks/ood_fashion_mnist.py --one RUN1 --two RUN2 --limit 200 --k 20  # quick
