@@ -24,6 +24,7 @@ from vaekit.ood import (
     auroc,
     bound_above,
     fpr_at_tpr,
+    likelihood_regret,
     ood_metrics,
     png_bits,
     score,
@@ -167,6 +168,27 @@ def test_regret_tunes_a_copy_and_leaves_the_run_alone(flat_run: vaekit.Run) -> N
     # 30 steps on the example itself fit q to it: the estimate moves (either way: both are
     # noisy k=50 estimates of one log p(x)).
     assert np.abs(cols["regret"]).max() > 0
+
+
+def test_vectorised_regret_equals_one_example_at_a_time(hier_run: vaekit.Run) -> None:
+    # Each example tuned with its own stacked copy of the encoder (torch.func.vmap) gives
+    # what tuning copies one after another gives, and an example's regret does not depend
+    # on the others scored with it (every example gets the same draws).
+    m = hier_run.model
+    x = hier_run._x(_digits(4))
+    before = log_likelihood(m, x, None, 10)
+    runs = []
+    for vectorized, rows in ((True, slice(None)), (False, slice(None)), (True, slice(1, 3))):
+        torch.manual_seed(0)
+        runs.append(
+            likelihood_regret(
+                m, x[rows], steps=4, lr=1e-2, k=10, before=before[rows], vectorized=vectorized
+            )[0].numpy()
+        )
+    together, each, two = runs
+    np.testing.assert_allclose(together, each, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(two, together[1:3], rtol=0, atol=1e-4)
+    assert np.abs(together).max() > 1e-3  # lr 1e-2 for 4 steps moves the bound
 
 
 def test_run_score_refuses_bad_settings_and_data(flat_run: vaekit.Run) -> None:
