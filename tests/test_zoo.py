@@ -239,7 +239,10 @@ def test_add_refuses_an_existing_entry_without_force(zoo_env: Path, tmp_path, ca
     assert "cannot give the zoo's figure" in capsys.readouterr().err
 
 
-def test_a_run_with_a_prior_stage_ships_both_stages(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("weights", ["last", "best"])
+def test_a_run_with_a_prior_stage_ships_both_stages(tmp_path, monkeypatch, weights) -> None:
+    """Either weights of the prior stage ship; with the best ones the stage has no
+    model.safetensors, and the zoo's copy must still count as a run with a prior stage."""
     from vaekit.stages import train_prior
 
     monkeypatch.setenv("VAEKIT_CACHE_DIR", str(tmp_path / "cache"))
@@ -252,6 +255,7 @@ def test_a_run_with_a_prior_stage_ships_both_stages(tmp_path, monkeypatch) -> No
         "model.posterior={name: vq, codes: 8, code_dim: 2}",
         "model.prior=categorical",
         "train.epochs=1",
+        "data.valid_fraction=0.2",  # so that the prior stage keeps best weights
     )
     train_prior(
         run,
@@ -260,10 +264,11 @@ def test_a_run_with_a_prior_stage_ships_both_stages(tmp_path, monkeypatch) -> No
         progress=False,
         log=open(os.devnull, "w"),  # noqa: SIM115
     )
-    _evaluate(run / "prior", "last", k=1)
-    entry = zoo.add_run(run, "vq", weights="last")
+    _evaluate(run / "prior", weights, k=1)
+    entry = zoo.add_run(run, "vq", weights=weights)
     paths = {f["path"] for f in entry["files"]}
-    assert {"model.safetensors", "prior/model.safetensors", "prior/stage.json"} <= paths
+    shipped = "prior/model.safetensors" if weights == "last" else "prior/best.safetensors"
+    assert {"model.safetensors", shipped, "prior/stage.json"} <= paths
     assert entry["figure"]["stage"] == "prior"
     assert "--stage prior --epochs 1" in entry["train_command"]
     assert "--set model.prior.layers=2" in entry["train_command"]

@@ -800,10 +800,14 @@ def prior_stage_dir(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def has_prior_stage(run_dir: str | os.PathLike[str]) -> bool:
-    """Whether RUN has a second stage with weights (what ``vaekit.load(RUN)`` then loads)."""
+    """Whether RUN has a second stage with weights (what ``vaekit.load(RUN)`` then loads).
+
+    Its best weights alone count: a zoo model ships only the weights that gave its figure."""
     stage = prior_stage_dir(run_dir)
     return (stage / "config.json").is_file() and (
-        (stage / "model.safetensors").is_file() or latest_checkpoint(stage) is not None
+        (stage / "model.safetensors").is_file()
+        or (stage / BEST_WEIGHTS).is_file()
+        or latest_checkpoint(stage) is not None
     )
 
 
