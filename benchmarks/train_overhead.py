@@ -130,7 +130,10 @@ def child_vaekit(stamps_path: str, argv: list[str]) -> int:
     for name in VAEKIT_PHASES:
         setattr(loop, name, timed(name, getattr(loop, name)))
     t = now()
-    rc = vaekit.cli.main(argv)
+    # As the `vaekit` script calls it (argv from sys.argv), so that the child ends as a
+    # user's process does (cli.main freezes the collector before the exit).
+    sys.argv = ["vaekit", *argv]
+    rc = vaekit.cli.main()
     st.add("cli_total", t)
     st.write(stamps_path)
     return rc

@@ -89,3 +89,38 @@ def test_a_torch_whose_fused_step_differs_takes_torchs_own_step(
     theirs, _ = _train(lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
     assert optim._fused_adam() is adam._fused_adam
+
+
+def test_eager_adam_with_torchs_defaults_is_torchs_adam_without_dynamo() -> None:
+    # The samplers' flows, the supervised heads, the FID domain network and the test
+    # helpers build Adam with torch's defaults (no fused kernel): the same steps and state
+    # as torch.optim.Adam, without its 1-1.5 s import of torch._dynamo.
+    from vaekit.optim import EagerAdam
+
+    kw = {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 5e-5}
+    ours, o1 = _train(lambda ps: EagerAdam(ps, **kw))
+    theirs, o2 = _train(lambda ps: torch.optim.Adam(ps, **kw))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    s1, s2 = o1.state_dict(), o2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for k in s2["state"]:
+        assert all(torch.equal(s1["state"][k][n], v) for n, v in s2["state"][k].items())
+
+
+def test_vaekit_builds_no_torch_optimiser_that_imports_dynamo() -> None:
+    # torch.optim's classes import torch._dynamo on their first call; vaekit's own
+    # optimisers are built through vaekit.optim (EagerAdam, make_optimizer). ood.py's
+    # flow is another helper's file at this writing (left, noted in issue 30).
+    from pathlib import Path
+
+    import vaekit
+
+    src = Path(vaekit.__file__).parent
+    found = [
+        f"{p.relative_to(src)}:{i}"
+        for p in sorted(src.rglob("*.py"))
+        if p.name not in ("optim.py", "ood.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if "torch.optim.Adam(" in line or "torch.optim.AdamW(" in line
+    ]
+    assert found == [], found

@@ -39,6 +39,7 @@ from torch.distributions import Distribution
 from vaekit.config import Config, load_config
 from vaekit.distributions.priors import tempered
 from vaekit.errors import VaekitError
+from vaekit.optim import EagerAdam
 from vaekit.storage import atomic_write, load_weights, save_weights, write_json
 
 __all__ = [
@@ -437,7 +438,7 @@ class FlowSampler(Sampler):
         o = self.options
         self.flow = self._build(fit.shape[1])
         x, xh = fit.float(), held.float()
-        opt = torch.optim.Adam(self.flow.parameters(), lr=float(o.lr))
+        opt = EagerAdam(self.flow.parameters(), lr=float(o.lr))
         best_state, best, best_epoch, history = None, -math.inf, 0, []
         for epoch in range(1, int(o.epochs) + 1):
             self.flow.train()

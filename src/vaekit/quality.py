@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from vaekit.data import Dataset, cache_dir, model_view
 from vaekit.errors import VaekitError
 from vaekit.inception import InceptionFeatures
+from vaekit.optim import EagerAdam
 from vaekit.rundir import Run, run_data
 from vaekit.samplers import load_sampler, sampler_names
 from vaekit.storage import save_weights, write_json
@@ -330,7 +331,7 @@ def domain_features(
         # state the global generator was in, and every training gave another network (and
         # other FIDs) under the same cache key.
         net = DomainNet(ds.shape, ds.num_classes)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        opt = EagerAdam(net.parameters(), lr=1e-3)
         net.train()
         epochs = max(DOMAIN_EPOCHS, math.ceil(DOMAIN_STEPS / math.ceil(len(x) / 128)))
         for _ in range(epochs):

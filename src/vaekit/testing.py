@@ -69,6 +69,7 @@ from vaekit.distributions.priors import tempered
 from vaekit.errors import ConfigError
 from vaekit.model import VAE, build_model
 from vaekit.objectives import ELBO, IWAE, Objective, build_objective, kl_term
+from vaekit.optim import EagerAdam
 from vaekit.registry import (
     FLOWS,
     LIKELIHOODS,
@@ -370,7 +371,7 @@ def check_training(
     if objective.abilities.fixed:
         start_second_stage(model, objective.abilities.fixed)
     groups = objective.param_groups(model)
-    opts = {k: torch.optim.Adam(ps, lr=lr) for k, ps in groups.items()}
+    opts = {k: EagerAdam(ps, lr=lr) for k, ps in groups.items()}
     if key is None:
         key = "recon" if len(groups) > 1 else "loss"
     before = _mean_term(objective, model, x, y, key)

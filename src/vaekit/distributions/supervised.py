@@ -32,6 +32,7 @@ from vaekit.distributions.likelihoods import (
     LikelihoodHead,
 )
 from vaekit.nn import MLP
+from vaekit.optim import EagerAdam
 from vaekit.parts import lookup, registry_of
 
 __all__ = ["Predictor", "regressor", "classifier", "fit_predictor"]
@@ -116,7 +117,7 @@ def fit_predictor(
     if len(x) != len(y):
         raise ValueError(f"x and y must have one row per example, got {len(x)} and {len(y)}")
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = EagerAdam(model.parameters(), lr=lr)
     n = len(x)
     bs = batch_size or n
     history = []
