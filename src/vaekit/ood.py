@@ -63,6 +63,7 @@ from vaekit.evaluate import (
     log_weights,
     nonfinite_result,
 )
+from vaekit.optim import EagerAdam
 
 if TYPE_CHECKING:
     from vaekit.data import Split
@@ -347,7 +348,7 @@ def _tune_each(
         with torch.no_grad():
             for p, p0 in zip(params, start, strict=True):
                 p.copy_(p0)
-        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=5e-5)
+        opt = EagerAdam(params, lr=lr, betas=(0.9, 0.999), weight_decay=5e-5)
         # Clones: the examples may be inference tensors, which autograd cannot save.
         xi = x[i : i + 1].clone()
         yi = None if y is None else y[i : i + 1].clone()
@@ -393,7 +394,7 @@ def _tune_together(
         n: by_name[n].detach().unsqueeze(0).repeat(b, *[1] * by_name[n].dim()).requires_grad_()
         for n in names
     }
-    opt = torch.optim.Adam(list(stacked.values()), lr=lr, betas=(0.9, 0.999), weight_decay=5e-5)
+    opt = EagerAdam(list(stacked.values()), lr=lr, betas=(0.9, 0.999), weight_decay=5e-5)
     xs = x.clone()
     ys = None if y is None else y.clone()
 
