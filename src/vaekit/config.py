@@ -502,6 +502,11 @@ def _check_composition(cfg: Config, parts: Any) -> None:
         raise ConfigError(
             f"{n['posterior']} makes z {what}: use {' or '.join('model.prior=' + p for p in fits)}"
         )
+    if m.classifier is not None and not m.conditional:
+        raise ConfigError(
+            "model.classifier is q(y|x) of a model whose encoder and decoder take the label: "
+            "set model.conditional=true as well (or model.classifier=none)"
+        )
     if parts.prior.per_class and not m.conditional:
         raise ConfigError(
             f"{n['prior']} is one prior p(z|y) per class, so the model must take labels: set "
