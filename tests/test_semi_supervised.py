@@ -230,6 +230,8 @@ def test_m2_and_m1_m2_from_the_command_line(tmp_path: Path) -> None:
     assert main(["evaluate", str(run), "--k", "2", "--limit", "60"]) == 0
     result = json.loads(next(run.glob("eval*.json")).read_text())
     assert 0 <= result["error"] <= 1 and result["error_se"] > 0 and math.isfinite(result["nll"])
+    # The training split, most of whose labels are hidden, is refused with what to do.
+    assert main(["evaluate", str(run), "--k", "2", "--split", "train"]) == 2
     # M1+M2: a VAE's codes as a dataset, and M2 on them.
     m1 = tmp_path / "m1"
     assert main(["train", "--out", str(m1), "--no-progress", *[f"--set={s}" for s in tiny]]) == 0

@@ -754,6 +754,12 @@ def evaluate_run(
     if split == "train":
         # What the model saw: a dynamically binarized run's training split is grey.
         part = model_view(part, binarize, run.config.train.seed)
+    if part.y is not None and bool((part.y < 0).any()):
+        raise UsageError(
+            f"the {split} split's labels were mostly hidden in training (data.labels="
+            f"{run.config.data.labels}), and the conditional parts need one for each example: "
+            "evaluate the test split (--split test) or the validation split"
+        )
     whole = len(part)
     if limit:
         part = limit_split(part, limit, seed)
