@@ -643,7 +643,9 @@ def part_config(
     if kind == "objective" and spec.abilities.fixed and "prior_module" not in spec.abilities.fixed:
         # A second stage fits the prior alone: give it a prior with something to learn.
         sets["model.prior"] = next(
-            p.name for p in PRIORS if p.abilities.learned and not p.abilities.discrete
+            p.name
+            for p in PRIORS
+            if p.abilities.learned and not p.abilities.discrete and not p.abilities.per_class
         )
     if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
         sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
