@@ -20,7 +20,8 @@ from vaekit.config import bundled_configs, load_config
 from vaekit.train import fit
 
 # Offline stand-ins: the official MNIST files are a download (the labelled 10k subset has
-# the same images' shape and classes); the wine table is made by the config's header.
+# the same images' shape and classes); the wine table is made by the config's header, and
+# the codes of an M1 run (M1+M2) as `vaekit encode RUN --out codes.npz` writes them.
 STAND_INS = {"mnist": "mnist-10k"}
 
 
@@ -35,6 +36,18 @@ def _wine(folder: Path) -> Path:
     return path
 
 
+def _codes(folder: Path) -> Path:
+    """Codes as `vaekit encode RUN --out codes.npz` writes them (M1+M2's input): 50-d means
+    with the labels of 10 classes."""
+    rng = np.random.default_rng(0)
+    path = folder / "codes.npz"
+    y_train, y_test = np.arange(300) % 10, np.arange(100) % 10
+    train = rng.normal(size=(300, 50)).astype(np.float32) + y_train[:, None]
+    test = rng.normal(size=(100, 50)).astype(np.float32) + y_test[:, None]
+    np.savez(path, train=train, test=test, y_train=y_train, y_test=y_test)
+    return path
+
+
 @pytest.mark.parametrize("name", sorted(bundled_configs()))
 def test_bundled_config_trains_one_epoch(
     name: str, tmp_path: Path, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -43,6 +56,8 @@ def test_bundled_config_trains_one_epoch(
     data = STAND_INS.get(cfg.data.name, cfg.data.name)
     if data.endswith(".csv"):
         data = str(_wine(tmp_path))
+    if data.endswith(".npz"):  # the codes of an M1 run (mnist10k_m1m2)
+        data = str(_codes(tmp_path))
     if data == "fashion-mnist":
         from vaekit.data.named import FASHION_MNIST_SYSTEM_DIR
 

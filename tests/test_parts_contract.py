@@ -125,18 +125,24 @@ def test_the_combinations_cover_every_registered_part() -> None:
     assert len(COMBOS) >= 50
 
 
+def _labels(model: Any, n: int) -> torch.Tensor | None:
+    # A conditional model (a prior per class, a classifier) of 3 classes takes labels.
+    return torch.arange(n) % model.num_classes if model.conditional else None
+
+
 @pytest.mark.parametrize("data", COMBOS, ids=IDS)
 def test_contract(data: dict[str, Any], batch: torch.Tensor) -> None:
     model, objective = _build(data)
     unused = prior_parameter_names(model) if not objective.abilities.needs_stochastic else ()
-    check_model(model, objective, batch[:6], unused=unused)
+    check_model(model, objective, batch[:6], _labels(model, 6), unused=unused)
 
 
 @pytest.mark.parametrize("data", COMBOS, ids=IDS)
 def test_short_training_lowers_the_loss(data: dict[str, Any], batch: torch.Tensor) -> None:
     model, objective = _build(data, seed=1)
     torch.manual_seed(2)
-    check_training(model, objective, batch)  # sets a second stage up (start_second_stage)
+    # (sets a second stage up: start_second_stage)
+    check_training(model, objective, batch, _labels(model, len(batch)))
 
 
 # -- the checks fail where a part breaks the contract ------------------------------------------

@@ -25,6 +25,7 @@ the members declares the ability.
 - :class:`TemperedDistribution` (``PriorAbilities.temperature``; Gaussians and their
   mixtures need no method): a prior's distribution that says what sampling at a
   temperature means.
+- :class:`ClassPrior` (``PriorAbilities.per_class``): a prior with one p(z|y) per class.
 - :class:`WarmsUp` (``ObjectiveAbilities.warmup``): an objective whose divergence weight
   ramps up over ``warmup_epochs``.
 
@@ -56,6 +57,7 @@ __all__ = [
     "ExtraTerms",
     "FixedLogProb",
     "TemperedDistribution",
+    "ClassPrior",
     "WarmsUp",
 ]
 
@@ -158,6 +160,15 @@ class TemperedDistribution(Protocol):
     """A prior's distribution that says what sampling it at temperature ``t`` means."""
 
     def tempered(self, t: float) -> Distribution: ...
+
+
+@runtime_checkable
+class ClassPrior(Protocol):
+    """A prior part with one p(z|y) per class: ``given(labels)`` takes one-hot (or soft)
+    rows ``(..., num_classes)`` and returns p(z|y) of batch shape ``labels.shape[:-1]``;
+    its ``forward`` is p(z), their mixture under the prior over classes."""
+
+    def given(self, labels: Tensor) -> Distribution: ...
 
 
 @runtime_checkable

@@ -97,6 +97,9 @@ class DataConfig:
     valid_fraction: float = 0.0
     # Use at most this many training examples (0 = all); handy for quick runs.
     limit: int = 0
+    # Keep the labels of this many training examples (the same number from each class,
+    # seeded by train.seed) and hide the rest, for a semi-supervised objective (m2); 0 = all.
+    labels: int = 0
     # Keyword arguments of a module:function dataset.
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +140,9 @@ class ModelConfig:
     likelihood: PartConfig = _part_field("likelihood", "bernoulli")
     # Conditional VAE: feed the one-hot label to encoder and decoder.
     conditional: bool = False
+    # A classifier q(y|x), a network from x to the class logits (mlp with its hidden widths;
+    # none: no classifier): the semi-supervised M2 model (objective m2) with model.conditional.
+    classifier: PartConfig | None = _part_field("network", None)
     # Number of classes for a conditional model; 0 means "take it from the dataset".
     num_classes: int = 0
     # How every linear layer of the model starts: default (PyTorch's) | he (weights from
@@ -265,6 +271,7 @@ class Config:
                 f"data.valid_fraction must be in [0, 1), got {self.data.valid_fraction}"
             )
         check_nonneg("data.limit", self.data.limit)
+        check_nonneg("data.labels", self.data.labels)
         if not self.data.name.strip():
             raise ConfigError(
                 "data.name is empty; name a dataset (digits, mnist, binarized-mnist, ...) or a file"
@@ -428,6 +435,7 @@ def composition(model: ModelConfig, objective: PartConfig | None = None) -> Any:
         base_posterior=base,
         flow=model.flow is not None,
         conditional=model.conditional,
+        classifier=model.classifier is not None,
         names=names,
     )
 
@@ -442,6 +450,7 @@ def _chosen_parts(cfg: Config) -> list[tuple[str, str, PartConfig]]:
         ("flow", "model.flow", m.flow),
         ("prior", "model.prior", m.prior),
         ("likelihood", "model.likelihood", m.likelihood),
+        ("network", "model.classifier", m.classifier),
         ("objective", "objective", cfg.objective),
     ]
     return [(kind, key, pc) for kind, key, pc in chosen if pc is not None]
@@ -493,6 +502,22 @@ def _check_composition(cfg: Config, parts: Any) -> None:
         raise ConfigError(
             f"{n['posterior']} makes z {what}: use {' or '.join('model.prior=' + p for p in fits)}"
         )
+    if m.classifier is not None and not m.conditional:
+        raise ConfigError(
+            "model.classifier is q(y|x) of a model whose encoder and decoder take the label: "
+            "set model.conditional=true as well (or model.classifier=none)"
+        )
+    if parts.prior.per_class and not m.conditional:
+        raise ConfigError(
+            f"{n['prior']} is one prior p(z|y) per class, so the model must take labels: set "
+            "model.conditional=true (on labelled data), or use model.prior=normal"
+        )
+    if parts.prior.per_class and parts.posterior.layered:
+        raise ConfigError(
+            f"{n['prior']} is one prior per class over a single latent layer; "
+            f"{n['posterior']} has several, whose top layer's prior takes no label: use "
+            "model.posterior=gaussian, or model.prior=normal"
+        )
     if m.conditional and not parts.prior.conditional:
         others = [p.name for p in PRIORS if p.abilities.conditional]
         raise ConfigError(
@@ -502,6 +527,18 @@ def _check_composition(cfg: Config, parts: Any) -> None:
         )
     o = parts.objective
     assert o is not None
+    if o.classifier and m.classifier is None:
+        raise ConfigError(
+            f"{n['objective']} trains a classifier q(y|x) beside the model: set "
+            "model.classifier=mlp (and model.conditional=true)"
+        )
+    if cfg.data.labels and not o.hidden_labels:
+        fits = [p.name for p in OBJECTIVES if p.abilities.hidden_labels]
+        raise ConfigError(
+            f"data.labels={cfg.data.labels} hides the other training labels, which only a "
+            f"semi-supervised objective learns from ({', '.join('objective.name=' + f for f in fits)}); "
+            "set data.labels=0 to keep every label"
+        )
     missing = []
     if o.needs_density and not parts.posterior.density:
         missing.append("no density")

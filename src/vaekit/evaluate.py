@@ -67,6 +67,7 @@ __all__ = [
     "log_likelihood",
     "log_likelihood_split",
     "mean_and_se",
+    "classification_error",
     "elbo_terms",
     "kl_per_dim",
     "Moments",
@@ -164,7 +165,7 @@ def log_weights(
             "the posterior has no density (a point mass, model.posterior=point, or an implicit "
             "posterior, model.posterior=implicit); the importance-sampled likelihood is undefined for it"
         ) from None
-    p = m.prior if prior is None else prior
+    p = m.prior_given(y) if prior is None else prior
     return m.decode(z, y).log_prob(x) + p.log_prob(z) - log_q
 
 
@@ -249,8 +250,22 @@ def log_likelihood(
         chunk = math.ceil(k / math.ceil(k / cap))
     if chunk < 1:
         raise UsageError(f"chunk must be >= 1, got {chunk}")
+    if m.classifier is None:
+        return _log_likelihood_given(m, x, y, k, chunk)
+    # A model with a classifier (M2) is p(y) p(z|y) p(x|y,z): log p(x) sums the labels
+    # out, log (1/C) sum_y p(x|y), each p(x|y) importance-sampled from q(z|x,y) (k draws
+    # per class, whatever labels the data have).
+    per = [
+        _log_likelihood_given(m, x, torch.full((len(x),), c, device=x.device), k, chunk)
+        for c in range(m.num_classes)
+    ]
+    return torch.logsumexp(torch.stack(per), 0) - math.log(m.num_classes)
+
+
+def _log_likelihood_given(m: VAE, x: Tensor, y: Tensor | None, k: int, chunk: int) -> Tensor:
+    """log p(x[|y]) from ``k`` importance samples drawn ``chunk`` at a time, float64."""
     q = m.encode(x, y)
-    prior = m.prior
+    prior = m.prior_given(y)
     acc = StreamingLogSumExp()
     for start in range(0, k, chunk):
         acc.update(log_weights(m, q, x, y, min(chunk, k - start), prior))
@@ -322,6 +337,42 @@ def log_likelihood_split(
             bar.update(len(x))
         bar.close()
     return out
+
+
+@torch.inference_mode()
+def classification_error(
+    model: VAE | Run, split: Split, batch_size: int = 1000
+) -> dict[str, float | int]:
+    """The test error of the model's classifier q(y|x) (its most probable class) on a
+    labelled split: ``error``, its binomial standard error ``error_se`` = sqrt(e (1 - e) / n)
+    and ``n``.
+
+    Example:
+        >>> from vaekit.config import ModelConfig
+        >>> from vaekit.model import build_model
+        >>> cfg = ModelConfig(latent_dim=2, conditional=True, classifier="mlp")
+        >>> m = build_model(cfg, (1, 4, 4), num_classes=2)
+        >>> sorted(classification_error(m, Split(torch.rand(8, 1, 4, 4), torch.arange(8) % 2)))
+        ['error', 'error_se', 'n']
+    """
+    m = _model(model)
+    if m.classifier is None:
+        raise UsageError(
+            "this model has no classifier q(y|x) to score (model.classifier, objective m2)"
+        )
+    if split.y is None or bool((split.y < 0).any()):
+        raise UsageError(
+            "the classification error needs every label of the split; this one has "
+            + ("none" if split.y is None else "hidden ones (data.labels)")
+        )
+    device = next(m.parameters()).device
+    wrong = 0
+    for x, y in _batches(split, batch_size, device, True):
+        assert y is not None
+        wrong += int((m.classify(x).logits.argmax(-1) != y).sum())
+    n = len(split)
+    error = wrong / n
+    return {"error": error, "error_se": math.sqrt(error * (1 - error) / n), "n": n}
 
 
 def mean_and_se(values: Tensor | np.ndarray) -> tuple[float, float]:
@@ -678,7 +729,9 @@ def evaluate_run(
     ``active_units`` with ``latent_variance`` (and, for posteriors whose means are Monte
     Carlo estimates, ``active_units_draws`` and ``active_units_mc_error``, see
     :func:`moment_draws_needed`), ``classifier`` (accuracies on latent
-    means, where labels exist) and ``seconds``; with several stochastic layers also
+    means, where labels exist), ``error`` and ``error_se`` (a model with a classifier
+    q(y|x), M2: its test error and binomial standard error; its ``nll`` and ``elbo`` sum
+    the labels out) and ``seconds``; with several stochastic layers also
     ``layer_sizes``, ``kl_per_layer`` and ``active_units_per_layer`` (bottom layer first).
     A discrete posterior adds ``codes`` (the
     codebook's use over the split); one that is deterministic (VQ-VAE) needs a single
@@ -701,6 +754,12 @@ def evaluate_run(
     if split == "train":
         # What the model saw: a dynamically binarized run's training split is grey.
         part = model_view(part, binarize, run.config.train.seed)
+    if part.y is not None and bool((part.y < 0).any()):
+        raise UsageError(
+            f"the {split} split's labels were mostly hidden in training (data.labels="
+            f"{run.config.data.labels}), and the conditional parts need one for each example: "
+            "evaluate the test split (--split test) or the validation split"
+        )
     whole = len(part)
     if limit:
         part = limit_split(part, limit, seed)
@@ -773,6 +832,10 @@ def evaluate_run(
                 "implicit posterior), so neither the ELBO nor the importance-sampled likelihood exists"
             )
 
+        if m.classifier is not None and part.y is not None:
+            # The semi-supervised model's own classifier q(y|x) on the split's labels.
+            scored = classification_error(m, part)
+            result["error"], result["error_se"] = scored["error"], scored["error_se"]
         if m.composition.posterior.discrete:
             result["codes"] = _code_usage(m, part, labels)
         note = prior_note(run)
@@ -803,6 +866,9 @@ def evaluate_run(
             and len(torch.unique(ds.train.y)) > 1
         ):
             train = ds.train
+            if train.y is not None and bool((train.y < 0).any()):
+                # data.labels hid most training labels: the probe learns from those kept.
+                train = train.select(torch.nonzero(train.y >= 0).squeeze(1))
             if len(train) > 20000:
                 idx = torch.from_numpy(
                     np.random.default_rng(seed).choice(len(train), 20000, replace=False)

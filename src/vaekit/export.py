@@ -41,6 +41,7 @@ __all__ = [
     "write_examples",
     "write_reconstructions",
     "write_encoding",
+    "write_codes_dataset",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -253,3 +254,28 @@ def write_encoding(
     )
     write_array(files[0], np.concatenate(cols, axis=1), "csv", header)
     return files
+
+
+def write_codes_dataset(
+    path: PathLike, run: Run, dataset: Any = None
+) -> tuple[Path, dict[str, int]]:
+    """Every split of the run's data encoded as the means of q(z|x), written as an .npz
+    dataset that vaekit trains on (``data.name=FILE.npz``): arrays ``train``, ``test``
+    (and ``valid``) with their labels ``y_train``, ... . These are the features of
+    Kingma et al. 2014's M1+M2: M2 trained on a VAE's codes (model.likelihood=gaussian,
+    the codes being real numbers). Returns the file and the examples per split.
+    ``dataset``: the run's data (default: :meth:`vaekit.rundir.Run.dataset`)."""
+    out = output_file(path, "codes.npz", [".npz"], "a dataset of codes", option="--out")
+    ds = dataset if dataset is not None else run.dataset()
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("train", "valid", "test"):
+        if split == "valid" and ds.valid is None:
+            continue
+        encoding = run.encode_split(split, dataset=ds)
+        check_finite(run, encoding["mean"], "latent means")
+        arrays[split] = encoding["mean"].astype(np.float32)
+        if "labels" in encoding:
+            arrays[f"y_{split}"] = encoding["labels"]
+    with atomic_write(out, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+    return out, {k: len(v) for k, v in arrays.items() if not k.startswith("y_")}

@@ -75,6 +75,11 @@ def _assemble(
         raise ConfigError(
             "model.conditional=true needs labels: use a labelled dataset or set model.num_classes"
         )
+    if cfg.classifier is not None and not cfg.conditional:
+        raise ConfigError(
+            "model.classifier is q(y|x) of a model whose encoder and decoder take the label: "
+            "set model.conditional=true as well (or model.classifier=none)"
+        )
     latent = cfg.latent_dim
     context = {
         "data_shape": data_shape,
@@ -154,6 +159,16 @@ def _assemble(
     prior = part(
         "prior", lambda: PRIORS.get(cfg.prior.name).build(cfg.prior.options, prior_dim, **context)
     )
+    classifier = None
+    if cfg.classifier is not None:
+        # q(y|x) of a semi-supervised model (M2): a network from x to one logit per class.
+        cls_cfg = cfg.classifier
+        classifier = part(
+            "classifier",
+            lambda: NETWORKS.get(cls_cfg.name).build(
+                cls_cfg.options, data_shape, classes, 0, role="encoder"
+            ),
+        )
     model = VAE(
         Encoder(enc_net, head, classes),
         Decoder(dec_net, likelihood, data_shape, classes, None if reads == total else reads),
@@ -161,6 +176,7 @@ def _assemble(
         total,
         data_shape,
         classes,
+        classifier,
     )
     parts = composition(cfg)
     # Modules given as objects say what they can do themselves (their ``abilities``).

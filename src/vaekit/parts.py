@@ -160,6 +160,8 @@ class PriorAbilities:
     writes z through the posterior's codebook), so it pairs with those only.
     ``temperature``: p(z) can be sampled at a temperature (a Gaussian or a mixture of
     them, or a distribution with ``tempered(t)``: :func:`vaekit.distributions.priors.tempered`).
+    ``per_class``: a prior p(z|y) for each class (:class:`vaekit.abilities.ClassPrior`:
+    ``given(labels)``), so it needs a conditional model; its p(z) is their uniform mixture.
     """
 
     needs_gaussian_posterior: bool = False
@@ -168,6 +170,7 @@ class PriorAbilities:
     learned: bool = False
     discrete: bool = False
     temperature: bool = False
+    per_class: bool = False
 
 
 # The kinds of data a likelihood may be asked to model (``Dataset.kind``).
@@ -212,6 +215,9 @@ class ObjectiveAbilities:
     from its end). ``fixed``: the parts of the model it leaves untrained by design (their
     parameters get no gradient), named as the model's modules: ``encoder``, ``decoder``,
     ``prior_module`` (a second stage that fits only the prior fixes the other two).
+    ``hidden_labels``: it learns from examples whose label is hidden (label -1,
+    :data:`vaekit.data.HIDDEN_LABEL`: ``data.labels``), as a semi-supervised objective
+    does; ``classifier``: it needs the model's classifier q(y|x) (``model.classifier``).
     """
 
     bound: str = "elbo"
@@ -222,6 +228,8 @@ class ObjectiveAbilities:
     optimizers: tuple[str, ...] = ("model",)
     fixed: tuple[str, ...] = ()
     warmup: bool = False
+    hidden_labels: bool = False
+    classifier: bool = False
 
     def score(self, terms: typing.Mapping[str, float]) -> float:
         """The best-epoch score of one split's mean terms (higher is better)."""
@@ -270,6 +278,8 @@ class Composition:
     base_posterior: PosteriorAbilities = field(default_factory=PosteriorAbilities)
     flow: bool = False
     conditional: bool = False
+    # The model has a classifier q(y|x) (model.classifier).
+    classifier: bool = False
     # What each chosen part is called in messages: "model.prior=vamp".
     names: dict[str, str] = field(default_factory=dict)
 

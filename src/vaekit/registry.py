@@ -40,11 +40,16 @@ from vaekit.distributions.likelihoods import (
     StudentTLikelihood,
 )
 from vaekit.distributions.posteriors import GaussianPosterior, ImplicitPosterior, PointPosterior
-from vaekit.distributions.priors import MixturePrior, StandardNormalPrior, VampPrior
+from vaekit.distributions.priors import (
+    ClassGaussianPrior,
+    MixturePrior,
+    StandardNormalPrior,
+    VampPrior,
+)
 from vaekit.distributions.radial import RadialFlow
 from vaekit.divergences import KLDivergence, MMDDivergence
 from vaekit.nn import ConvNetwork, MLPNetwork
-from vaekit.objectives import AVB, ELBO, IWAE, AutoencoderLoss, Objective, PriorFit
+from vaekit.objectives import AVB, ELBO, IWAE, M2, AutoencoderLoss, Objective, PriorFit
 from vaekit.parts import Registry, install_registries
 
 __all__ = [
@@ -83,6 +88,7 @@ PRIORS = Registry("prior", base=nn.Module)
 PRIORS.add("normal", StandardNormalPrior)
 PRIORS.add("mog", MixturePrior)
 PRIORS.add("vamp", VampPrior)
+PRIORS.add("class-gaussian", ClassGaussianPrior)
 PRIORS.add("categorical", CategoricalPrior)
 PRIORS.add("pixelcnn", PixelCNNPrior)
 
@@ -106,6 +112,7 @@ OBJECTIVES.add("tcvae", BetaTCVAE)
 OBJECTIVES.add("factorvae", FactorVAE)
 OBJECTIVES.add("dipvae", DIPVAE)
 OBJECTIVES.add("capacity", CapacityELBO)
+OBJECTIVES.add("m2", M2)
 
 # The term an ELBO-style objective weighs by beta (objective.divergence).
 DIVERGENCES = Registry("divergence", base=nn.Module)

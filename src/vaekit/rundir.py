@@ -75,7 +75,7 @@ from vaekit.distributions.likelihoods import check_unit_interval, event_value
 from vaekit.errors import UsageError
 from vaekit.model import NOT_CONDITIONAL, VAE, build_model
 from vaekit.moments import encode_part
-from vaekit.objectives import ELBO, AutoencoderLoss
+from vaekit.objectives import ELBO, M2, AutoencoderLoss
 from vaekit.parts import PYTHON_PART, ObjectiveAbilities, is_import_path
 from vaekit.registry import OBJECTIVES, REGISTRIES
 from vaekit.storage import (
@@ -1286,6 +1286,9 @@ class Run:
                 "estimate in metrics.jsonl instead"
             )
         kl = getattr(self.config.objective.options, "kl", "auto")
+        if self.model.classifier is not None:
+            # M2's bound on log p(x), the labels summed out under q(y|x).
+            return M2(samples=samples, kl=kl)(self.model, xt, None).terms
         return ELBO(samples=samples, kl=kl)(self.model, xt, yt).terms
 
     def dataset(

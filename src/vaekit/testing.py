@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from vaekit.abilities import (
+    ClassPrior,
     CodePosterior,
     ExtraTerms,
     FixedLogProb,
@@ -538,6 +539,18 @@ def check_abilities(model: VAE, objective: Objective, x: Tensor, y: Tensor | Non
                 "(vaekit.abilities.TemperedDistribution)"
             )
     _same(
+        parts.prior.per_class,
+        isinstance(model.prior_module, ClassPrior),
+        "the prior",
+        "per_class",
+        ClassPrior,
+    )
+    if objective.abilities.classifier and model.classifier is None:
+        raise ContractError(
+            "the objective declares abilities.classifier, but the model has no classifier "
+            "q(y|x) (model.classifier)"
+        )
+    _same(
         objective.abilities.warmup,
         isinstance(objective, WarmsUp),
         "the objective",
@@ -631,10 +644,18 @@ def part_config(
     if kind == "objective" and spec.abilities.fixed and "prior_module" not in spec.abilities.fixed:
         # A second stage fits the prior alone: give it a prior with something to learn.
         sets["model.prior"] = next(
-            p.name for p in PRIORS if p.abilities.learned and not p.abilities.discrete
+            p.name
+            for p in PRIORS
+            if p.abilities.learned and not p.abilities.discrete and not p.abilities.per_class
         )
     if kind == "prior" and spec.abilities.discrete:  # a posterior whose codes it scores
         sets["model.posterior"] = next(p.name for p in POSTERIORS if p.abilities.discrete)
+    if (kind == "prior" and spec.abilities.per_class) or (
+        kind == "objective" and spec.abilities.classifier
+    ):
+        sets["model.conditional"] = True  # a prior per class, a classifier: labels
+    if kind == "objective" and spec.abilities.classifier:
+        sets["model.classifier"] = {"name": "mlp", "hidden": [24], "activation": "tanh"}
     # The first objective that takes the posterior (its own checks may refuse it).
     for i, objective in enumerate(objectives):
         # A likelihood that does not fit binary data gets grey or real data (see _data_for).
@@ -784,6 +805,15 @@ def contract_combinations(
             },
             "objective": obj,
         }
+        # A prior per class or a classifier: a conditional model of 3 classes (and the
+        # classifier the network of this combination), checked without flows (a flow meets
+        # the labels nowhere: the other combinations check it).
+        if PRIORS.get(prior["name"]).abilities.per_class or labelled(obj):
+            if flow is not None:
+                return None
+            data["model"] |= {"conditional": True, "num_classes": 3}
+        if labelled(obj):
+            data["model"]["classifier"] = net
         try:
             config_from_dict(copy.deepcopy(data))
         except ConfigError:
@@ -805,11 +835,23 @@ def contract_combinations(
     objs = every("objective", OBJECTIVES.names())
     nets = every("network", NETWORKS.names())
 
+    def labelled(obj: dict[str, Any]) -> bool:
+        return bool(OBJECTIVES.get(obj["name"]).abilities.classifier)
+
     def needed(prior: dict[str, Any], obj: dict[str, Any]) -> bool:
         # An objective that never draws from the posterior ignores the prior: one is enough.
-        return (
+        if not (
             OBJECTIVES.get(obj["name"]).abilities.needs_stochastic or prior["name"] == first_prior
-        )
+        ):
+            return False
+        # A prior per class meets the default objective and those with a classifier; an
+        # objective with a classifier meets the default prior and those per class.
+        per_class = PRIORS.get(prior["name"]).abilities.per_class
+        if per_class and not labelled(obj):
+            return obj["name"] == Config().objective.name
+        if labelled(obj) and not per_class:
+            return prior["name"] == first_prior
+        return True
 
     out = []
     if not cover:

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch.distributions import Categorical, Distribution
 
-from vaekit.abilities import LayeredPosterior
+from vaekit.abilities import ClassPrior, LayeredPosterior
 from vaekit.data.core import DataError
 from vaekit.distributions.hierarchical import tempered_sample
 from vaekit.distributions.likelihoods import LikelihoodHead
@@ -195,6 +195,8 @@ class VAE(nn.Module):
         decoder: z[, y] -> p(x | z[, y])
         prior_module: (encoder) -> p(z); the encoder is passed, not stored, because the
             VampPrior builds p(z) from it and weights must be registered once
+        classifier: None, or a network x -> class logits ``(B, num_classes)``: q(y|x) of
+            a semi-supervised model (M2, Kingma et al. 2014; ``model.classifier``)
     """
 
     def __init__(
@@ -205,11 +207,13 @@ class VAE(nn.Module):
         latent_dim: int,
         data_shape: Sequence[int],
         num_classes: int = 0,
+        classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.prior_module = prior
+        self.classifier = classifier
         self.latent_dim = latent_dim
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes
@@ -221,6 +225,7 @@ class VAE(nn.Module):
             likelihood=getattr(decoder.head, "abilities", LikelihoodAbilities()),
             objective=None,
             conditional=num_classes > 0,
+            classifier=classifier is not None,
         )
         # The config it was built from (build_model, compose): fit() records it in config.json.
         # (A vaekit.config.ModelConfig: typed Any because the config layer sits above the
@@ -245,6 +250,35 @@ class VAE(nn.Module):
             return dist
         top: Distribution = self.prior_module(self._encode_top)
         return head.joint_prior(top)
+
+    def prior_given(self, y: Tensor | None) -> Distribution:
+        """p(z|y) for a prior with one distribution per class (``model.prior=class-gaussian``:
+        batch shape ``(B,)`` for B labels, class indices or one-hot rows); for any other
+        prior, or without labels, p(z) (:attr:`prior`). The objectives score z with it.
+
+        Example:
+            >>> from vaekit.config import ModelConfig
+            >>> from vaekit.model import build_model
+            >>> cfg = ModelConfig(latent_dim=2, conditional=True, prior="class-gaussian")
+            >>> build_model(cfg, (1, 4, 4), num_classes=3).prior_given(torch.tensor([0, 2])).batch_shape
+            torch.Size([2])
+        """
+        if y is None or not isinstance(self.prior_module, ClassPrior):
+            return self.prior
+        labels = _one_hot(y, self.num_classes)
+        assert labels is not None  # a prior per class is built for conditional models only
+        return self.prior_module.given(labels)
+
+    def classify(self, x: Tensor) -> Categorical:
+        """q(y|x), a Categorical over the classes, from the model's classifier."""
+        if self.classifier is None:
+            raise DataError(
+                "this model has no classifier q(y|x): train one with model.classifier "
+                "(e.g. model.classifier=mlp) and objective.name=m2"
+            )
+        x = x.reshape(x.shape[0], *self.data_shape)
+        logits = _run_net(self.classifier, x, None)
+        return Categorical(logits=logits, validate_args=False)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The prior's parameters: the prior part's and, with several stochastic layers,
@@ -304,15 +338,18 @@ class VAE(nn.Module):
         """
         if not self.conditional and y is not None:
             raise DataError(NOT_CONDITIONAL)
-        if z is None:
-            z = tempered_sample(self.prior, (n,), temperature)
+        device = next(self.parameters()).device
         labels: Tensor | None = None
         if self.conditional:
             if y is None:
-                labels = torch.arange(n, device=z.device) % self.num_classes
+                labels = torch.arange(n, device=device) % self.num_classes
             else:
-                labels = torch.as_tensor(y, device=z.device)
+                labels = torch.as_tensor(y, device=device)
                 if labels.dim() == 0:
                     labels = labels.expand(n)
+        if z is None:
+            # A prior per class draws each z from its label's p(z|y).
+            p = self.prior_given(labels)
+            z = tempered_sample(p, () if p.batch_shape else (n,), temperature)
         px = self.decode(z, labels)
         return px.mean if mean else px.sample()

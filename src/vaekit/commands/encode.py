@@ -7,7 +7,7 @@ import argparse
 
 from vaekit.commands.args import RUN_HELP, add_common, add_out, add_run_data, add_weights
 from vaekit.commands.runs import load_run, notes, run_dataset, wrote
-from vaekit.export import check_finite, encoding_prefix, write_encoding
+from vaekit.export import check_finite, encoding_prefix, write_codes_dataset, write_encoding
 
 DESCRIPTION = (
     "Encode every example of a split: the means and variances of q(z|x) (and the labels, "
@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_out(
         p,
-        "output prefix; ending it in .npy or .csv chooses the format",
+        "output prefix; ending it in .npy or .csv chooses the format; a FILE.npz holds every "
+        "split's means and labels as a dataset to train on (data.name=FILE.npz: M2 on a "
+        "VAE's codes, M1+M2), and --split and --format are then not used",
         "RUN/latents_SPLIT",
         metavar="PREFIX",
     )
@@ -47,6 +49,13 @@ def run(a: argparse.Namespace) -> int:
     """Carry out `vaekit encode` as parsed into ``a``; the exit status."""
     run = load_run(a.run, a)
     ds = run_dataset(a, run)
+    if a.out is not None and str(a.out).lower().endswith(".npz"):
+        out, sizes = write_codes_dataset(a.out, run, ds)
+        counts = ", ".join(f"{k} {n}" for k, n in sizes.items())
+        print(f"encoded every split ({counts}) into {run.latent_dim} dimensions: a dataset")
+        wrote(out)
+        notes(run)
+        return 0
     # Every file it may write is checked before the encoding.
     if a.out is None:
         prefix, fmt = run.dir / f"latents_{a.split}", a.format or "npy"

@@ -125,6 +125,12 @@ def run(a: argparse.Namespace) -> int:
     if result.get("nll") is not None and result.get("nll_note"):
         # Beside the JSON (stdout stays JSON), so that the caveat is read with the number.
         print(f"note: the NLL of {result['nll']:.2f} nats is {result['nll_note']}", file=sys.stderr)
+    if result.get("error") is not None:
+        print(
+            f"classification error of q(y|x): {100 * result['error']:.2f}% "
+            f"± {100 * result['error_se']:.2f} (binomial standard error, n={result['n']})",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vaekit.data.core import (
+    HIDDEN_LABEL,
     DataError,
     Dataset,
     Split,
@@ -27,6 +28,7 @@ from vaekit.data.core import (
     binarize,
     cache_dir,
     data_dir,
+    hide_labels,
     hold_out_validation,
     limit_split,
     make_dataset,
@@ -57,6 +59,8 @@ __all__ = [
     "make_dataset",
     "hold_out_validation",
     "limit_split",
+    "hide_labels",
+    "HIDDEN_LABEL",
     "limit_examples",
     "model_view",
     "data_dir",
@@ -221,6 +225,8 @@ def training_data(
     ds = hold_out_validation(ds, data.valid_fraction)
     if data.limit:
         ds.train = limit_split(ds.train, data.limit, seed)
+    if data.labels:  # after the limit: the labels kept are among the examples trained on
+        ds.train = hide_labels(ds.train, data.labels, ds.num_classes, seed)
     ds.fingerprint = fingerprint
     return ds
 
@@ -255,6 +261,12 @@ def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
         raise DataError(
             f"data.binarize={data.binarize} needs the data in memory; binarize in your "
             "Dataset's __getitem__, or use data.binarize=dynamic"
+        )
+    if data.labels:
+        raise DataError(
+            f"data.labels={data.labels} chooses the labels to keep by class, which needs the "
+            "data in memory (a streamed dataset's labels are read batch by batch): pass "
+            "arrays or a vaekit Dataset, or use data.labels=0"
         )
     train = ds.train
     assert isinstance(train, StreamSplit)

@@ -23,6 +23,8 @@ __all__ = [
     "split_holdout",
     "hold_out_validation",
     "limit_split",
+    "hide_labels",
+    "HIDDEN_LABEL",
     "check_finite_rows",
     "attach_factors",
 ]
@@ -309,6 +311,69 @@ def limit_split(split: Split, n: int, seed: int) -> Split:
             ]
         )
     return split.select(torch.from_numpy(np.sort(keep)))
+
+
+# The label of a training example whose label is hidden (data.labels): a semi-supervised
+# objective learns from it without one.
+HIDDEN_LABEL = -1
+
+
+def hide_labels(split: Split, n: int, num_classes: int, seed: int) -> Split:
+    """The split with the labels of ``n`` examples kept, ``n / num_classes`` from each
+    class (a seeded choice), and every other label hidden (:data:`HIDDEN_LABEL`).
+
+    Example:
+        >>> s = Split(torch.zeros(8, 1), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+        >>> (hide_labels(s, 4, 2, seed=0).y >= 0).sum().item()
+        4
+    """
+    if split.y is None:
+        raise DataError(
+            f"data.labels={n} keeps {n} of the training labels, but these data have none: "
+            "use a labelled dataset (a folder per class, a label column, y arrays), or "
+            "data.labels=0"
+        )
+    if num_classes < 2:
+        raise DataError(f"data.labels needs two classes or more; these data have {num_classes}")
+    labels = split.y.cpu().numpy()
+    if n % num_classes:
+        lower = n - n % num_classes
+        options = (
+            f"data.labels={lower} or {lower + num_classes}"
+            if lower
+            else f"data.labels={num_classes}"
+        )
+        raise DataError(
+            f"data.labels={n} keeps the same number of labels from each of the "
+            f"{num_classes} classes, so it must be a multiple of {num_classes}: use {options}"
+        )
+    if n > len(labels):
+        raise DataError(
+            f"data.labels={n} is more than the {len(labels)} labelled training examples: "
+            f"use at most {len(labels) - len(labels) % num_classes} (or data.labels=0 for all)"
+        )
+    per = n // num_classes
+    if int(labels.max(initial=0)) >= num_classes or int(labels.min(initial=0)) < 0:
+        raise DataError(
+            f"the training labels run from {int(labels.min())} to {int(labels.max())}, "
+            f"beyond the {num_classes} classes 0..{num_classes - 1}"
+        )
+    counts = np.bincount(labels, minlength=num_classes)
+    short_ = [c for c in range(num_classes) if counts[c] < per]
+    if short_:
+        most = int(counts.min()) * num_classes
+        raise DataError(
+            f"data.labels={n} keeps {per} labels of each class, but class {short_[0]} has "
+            f"{int(counts[short_[0]])} training examples: use data.labels={most} or fewer"
+        )
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in range(num_classes)]
+    )
+    y = torch.full_like(split.y, HIDDEN_LABEL)
+    idx = torch.from_numpy(np.sort(keep)).to(split.y.device)
+    y[idx] = split.y[idx]
+    return Split(split.x, y, split.factors)
 
 
 def make_dataset(

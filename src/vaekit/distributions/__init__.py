@@ -32,6 +32,7 @@ from vaekit.distributions.posteriors import (
     sample_with_log_prob,
 )
 from vaekit.distributions.priors import (
+    ClassGaussianPrior,
     DiagonalGaussianMixture,
     MixturePrior,
     StandardNormalPrior,
@@ -64,6 +65,7 @@ __all__ = [
     "PosteriorHead",
     "diagonal_normal",
     "sample_with_log_prob",
+    "ClassGaussianPrior",
     "DiagonalGaussianMixture",
     "MixturePrior",
     "StandardNormalPrior",

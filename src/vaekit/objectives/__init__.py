@@ -9,6 +9,8 @@ terms are ``(B,)``.
 - :class:`AVB`: adversarial variational Bayes (Mescheder et al. 2017): a discriminator
   estimates the KL term, so the posterior needs no density; two optimiser groups.
 - :class:`AutoencoderLoss`: reconstruction only (the plain autoencoder).
+- :class:`M2`: semi-supervised learning with a classifier q(y|x) (Kingma et al. 2014's
+  M2): labelled examples add a cross-entropy, unlabelled ones sum over the classes.
 - :class:`PriorFit`: a second stage that fits only the prior to the frozen encoder's
   posterior (VQ-VAE's PixelCNN over its codes); the ELBO it reports uses that prior.
 
@@ -22,7 +24,7 @@ Every objective reports ``loss``, ``recon`` and (except the autoencoder) ``kl`` 
 One module per family: :mod:`~vaekit.objectives.base` (the contract, the KL estimators,
 warm-up), :mod:`~vaekit.objectives.elbo`, :mod:`~vaekit.objectives.iwae` (with MIWAE,
 PIWAE, CIWAE), :mod:`~vaekit.objectives.avb`, :mod:`~vaekit.objectives.ae`,
-:mod:`~vaekit.objectives.prior_fit`; every name is importable from here. The
+:mod:`~vaekit.objectives.prior_fit`, :mod:`~vaekit.objectives.m2`; every name is importable from here. The
 disentangling objectives live in :mod:`vaekit.disentangle.objectives`.
 
 Example:
@@ -61,6 +63,7 @@ from vaekit.objectives.iwae import (
     miwae_bound,
     weight_terms,
 )
+from vaekit.objectives.m2 import M2, class_bounds
 from vaekit.objectives.prior_fit import PriorFit
 
 __all__ = [
@@ -74,6 +77,8 @@ __all__ = [
     "AVB",
     "AutoencoderLoss",
     "PriorFit",
+    "M2",
+    "class_bounds",
     "posterior_extras",
     "Discriminator",
     "discriminator_groups",

@@ -129,6 +129,12 @@ class AVB(_Warmup, DiscriminatorObjective):
                 f"draws; {parts.names.get('posterior', 'this posterior')} draws discrete codes, "
                 "whose KL has a closed form: use objective.name=elbo"
             )
+        if parts.prior.per_class:
+            return (
+                f"objective.name=avb's discriminator compares posterior draws with draws of p(z), "
+                f"and takes no p(z|y): {parts.names.get('prior', 'this prior')} is one prior per "
+                "class, for objective.name=elbo (or iwae, m2)"
+            )
         return None
 
     # Its "elbo" is the discriminator's estimate, not a bound; it needs no density.

@@ -205,6 +205,14 @@ class Objective(nn.Module):
         """Called by the trainer with the number of training examples before training."""
         self.dataset_size = n
 
+    # How many training examples have a label (set by the trainer; data.labels hides the
+    # rest): a semi-supervised objective weighs its labelled term by it.
+    labelled_size: int = 0
+
+    def set_labelled_size(self, n: int) -> None:
+        """Called by the trainer with the number of labelled training examples."""
+        self.labelled_size = n
+
     def setup(self, model: VAE) -> None:
         """Build parameters whose shapes depend on the model (the AVB discriminator); idempotent."""
 

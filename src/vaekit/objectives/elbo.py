@@ -206,7 +206,7 @@ class ELBO(_Warmup):
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
         q = model.encode(x, y)
-        prior = model.prior
+        prior = model.prior_given(y)  # p(z|y) for a prior per class
         z = q.rsample((self.samples,))  # (S, B, D); flows cache log q of this z for kl_term
         recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
         layers = kl_per_layer(q, prior, z, self.kl_mode)  # (L, B) with several layers

@@ -149,7 +149,7 @@ class IWAE(Objective):
         q = model.encode(x, y)
         z = q.rsample((self.samples,))
         log_q = log_prob_fixed(q, z)
-        prior = model.prior
+        prior = model.prior_given(y)
         log_px = model.decode(z, y).log_prob(x)
         log_pz = prior.log_prob(z)
         log_w = log_px + log_pz - log_q
@@ -172,7 +172,7 @@ def importance_weights(
     ``q``: the posterior of x already encoded (the caller needs it for its extras)."""
     if q is None:
         q = model.encode(x, y)
-    prior = model.prior
+    prior = model.prior_given(y)
     z, log_q = sample_with_log_prob(q, (samples,))
     log_px = model.decode(z, y).log_prob(x)
     log_pz = prior.log_prob(z)

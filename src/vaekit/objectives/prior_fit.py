@@ -96,7 +96,7 @@ class PriorFit(Objective):
                 q = model.encode(x, y)
                 z = q.rsample((self.samples,))
                 recon = -model.decode(z, y).log_prob(x).mean(0)
-            kl = kl_term(q, model.prior, z, "auto")
+            kl = kl_term(q, model.prior_given(y), z, "auto")  # p(z|y) for a prior per class
         finally:
             model.encoder.train(modes[0])
             model.decoder.train(modes[1])

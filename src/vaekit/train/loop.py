@@ -250,6 +250,9 @@ class TrainingData:
     dynamic: bool
     # The data came with a validation split of their own (not held out of train).
     own_valid: bool = False
+    # data.labels: the training examples whose label is kept, when the others are hidden
+    # (each batch then takes labelled examples beside the others, _epoch_batches).
+    labelled: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -776,6 +779,7 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         raise ConfigError(
             f"{len(train)} training examples cannot be shared among {dist.world_size} processes; raise data.limit"
         )
+    hidden = isinstance(train, Split) and train.y is not None and bool((train.y < 0).any())
     return TrainingData(
         ds=ds,
         train=train,
@@ -785,6 +789,7 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         steps_per_epoch=math.ceil(per_rank / t.batch_size),
         dynamic=cfg.data.binarize == "dynamic",
         own_valid=own_valid,
+        labelled=torch.nonzero(train.y >= 0).squeeze(1) if hidden and train.y is not None else None,
     )
 
 
@@ -893,6 +898,8 @@ def build(s: Session, given: _Given, data: TrainingData) -> Parts:
         init_weights(model, t.init)
     # Estimators that weigh a minibatch against the whole data (total correlation) need N.
     objective.set_dataset_size(len(data.train))
+    # A semi-supervised objective weighs its labelled term by the number of labels kept.
+    objective.set_labelled_size(len(data.train) if data.labelled is None else len(data.labelled))
     _check_one_batch(loss_module, data, s.device)
     groups = objective.param_groups(model)
     optimizers = {k: _optimizer(t, model, ps, s.device) for k, ps in groups.items()}
@@ -959,7 +966,9 @@ def _check_one_batch(loss_module: _LossModule, data: TrainingData, device: torch
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         try:
             # Each part's shapes first: a part that breaks them is named, not the data.
-            check_part_shapes(probe.model, x, y if probe.model.num_classes else None)
+            # (A hidden label, data.labels, stands in as class 0: only shapes are checked.)
+            labels = None if y is None else y.clamp_min(0)
+            check_part_shapes(probe.model, x, labels if probe.model.num_classes else None)
             probe(x, y)
         except ConfigError:
             raise
@@ -1202,10 +1211,10 @@ def _epoch_batches(
             batches: Iterator[tuple[Tensor, Tensor | None]] = data.train.batches(chunks)
         else:
             train = data.train
-            batches = (
-                (train.x[idx], None if train.y is None else train.y[idx])
-                for idx in (perm[i * b : (i + 1) * b] for i in steps)
-            )
+            chosen: Iterator[Tensor] = (perm[i * b : (i + 1) * b] for i in steps)
+            if data.labelled is not None:
+                chosen = _with_labelled(chosen, data.labelled, b, s.t.seed, epoch, first)
+            batches = ((train.x[idx], None if train.y is None else train.y[idx]) for idx in chosen)
         for i, (x, y) in zip(steps, batches, strict=True):
             if data.dynamic:
                 x = torch.bernoulli(x)
@@ -1213,6 +1222,24 @@ def _epoch_batches(
             prog.bar.update(1)
     finally:
         prog.bar.close()
+
+
+def _with_labelled(
+    chosen: Iterator[Tensor], labelled: Tensor, b: int, seed: int, epoch: int, first: int
+) -> Iterator[Tensor]:
+    """Each batch's indices with labelled ones added (``data.labels``: Kingma et al. 2014's
+    batches mix the two): min(labelled, batch size) of them per step, taken in turn from
+    seeded shuffles of the labelled examples, so that a few labels are seen over and over
+    and a resumed epoch takes the same ones."""
+    per = min(len(labelled), b)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.empty(0, dtype=torch.long)
+    for i, idx in enumerate(chosen, start=first):
+        need = (i + 1) * per
+        while len(order) < need:
+            order = torch.cat([order, torch.randperm(len(labelled), generator=gen)])
+        extra = labelled[order[i * per : need].to(labelled.device)]
+        yield torch.cat([idx, extra.to(idx.device)])
 
 
 def train_step(
