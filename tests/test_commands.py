@@ -115,7 +115,9 @@ def test_encode_split_is_what_vaekit_encode_writes(run: vaekit.Run, tmp_path: Pa
     assert np.array_equal(enc["labels"], ds.test.y.numpy())
     # Batches change the float sums, not the numbers.
     assert np.allclose(run.encode_split("test", batch_size=7)["mean"], enc["mean"], atol=1e-6)
-    assert main(["encode", str(run.dir), "--out", str(tmp_path / "cli")]) == 0
+    before = torch.get_num_threads()
+    assert main(["encode", str(run.dir), "--out", str(tmp_path / "cli"), "--threads", "2"]) == 0
+    assert torch.get_num_threads() == before  # --threads holds for the command only
     files = export.write_encoding(tmp_path / "lib", enc, "npy")
     assert [f.name for f in files] == ["lib_mean.npy", "lib_var.npy", "lib_labels.npy"]
     for key in enc:

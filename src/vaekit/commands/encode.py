@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.commands.args import RUN_HELP, add_common, add_out, add_run_data, add_weights
+from vaekit.commands.args import (
+    RUN_HELP,
+    add_common,
+    add_out,
+    add_run_data,
+    add_threads,
+    add_weights,
+)
 from vaekit.commands.runs import load_run, notes, run_dataset, wrote
+from vaekit.evaluate import num_threads
 from vaekit.export import check_finite, encoding_prefix, write_codes_dataset, write_encoding
 
 DESCRIPTION = (
@@ -43,10 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_data(p)
     add_weights(p)
     add_common(p)
+    add_threads(p, "torch threads (default: torch's own)")
 
 
 def run(a: argparse.Namespace) -> int:
     """Carry out `vaekit encode` as parsed into ``a``; the exit status."""
+    with num_threads(a.threads):
+        return _encode(a)
+
+
+def _encode(a: argparse.Namespace) -> int:
     run = load_run(a.run, a)
     ds = run_dataset(a, run)
     if a.out is not None and str(a.out).lower().endswith(".npz"):
