@@ -11,14 +11,20 @@ codes (the prior stage, ``vaekit train --resume RUN --stage prior``) and reports
 bound -log p(x|z) - log p(z) on test images in bits per dimension, and the seconds per
 training epoch.
 
-It is a SMALL budget (a subset of the images, a few epochs, one thread): the figures rank
-the methods at the start of training on a shared, busy machine, and are no converged
-results. Usage (the results page's table, about 45 CPU-minutes):
+It is a small budget (a subset of the images, a few epochs, one thread): the figures rank
+the methods early in training on a shared, busy machine, and are no converged results.
+Usage (the results page's table; about 80 minutes of wall time with two jobs on 2 busy
+cores):
 
-    nice -n 3 python benchmarks/quantizers.py --train 2500 --epochs 4 --prior-epochs 2 \\
-        --test 1000 --score 500 --seeds 0 1 --threads 1 --png docs/img/quantizers-codebook-use.png
+    nice -n 5 python benchmarks/quantizers.py --train 6000 --epochs 5 --prior-epochs 3 \\
+        --test 2000 --score 1000 --seeds 0 1 2 --threads 1 --jobs 2 --resume \\
+        --out benchmarks/results/quantizers.json --png docs/img/quantizers-codebook-use.png
 
-It prints a table and writes benchmarks/results/quantizers.json (or --out).
+Runs go ``--jobs`` at a time (processes of ``--threads`` threads each). It prints each
+run as it finishes and rewrites the JSON (``--out``, default
+benchmarks/results/quantizers.json) after every one; with ``--resume`` it keeps the runs
+already in that file (which must have the same budget) and does only the missing ones, so
+an interrupted measurement is continued by running the same command again.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +161,8 @@ def one(name: str, post: dict[str, Any], bits: int, seed: int, a: argparse.Names
             "recon_nats": [round(v.get("recon", float("nan")), 2) for v in valid],
             "epoch_seconds": round(statistics.median(r["train_seconds"] for r in rows), 2),
             "wall_seconds": round(wall, 1),
+            # The machine's load as the run ended: its timings are only as quiet as this.
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "test_codes": code_usage(codes, head.space),
             "test_recon_nats": round(bound["recon"], 2),
             "test_prior_nats": round(bound["rate"], 2),
@@ -197,6 +208,65 @@ def figure(records: list[dict[str, Any]], path: Path) -> None:
     print(f"wrote {path}")
 
 
+# What a run's result depends on besides its method, budget and seed: --resume keeps only
+# runs of the same settings.
+BUDGET = ("train", "epochs", "prior_epochs", "test", "score", "threads")
+
+
+def row(r: dict[str, Any]) -> str:
+    t = r["test_codes"]
+    return (
+        f"{r['method']:<22} {r['bits_per_position']:>4} {r['seed']:>4} "
+        f"{t['used']:>4}/{t['codes']:<4} {t['perplexity']:>10.1f} {r['test_recon_nats']:>7.1f} "
+        f"{r['test_bits_per_dim']:>8.4f} {r['epoch_seconds']:>7.1f}"
+    )
+
+
+def previous(a: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs already in ``--out`` (with ``--resume``), refused if their budget differs."""
+    if not (a.resume and a.out.exists()):
+        return []
+    old = json.loads(a.out.read_text())
+    mine = {k: getattr(a, k) for k in BUDGET}
+    theirs = {k: old.get("settings", {}).get(k) for k in BUDGET}
+    if theirs != mine:
+        raise SystemExit(
+            f"--resume: {a.out} holds runs of another budget ({theirs}, this command: {mine}); "
+            "give the same settings, or another --out"
+        )
+    runs: list[dict[str, Any]] = old["runs"]
+    return runs
+
+
+def save(a: argparse.Namespace, records: list[dict[str, Any]], order: list[tuple]) -> None:
+    """Write every finished run to ``--out`` (after each one, so none is lost)."""
+    rank = {key: i for i, key in enumerate(order)}
+    runs = sorted(records, key=lambda r: rank.get(key_of(r), len(rank)))
+    result = {
+        "budget": (
+            f"{a.train} training images, {a.epochs} epochs, a PixelCNN prior (4 x 32) "
+            f"fitted for {a.prior_epochs} epochs, {a.test} test images, seeds "
+            f"{sorted({r['seed'] for r in runs})}, {a.threads} thread(s) per run, "
+            f"{a.jobs} run(s) at once, on a shared, busy machine"
+        ),
+        "settings": vars(a) | {"out": str(a.out), "png": str(a.png)},
+        "machine": machine_record(a.threads),
+        "runs": runs,
+    }
+    write_result(a.out, result)
+
+
+def key_of(r: dict[str, Any]) -> tuple[int, str, int]:
+    return r["bits_per_position"], r["method"], r["seed"]
+
+
+def work(job: tuple[str, dict[str, Any], int, int, argparse.Namespace]) -> dict[str, Any]:
+    """One run in a worker process (its own torch threads)."""
+    name, post, bits, seed, a = job
+    torch.set_num_threads(a.threads)
+    return one(name, post, bits, seed, a)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", type=int, default=4000, help="training images (a subset)")
@@ -207,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     p.add_argument("--bits", type=int, nargs="+", default=[6, 10], help="bits per position")
     p.add_argument("--only", nargs="*", default=None, help="methods to run (default all)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (worker processes)")
     p.add_argument("--out", type=Path, default=RESULTS / "quantizers.json", help="JSON file")
+    p.add_argument(
+        "--resume", action="store_true", help="keep --out's runs (same budget), do the rest"
+    )
     p.add_argument("--png", type=Path, default=None, help="figure of codebook use by epoch")
     p.add_argument("--replot", action="store_true", help="only draw --png from --out's runs")
     a = p.parse_args(argv)
@@ -216,36 +290,42 @@ def main(argv: list[str] | None = None) -> int:
         figure(json.loads(a.out.read_text())["runs"], a.png)
         return 0
     torch.set_num_threads(a.threads)
-    records = []
+    # Seed by seed, so that a run cut short has whole seeds of every method.
+    jobs = [
+        (name, post, bits, seed, a)
+        for seed in a.seeds
+        for bits in a.bits
+        for name, post in methods(bits).items()
+        if not a.only or name in a.only
+    ]
+    order = [(bits, name, seed) for bits in a.bits for name in methods(bits) for seed in a.seeds]
+    records = previous(a)
+    done = {key_of(r) for r in records}
+    todo = [j for j in jobs if (j[2], j[0], j[3]) not in done]
+    print(f"{len(jobs) - len(todo)} run(s) kept from {a.out}, {len(todo)} to do", flush=True)
     print(
         f"{'method':<22} {'bits':>4} {'seed':>4} {'used':>9} {'perplexity':>10} "
-        f"{'recon':>7} {'bits/dim':>8} {'s/epoch':>7}"
+        f"{'recon':>7} {'bits/dim':>8} {'s/epoch':>7}",
+        flush=True,
     )
-    for bits in a.bits:
-        for name, post in methods(bits).items():
-            if a.only and name not in a.only:
-                continue
-            for seed in a.seeds:
-                r = one(name, post, bits, seed, a)
+    for r in records:
+        print(row(r), "(kept)", flush=True)
+    if a.jobs > 1:
+        # Worker processes (spawned: a forked torch can hang in its thread pools).
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=a.jobs, mp_context=context) as pool:
+            for future in as_completed([pool.submit(work, j) for j in todo]):
+                r = future.result()
                 records.append(r)
-                t = r["test_codes"]
-                print(
-                    f"{name:<22} {bits:>4} {seed:>4} {t['used']:>4}/{t['codes']:<4} "
-                    f"{t['perplexity']:>10.1f} {r['test_recon_nats']:>7.1f} "
-                    f"{r['test_bits_per_dim']:>8.4f} {r['epoch_seconds']:>7.1f}",
-                    flush=True,
-                )
-    result = {
-        "budget": (
-            f"SMALL: {a.train} training images, {a.epochs} epochs, a PixelCNN prior "
-            f"(4 x 32) fitted for {a.prior_epochs} epochs, {a.test} test images, "
-            f"seeds {a.seeds}, {a.threads} thread(s) on a shared, busy machine"
-        ),
-        "settings": vars(a) | {"out": str(a.out), "png": str(a.png)},
-        "machine": machine_record(a.threads),
-        "runs": records,
-    }
-    write_result(a.out, result)
+                print(row(r), flush=True)
+                save(a, records, order)
+    else:
+        for j in todo:
+            records.append(work(j))
+            print(row(records[-1]), flush=True)
+            save(a, records, order)
+    if not todo:
+        save(a, records, order)
     if a.png:
         figure(records, a.png)
     return 0
