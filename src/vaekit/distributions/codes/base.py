@@ -118,6 +118,47 @@ class CodeHead(PosteriorHead):
             return t.device
         return torch.device("cpu")
 
+    def _lay_out(
+        self,
+        latent_dim: int,
+        width: int,
+        codes: int,
+        what: str,
+        holds: str,
+        factors: tuple[int, ...] = (),
+        stack: int = 1,
+    ) -> None:
+        """Set ``latent_dim``, ``in_features`` and ``space`` for a z of ``stack`` blocks
+        (the encoder writes one) of ``width`` values per code position, each position one
+        of ``codes``; a ValueError naming ``what`` (the option that sets the width) and what
+        z ``holds`` when ``latent_dim`` does not divide into them."""
+        if latent_dim % (stack * width):
+            raise ValueError(
+                f"model.latent_dim ({latent_dim}) must be a multiple of {what}: z is {holds}"
+            )
+        self.latent_dim = latent_dim
+        self.in_features = latent_dim // stack
+        positions = self.in_features // width
+        self.space = CodeSpace(positions, codes, code_grid(positions), factors=factors)
+
+
+class ChannelMajor:
+    """A code head mixin for z read as ``code_dim`` channels by P positions, channel-major
+    (as a ``(d, H, W)`` map flattens): ``vq``'s code vectors, ``fsq``'s levels, ``lfq``'s bits."""
+
+    code_dim: int
+    latent_dim: int
+    space: CodeSpace
+
+    def _split(self, features: Tensor) -> Tensor:
+        """(..., D) -> (..., P, d)."""
+        d, p = self.code_dim, self.space.positions
+        return features.reshape(*features.shape[:-1], d, p).transpose(-1, -2)
+
+    def _join(self, values: Tensor) -> Tensor:
+        """(..., P, d) -> (..., D): :meth:`_split` undone."""
+        return values.transpose(-1, -2).reshape(*values.shape[:-2], self.latent_dim)
+
 
 def _strides(factors: tuple[int, ...], device: torch.device) -> Tensor:
     return torch.tensor([math.prod(factors[:i]) for i in range(len(factors))], device=device)

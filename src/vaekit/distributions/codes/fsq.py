@@ -11,13 +11,13 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaekit.distributions.codes.base import CodeSpace, FactoredHead, code_grid, usage_terms
+from vaekit.distributions.codes.base import ChannelMajor, FactoredHead, usage_terms
 from vaekit.distributions.codes.vq import QuantisedCodes
 from vaekit.errors import ConfigError
 from vaekit.parts import PosteriorAbilities
 
 
-class FSQPosterior(FactoredHead):
+class FSQPosterior(ChannelMajor, FactoredHead):
     """Finite scalar quantization: ``model.posterior: {name: fsq, levels: [8, 5, 5, 5]}``
     with ``model.latent_dim = P * len(levels)`` for P code positions.
 
@@ -65,18 +65,10 @@ class FSQPosterior(FactoredHead):
         super().__init__()
         levels = [int(n) for n in levels]
         d = len(levels)
-        if latent_dim % d:
-            raise ValueError(
-                f"model.latent_dim ({latent_dim}) must be a multiple of the number of levels "
-                f"({d}, model.posterior.levels): z is one value per channel per position"
-            )
-        self.latent_dim = latent_dim
-        self.in_features = latent_dim
-        positions = latent_dim // d
+        what = f"the number of levels ({d}, model.posterior.levels)"
+        holds = "one value per channel per position"
+        self._lay_out(latent_dim, d, math.prod(levels), what, holds, factors=tuple(levels))
         self.code_dim = d
-        self.space = CodeSpace(
-            positions, math.prod(levels), code_grid(positions), factors=tuple(levels)
-        )
         lv = torch.tensor(levels, dtype=torch.float32)
         # Mentzer et al.'s bound: tanh scaled to (L - 1) / 2 (a hair wider, so rounding
         # reaches both ends), shifted by half a step for an even L so that its L integer
@@ -87,13 +79,6 @@ class FSQPosterior(FactoredHead):
         self.register_buffer("offset", offset, persistent=False)
         self.register_buffer("shift", torch.atanh(offset / half_l), persistent=False)
         self.register_buffer("levels_t", lv, persistent=False)
-
-    def _split(self, features: Tensor) -> Tensor:
-        d, p = self.code_dim, self.space.positions
-        return features.reshape(*features.shape[:-1], d, p).transpose(-1, -2)
-
-    def _join(self, values: Tensor) -> Tensor:
-        return values.transpose(-1, -2).reshape(*values.shape[:-2], self.latent_dim)
 
     def _width(self) -> Tensor:
         return torch.floor(self.levels_t / 2)  # z = integer level / width, in [-1, 1]

@@ -15,8 +15,6 @@ from torch.types import _size
 from vaekit.distributions.codes.base import (
     CodeDistribution,
     CodeHead,
-    CodeSpace,
-    code_grid,
 )
 from vaekit.errors import ConfigError
 from vaekit.parts import Composition, PosteriorAbilities
@@ -177,15 +175,9 @@ class GumbelPosterior(CodeHead):
         hard: bool = False,
     ) -> None:
         super().__init__()
-        if latent_dim % categories:
-            raise ValueError(
-                f"model.latent_dim ({latent_dim}) must be a multiple of model.posterior.categories "
-                f"({categories}): z is one one-hot row of K classes per categorical variable"
-            )
-        self.latent_dim = latent_dim
-        self.in_features = latent_dim
-        variables = latent_dim // categories
-        self.space = CodeSpace(variables, categories, code_grid(variables))
+        what = f"model.posterior.categories ({categories})"
+        holds = "one one-hot row of K classes per categorical variable"
+        self._lay_out(latent_dim, categories, categories, what, holds)
         self.start, self.floor, self.rate, self.hard = temperature, min_temperature, anneal, hard
         self.temperature = max(min_temperature, temperature)
 

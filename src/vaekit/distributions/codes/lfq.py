@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaekit.distributions.codes.base import CodeSpace, FactoredHead, code_grid, usage_terms
+from vaekit.distributions.codes.base import ChannelMajor, FactoredHead, usage_terms
 from vaekit.distributions.codes.vq import QuantisedCodes
 from vaekit.errors import ConfigError
 from vaekit.parts import PosteriorAbilities
@@ -22,7 +22,7 @@ def _bit_entropy(p: Tensor) -> Tensor:
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
-class LFQPosterior(FactoredHead):
+class LFQPosterior(ChannelMajor, FactoredHead):
     """Lookup-free quantization: ``model.posterior: {name: lfq, code_dim: d}`` with
     ``model.latent_dim = P * d``: 2^d codes at each of P positions.
 
@@ -81,27 +81,14 @@ class LFQPosterior(FactoredHead):
         temperature: float = 1.0,
     ) -> None:
         super().__init__()
-        if latent_dim % code_dim:
-            raise ValueError(
-                f"model.latent_dim ({latent_dim}) must be a multiple of model.posterior."
-                f"code_dim ({code_dim}): z is one bit per channel per position"
-            )
-        self.latent_dim = latent_dim
-        self.in_features = latent_dim
-        positions = latent_dim // code_dim
+        what = f"model.posterior.code_dim ({code_dim})"
+        holds = "one bit per channel per position"
+        self._lay_out(latent_dim, code_dim, 2**code_dim, what, holds, factors=(2,) * code_dim)
         self.code_dim = code_dim
-        self.space = CodeSpace(positions, 2**code_dim, code_grid(positions), (2,) * code_dim)
         self.commitment = commitment
         self.sample_entropy = sample_entropy
         self.batch_entropy = batch_entropy
         self.temperature = temperature
-
-    def _split(self, features: Tensor) -> Tensor:
-        d, p = self.code_dim, self.space.positions
-        return features.reshape(*features.shape[:-1], d, p).transpose(-1, -2)
-
-    def _join(self, values: Tensor) -> Tensor:
-        return values.transpose(-1, -2).reshape(*values.shape[:-2], self.latent_dim)
 
     def digits(self, z: Tensor) -> Tensor:
         return (self._split(z.detach()) > 0).long()

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vaekit.distributions.codes.base import CodeSpace, FactoredHead, code_grid
+from vaekit.distributions.codes.base import FactoredHead
 from vaekit.distributions.codes.vq import QuantisedCodes, VQPosterior
 from vaekit.errors import ConfigError
 from vaekit.parts import PosteriorAbilities
@@ -80,15 +80,9 @@ class ResidualVQPosterior(FactoredHead):
     ) -> None:
         super().__init__()
         q = num_quantizers
-        if latent_dim % (q * code_dim):
-            raise ValueError(
-                f"model.latent_dim ({latent_dim}) must be a multiple of num_quantizers x "
-                f"code_dim ({q} x {code_dim}): z is each quantizer's code vector per position"
-            )
-        self.latent_dim = latent_dim
-        self.in_features = latent_dim // q
-        positions = self.in_features // code_dim
-        self.space = CodeSpace(positions, codes**q, code_grid(positions), factors=(codes,) * q)
+        what = f"num_quantizers x code_dim ({q} x {code_dim})"
+        holds = "each quantizer's code vector per position"
+        self._lay_out(latent_dim, code_dim, codes**q, what, holds, factors=(codes,) * q, stack=q)
         self.dropout = dropout
         self.layers = nn.ModuleList(
             VQPosterior(

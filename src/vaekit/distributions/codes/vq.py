@@ -15,10 +15,9 @@ from torch.types import _size
 
 from vaekit.distributions.codes.base import (
     DEAD_SHARE,
+    ChannelMajor,
     CodeDistribution,
     CodeHead,
-    CodeSpace,
-    code_grid,
 )
 from vaekit.errors import ConfigError
 from vaekit.parts import PosteriorAbilities
@@ -76,7 +75,7 @@ class QuantisedCodes(CodeDistribution):
         return self.z.new_zeros(self.batch_shape)
 
 
-class VQPosterior(CodeHead):
+class VQPosterior(ChannelMajor, CodeHead):
     """VQ-VAE's quantiser (van den Oord et al. 2017): ``model.posterior: {name: vq, codes:
     K, code_dim: d}`` with ``model.latent_dim = P * d`` for P code positions.
 
@@ -163,15 +162,8 @@ class VQPosterior(CodeHead):
         cosine: bool = False,
     ) -> None:
         super().__init__()
-        if latent_dim % code_dim:
-            raise ValueError(
-                f"model.latent_dim ({latent_dim}) must be a multiple of model.posterior.code_dim "
-                f"({code_dim}): z is one code vector per position"
-            )
-        self.latent_dim = latent_dim
-        self.in_features = latent_dim
-        positions = latent_dim // code_dim
-        self.space = CodeSpace(positions, codes, code_grid(positions))
+        what = f"model.posterior.code_dim ({code_dim})"
+        self._lay_out(latent_dim, code_dim, codes, what, "one code vector per position")
         self.code_dim = code_dim
         self.commitment = commitment
         self.ema = ema
@@ -193,14 +185,6 @@ class VQPosterior(CodeHead):
         # Running assignments per step of each code (EMA): perplexity, dead codes.
         self.register_buffer("usage", torch.ones(codes))
         self.register_buffer("started", torch.zeros((), dtype=torch.long))
-
-    def _split(self, features: Tensor) -> Tensor:
-        """(..., D) -> (..., P, d): channel-major, as a (d, H, W) map flattens."""
-        d, p = self.code_dim, self.space.positions
-        return features.reshape(*features.shape[:-1], d, p).transpose(-1, -2)
-
-    def _join(self, vectors: Tensor) -> Tensor:
-        return vectors.transpose(-1, -2).reshape(*vectors.shape[:-2], self.latent_dim)
 
     def book(self) -> Tensor:
         """The code vectors ``(K, d)``: unit length with ``cosine``."""
