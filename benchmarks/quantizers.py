@@ -11,20 +11,21 @@ codes (the prior stage, ``vaekit train --resume RUN --stage prior``) and reports
 bound -log p(x|z) - log p(z) on test images in bits per dimension, and the seconds per
 training epoch.
 
-It is a small budget (a subset of the images, a few epochs, one thread): the figures rank
-the methods early in training on a shared, busy machine, and are no converged results.
-Usage (the results page's table; about 80 minutes of wall time with two jobs on 2 busy
-cores):
+It is a small budget (a subset of the images, a few epochs, one thread per run): the
+figures rank the methods early in training on a shared, busy machine, and are no
+converged results. Usage (the results page's table; 36 runs, about an hour of wall time
+with three jobs on 2 busy cores):
 
-    nice -n 5 python benchmarks/quantizers.py --train 6000 --epochs 5 --prior-epochs 3 \\
-        --test 2000 --score 1000 --seeds 0 1 2 --threads 1 --jobs 2 --resume \\
-        --out benchmarks/results/quantizers.json --png docs/img/quantizers-codebook-use.png
+    nice -n 5 python benchmarks/quantizers.py --train 4000 --epochs 5 --prior-epochs 3 \\
+        --test 2000 --score 1000 --seeds 0 1 2 --threads 1 --jobs 3 --resume \\
+        --out benchmarks/results/quantizers-3seeds.json --png docs/img/quantizers-codebook-use.png
 
-Runs go ``--jobs`` at a time (processes of ``--threads`` threads each). It prints each
-run as it finishes and rewrites the JSON (``--out``, default
+Runs go ``--jobs`` at a time (worker processes of ``--threads`` threads each; stop them
+all by the process group, as a worker outlives its parent to the end of its run). It
+prints each run as it finishes and rewrites the JSON (``--out``, default
 benchmarks/results/quantizers.json) after every one; with ``--resume`` it keeps the runs
 already in that file (which must have the same budget) and does only the missing ones, so
-an interrupted measurement is continued by running the same command again.
+the same command continues an interrupted measurement.
 """
 
 from __future__ import annotations
@@ -188,12 +189,20 @@ def figure(records: list[dict[str, Any]], path: Path) -> None:
             if not mine:
                 continue
             k = logged_codes(mine[0])
-            perplexity = [
-                statistics.mean(r["perplexity"][i] for r in mine)
-                for i in range(len(mine[0]["epochs"]))
-            ]
+            by_epoch = list(zip(*(r["perplexity"] for r in mine), strict=True))
             label = name if k == 2**bits else f"{name} (first quantizer, of {k})"
-            ax.plot(mine[0]["epochs"], perplexity, marker="o", ms=3, label=label)
+            epochs = mine[0]["epochs"]
+            line = ax.plot(epochs, [statistics.mean(p) for p in by_epoch], marker="o", ms=3)
+            # The seeds' range: a band, so that a difference inside it reads as a tie.
+            ax.fill_between(
+                epochs,
+                [min(p) for p in by_epoch],
+                [max(p) for p in by_epoch],
+                color=line[0].get_color(),
+                alpha=0.15,
+            )
+            line[0].set_label(label)
+        ax.set_xticks(mine[0]["epochs"])
         ax.axhline(2**bits, color="grey", lw=0.8, ls=":")
         ax.set_yscale("log")
         ax.set(
@@ -206,6 +215,44 @@ def figure(records: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
+
+
+def spread(values: list[float], digits: int) -> str:
+    """Mean (min–max) of the seeds' values."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean = statistics.mean(values)
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def tables(records: list[dict[str, Any]]) -> str:
+    """The results page's tables (Markdown): per budget, each method's mean over its
+    seeds with their range."""
+    out = []
+    for bits in sorted({r["bits_per_position"] for r in records}):
+        mine = [r for r in records if r["bits_per_position"] == bits]
+        k = 2**bits
+        out += [
+            f"**{bits} bits per position, {bits * POSITIONS} bits per image** "
+            f"({k} codes per position; seeds {sorted({r['seed'] for r in mine})})",
+            "",
+            f"| method | codes used (test, of {k}) | perplexity (test) | -log p(x\\|z), nats "
+            "| -log p(z), PixelCNN, nats | bound, bits/dim | s / epoch |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in dict.fromkeys(r["method"] for r in mine):
+            rs = [r for r in mine if r["method"] == name]
+            cells = [
+                spread([r["test_codes"]["used"] for r in rs], 0),
+                spread([r["test_codes"]["perplexity"] for r in rs], 1),
+                spread([r["test_recon_nats"] for r in rs], 0),
+                spread([r["test_prior_nats"] for r in rs], 0),
+                spread([r["test_bits_per_dim"] for r in rs], 3),
+                spread([r["epoch_seconds"] for r in rs], 1),
+            ]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 # What a run's result depends on besides its method, budget and seed: --resume keeps only
@@ -285,7 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--png", type=Path, default=None, help="figure of codebook use by epoch")
     p.add_argument("--replot", action="store_true", help="only draw --png from --out's runs")
+    p.add_argument(
+        "--table", action="store_true", help="only print --out's runs as the page's tables"
+    )
     a = p.parse_args(argv)
+    if a.table:
+        print(tables(json.loads(a.out.read_text())["runs"]))
+        return 0
     if a.replot:
         figure(json.loads(a.out.read_text())["runs"], a.png)
         return 0
