@@ -178,40 +178,39 @@ def logged_codes(r: dict[str, Any]) -> int:
 
 
 def figure(records: list[dict[str, Any]], path: Path) -> None:
+    """Codes in use (top) and their perplexity (bottom) by epoch on the validation
+    batches, a column per budget: the mean over seeds, their range shaded."""
     from matplotlib.figure import Figure
 
     budgets = sorted({r["bits_per_position"] for r in records})
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    axes = fig.subplots(1, len(budgets), squeeze=False)[0]
-    for ax, bits in zip(axes, budgets, strict=True):
-        for name in dict.fromkeys(r["method"] for r in records):
-            mine = [r for r in records if r["method"] == name and r["bits_per_position"] == bits]
-            if not mine:
-                continue
-            k = logged_codes(mine[0])
-            by_epoch = list(zip(*(r["perplexity"] for r in mine), strict=True))
-            label = name if k == 2**bits else f"{name} (first quantizer, of {k})"
-            epochs = mine[0]["epochs"]
-            line = ax.plot(epochs, [statistics.mean(p) for p in by_epoch], marker="o", ms=3)
-            # The seeds' range: a band, so that a difference inside it reads as a tie.
-            ax.fill_between(
-                epochs,
-                [min(p) for p in by_epoch],
-                [max(p) for p in by_epoch],
-                color=line[0].get_color(),
-                alpha=0.15,
+    rows = [("codes_used", "codes in use"), ("perplexity", "codebook perplexity")]
+    fig = Figure(figsize=(10, 7.2), layout="constrained")
+    grid = fig.subplots(len(rows), len(budgets), squeeze=False)
+    for (key, what), axes in zip(rows, grid, strict=True):
+        for ax, bits in zip(axes, budgets, strict=True):
+            at = [r for r in records if r["bits_per_position"] == bits]
+            for name in dict.fromkeys(r["method"] for r in at):
+                mine = [r for r in at if r["method"] == name]
+                k = logged_codes(mine[0])
+                by_epoch = list(zip(*(r[key] for r in mine), strict=True))
+                epochs = mine[0]["epochs"]
+                mean = [statistics.mean(v) for v in by_epoch]
+                line = ax.plot(epochs, mean, marker="o", ms=3)[0]
+                # The seeds' range: a band, so that a difference inside it reads as a tie.
+                low, high = [min(v) for v in by_epoch], [max(v) for v in by_epoch]
+                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
+                line.set_label(name if k == 2**bits else f"{name} (first quantizer, of {k})")
+            ax.set_xticks(at[0]["epochs"])
+            ax.axhline(2**bits, color="grey", lw=0.8, ls=":")
+            ax.set_yscale("log")
+            ax.set(
+                title=f"{bits} bits per position (dotted: all {2**bits} codes)",
+                xlabel="epoch",
+                ylabel=f"{what} (validation batches)",
+                ylim=(0.9, 2**bits * 1.3),
             )
-            line[0].set_label(label)
-        ax.set_xticks(mine[0]["epochs"])
-        ax.axhline(2**bits, color="grey", lw=0.8, ls=":")
-        ax.set_yscale("log")
-        ax.set(
-            title=f"{bits} bits per position (dotted: all {2**bits} codes)",
-            xlabel="epoch",
-            ylabel="codebook perplexity (validation batches)",
-            ylim=(0.9, 2**bits * 1.3),
-        )
-        ax.legend(fontsize=7)
+            if key == rows[0][0]:  # the same lines below
+                ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
