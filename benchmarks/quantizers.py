@@ -25,7 +25,8 @@ all by the process group, as a worker outlives its parent to the end of its run)
 prints each run as it finishes and rewrites the JSON (``--out``, default
 benchmarks/results/quantizers.json) after every one; with ``--resume`` it keeps the runs
 already in that file (which must have the same budget) and does only the missing ones, so
-the same command continues an interrupted measurement.
+the same command continues an interrupted measurement; ``--merge FILE...`` keeps the runs
+of other files of the same budget as well (a seed measured apart, to its own ``--out``).
 """
 
 from __future__ import annotations
@@ -269,19 +270,22 @@ def row(r: dict[str, Any]) -> str:
 
 
 def previous(a: argparse.Namespace) -> list[dict[str, Any]]:
-    """The runs already in ``--out`` (with ``--resume``), refused if their budget differs."""
-    if not (a.resume and a.out.exists()):
-        return []
-    old = json.loads(a.out.read_text())
+    """The runs to keep: those already in ``--out`` (with ``--resume``) and in the
+    ``--merge`` files, one per method, budget and seed; a file of another budget is refused."""
+    files = ([a.out] if a.resume and a.out.exists() else []) + list(a.merge)
     mine = {k: getattr(a, k) for k in BUDGET}
-    theirs = {k: old.get("settings", {}).get(k) for k in BUDGET}
-    if theirs != mine:
-        raise SystemExit(
-            f"--resume: {a.out} holds runs of another budget ({theirs}, this command: {mine}); "
-            "give the same settings, or another --out"
-        )
-    runs: list[dict[str, Any]] = old["runs"]
-    return runs
+    kept: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for path in files:
+        old = json.loads(path.read_text())
+        theirs = {k: old.get("settings", {}).get(k) for k in BUDGET}
+        if theirs != mine:
+            raise SystemExit(
+                f"{path} holds runs of another budget ({theirs}, this command: {mine}); "
+                "give the command the same settings (or, for --out, another file)"
+            )
+        for r in old["runs"]:
+            kept.setdefault(key_of(r), r)
+    return list(kept.values())
 
 
 def save(a: argparse.Namespace, records: list[dict[str, Any]], order: list[tuple]) -> None:
@@ -293,9 +297,10 @@ def save(a: argparse.Namespace, records: list[dict[str, Any]], order: list[tuple
             f"{a.train} training images, {a.epochs} epochs, a PixelCNN prior (4 x 32) "
             f"fitted for {a.prior_epochs} epochs, {a.test} test images, seeds "
             f"{sorted({r['seed'] for r in runs})}, {a.threads} thread(s) per run, "
-            f"{a.jobs} run(s) at once, on a shared, busy machine"
+            "several runs at once on a shared, busy machine"
         ),
-        "settings": vars(a) | {"out": str(a.out), "png": str(a.png)},
+        "settings": vars(a)
+        | {"out": str(a.out), "png": str(a.png), "merge": [str(m) for m in a.merge]},
         "machine": machine_record(a.threads),
         "runs": runs,
     }
@@ -329,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--resume", action="store_true", help="keep --out's runs (same budget), do the rest"
     )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="JSON files of other runs of the same budget to keep (e.g. a seed run apart)",
+    )
     p.add_argument("--png", type=Path, default=None, help="figure of codebook use by epoch")
     p.add_argument("--replot", action="store_true", help="only draw --png from --out's runs")
     p.add_argument(
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     records = previous(a)
     done = {key_of(r) for r in records}
     todo = [j for j in jobs if (j[2], j[0], j[3]) not in done]
-    print(f"{len(jobs) - len(todo)} run(s) kept from {a.out}, {len(todo)} to do", flush=True)
+    print(f"{len(records)} run(s) kept, {len(todo)} to do", flush=True)
     print(
         f"{'method':<22} {'bits':>4} {'seed':>4} {'used':>9} {'perplexity':>10} "
         f"{'recon':>7} {'bits/dim':>8} {'s/epoch':>7}",
