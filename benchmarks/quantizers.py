@@ -370,9 +370,13 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON files of other runs of the same budget to keep (e.g. a seed run apart)",
     )
     p.add_argument("--png", type=Path, default=None, help="figure of codebook use by epoch")
-    p.add_argument("--replot", action="store_true", help="only draw --png from --out's runs")
     p.add_argument(
-        "--table", action="store_true", help="only print --out's runs as the page's tables"
+        "--replot", action="store_true", help="only draw --png from --out's (and --merge's) runs"
+    )
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="only print --out's (and --merge's) runs as the page's tables",
     )
     p.add_argument(
         "--cost",
@@ -386,11 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         record = {"cpu": cost(a), "machine": machine_record(1)}
         write_result(a.cost, record)
         return 0
-    if a.table:
-        print(tables(json.loads(a.out.read_text())["runs"]))
-        return 0
-    if a.replot:
-        figure(json.loads(a.out.read_text())["runs"], a.png)
+    if a.table or a.replot:
+        shown: dict[tuple[int, str, int], dict[str, Any]] = {}
+        for path in [a.out, *a.merge]:  # one run per method, budget and seed, --out's first
+            for r in json.loads(path.read_text())["runs"]:
+                shown.setdefault(key_of(r), r)
+        runs = sorted(shown.values(), key=lambda r: (r["bits_per_position"], r["seed"]))
+        if a.table:
+            print(tables(runs))
+        if a.replot:
+            figure(runs, a.png)
         return 0
     torch.set_num_threads(a.threads)
     # Seed by seed, so that a run cut short has whole seeds of every method.
