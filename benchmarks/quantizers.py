@@ -13,12 +13,14 @@ training epoch.
 
 It is a small budget (a subset of the images, a few epochs, one thread per run): the
 figures rank the methods early in training on a shared, busy machine, and are no
-converged results. Usage (the results page's table; 36 runs, about an hour of wall time
-with three jobs on 2 busy cores):
+converged results. Usage (the results page's table: 36 runs, 75 minutes of wall time four
+to six at once on 2 busy cores):
 
     nice -n 5 python benchmarks/quantizers.py --train 4000 --epochs 5 --prior-epochs 3 \\
-        --test 2000 --score 1000 --seeds 0 1 2 --threads 1 --jobs 3 --resume \\
-        --out benchmarks/results/quantizers-3seeds.json --png docs/img/quantizers-codebook-use.png
+        --test 2000 --score 1000 --seeds 0 1 2 --threads 1 --jobs 4 \\
+        --png docs/img/quantizers-codebook-use.png
+    python benchmarks/quantizers.py --table          # the page's tables from the JSON
+    python benchmarks/quantizers.py --cost cost.json # CPU seconds per 1000 images
 
 Runs go ``--jobs`` at a time (worker processes of ``--threads`` threads each; stop them
 all by the process group, as a worker outlives its parent to the end of its run). It
