@@ -85,11 +85,37 @@ def test_the_labelled_term_adds_the_weighted_cross_entropy(at_the_mean: None) ->
     known = torch.tensor([0, 1, 3])
     labelled = neg_elbo[y[known], known] - 2.0 * log_qy[known, y[known]]
     torch.testing.assert_close(out.terms["loss"][known], labelled)
-    torch.testing.assert_close(out.loss, labelled.mean() + out.terms["loss"][2])
     assert "error" not in out.terms  # a batch with hidden labels reports no error
     full = objective(model, x, torch.tensor([0, 2, 1, 1]))
     wrong = (log_qy.argmax(-1) != torch.tensor([0, 2, 1, 1])).float()
     torch.testing.assert_close(full.terms["error"], wrong)
+
+
+def test_the_batch_loss_weighs_each_kind_by_its_share_of_the_data(at_the_mean: None) -> None:
+    # The paper's J^alpha sums over the data set: 50 labelled terms beside 950 unlabelled
+    # ones. A batch with 3 of one and 1 of the other estimates J^alpha / N with the means
+    # weighed 50/1000 and 950/1000. Adding the two means (the defect this pins) weighed
+    # the labelled term, cross-entropy included, 19 times too much.
+    model = _m2_model()
+    x = torch.rand(4, *SHAPE).round()
+    y = torch.tensor([0, 2, HIDDEN_LABEL, 1])
+    objective = M2(alpha=0.1)
+    objective.set_dataset_size(1000)
+    objective.set_labelled_size(50)
+    out = objective(model, x, y)
+    per, known = out.terms["loss"], y >= 0
+    torch.testing.assert_close(out.loss, 0.05 * per[known].mean() + 0.95 * per[~known].mean())
+    # Without the sizes (outside the trainer) the batch stands for the data: its mean.
+    torch.testing.assert_close(M2()(model, x, y).loss, M2()(model, x, y).terms["loss"].mean())
+
+
+def test_the_unlabelled_term_trains_the_classifier() -> None:
+    # U(x) reaches q(y|x) through its weights q(y|x) and its entropy (the paper's gradient
+    # of U with respect to the classifier): an unlabelled batch alone moves the classifier.
+    model = _m2_model()
+    M2()(model, torch.rand(5, *SHAPE).round(), torch.full((5,), HIDDEN_LABEL)).loss.backward()
+    grads = [p.grad for p in model.classifier.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
 def test_labels_beyond_the_classes_are_refused() -> None:
