@@ -107,6 +107,12 @@ def test_the_batch_loss_weighs_each_kind_by_its_share_of_the_data(at_the_mean: N
     torch.testing.assert_close(out.loss, 0.05 * per[known].mean() + 0.95 * per[~known].mean())
     # Without the sizes (outside the trainer) the batch stands for the data: its mean.
     torch.testing.assert_close(M2()(model, x, y).loss, M2()(model, x, y).terms["loss"].mean())
+    # weighting=batch (not the paper's): the two means weigh 1 each, sizes or not.
+    batch = M2(alpha=0.1, weighting="batch")
+    batch.set_dataset_size(1000)
+    batch.set_labelled_size(50)
+    out = batch(model, x, y)
+    torch.testing.assert_close(out.loss, per[known].mean() + per[~known].mean())
 
 
 def test_the_unlabelled_term_trains_the_classifier() -> None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["M2", "class_bounds"]
 
+WEIGHTINGS = ("data", "batch")
+
 
 def class_bounds(
     model: VAE, x: Tensor, samples: int = 1, kl: str = "auto"
@@ -84,11 +86,17 @@ class M2(Objective):
         samples: int = 1
         # auto (analytic where torch registers a closed form, else Monte Carlo) | analytic | mc
         kl: str = "auto"
+        # How a batch's labelled and unlabelled means add up. data: each weighs its kind's
+        # share of the training data, N_l / N and 1 - N_l / N (the paper's objective, a sum
+        # over the data set); batch: both weigh 1, as if each label were copied N_u / N_l
+        # times (not the paper's: it trains q(y|x) on the labels far faster, for short runs).
+        weighting: str = "data"
 
         def validate(self, where: str) -> None:
             check_nonneg(f"{where}.alpha", self.alpha)
             check_positive(f"{where}.samples", self.samples)
             check_choice(f"{where}.kl", self.kl, KL_MODES)
+            check_choice(f"{where}.weighting", self.weighting, WEIGHTINGS)
 
     abilities = ObjectiveAbilities(
         bound="elbo", bound_label="ELBO (y summed out)", hidden_labels=True, classifier=True
@@ -105,13 +113,19 @@ class M2(Objective):
 
     @staticmethod
     def label(o: M2.Options) -> str:
-        return "m2" if o.alpha == 0.1 else f"m2 (alpha={o.alpha:g})"
+        notes = ([f"alpha={o.alpha:g}"] if o.alpha != 0.1 else []) + (
+            [f"{o.weighting} weighting"] if o.weighting != "data" else []
+        )
+        return f"m2 ({', '.join(notes)})" if notes else "m2"
 
-    def __init__(self, alpha: float = 0.1, samples: int = 1, kl: str = "auto") -> None:
+    def __init__(
+        self, alpha: float = 0.1, samples: int = 1, kl: str = "auto", weighting: str = "data"
+    ) -> None:
         super().__init__()
         self.alpha = alpha
         self.samples = samples
         self.kl_mode = kl
+        self.weighting = weighting
 
     @property
     def weight(self) -> float:
@@ -122,8 +136,10 @@ class M2(Objective):
     @property
     def labelled_share(self) -> float | None:
         """N_labelled / N, the labelled examples' share of the training data (None until
-        the trainer sets both sizes)."""
+        the trainer sets both sizes, or with ``weighting="batch"``)."""
         n, n_l = self.dataset_size, self.labelled_size
+        if self.weighting == "batch":
+            return None
         return min(n_l / n, 1.0) if n and n_l else None
 
     def loss_note(self) -> str:
@@ -162,7 +178,12 @@ class M2(Objective):
         per = torch.where(known, labelled + self.weight * ce, unlabelled)
         n_l, n_u = int(known.sum()), int((~known).sum())
         share = self.labelled_share
-        if share is None:  # sizes not set (outside the trainer): the batch stands for the data
+        if self.weighting == "batch":  # each kind's mean weighs 1 (labels oversampled)
+            loss = per.new_zeros(())
+            for kind in (known, ~known):
+                if bool(kind.any()):
+                    loss = loss + per[kind].mean()
+        elif share is None:  # sizes not set (outside the trainer): the batch stands for the data
             loss = per.mean()
         else:
             # The paper's J^alpha sums over the data: N_l labelled terms beside N - N_l
