@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_config
 from torch.distributions import Normal
 
+import vaekit
 from vaekit.cli import main
 from vaekit.config import ModelConfig, load_config
 from vaekit.data import HIDDEN_LABEL, DataError, Split, hide_labels
@@ -25,6 +26,15 @@ from vaekit.train.loop import _with_labelled
 
 C = 3
 SHAPE = (1, 4, 4)
+M2_DIGITS = [
+    "data.name=digits",
+    "data.labels=20",
+    "model.latent_dim=2",
+    "model.conditional=true",
+    "model.encoder={name: mlp, hidden: [8]}",
+    "model.classifier={name: mlp, hidden: [8]}",
+    "objective=m2",
+]
 
 
 def _m2_model(prior: str = "normal") -> Any:
@@ -228,6 +238,27 @@ def test_each_batch_takes_labelled_examples_in_turn() -> None:
     # A resumed epoch (from batch 2) takes the same ones.
     again = list(_with_labelled(iter([torch.tensor([5, 6])]), labelled, 2, 0, 1, first=2))
     assert torch.equal(again[0], batches[2])
+
+
+def test_the_epoch_means_leave_the_added_labelled_rows_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each batch adds the labelled rows beside its share of the training split; the epoch's
+    # reported terms are means over the training split, where the labels are 20 of 1,437
+    # (counting the added rows weighed them about half of every mean).
+    forward = M2.forward
+
+    def marked(self: M2, model: Any, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        out = forward(self, model, x, y)
+        out.terms["labelled"] = (y >= 0).float() if y is not None else out.terms["elbo"] * 0
+        return out
+
+    monkeypatch.setattr(M2, "forward", marked)
+    cfg = load_config(None, [*M2_DIGITS, "train.epochs=1", "train.batch_size=100"])
+    vaekit.fit(cfg, tmp_path / "run", progress=False)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    n = len(vaekit.load(tmp_path / "run").dataset().train)
+    assert row["train"]["labelled"] == pytest.approx(20 / n)
 
 
 def test_classification_error_and_its_standard_error() -> None:
