@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_config
 from torch.distributions import Normal
 
+import vaekit
 from vaekit.cli import main
 from vaekit.config import ModelConfig, load_config
 from vaekit.data import HIDDEN_LABEL, DataError, Split, hide_labels
@@ -25,6 +26,15 @@ from vaekit.train.loop import _with_labelled
 
 C = 3
 SHAPE = (1, 4, 4)
+M2_DIGITS = [
+    "data.name=digits",
+    "data.labels=20",
+    "model.latent_dim=2",
+    "model.conditional=true",
+    "model.encoder={name: mlp, hidden: [8]}",
+    "model.classifier={name: mlp, hidden: [8]}",
+    "objective=m2",
+]
 
 
 def _m2_model(prior: str = "normal") -> Any:
@@ -85,11 +95,43 @@ def test_the_labelled_term_adds_the_weighted_cross_entropy(at_the_mean: None) ->
     known = torch.tensor([0, 1, 3])
     labelled = neg_elbo[y[known], known] - 2.0 * log_qy[known, y[known]]
     torch.testing.assert_close(out.terms["loss"][known], labelled)
-    torch.testing.assert_close(out.loss, labelled.mean() + out.terms["loss"][2])
     assert "error" not in out.terms  # a batch with hidden labels reports no error
     full = objective(model, x, torch.tensor([0, 2, 1, 1]))
     wrong = (log_qy.argmax(-1) != torch.tensor([0, 2, 1, 1])).float()
     torch.testing.assert_close(full.terms["error"], wrong)
+
+
+def test_the_batch_loss_weighs_each_kind_by_its_share_of_the_data(at_the_mean: None) -> None:
+    # The paper's J^alpha sums over the data set: 50 labelled terms beside 950 unlabelled
+    # ones. A batch with 3 of one and 1 of the other estimates J^alpha / N with the means
+    # weighed 50/1000 and 950/1000. Adding the two means (the defect this pins) weighed
+    # the labelled term, cross-entropy included, 19 times too much.
+    model = _m2_model()
+    x = torch.rand(4, *SHAPE).round()
+    y = torch.tensor([0, 2, HIDDEN_LABEL, 1])
+    objective = M2(alpha=0.1)
+    objective.set_dataset_size(1000)
+    objective.set_labelled_size(50)
+    out = objective(model, x, y)
+    per, known = out.terms["loss"], y >= 0
+    torch.testing.assert_close(out.loss, 0.05 * per[known].mean() + 0.95 * per[~known].mean())
+    # Without the sizes (outside the trainer) the batch stands for the data: its mean.
+    torch.testing.assert_close(M2()(model, x, y).loss, M2()(model, x, y).terms["loss"].mean())
+    # weighting=batch (not the paper's): the two means weigh 1 each, sizes or not.
+    batch = M2(alpha=0.1, weighting="batch")
+    batch.set_dataset_size(1000)
+    batch.set_labelled_size(50)
+    out = batch(model, x, y)
+    torch.testing.assert_close(out.loss, per[known].mean() + per[~known].mean())
+
+
+def test_the_unlabelled_term_trains_the_classifier() -> None:
+    # U(x) reaches q(y|x) through its weights q(y|x) and its entropy (the paper's gradient
+    # of U with respect to the classifier): an unlabelled batch alone moves the classifier.
+    model = _m2_model()
+    M2()(model, torch.rand(5, *SHAPE).round(), torch.full((5,), HIDDEN_LABEL)).loss.backward()
+    grads = [p.grad for p in model.classifier.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
 def test_labels_beyond_the_classes_are_refused() -> None:
@@ -196,6 +238,27 @@ def test_each_batch_takes_labelled_examples_in_turn() -> None:
     # A resumed epoch (from batch 2) takes the same ones.
     again = list(_with_labelled(iter([torch.tensor([5, 6])]), labelled, 2, 0, 1, first=2))
     assert torch.equal(again[0], batches[2])
+
+
+def test_the_epoch_means_leave_the_added_labelled_rows_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each batch adds the labelled rows beside its share of the training split; the epoch's
+    # reported terms are means over the training split, where the labels are 20 of 1,437
+    # (counting the added rows weighed them about half of every mean).
+    forward = M2.forward
+
+    def marked(self: M2, model: Any, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        out = forward(self, model, x, y)
+        out.terms["labelled"] = (y >= 0).float() if y is not None else out.terms["elbo"] * 0
+        return out
+
+    monkeypatch.setattr(M2, "forward", marked)
+    cfg = load_config(None, [*M2_DIGITS, "train.epochs=1", "train.batch_size=100"])
+    vaekit.fit(cfg, tmp_path / "run", progress=False)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    n = len(vaekit.load(tmp_path / "run").dataset().train)
+    assert row["train"]["labelled"] == pytest.approx(20 / n)
 
 
 def test_classification_error_and_its_standard_error() -> None:

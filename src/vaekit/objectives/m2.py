@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["M2", "class_bounds"]
 
+WEIGHTINGS = ("data", "batch")
+
 
 def class_bounds(
     model: VAE, x: Tensor, samples: int = 1, kl: str = "auto"
@@ -61,8 +63,10 @@ class M2(Objective):
 
     A labelled example (x, y) costs -ELBO(x, y) + w * (-log q(y|x)); an unlabelled one
     (label -1) costs U(x) = sum_y q(y|x) (-ELBO(x, y)) - H(q(y|x)), the negative bound on
-    log p(x) with y marginalised. The loss is the mean over the batch's labelled examples
-    plus the mean over its unlabelled ones (the trainer puts both in every batch).
+    log p(x) with y marginalised. The paper's objective sums these over the data set, N_l
+    labelled examples and N - N_l unlabelled ones; the trainer puts both kinds in every
+    batch, so the loss weighs the batch's mean over each kind by that kind's share of the
+    data, N_l / N and 1 - N_l / N (an unbiased estimate of the paper's J^alpha / N).
 
     ``alpha`` is the paper's alpha over N: the paper adds alpha * E_labelled[-log q(y|x)]
     to a bound summed over its N training examples, with alpha = 0.1 * N, so each labelled
@@ -82,11 +86,17 @@ class M2(Objective):
         samples: int = 1
         # auto (analytic where torch registers a closed form, else Monte Carlo) | analytic | mc
         kl: str = "auto"
+        # How a batch's labelled and unlabelled means add up. data: each weighs its kind's
+        # share of the training data, N_l / N and 1 - N_l / N (the paper's objective, a sum
+        # over the data set); batch: both weigh 1, as if each label were copied N_u / N_l
+        # times (not the paper's: it trains q(y|x) on the labels far faster, for short runs).
+        weighting: str = "data"
 
         def validate(self, where: str) -> None:
             check_nonneg(f"{where}.alpha", self.alpha)
             check_positive(f"{where}.samples", self.samples)
             check_choice(f"{where}.kl", self.kl, KL_MODES)
+            check_choice(f"{where}.weighting", self.weighting, WEIGHTINGS)
 
     abilities = ObjectiveAbilities(
         bound="elbo", bound_label="ELBO (y summed out)", hidden_labels=True, classifier=True
@@ -103,19 +113,34 @@ class M2(Objective):
 
     @staticmethod
     def label(o: M2.Options) -> str:
-        return "m2" if o.alpha == 0.1 else f"m2 (alpha={o.alpha:g})"
+        notes = ([f"alpha={o.alpha:g}"] if o.alpha != 0.1 else []) + (
+            [f"{o.weighting} weighting"] if o.weighting != "data" else []
+        )
+        return f"m2 ({', '.join(notes)})" if notes else "m2"
 
-    def __init__(self, alpha: float = 0.1, samples: int = 1, kl: str = "auto") -> None:
+    def __init__(
+        self, alpha: float = 0.1, samples: int = 1, kl: str = "auto", weighting: str = "data"
+    ) -> None:
         super().__init__()
         self.alpha = alpha
         self.samples = samples
         self.kl_mode = kl
+        self.weighting = weighting
 
     @property
     def weight(self) -> float:
         """The cross-entropy's weight per labelled example, ``alpha * N / N_labelled``."""
         n, n_l = self.dataset_size, self.labelled_size
         return self.alpha * n / n_l if n and n_l else self.alpha
+
+    @property
+    def labelled_share(self) -> float | None:
+        """N_labelled / N, the labelled examples' share of the training data (None until
+        the trainer sets both sizes, or with ``weighting="batch"``)."""
+        n, n_l = self.dataset_size, self.labelled_size
+        if self.weighting == "batch":
+            return None
+        return min(n_l / n, 1.0) if n and n_l else None
 
     def loss_note(self) -> str:
         return f"+ labelled cross-entropy x {self.weight:.3g}"
@@ -152,11 +177,26 @@ class M2(Objective):
         ce = -log_qy.gather(1, idx[:, None]).squeeze(1)
         per = torch.where(known, labelled + self.weight * ce, unlabelled)
         n_l, n_u = int(known.sum()), int((~known).sum())
-        loss = per.new_zeros(())
-        if n_l:
-            loss = loss + per[known].mean()
-        if n_u:
-            loss = loss + per[~known].mean()
+        share = self.labelled_share
+        if self.weighting == "batch":  # each kind's mean weighs 1 (labels oversampled)
+            loss = per.new_zeros(())
+            for kind in (known, ~known):
+                if bool(kind.any()):
+                    loss = loss + per[kind].mean()
+        elif share is None:  # sizes not set (outside the trainer): the batch stands for the data
+            loss = per.mean()
+        else:
+            # The paper's J^alpha sums over the data: N_l labelled terms beside N - N_l
+            # unlabelled ones. The trainer puts min(N_l, batch) labelled examples beside
+            # batch unlabelled ones in every step, far more than their share, so each mean
+            # weighs its kind's share of the data (an unbiased estimate of J^alpha / N).
+            # Adding the two means instead weighs the labelled term N_u / N_l times too
+            # much (79 times with 100 labels of 8,000), the cross-entropy included.
+            loss = per.new_zeros(())
+            if n_l:
+                loss = loss + share * per[known].mean()
+            if n_u:
+                loss = loss + (1.0 - share) * per[~known].mean()
         terms["loss"] = per
         if n_u == 0:
             terms["ce"] = ce

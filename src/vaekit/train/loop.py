@@ -1284,11 +1284,14 @@ def train_step(
         if parts.ema is not None:
             parts.ema.update(parts.model)
         state.step += 1
+        # data.labels: the labelled rows each batch adds (_with_labelled puts them last)
+        # are not counted, or the epoch's means would weigh the few labels like the rest.
+        n = len(x) - (0 if data.labelled is None else min(len(data.labelled), data.batch))
         with torch.no_grad():
             for k, v in terms.items():
-                total = v.detach().sum()
+                total = (v.detach()[:n] if v.dim() else v.detach()).sum()
                 ep.sums[k] = ep.sums[k] + total if k in ep.sums else total
-        ep.count += len(x)
+        ep.count += n
     else:
         guard(s, data, parts, prog, epoch, i, _culprits(s, data, epoch, i, terms))
     state.batch = i + 1
