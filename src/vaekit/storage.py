@@ -214,7 +214,7 @@ def write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _header_end(data: bytes) -> int:
+def _header_end(data: bytes | bytearray) -> int:
     """Where a safetensors file's tensor data begin: 8 bytes of header length, the header."""
     return 8 + int.from_bytes(data[:8], "little")
 
