@@ -41,7 +41,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -193,9 +193,10 @@ def members(protocol: type) -> list[str]:
 
 
 _IMPLEMENTS: dict[tuple[type, type], bool] = {}
+_P = TypeVar("_P")
 
 
-def implements(obj: object, protocol: type) -> bool:
+def implements(obj: object, protocol: type[_P]) -> TypeGuard[_P]:
     """``isinstance(obj, protocol)``, remembered per class of ``obj``.
 
     Python 3.11 re-reads a runtime Protocol's members on every ``isinstance`` (about
