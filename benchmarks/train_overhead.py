@@ -156,6 +156,62 @@ def child_vaekit(stamps_path: str, argv: list[str]) -> int:
     return rc
 
 
+def plain_data(st: Stamps, data: str, limit: int, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """The training and test images as a plain loop loads them (float32 tensors of
+    ``(N, *shape)``), stamped as the data phase."""
+    import numpy as np
+    import torch
+
+    t = now()
+    z = np.load(data)
+    x = torch.from_numpy(z["train"].astype(np.float32)).view(-1, *shape)
+    x_test = torch.from_numpy(z["test"].astype(np.float32)).view(-1, *shape)
+    if limit:
+        x = x[:limit]
+    st.add("load_data", t)
+    return x, x_test
+
+
+def run_epochs(
+    st: Stamps,
+    x: Any,
+    x_test: Any,
+    epochs: int,
+    batch: int,
+    loss_of: Any,
+    test_total: Any,
+    opt: Any,
+    before_step: Any = None,
+    before_epoch: Any = None,
+) -> None:
+    """The plain loops' epochs: shuffled index batches, ``loss_of(batch)`` (a scalar),
+    zero_grad, backward, ``before_step()`` (a gradient clip), the step; then the test split
+    scored (``test_total()``, the summed loss), each phase stamped."""
+    import torch
+
+    for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch + 1)
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch):
+            t = now()
+            loss = loss_of(x[perm[i : i + batch]])
+            opt.zero_grad()
+            loss.backward()
+            if before_step is not None:
+                before_step()
+            opt.step()
+            first = "train_step" not in st.calls
+            dt = st.add("train_step", t)
+            if first:
+                st.first_step = dt
+        t = now()
+        with torch.inference_mode():
+            total = test_total()
+        print(f"epoch {epoch + 1} test loss {total / len(x_test):.3f}", flush=True)
+        st.add("evaluate_split", t)
+
+
 def child_objects(
     stamps_path: str, data: str, epochs: int, threads: int, limit: int, config: str
 ) -> int:
@@ -166,7 +222,7 @@ def child_objects(
     against is the trainer's own work around the same maths."""
     st = Stamps()
     t = now()
-    import numpy as np
+    import numpy  # noqa: F401  (its import is timed with the others)
     import torch
     from torch import nn
 
@@ -176,13 +232,7 @@ def child_objects(
 
     st.add("imports", t)
     torch.set_num_threads(threads)
-    t = now()
-    z = np.load(data)
-    x = torch.from_numpy(z["train"].astype(np.float32)).view(-1, 1, 28, 28)
-    x_test = torch.from_numpy(z["test"].astype(np.float32)).view(-1, 1, 28, 28)
-    if limit:
-        x = x[:limit]
-    st.add("load_data", t)
+    x, x_test = plain_data(st, data, limit, (1, 28, 28))
     t = now()
     cfg = load_config(config, [])
     torch.manual_seed(cfg.train.seed)
@@ -194,32 +244,29 @@ def child_objects(
     opt = torch.optim.Adam(params, lr=cfg.train.lr)
     st.add("make_optimizer", t_opt)
     st.add("build", t)
-    batch = cfg.train.batch_size
-    for epoch in range(epochs):
-        objective.set_epoch(epoch + 1)
+    clip = cfg.train.grad_clip
+
+    def epoch_start(epoch: int) -> None:
+        objective.set_epoch(epoch)
         model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), batch):
-            t = now()
-            loss = objective(model, x[perm[i : i + batch]], None).loss
-            opt.zero_grad()
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            opt.step()
-            first = "train_step" not in st.calls
-            dt = st.add("train_step", t)
-            if first:
-                st.first_step = dt
-        t = now()
+
+    def test_total() -> float:
         model.eval()
-        with torch.inference_mode():
-            total = sum(
-                float(objective(model, x_test[j : j + 1000], None).loss) * len(x_test[j : j + 1000])
-                for j in range(0, len(x_test), 1000)
-            )
-        print(f"epoch {epoch + 1} test loss {total / len(x_test):.3f}", flush=True)
-        st.add("evaluate_split", t)
+        chunks = [x_test[j : j + 1000] for j in range(0, len(x_test), 1000)]
+        return sum(float(objective(model, c, None).loss) * len(c) for c in chunks)
+
+    run_epochs(
+        st,
+        x,
+        x_test,
+        epochs,
+        cfg.train.batch_size,
+        lambda xb: objective(model, xb, None).loss,
+        test_total,
+        opt,
+        before_step=(lambda: nn.utils.clip_grad_norm_(params, clip)) if clip > 0 else None,
+        before_epoch=epoch_start,
+    )
     st.write(stamps_path)
     return 0
 
@@ -228,20 +275,14 @@ def child_plain(stamps_path: str, data: str, epochs: int, threads: int, limit: i
     """The loop a user writes by hand, with the same phase stamps."""
     st = Stamps()
     t = now()
-    import numpy as np
+    import numpy  # noqa: F401  (its import is timed with the others)
     import torch
     import torch.nn.functional as F
     from torch import nn
 
     st.add("imports", t)
     torch.set_num_threads(threads)
-    t = now()
-    z = np.load(data)
-    x = torch.from_numpy(z["train"].astype(np.float32))
-    x_test = torch.from_numpy(z["test"].astype(np.float32))
-    if limit:
-        x = x[:limit]
-    st.add("load_data", t)
+    x, x_test = plain_data(st, data, limit, (784,))
     t = now()
     torch.manual_seed(0)
     enc = nn.Sequential(
@@ -262,23 +303,10 @@ def child_plain(stamps_path: str, data: str, epochs: int, threads: int, limit: i
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
         return recon + kl
 
-    for epoch in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 100):
-            t = now()
-            loss = loss_fn(x[perm[i : i + 100]]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            first = "train_step" not in st.calls
-            dt = st.add("train_step", t)
-            if first:
-                st.first_step = dt
-        t = now()
-        with torch.inference_mode():
-            total = sum(float(loss_fn(x_test[j : j + 1000]).sum()) for j in range(0, 10_000, 1000))
-        print(f"epoch {epoch + 1} test loss {total / len(x_test):.3f}", flush=True)
-        st.add("evaluate_split", t)
+    def test_total() -> float:
+        return sum(float(loss_fn(x_test[j : j + 1000]).sum()) for j in range(0, 10_000, 1000))
+
+    run_epochs(st, x, x_test, epochs, 100, lambda xb: loss_fn(xb).mean(), test_total, opt)
     st.write(stamps_path)
     return 0
 
