@@ -42,6 +42,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from vaekit._version import __version__
 from vaekit.data.core import Dataset
 
 __all__ = [
@@ -126,8 +127,9 @@ _CACHE_ENTRIES = 64  # the most recent loads kept; older keys are dropped
 
 
 def _source_digest() -> str:
-    """The data layer's code: a reader that changes may load the same files differently."""
-    h = hashlib.sha256()
+    """The data layer's code (and vaekit's version, for an install without sources): a
+    reader that changes may load the same files differently."""
+    h = hashlib.sha256(__version__.encode())
     for f in sorted(Path(__file__).parent.glob("*.py")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
