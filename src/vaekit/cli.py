@@ -36,7 +36,6 @@ into one ``error:`` line and an exit status. ``python -m vaekit`` is the same pr
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import importlib
 import os
@@ -104,8 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     it freezes the garbage collector's objects before the process exits
     (:func:`_freeze_before_exit`); called with ``argv`` from Python, it leaves them alone.
     """
-    if argv is None:
-        _keep_freed_memory()
     try:
         return _main(argv)
     except VaekitError as e:
@@ -132,26 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if argv is None:
             _freeze_before_exit()
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep the memory a command frees for its next allocations.
-
-    By default glibc serves every block above 128 KiB (a batch of 100 MNIST images is
-    313 KiB) with a fresh mapping and trims freed memory back to the kernel, so a
-    training step page-faults memory the last step gave back; the kernel's page faults
-    were about a tenth of `vaekit train`'s CPU time (benchmarks/train_overhead.py).
-    Blocks up to 64 MiB now come from the heap, which keeps up to 256 MiB free. Only for
-    the program (its memory ends with it), and only on glibc: elsewhere nothing changes.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    mallopt(m_mmap_threshold, 64 << 20)
-    mallopt(m_trim_threshold, 256 << 20)
 
 
 def _freeze_before_exit() -> None:
