@@ -77,6 +77,36 @@ def test_weights_record_their_checksum(run: Path) -> None:
         assert hashlib.sha256(data).hexdigest() == digest
 
 
+def test_weights_are_serialised_once_with_the_same_bytes_as_twice(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save
+
+    from vaekit.storage import save_weights
+
+    net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Linear(3, 2))
+    meta = {"epoch": "7", "valid_elbo": "1.5"}
+    data = save_weights(tmp_path / "w.safetensors", net, meta)
+    # What serialising twice gives: the data, then the data with their digest in the header.
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    plain = save(tensors, metadata=meta)
+    digest = hashlib.sha256(plain[8 + int.from_bytes(plain[:8], "little") :]).hexdigest()
+    twice = save(tensors, metadata={**meta, WEIGHTS_SHA256: digest})
+
+    def parts(raw: bytes) -> tuple[dict[str, object], bytes]:  # the header's order is a hash's
+        end = 8 + int.from_bytes(raw[:8], "little")
+        return json.loads(raw[8:end]), raw[end:]
+
+    assert parts(data) == parts(twice) and len(data) == len(twice)
+    assert (tmp_path / "w.safetensors").read_bytes() == data
+
+
+def test_a_runs_weights_are_its_newest_checkpoints_bytes(run: Path) -> None:
+    from vaekit.rundir import checkpoint_dirs
+
+    newest = checkpoint_dirs(run)[-1] / "model.safetensors"
+    assert (run / "model.safetensors").read_bytes() == newest.read_bytes()
+
+
 def test_overwritten_weights_are_an_error_naming_the_fallback(
     run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

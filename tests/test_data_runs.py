@@ -155,6 +155,50 @@ def test_changed_data_are_refused_unless_allowed(
     assert len(vaekit.load(run).metrics) == 2 and len(vaekit.load(run).dataset().test) == 64
 
 
+def test_the_fingerprint_is_taken_from_the_cache_only_for_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import vaekit.data.fingerprint as fp
+
+    monkeypatch.setenv("VAEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    hashed: list[int] = []
+    real = fp.data_fingerprint
+    monkeypatch.setattr(
+        fp, "data_fingerprint", lambda ds, reads=(): hashed.append(1) or real(ds, reads)
+    )
+    table = sorted_table(tmp_path / "t.csv")
+    cfg = tiny_config(f"data.name={table}")
+
+    def load() -> dict[str, Any]:
+        fingerprint = training_data(cfg.data, cfg.train.seed).fingerprint
+        assert fingerprint is not None
+        return fingerprint
+
+    # A file written in the last seconds is hashed every time, and never remembered.
+    first = load()
+    assert load() == first and len(hashed) == 2
+    assert not (tmp_path / "cache" / "fingerprints.json").exists()
+    monkeypatch.setattr(fp, "RECENT_SECONDS", 0.0)
+    assert load() == first and len(hashed) == 3
+    assert load() == first and len(hashed) == 3  # unchanged: from the cache
+    # The same size and modification time, other values: the status-change time tells.
+    before = table.stat()
+    table.write_text(table.read_text().replace("0.", "1.", 1))
+    os.utime(table, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert table.stat().st_size == before.st_size
+    changed = load()
+    assert len(hashed) == 4 and changed["sha256"] != first["sha256"]
+    assert load() == changed and len(hashed) == 4
+    # Another request for the same file (a data.limit is applied after the load: the same).
+    cfg = tiny_config(f"data.name={table}", "data.limit=30")
+    assert load() == changed and len(hashed) == 4
+    # A torn or foreign cache file is ignored and rewritten.
+    (tmp_path / "cache" / "fingerprints.json").write_text("{not json")
+    assert load() == changed and len(hashed) == 5 and load() == changed and len(hashed) == 5
+
+
 def test_runs_without_a_fingerprint_still_load(tmp_path: Path) -> None:
     run = train_on(sorted_table(tmp_path / "t.csv"), tmp_path / "run", "data.limit=50")
     info = json.loads((run / "model.json").read_text())

@@ -41,7 +41,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "members",
+    "implements",
     "LayeredPosterior",
     "LayerFlows",
     "LayeredDistribution",
@@ -189,3 +190,27 @@ def members(protocol: type) -> list[str]:
     names = list(getattr(protocol, "__annotations__", {}))
     names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
     return names
+
+
+_IMPLEMENTS: dict[tuple[type, type], bool] = {}
+_P = TypeVar("_P")
+
+
+def implements(obj: object, protocol: type[_P]) -> TypeGuard[_P]:
+    """``isinstance(obj, protocol)``, remembered per class of ``obj``.
+
+    Python 3.11 re-reads a runtime Protocol's members on every ``isinstance`` (about
+    20 us each); the model and the objectives ask a few of them at every training step,
+    which added up to more than the step's own bookkeeping. A part's abilities are a
+    matter of its class: the first instance of a class decides for all of them.
+
+    Example:
+        >>> from vaekit.distributions.posteriors import GaussianPosterior
+        >>> implements(GaussianPosterior(2), LayeredPosterior)
+        False
+    """
+    key = (type(obj), protocol)
+    known = _IMPLEMENTS.get(key)
+    if known is None:
+        known = _IMPLEMENTS[key] = isinstance(obj, protocol)
+    return known

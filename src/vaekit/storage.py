@@ -42,6 +42,7 @@ __all__ = [
     "write_json",
     "WEIGHTS_SHA256",
     "save_weights",
+    "write_bytes",
     "read_weights_epoch",
     "read_weights",
     "load_weights",
@@ -180,21 +181,40 @@ def file_sha256(path: Path) -> str:
 WEIGHTS_SHA256 = "data_sha256"
 
 
+_PLACEHOLDER = "0" * 64  # as long as a sha256 in hex: filling it in moves no offset
+
+
 def save_weights(
     path: Path, module: torch.nn.Module, metadata: dict[str, str] | None = None
-) -> None:
+) -> bytes:
     """A module's state dict as safetensors, written atomically (contiguous CPU copies),
-    with the sha256 of its tensor data in its metadata (:data:`WEIGHTS_SHA256`)."""
+    with the sha256 of its tensor data in its metadata (:data:`WEIGHTS_SHA256`). Returns
+    the bytes written (a caller writing the same weights elsewhere reuses them)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    data = save(tensors, metadata=metadata)
-    # The tensor data do not depend on the metadata: hash them, then save with the hash.
-    digest = hashlib.sha256(memoryview(data)[_header_end(data) :]).hexdigest()
-    data = save(tensors, metadata={**(metadata or {}), WEIGHTS_SHA256: digest})
+    # Serialised once: the tensor data do not depend on the metadata, so the digest of
+    # the data is written over a placeholder of its own length in the header.
+    data = bytearray(save(tensors, metadata={**(metadata or {}), WEIGHTS_SHA256: _PLACEHOLDER}))
+    end = _header_end(data)
+    digest = hashlib.sha256(memoryview(data)[end:]).hexdigest()
+    slot = f'"{WEIGHTS_SHA256}":"{_PLACEHOLDER}"'.encode()
+    at = data.find(slot, 8, end)
+    if at > 0:
+        start = at + len(slot) - 65
+        data[start : start + 64] = digest.encode()
+        out = bytes(data)
+    else:  # a safetensors that spells its header otherwise: serialise again with the hash
+        out = save(tensors, metadata={**(metadata or {}), WEIGHTS_SHA256: digest})
+    write_bytes(path, out)
+    return out
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` atomically (:func:`atomic_write`)."""
     with atomic_write(path, "wb") as f:
         f.write(data)
 
 
-def _header_end(data: bytes) -> int:
+def _header_end(data: bytes | bytearray) -> int:
     """Where a safetensors file's tensor data begin: 8 bytes of header length, the header."""
     return 8 + int.from_bytes(data[:8], "little")
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution
 
-from vaekit.abilities import ClassPrior, LayeredPosterior
+from vaekit.abilities import ClassPrior, LayeredPosterior, implements
 from vaekit.data.core import DataError
 from vaekit.distributions.hierarchical import tempered_sample
 from vaekit.distributions.likelihoods import LikelihoodHead
@@ -245,7 +245,7 @@ class VAE(nn.Module):
         the top layer's p(z_L), built from the top layer's posterior where it needs one.
         """
         head = self.encoder.head
-        if not isinstance(head, LayeredPosterior):
+        if not implements(head, LayeredPosterior):
             dist: Distribution = self.prior_module(self.encoder)
             return dist
         top: Distribution = self.prior_module(self._encode_top)
@@ -263,7 +263,7 @@ class VAE(nn.Module):
             >>> build_model(cfg, (1, 4, 4), num_classes=3).prior_given(torch.tensor([0, 2])).batch_shape
             torch.Size([2])
         """
-        if y is None or not isinstance(self.prior_module, ClassPrior):
+        if y is None or not implements(self.prior_module, ClassPrior):
             return self.prior
         labels = _one_hot(y, self.num_classes)
         assert labels is not None  # a prior per class is built for conditional models only
@@ -284,7 +284,7 @@ class VAE(nn.Module):
         """The prior's parameters: the prior part's and, with several stochastic layers,
         those of the conditional priors p(z_l | z_{l+1}) that the posterior part holds."""
         head = self.encoder.head
-        own = list(head.prior_parameters()) if isinstance(head, LayeredPosterior) else []
+        own = list(head.prior_parameters()) if implements(head, LayeredPosterior) else []
         return list(self.prior_module.parameters()) + own
 
     def _encode_top(self, x: Tensor, y: Tensor | None = None) -> Distribution:

@@ -35,7 +35,7 @@ from vaekit.data.core import (
     model_view,
 )
 from vaekit.data.files import load_path
-from vaekit.data.fingerprint import data_change, data_fingerprint, recording_reads
+from vaekit.data.fingerprint import cached_fingerprint, data_change, recording_reads
 from vaekit.data.named import NAMED
 from vaekit.data.stream import PYTHON_DATA, StreamSplit, python_dataset
 from vaekit.parts import import_object, import_path_problem, is_import_path
@@ -214,12 +214,17 @@ def training_data(
             "this run's data were given in Python (vaekit.fit(..., data=...)); pass them again, "
             "e.g. run.dataset(data=x) or evaluate_run(run, dataset=vaekit.data.python_dataset(x))"
         )
+    asked = name or data.name
     if source is not None:
         ds, reads = source, []
     else:
         with recording_reads() as reads:
-            ds = load_dataset(name or data.name, data_dir_=data_dir_, options=data.options)
-    fingerprint = data_fingerprint(ds, reads)
+            ds = load_dataset(asked, data_dir_=data_dir_, options=data.options)
+    # Files read by vaekit's readers are keyed by their stat; a user's function may make
+    # data from anything else, so its load is always hashed.
+    own_reader = asked in NAMED or Path(asked).expanduser().exists()
+    request = {"name": asked, "data_dir": str(data_dir(data_dir_)), "options": data.options}
+    fingerprint = cached_fingerprint(ds, reads, request, cache_dir() if own_reader else None)
     ds = binarize(ds, data.binarize, seed)
     # Before the limit, so that the validation split does not depend on data.limit.
     ds = hold_out_validation(ds, data.valid_fraction)

@@ -152,15 +152,27 @@ def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(base) / "vaekit"
 
 
+def _float32_copy(x: np.ndarray) -> np.ndarray:
+    """``x.astype(np.float32)`` in memory torch allocates (the same values).
+
+    numpy asks the kernel for transparent huge pages for large arrays; on the VMs here a
+    fresh 2 MiB page could stall on memory compaction, and the 220 MB of binarized MNIST
+    took 0.3-0.8 s to convert against 0.16-0.24 s in torch's memory
+    (benchmarks/train_overhead.py, the data phase).
+    """
+    return torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32).numpy()
+
+
 def _as_float(x: np.ndarray, source: str) -> np.ndarray:
     """uint8 images are scaled by 255; floats are kept; NaN/Inf and wrong dtypes are errors."""
     if x.dtype == np.uint8:
-        # In place: one 4-byte copy instead of two for 60,000-image datasets.
-        out = x.astype(np.float32)
+        # In place: one 4-byte copy instead of two for 60,000-image datasets. numpy's
+        # division (exact, as before: torch's divides by the reciprocal), torch's memory.
+        out = _float32_copy(x)
         out /= np.float32(255.0)
         return out
     if x.dtype == np.bool_:
-        return x.astype(np.float32)
+        return _float32_copy(x)
     if np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
         out = x.astype(np.float32)
         check_finite_rows(out, source)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from vaekit.abilities import ExtraTerms, LayeredDistribution, WarmsUp
+from vaekit.abilities import ExtraTerms, LayeredDistribution, WarmsUp, implements
 from vaekit.parts import ObjectiveAbilities, registry_of
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def kl_per_layer(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto"
     ``mc`` averages ``log q_l - log p_l`` over the draws z ``(S, B, D)``; otherwise each
     layer's closed form given the layer above where there is one. The layers sum to the KL.
     """
-    if not isinstance(q, LayeredDistribution):
+    if not implements(q, LayeredDistribution):
         return None
     return q.kl_layers(p, z, "mc" if mode == "mc" else "auto")
 
@@ -141,7 +141,7 @@ def posterior_extras(q: Distribution) -> tuple[Tensor | None, dict[str, Tensor]]
     """A posterior's own loss per example (``q.aux_loss``: VQ-VAE's commitment and
     codebook terms), which the objective adds to its loss, and the per-example terms it
     reports (``q.terms``: codebook perplexity, a temperature); ``(None, {})`` for most."""
-    if not isinstance(q, ExtraTerms):
+    if not implements(q, ExtraTerms):
         return None, {}
     return q.aux_loss, dict(q.terms or {})
 

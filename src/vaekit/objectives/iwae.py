@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from vaekit.abilities import FixedLogProb
+from vaekit.abilities import FixedLogProb, implements
 from vaekit.distributions.posteriors import sample_with_log_prob
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import (
@@ -198,7 +198,7 @@ def log_prob_fixed(q: Distribution, z: Tensor) -> Tensor:
             validate_args=False,
         )
         return fixed.log_prob(z)
-    if not isinstance(q, FixedLogProb):
+    if not implements(q, FixedLogProb):
         raise TypeError(
             "objective.gradient=dreg needs a diagonal Gaussian posterior or one with "
             f"log_prob_fixed, got {type(q).__name__}"

@@ -45,6 +45,7 @@ from vaekit.storage import (
     fsync_dir,
     load_weights,
     save_weights,
+    write_bytes,
     write_json,
 )
 from vaekit.train.faults import FaultInjector
@@ -181,7 +182,7 @@ def write_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     meta = {"epoch": str(state.epoch), "batch": str(state.batch), "step": str(state.step)}
-    save_weights(tmp / "model.safetensors", model, meta)
+    weights = save_weights(tmp / "model.safetensors", model, meta)
     if ema is not None:
         save_weights(tmp / "ema.safetensors", ema, meta)
     if any(True for _ in objective.state_dict()):
@@ -230,7 +231,10 @@ def write_checkpoint(
         faults.hit("checkpoint-done")
     # The user-facing weights: the newest checkpoint's (their average with train.ema),
     # written atomically as well.
-    save_weights(run_dir / "model.safetensors", model if ema is None else ema, meta)
+    if ema is None:  # the same bytes as the checkpoint's weights, not serialised again
+        write_bytes(run_dir / "model.safetensors", weights)
+    else:
+        save_weights(run_dir / "model.safetensors", ema, meta)
     for stale in checkpoint_dirs(run_dir)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
