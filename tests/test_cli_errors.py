@@ -186,6 +186,9 @@ def test_ctrl_c_while_torch_loads_is_not_a_traceback(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal starts it: a suite run in the background (`make test &`, a CI
+        # runner) inherits SIGINT ignored, and Python then installs no Ctrl-C handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     started = time.monotonic()
