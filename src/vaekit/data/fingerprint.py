@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -126,6 +127,7 @@ CACHE_FILE = "fingerprints.json"
 _CACHE_ENTRIES = 64  # the most recent loads kept; older keys are dropped
 
 
+@functools.cache  # the sources do not change while a process runs
 def _source_digest() -> str:
     """The data layer's code (and vaekit's version, for an install without sources): a
     reader that changes may load the same files differently."""
@@ -144,6 +146,9 @@ def _stat_key(request: Mapping[str, Any], reads: Sequence[Read]) -> str | None:
     h.update(_source_digest().encode())
     newest_allowed = time.time_ns() - int(RECENT_SECONDS * 1e9)
     for path, files in reads:
+        # The read's own path resolved once; a folder's files are named as read (their
+        # inode and device say which file each is), not resolved one by one.
+        h.update(f"{path.expanduser().resolve()}\n".encode())
         for f in (path,) if files is None else files:
             try:
                 st = os.stat(f)
@@ -152,7 +157,7 @@ def _stat_key(request: Mapping[str, Any], reads: Sequence[Read]) -> str | None:
             if max(st.st_mtime_ns, st.st_ctime_ns) > newest_allowed:
                 return None
             fields = (st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)
-            h.update(f"{Path(f).expanduser().resolve()}\0{fields}\n".encode())
+            h.update(f"{f}\0{fields}\n".encode())
     return h.hexdigest()
 
 
