@@ -110,6 +110,26 @@ def test_a_torch_dataset_streams_and_resumes_exactly(tmp_path: Path) -> None:
     )
 
 
+def test_the_trainer_range_checks_data_in_memory_once_and_streamed_batches_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrays are read whole when loaded (their kind says [0, 1]), so the likelihood's
+    per-batch range check is left out of training; a torch Dataset is read batch by batch
+    and keeps it."""
+    from vaekit.distributions import likelihoods
+
+    calls = []
+    real = likelihoods.check_unit_interval
+    monkeypatch.setattr(
+        likelihoods, "check_unit_interval", lambda v, *a: calls.append(1) or real(v, *a)
+    )
+    x, _ = _digits()
+    vaekit.fit(_model(), tmp_path / "arrays", data=x[:200], epochs=1, **_quiet(batch_size=50))
+    assert len(calls) == 1  # the probe of one batch before training, not the 4 steps
+    vaekit.fit(_model(), tmp_path / "stream", data=_Digits(), epochs=1, **_quiet(batch_size=100))
+    assert len(calls) >= 4  # the training batches at least
+
+
 def test_a_config_model_on_python_data_with_an_objective_object(tmp_path: Path) -> None:
     x, _ = _digits()
     cfg = vaekit.load_config(

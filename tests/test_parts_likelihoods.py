@@ -3,6 +3,7 @@ reference densities, and the same heads do regression and classification."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -314,6 +315,25 @@ def test_likelihoods_of_0_to_1_data_refuse_8_bit_values(name: str) -> None:
         check_unit_interval(torch.tensor([float("nan"), 0.5]))
     else:  # real-valued heads take any value
         assert bool(torch.isfinite(p.log_prob(x8)).all())
+
+
+def test_values_checked_leaves_out_the_range_check_and_only_within() -> None:
+    """The trainer vouches for data it range-checked when loading (values_checked): the
+    likelihood then skips its pass over each batch; outside, and with checked=False, 8-bit
+    values are refused as before."""
+    from vaekit.data import DataError
+    from vaekit.distributions.likelihoods import values_checked
+
+    head = _registry_head("bernoulli", (1, 4, 4))
+    p = head(torch.zeros(2, head.params_per_element, 1, 4, 4))
+    x8 = torch.full((2, 1, 4, 4), 200.0)
+    with values_checked():
+        assert p.log_prob(x8).shape == (2,)
+        with values_checked(False):  # a nested "not checked" keeps the outer word
+            assert p.log_prob(x8).shape == (2,)
+    for ctx in (values_checked(False), contextlib.nullcontext()):
+        with ctx, pytest.raises(DataError, match="8-bit levels"):
+            p.log_prob(x8)
 
 
 @pytest.mark.parametrize("name", _likelihood_names())

@@ -120,6 +120,50 @@ def test_kl_is_never_negative(mean: list[float], logvar: list[float]) -> None:
     assert dims is not None and (dims >= 0).all()
 
 
+def test_the_standard_normal_kl_shortcut_is_torchs_closed_form() -> None:
+    """diagonal_normal against N(0, I) takes the log-variance form (and, in kl_term, no
+    registry dispatch); its values and gradients are torch's Normal-Normal KL, including
+    where the log-variance is clamped (and its gradient passed straight through)."""
+    from vaekit.distributions import diagonal_normal
+
+    torch.manual_seed(0)
+    mean = torch.randn(50, 6, dtype=torch.float64, requires_grad=True)
+    logvar = (8 * torch.randn(50, 6, dtype=torch.float64)).requires_grad_()  # some past +-12, -20
+    prior = StandardNormalPrior(6).double()()
+    q = diagonal_normal(mean, logvar)
+    plain_q = Independent(Normal(q.base_dist.loc, q.base_dist.scale), 1)
+    plain_p = Independent(
+        Normal(torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)), 1
+    )
+    reference = kl_divergence(plain_q, plain_p)
+    for kl in (
+        kl_term(q, prior),
+        kl_divergence(q, prior),
+        kl_per_dim(q, prior, q.rsample((1,))).sum(-1),
+    ):  # type: ignore[union-attr]
+        torch.testing.assert_close(kl, reference)
+        got = torch.autograd.grad(kl.sum(), [mean, logvar], retain_graph=True)
+        want = torch.autograd.grad(reference.sum(), [mean, logvar], retain_graph=True)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
+    # An expanded posterior (an objective's draws) keeps its log-variance, and the form.
+    wide = q.expand(torch.Size([3, 50]))
+    torch.testing.assert_close(kl_term(wide, prior), reference.expand(3, 50))
+    # Any other prior, or a learned one, takes torch's dispatch as before.
+    other = Independent(
+        Normal(torch.zeros(6, dtype=torch.float64), 2 * torch.ones(6, dtype=torch.float64)), 1
+    )
+    torch.testing.assert_close(kl_term(q, other), kl_divergence(plain_q, other))
+
+
+def test_one_draw_is_its_own_mean() -> None:
+    from vaekit.objectives.base import sample_mean
+
+    t = torch.randn(1, 7, requires_grad=True)
+    assert torch.equal(sample_mean(t), t.mean(0))
+    assert torch.equal(sample_mean(torch.tensor([[1.0], [2.0]])), torch.tensor([1.5]))
+
+
 # -- IWAE --------------------------------------------------------------------------------
 
 

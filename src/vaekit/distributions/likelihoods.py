@@ -26,6 +26,9 @@ the event shape. A value that does not fit, or 8-bit values given to a head that
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +58,7 @@ __all__ = [
     "IndependentData",
     "event_value",
     "check_unit_interval",
+    "values_checked",
     "unit_scale_hint",
     "BernoulliLikelihood",
     "IndependentBernoulli",
@@ -80,6 +84,30 @@ LOGSCALE_MAX = 5.0
 
 # float32 rounding of x / 255 or of a min-max scaling can land a hair above 1.
 _UNIT_TOLERANCE = 1e-5
+
+
+# Set while the caller holds data it has range-checked already (:func:`values_checked`).
+_VALUES_CHECKED: ContextVar[bool] = ContextVar("vaekit_values_checked", default=False)
+
+
+@contextmanager
+def values_checked(checked: bool = True) -> Iterator[None]:
+    """Within it, ``log_prob`` of a likelihood of [0, 1] data does not range-check its
+    value: the trainer holds data whose values were read once when loaded (their kind,
+    binary or grey, says they lie in [0, 1]), and the check is a pass over every batch
+    and two reads per step. ``checked=False`` changes nothing.
+
+    Example:
+        >>> p = IndependentBernoulli(Bernoulli(logits=torch.zeros(4), validate_args=False), 1)
+        >>> with values_checked():
+        ...     p.log_prob(torch.full((4,), 2.0))  # out of range, and not read: the caller vouched
+        tensor(-2.7726)
+    """
+    token = _VALUES_CHECKED.set(checked or _VALUES_CHECKED.get())
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED.reset(token)
 
 
 def check_unit_interval(value: Tensor, lead: str = "p(x|z) models data in [0, 1]") -> None:
@@ -184,7 +212,12 @@ def _as_value(value: Any, like: Tensor, unit_interval: bool) -> Tensor:
     # accelerator, where the training step would pay it every time: values already there
     # are the trainer's, whose data were checked once when loaded. Under torch.compile
     # the branch would break the graph.
-    if unit_interval and value.device.type == "cpu" and not torch.compiler.is_compiling():
+    if (
+        unit_interval
+        and value.device.type == "cpu"
+        and not _VALUES_CHECKED.get()
+        and not torch.compiler.is_compiling()
+    ):
         check_unit_interval(value)
     return value.to(like.device)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Size, Tensor, nn
 from torch.distributions import (
     Categorical,
     Distribution,
@@ -25,16 +25,19 @@ from torch.distributions import (
     MixtureSameFamily,
     MultivariateNormal,
     Normal,
+    register_kl,
 )
+from torch.types import _size
 
 from vaekit.abilities import TemperedDistribution
-from vaekit.distributions.posteriors import clamp_logvar
+from vaekit.distributions.posteriors import LogVarNormal, clamp_logvar, lean_normal_init
 from vaekit.errors import ConfigError
 from vaekit.parts import PriorAbilities
 from vaekit.validate import check_choice, check_positive
 
 __all__ = [
     "DiagonalGaussianMixture",
+    "StandardNormal",
     "StandardNormalPrior",
     "MixturePrior",
     "VampPrior",
@@ -87,6 +90,24 @@ class DiagonalGaussianMixture(MixtureSameFamily):
         return lp.reshape(value.shape[:-1])
 
 
+class StandardNormal(Normal):
+    """N(0, 1) element-wise (``loc`` zeros, ``scale`` ones, as given): the type that
+    tells torch's KL registry the closed form against a :class:`LogVarNormal` posterior."""
+
+    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+        lean_normal_init(self, loc, scale)
+
+    def expand(self, batch_shape: _size, _instance: Distribution | None = None) -> StandardNormal:
+        shape = Size(batch_shape)
+        return StandardNormal(self.loc.expand(shape), self.scale.expand(shape))
+
+
+@register_kl(LogVarNormal, StandardNormal)
+def kl_standard_normal(q: LogVarNormal, p: StandardNormal) -> Tensor:
+    # KL(N(m, exp(lv)) || N(0, 1)) = 0.5 (exp(lv) + m^2 - 1 - lv), element-wise.
+    return 0.5 * (torch.exp(q.logvar) + q.loc.pow(2) - 1.0 - q.logvar)
+
+
 class StandardNormalPrior(nn.Module):
     """p(z) = N(0, I).
 
@@ -108,9 +129,7 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 
     def forward(self, encoder: Callable[..., Distribution] | None = None) -> Distribution:
-        return Independent(
-            Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False
-        )
+        return Independent(StandardNormal(self.loc, self.scale), 1, validate_args=False)
 
 
 class MixturePrior(nn.Module):

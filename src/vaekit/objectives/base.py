@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaekit.abilities import ExtraTerms, LayeredDistribution, WarmsUp, implements
+from vaekit.distributions.posteriors import LogVarNormal
+from vaekit.distributions.priors import StandardNormal, kl_standard_normal
 from vaekit.parts import ObjectiveAbilities, registry_of
 
 if TYPE_CHECKING:
@@ -57,6 +59,32 @@ def _kl_key(q: Distribution, p: Distribution) -> tuple[type, ...]:
     return types(q) + (type(None),) + types(p)
 
 
+def sample_mean(t: Tensor) -> Tensor:
+    """The mean over the draws, the first dimension of ``t`` ``(S, ...)``; with one draw,
+    the draw itself, a view (the mean of one value is the value: no pass, and no backward
+    node, in every step of a one-sample objective).
+
+    Example:
+        >>> sample_mean(torch.tensor([[1.0, 2.0]])), sample_mean(torch.tensor([[1.0], [3.0]]))
+        (tensor([1., 2.]), tensor([2.]))
+    """
+    return t[0] if t.shape[0] == 1 else t.mean(0)
+
+
+def _standard_pair(q: Distribution, p: Distribution) -> bool:
+    """q a diagonal Gaussian of one event dimension (:func:`diagonal_normal`), p the
+    standard normal prior of the same shape: the closed form needs no dispatch."""
+    return (
+        type(q) is Independent
+        and type(p) is Independent
+        and type(q.base_dist) is LogVarNormal
+        and type(p.base_dist) is StandardNormal
+        and q.reinterpreted_batch_ndims == 1
+        and p.reinterpreted_batch_ndims == 1
+        and q.event_shape == p.event_shape
+    )
+
+
 def kl_term(
     q: Distribution, p: Distribution, z: Tensor | None = None, mode: str = "auto"
 ) -> Tensor:
@@ -67,6 +95,8 @@ def kl_term(
     form where one is registered and Monte Carlo otherwise.
     """
     if mode != "mc":
+        if _standard_pair(q, p):  # the default model's pair, without the registry's dispatch
+            return kl_standard_normal(q.base_dist, p.base_dist).sum(-1)  # type: ignore[attr-defined]
         key = _kl_key(q, p)
         known = _ANALYTIC.get(key)
         if known is not False:
@@ -84,7 +114,7 @@ def kl_term(
             )
     if z is None:
         raise ValueError("a Monte Carlo KL needs the samples z")
-    return (q.log_prob(z) - p.log_prob(z)).mean(0)
+    return sample_mean(q.log_prob(z) - p.log_prob(z))
 
 
 def kl_per_dim(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") -> Tensor | None:
@@ -103,7 +133,7 @@ def kl_per_dim(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") 
         except NotImplementedError:
             if mode == "analytic":
                 raise
-    return (q.base_dist.log_prob(z) - p.base_dist.log_prob(z)).mean(0)
+    return sample_mean(q.base_dist.log_prob(z) - p.base_dist.log_prob(z))
 
 
 def kl_per_layer(q: Distribution, p: Distribution, z: Tensor, mode: str = "auto") -> Tensor | None:

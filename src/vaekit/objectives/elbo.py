@@ -22,6 +22,7 @@ from vaekit.objectives.base import (
     kl_term,
     layer_terms,
     posterior_extras,
+    sample_mean,
 )
 from vaekit.parts import Composition, ObjectiveAbilities, PartConfig, lookup, nested_part
 from vaekit.stability import kl_balance_weights, spectral_penalty
@@ -208,12 +209,13 @@ class ELBO(_Warmup):
         q = model.encode(x, y)
         prior = model.prior_given(y)  # p(z|y) for a prior per class
         z = q.rsample((self.samples,))  # (S, B, D); flows cache log q of this z for kl_term
-        recon = -model.decode(z, y).log_prob(x).mean(0)  # (B,)
+        recon = -sample_mean(model.decode(z, y).log_prob(x))  # (B,)
         layers = kl_per_layer(q, prior, z, self.kl_mode)  # (L, B) with several layers
         kl = layers.sum(0) if layers is not None else kl_term(q, prior, z, self.kl_mode)  # (B,)
         div = self.divergence(q, prior, z, kl)  # (B,): kl itself unless another is chosen
         beta = self.current_beta
-        loss_b = recon + beta * div
+        # x * 1.0 is x: no pass (and no backward node) for the usual weight of one.
+        loss_b = recon + div if beta == 1.0 else recon + beta * div
         div_opt = div
         # KL balancing reweighs the layers' KL terms: with the KL divergence only.
         if self.kl_balance and layers is not None and beta < self.beta and div is kl:
@@ -229,6 +231,8 @@ class ELBO(_Warmup):
             else:
                 kl_floor = kl.mean().clamp_min(self.free_bits * z.shape[-1])
             loss = recon.mean() + beta * kl_floor
+        elif div_opt is div:
+            loss = loss_b.mean()
         else:
             loss = (recon + beta * div_opt).mean()
         aux, extra = posterior_extras(q)

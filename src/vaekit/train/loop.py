@@ -79,7 +79,7 @@ from vaekit.data import (
     training_data,
 )
 from vaekit.data.stream import PYTHON_DATA, split_batches
-from vaekit.distributions.likelihoods import unit_scale_hint
+from vaekit.distributions.likelihoods import unit_scale_hint, values_checked
 from vaekit.errors import VaekitError
 from vaekit.model import VAE, build_model, check_part_shapes, network_precision
 from vaekit.objectives import Objective, build_objective, warmup_epochs
@@ -257,6 +257,15 @@ class TrainingData:
     @property
     def n(self) -> int:
         return len(self.train)
+
+    @property
+    def checked(self) -> bool:
+        """Whether every value is known to lie in [0, 1]: splits in memory whose kind,
+        read off their values when loaded, is binary or grey. Batches read from files
+        as they go were not all read, and keep the likelihood's check of each batch."""
+        splits = (self.train, self.valid, self.test)
+        in_memory = all(sp is None or isinstance(sp, Split) for sp in splits)
+        return in_memory and self.ds.kind in ("binary", "grey")
 
 
 @dataclass
@@ -544,7 +553,9 @@ def _fit(
     history = read_metrics(run_dir, warn=False) if s.main else []
     t = s.t
     try:
-        with GracefulStop(escalate=dist.world_size == 1) as stop:
+        # The likelihood's range check of every batch is left out for data read whole
+        # and found in [0, 1] when loaded (TrainingData.checked).
+        with GracefulStop(escalate=dist.world_size == 1) as stop, values_checked(data.checked):
             while prog.state.epoch < t.epochs:
                 epoch = prog.state.epoch + 1
                 start = time.perf_counter()
