@@ -121,8 +121,15 @@ def child_vaekit(stamps_path: str, argv: list[str]) -> int:
     """``vaekit`` with its trainer's phase functions wrapped in timers."""
     st = Stamps()
     t = now()
+    import contextlib
+
     import vaekit.cli
-    import vaekit.train.loop as loop
+
+    # The program imports its command's modules as cli.main does (a vaekit before
+    # program_imports collected garbage while importing).
+    with getattr(vaekit.cli, "program_imports", contextlib.nullcontext)():
+        import vaekit.commands.train  # noqa: F401
+        import vaekit.train.loop as loop
 
     st.add("imports", t)
 

@@ -360,3 +360,30 @@ def test_the_program_freezes_the_collector_before_it_exits_and_a_library_call_do
     finally:
         gc.unfreeze()
     assert capsys.readouterr().out.strip().splitlines() == [vaekit.__version__] * 2
+
+
+def test_the_program_imports_its_command_without_collecting_and_leaves_the_collector_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Torch's import makes ~170,000 long-lived objects that full collections would walk
+    # again and again: the program loads a command's modules with the collector off and
+    # freezes what they made; a call from Python leaves its caller's collector alone.
+    import gc
+
+    from vaekit import cli
+
+    seen: list[bool] = []
+    real = cli.command_module
+    monkeypatch.setattr(cli, "command_module", lambda n: seen.append(gc.isenabled()) or real(n))
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit):
+            main(["sample", "--help"])
+        assert seen == [True] and gc.get_freeze_count() == 0
+        monkeypatch.setattr("sys.argv", ["vaekit", "sample", "--help"])
+        with pytest.raises(SystemExit):
+            main()
+        assert seen == [True, False] and gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().out.count("usage: vaekit sample") == 2

@@ -68,7 +68,7 @@ def sample_mean(t: Tensor) -> Tensor:
         >>> sample_mean(torch.tensor([[1.0, 2.0]])), sample_mean(torch.tensor([[1.0], [3.0]]))
         (tensor([1., 2.]), tensor([2.]))
     """
-    return t[0] if t.shape[0] == 1 else t.mean(0)
+    return t.squeeze(0) if t.shape[0] == 1 else t.mean(0)
 
 
 def _standard_pair(q: Distribution, p: Distribution) -> bool:
