@@ -127,6 +127,46 @@ def test_nan_weight_is_rolled_back(
     )
 
 
+class _NanGradient(Objective):
+    """The real objective; on training call ``at`` its loss gains sqrt(|w - w|) of a
+    decoder weight, which adds 0 to the loss and NaN to the gradient (|.|'(0) sqrt'(0)
+    = 0 inf): a finite loss whose gradient is not. ``scale`` multiplies the loss instead
+    (a finite gradient whose square overflows float32)."""
+
+    def __init__(self, inner: Objective, at: int, scale: float | None = None) -> None:
+        super().__init__()
+        self.inner, self.at, self.scale, self.calls = inner, at, scale, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def forward(self, model: nn.Module, x: Tensor, y: Tensor | None = None) -> ObjectiveOutput:
+        out: ObjectiveOutput = self.inner(model, x, y)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.at:
+                if self.scale is not None:
+                    return ObjectiveOutput(out.loss * self.scale, out.terms)
+                w = next(model.decoder.parameters()).view(-1)[0]
+                return ObjectiveOutput(out.loss + (w - w.detach()).abs().sqrt(), out.terms)
+        return out
+
+
+@pytest.mark.parametrize("scale", [None, 1e25])
+def test_a_finite_loss_with_a_non_finite_gradient_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], scale: float | None
+) -> None:
+    # The guard reads the gradient, not the loss alone: NaN in one weight's gradient, or
+    # gradients whose squared norm overflows (Adam's second moment would), skip the step.
+    cfg = tiny_config("train.epochs=2")
+    objective = _NanGradient(build_objective(cfg.objective), at=3, scale=scale)
+    rows = quiet_fit(cfg, tmp_path / "run", objective=objective)
+    assert rows[0]["nonfinite"] == {"bad_steps": 1, "rollbacks": 0, "lr": 1e-3}
+    assert "nonfinite" not in rows[1] and [r["step"] for r in rows] == [3, 7]
+    assert _finite_weights(tmp_path / "run")
+    assert "every term finite, the gradient not" in capsys.readouterr().err
+
+
 def test_clean_run_has_no_nonfinite_entries(tmp_path: Path) -> None:
     rows = quiet_fit(tiny_config(), tmp_path / "run")
     assert all("nonfinite" not in r for r in rows)

@@ -1286,8 +1286,10 @@ def train_step(
     params = parts.params
     if t.grad_clip > 0:
         norm = nn.utils.clip_grad_norm_(params, t.grad_clip)
-    else:
+    elif t.skip_threshold > 0 or s.dist.world_size > 1:
         norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    else:  # only its finiteness is read
+        norm = _squared_norm([p.grad for p in params if p.grad is not None])
     if s.faults:
         s.faults.hit("step")
     # Non-finite guard: one scalar read per step (free on CPU). Under DDP only the
@@ -1308,13 +1310,30 @@ def train_step(
         n = len(x) - (0 if data.labelled is None else min(len(data.labelled), data.batch))
         with torch.no_grad():
             for k, v in terms.items():
-                total = (v.detach()[:n] if v.dim() else v.detach()).sum()
+                total = (v.detach()[:n] if v.dim() and n < len(v) else v.detach()).sum()
                 ep.sums[k] = ep.sums[k] + total if k in ep.sums else total
         ep.count += n
     else:
         guard(s, data, parts, prog, epoch, i, _culprits(s, data, epoch, i, terms))
     state.batch = i + 1
     return loss
+
+
+def _squared_norm(grads: list[Tensor]) -> Tensor:
+    """The gradients' squared norm, accumulated in their dtype: non-finite exactly when
+    a gradient is, or when their squares overflow (as the norm's). A BLAS dot product per
+    tensor runs on every thread; ``torch._foreach_norm`` on one: 119 against 214 us per
+    step for tutorial 002's 1.1 million weights at 2 threads, the whole guard's cost when
+    neither train.grad_clip nor train.skip_threshold needs the norm itself.
+
+    Example:
+        >>> _squared_norm([torch.tensor([3.0, 4.0]), torch.ones(2, 2)])
+        tensor(29.)
+    """
+    if not grads:
+        return torch.zeros(())
+    flat = [g.reshape(-1) for g in grads]
+    return torch.stack([torch.dot(g, g) for g in flat]).sum()
 
 
 def _culprits(s: Session, data: TrainingData, epoch: int, i: int, terms: dict[str, Tensor]) -> str:
