@@ -66,7 +66,8 @@ class DiagonalGaussianMixture(MixtureSameFamily):
     ``(K, D)``: one mixture per row with its own weights (a prior per class weighs the
     classes' components by each example's label), of batch shape ``batch``. The
     components are shared, not copied: their log-densities at every point are still the
-    same two matrix products, and the weights of each row are added to them.
+    same two matrix products, and the weights of each row are added to them. The weights
+    may be given as ``probs=`` instead of logits (as torch's ``Categorical`` takes them).
 
     Example:
         >>> loc, scale = torch.zeros(3, 2), torch.ones(3, 2)
@@ -403,9 +404,10 @@ class ClassVampPrior(nn.Module):
     rows; a soft row weighs the classes' mixtures by its entries, ``sum_c y_c p(z|c)``.
     ``forward`` is p(z), the uniform mixture over the classes, which sampling without a
     label and the unconditional views read. Both are one :class:`DiagonalGaussianMixture`
-    over the C K encoded pseudo-inputs with weights y_c / K per row, so the log-density
-    of B examples under their own classes is two matrix products against all C K
-    components (a row's other classes weigh zero). The options are the VampPrior's, per
+    over the C K encoded pseudo-inputs with weights y_c / K per row: the log-densities of
+    B examples under all C K components are the mixture's two matrix products, of which
+    one-hot rows then read their own class's K columns (a soft row weighs them all). The
+    encoder passes over the C K pseudo-inputs once per call. The options are the VampPrior's, per
     class: ``init="data"`` starts each class's pseudo-inputs from K labelled training
     examples of that class (the trainer hands them to :meth:`init_from_data`).
 
