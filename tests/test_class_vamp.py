@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,10 +16,11 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 
 from vaekit.cli import main
 from vaekit.config import ModelConfig, load_config
-from vaekit.data import DataError
+from vaekit.data import DataError, Split
 from vaekit.distributions.priors import ClassVampPrior, DiagonalGaussianMixture, tempered
 from vaekit.errors import ConfigError
 from vaekit.model import build_model
+from vaekit.train.loop import _init_from_data
 
 C, K, D = 3, 4, 2
 SHAPE = (1, 4, 4)
@@ -134,6 +136,22 @@ def test_data_init_takes_examples_of_each_class() -> None:
     before = noise.prior_module.pseudo_inputs.detach().clone()
     noise.prior_module.init_from_data(x, torch.Generator(), labels=y)
     assert torch.equal(noise.prior_module.pseudo_inputs, before)
+
+
+def test_the_trainer_hands_the_labels_to_parts_that_take_them() -> None:
+    seen: dict[str, Any] = {}
+
+    class Old(torch.nn.Module):  # a part of the user's with the two-argument hook
+        def init_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+            seen["old"] = len(x)
+
+    class New(torch.nn.Module):
+        def init_from_data(self, x: torch.Tensor, generator: torch.Generator, labels: Any) -> None:
+            seen["new"] = labels
+
+    data = SimpleNamespace(train=Split(torch.rand(4, 2), torch.tensor([0, 1, -1, 1])))
+    _init_from_data(torch.nn.Sequential(Old(), New()), data, seed=0)  # type: ignore[arg-type]
+    assert seen["old"] == 4 and seen["new"].tolist() == [0, 1, -1, 1]
 
 
 @pytest.mark.parametrize(
