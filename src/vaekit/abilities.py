@@ -165,11 +165,15 @@ class TemperedDistribution(Protocol):
 
 @runtime_checkable
 class ClassPrior(Protocol):
-    """A prior part with one p(z|y) per class: ``given(labels)`` takes one-hot (or soft)
-    rows ``(..., num_classes)`` and returns p(z|y) of batch shape ``labels.shape[:-1]``;
-    its ``forward`` is p(z), their mixture under the prior over classes."""
+    """A prior part with one p(z|y) per class: ``given(labels, encoder)`` takes one-hot (or
+    soft) rows ``(..., num_classes)`` and returns p(z|y) of batch shape
+    ``labels.shape[:-1]``; its ``forward(encoder)`` is p(z), their mixture under the prior
+    over classes. The encoder (x, y -> q(z|x, y)) is passed as to ``forward``, for a prior
+    built from it (a VampPrior per class); others ignore it."""
 
-    def given(self, labels: Tensor) -> Distribution: ...
+    def given(
+        self, labels: Tensor, encoder: Callable[..., Distribution] | None = None
+    ) -> Distribution: ...
 
 
 @runtime_checkable

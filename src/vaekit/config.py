@@ -134,7 +134,8 @@ class ModelConfig:
     # A normalizing flow on the posterior: none, or a flow part (planar, iaf, ...) with its length K.
     flow: PartConfig | None = _part_field("flow", None)
     # normal | mog (learned mixture of Gaussians) | vamp (VampPrior); over a discrete
-    # posterior's codes: categorical (uniform or learned) | pixelcnn (autoregressive)
+    # posterior's codes: categorical (uniform or learned) | pixelcnn (autoregressive); one
+    # p(z|y) per class of a conditional model: class-gaussian | class-vamp
     prior: PartConfig = _part_field("prior", "normal")
     # bernoulli | continuous-bernoulli | gaussian | student-t | categorical | discretized-logistic
     likelihood: PartConfig = _part_field("likelihood", "bernoulli")

@@ -42,6 +42,7 @@ from vaekit.distributions.likelihoods import (
 from vaekit.distributions.posteriors import GaussianPosterior, ImplicitPosterior, PointPosterior
 from vaekit.distributions.priors import (
     ClassGaussianPrior,
+    ClassVampPrior,
     MixturePrior,
     StandardNormalPrior,
     VampPrior,
@@ -89,6 +90,7 @@ PRIORS.add("normal", StandardNormalPrior)
 PRIORS.add("mog", MixturePrior)
 PRIORS.add("vamp", VampPrior)
 PRIORS.add("class-gaussian", ClassGaussianPrior)
+PRIORS.add("class-vamp", ClassVampPrior)
 PRIORS.add("categorical", CategoricalPrior)
 PRIORS.add("pixelcnn", PixelCNNPrior)
 

@@ -252,9 +252,10 @@ class VAE(nn.Module):
         return head.joint_prior(top)
 
     def prior_given(self, y: Tensor | None) -> Distribution:
-        """p(z|y) for a prior with one distribution per class (``model.prior=class-gaussian``:
-        batch shape ``(B,)`` for B labels, class indices or one-hot rows); for any other
-        prior, or without labels, p(z) (:attr:`prior`). The objectives score z with it.
+        """p(z|y) for a prior with one distribution per class (``model.prior=class-gaussian``
+        or ``class-vamp``: batch shape ``(B,)`` for B labels, class indices or one-hot (or
+        soft) rows); for any other prior, or without labels, p(z) (:attr:`prior`). The
+        objectives score z with it.
 
         Example:
             >>> from vaekit.config import ModelConfig
@@ -267,7 +268,8 @@ class VAE(nn.Module):
             return self.prior
         labels = _one_hot(y, self.num_classes)
         assert labels is not None  # a prior per class is built for conditional models only
-        return self.prior_module.given(labels)
+        # (A prior per class is over a single latent layer: config refuses a hierarchy.)
+        return self.prior_module.given(labels, self.encoder)
 
     def classify(self, x: Tensor) -> Categorical:
         """q(y|x), a Categorical over the classes, from the model's classifier."""

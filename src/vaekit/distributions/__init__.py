@@ -33,6 +33,7 @@ from vaekit.distributions.posteriors import (
 )
 from vaekit.distributions.priors import (
     ClassGaussianPrior,
+    ClassVampPrior,
     DiagonalGaussianMixture,
     MixturePrior,
     StandardNormalPrior,
@@ -66,6 +67,7 @@ __all__ = [
     "diagonal_normal",
     "sample_with_log_prob",
     "ClassGaussianPrior",
+    "ClassVampPrior",
     "DiagonalGaussianMixture",
     "MixturePrior",
     "StandardNormalPrior",

@@ -920,19 +920,25 @@ def build(s: Session, given: _Given, data: TrainingData) -> Parts:
 
 
 def _init_from_data(model: nn.Module, data: TrainingData, seed: int) -> None:
-    """Parts that start from training examples (``init_from_data(x, generator)``: the
-    VampPrior's pseudo-inputs with init=data) get them, drawn with a generator of their own
-    so the run's random streams are the same either way. A checkpoint overrides them."""
+    """Parts that start from training examples (``init_from_data(x, generator, labels=y)``,
+    or ``(x, generator)`` for a hook without labels: the VampPrior's pseudo-inputs with
+    init=data; a VampPrior per class reads the labels) get them, drawn with a generator of
+    their own so the run's random streams are the same either way. A checkpoint overrides
+    them."""
     found = [getattr(m, "init_from_data", None) for m in model.modules()]
     hooks = [h for h in found if callable(h)]
     if not hooks:
         return
     train = data.train
     # Streamed data: the first examples (at most 10,000) in the order they come.
-    x = train.x if isinstance(train, Split) else next(split_batches(train, 10_000))[0]
+    x, y = (train.x, train.y) if isinstance(train, Split) else next(split_batches(train, 10_000))
     generator = torch.Generator().manual_seed(seed)
     for hook in hooks:
-        hook(x, generator)
+        # (A part of the user's written for the two-argument hook still gets two.)
+        if "labels" in inspect.signature(hook).parameters:
+            hook(x, generator, labels=y)
+        else:
+            hook(x, generator)
 
 
 def _optimizer(
