@@ -755,16 +755,24 @@ def latent_traversal(
 
 def class_grid(run: Run, n: int = 10, *, seed: int = 0) -> Figure:
     """A conditional model's samples: one row per class, ``n`` columns, the same z in each
-    column, so a column shows one style across every class."""
+    column, so a column shows one style across every class. With a prior per class
+    (``class-gaussian``, ``class-vamp``) z carries the class too: row c draws its own z from
+    p(z|c), as the model generates class c (a z of p(z) decoded under every label would
+    show codes the model never pairs with most of them)."""
     _require_images(run, "class_grid")
     c = run.num_classes
     if not c:
         raise UsageError("class_grid needs a conditional model (model.conditional=true)")
+    labels = torch.arange(c).repeat_interleave(n)
+    per_class = run.model.composition.prior.per_class
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        z = run.prior.sample((n,)).cpu()
-    zz = z.repeat(c, 1)
-    labels = torch.arange(c).repeat_interleave(n)
+        if per_class:
+            device = next(run.model.parameters()).device
+            with torch.no_grad():
+                zz = run.model.prior_given(labels.to(device)).sample().cpu()
+        else:
+            zz = run.prior.sample((n,)).cpu().repeat(c, 1)
     imgs = to_images(run.generate(zz, labels), run.data_shape)
     fig = Figure(figsize=(0.6 * n + 1.0, 0.6 * c + 0.8), layout="constrained")
     ax = fig.subplots()
@@ -773,7 +781,11 @@ def class_grid(run: Run, n: int = 10, *, seed: int = 0) -> Figure:
     names = run.info["data"].get("class_names") or [str(i) for i in range(c)]
     ax.set_yticks([1 + (h + 1) * i + h / 2 - 0.5 for i in range(c)])
     ax.set_yticklabels(names[:c], fontsize="small")
-    ax.set_title("Conditional samples (class by row, same z by column)")
+    ax.set_title(
+        "Conditional samples (class by row, z from p(z|class))"
+        if per_class
+        else "Conditional samples (class by row, same z by column)"
+    )
     return fig
 
 
