@@ -38,13 +38,16 @@ def _wine(folder: Path) -> Path:
 
 def _codes(folder: Path) -> Path:
     """Codes as `vaekit encode RUN --out codes.npz` writes them (M1+M2's input): 50-d means
-    with the labels of 10 classes."""
+    and their variances (data.resample draws from them), with the labels of 10 classes."""
     rng = np.random.default_rng(0)
     path = folder / "codes.npz"
     y_train, y_test = np.arange(300) % 10, np.arange(100) % 10
     train = rng.normal(size=(300, 50)).astype(np.float32) + y_train[:, None]
     test = rng.normal(size=(100, 50)).astype(np.float32) + y_test[:, None]
-    np.savez(path, train=train, test=test, y_train=y_train, y_test=y_test)
+    var = {
+        f"var_{k}": np.full((n, 50), 0.1, np.float32) for k, n in (("train", 300), ("test", 100))
+    }
+    np.savez(path, train=train, test=test, y_train=y_train, y_test=y_test, **var)  # type: ignore[arg-type]
     return path
 
 

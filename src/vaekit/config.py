@@ -93,6 +93,10 @@ class DataConfig:
     name: str = "digits"
     # none | static (one fixed Bernoulli draw) | threshold (x > 0.5) | dynamic (redrawn every batch)
     binarize: str = "none"
+    # none | gaussian: codes with their variances (vaekit encode RUN --out FILE.npz) are
+    # redrawn every training batch from N(mean, var), as Kingma et al.'s M1+M2 feeds M2;
+    # the validation and test splits are scored at the means.
+    resample: str = "none"
     # Fraction of train held out for validation when the dataset has no validation split.
     valid_fraction: float = 0.0
     # Use at most this many training examples (0 = all); handy for quick runs.
@@ -267,6 +271,12 @@ class Config:
         check_choice(
             "data.binarize", self.data.binarize, ["none", "static", "dynamic", "threshold"]
         )
+        check_choice("data.resample", self.data.resample, ["none", "gaussian"])
+        if self.data.resample != "none" and self.data.binarize != "none":
+            raise ConfigError(
+                f"data.resample={self.data.resample} draws the codes afresh and "
+                f"data.binarize={self.data.binarize} binarizes images: use one of them"
+            )
         if not 0.0 <= self.data.valid_fraction < 1.0:
             raise ConfigError(
                 f"data.valid_fraction must be in [0, 1), got {self.data.valid_fraction}"

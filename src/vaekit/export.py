@@ -257,25 +257,48 @@ def write_encoding(
 
 
 def write_codes_dataset(
-    path: PathLike, run: Run, dataset: Any = None
-) -> tuple[Path, dict[str, int]]:
-    """Every split of the run's data encoded as the means of q(z|x), written as an .npz
-    dataset that vaekit trains on (``data.name=FILE.npz``): arrays ``train``, ``test``
-    (and ``valid``) with their labels ``y_train``, ... . These are the features of
-    Kingma et al. 2014's M1+M2: M2 trained on a VAE's codes (model.likelihood=gaussian,
-    the codes being real numbers). Returns the file and the examples per split.
-    ``dataset``: the run's data (default: :meth:`vaekit.rundir.Run.dataset`)."""
+    path: PathLike, run: Run, dataset: Any = None, *, min_sd: float = 0.0
+) -> tuple[Path, dict[str, int], list[int]]:
+    """Every split of the run's data encoded by q(z|x), written as an .npz dataset that
+    vaekit trains on (``data.name=FILE.npz``): arrays ``train``, ``test`` (and ``valid``),
+    the means, with their labels ``y_train``, ... and their variances ``var_train``, ...
+    (``data.resample: gaussian`` draws each training batch from N(mean, var)). These are
+    the features of Kingma et al. 2014's M1+M2: M2 trained on a VAE's codes
+    (model.likelihood=gaussian, the codes being real numbers).
+
+    ``min_sd``: keep only the latent units whose means vary across the training split by
+    more than this standard deviation (the authors' M1+M2 keeps those above 0.1: the
+    others are units the VAE left at its prior, which carry no information about x); the
+    kept units' indices are written as ``units``. Returns the file, the examples per
+    split and the kept units. ``dataset``: the run's data (default:
+    :meth:`vaekit.rundir.Run.dataset`)."""
     out = output_file(path, "codes.npz", [".npz"], "a dataset of codes", option="--out")
+    if not min_sd >= 0:
+        raise UsageError(f"--min-sd must be >= 0, got {min_sd}")
     ds = dataset if dataset is not None else run.dataset()
-    arrays: dict[str, np.ndarray] = {}
+    encodings: dict[str, dict[str, np.ndarray]] = {}
     for split in ("train", "valid", "test"):
         if split == "valid" and ds.valid is None:
             continue
         encoding = run.encode_split(split, dataset=ds)
         check_finite(run, encoding["mean"], "latent means")
-        arrays[split] = encoding["mean"].astype(np.float32)
+        check_finite(run, encoding["var"], "latent variances")
+        encodings[split] = encoding
+    sd = encodings["train"]["mean"].std(axis=0)
+    units = np.flatnonzero(sd > min_sd) if min_sd > 0 else np.arange(len(sd))
+    if not len(units):
+        raise UsageError(
+            f"--min-sd {min_sd} keeps none of the {len(sd)} latent units (the largest standard "
+            f"deviation of their means over the training split is {float(sd.max()):.3g}); "
+            "give a smaller value"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for split, encoding in encodings.items():
+        arrays[split] = encoding["mean"][:, units].astype(np.float32)
+        arrays[f"var_{split}"] = encoding["var"][:, units].astype(np.float32)
         if "labels" in encoding:
             arrays[f"y_{split}"] = encoding["labels"]
+    arrays["units"] = units.astype(np.int64)
     with atomic_write(out, "wb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
-    return out, {k: len(v) for k, v in arrays.items() if not k.startswith("y_")}
+    return out, {k: len(v["mean"]) for k, v in encodings.items()}, [int(u) for u in units]

@@ -14,6 +14,7 @@ from vaekit.commands.args import (
     add_weights,
 )
 from vaekit.commands.runs import load_run, notes, run_dataset, wrote
+from vaekit.errors import UsageError
 from vaekit.evaluate import num_threads
 from vaekit.export import check_finite, encoding_prefix, write_codes_dataset, write_encoding
 
@@ -43,10 +44,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out(
         p,
         "output prefix; ending it in .npy or .csv chooses the format; a FILE.npz holds every "
-        "split's means and labels as a dataset to train on (data.name=FILE.npz: M2 on a "
-        "VAE's codes, M1+M2), and --split and --format are then not used",
+        "split's means, variances and labels as a dataset to train on (data.name=FILE.npz: "
+        "M2 on a VAE's codes, M1+M2; data.resample=gaussian redraws them every batch), and "
+        "--split and --format are then not used",
         "RUN/latents_SPLIT",
         metavar="PREFIX",
+    )
+    p.add_argument(
+        "--min-sd",
+        type=float,
+        default=0.0,
+        metavar="SD",
+        help="with --out FILE.npz: keep only the latent units whose means vary over the "
+        "training split with a standard deviation above SD (Kingma et al.'s M1+M2 keeps "
+        "those above 0.1; the kept units' indices are written as the array units) "
+        "(default: 0, every unit)",
     )
     add_run_data(p)
     add_weights(p)
@@ -64,12 +76,19 @@ def _encode(a: argparse.Namespace) -> int:
     run = load_run(a.run, a)
     ds = run_dataset(a, run)
     if a.out is not None and str(a.out).lower().endswith(".npz"):
-        out, sizes = write_codes_dataset(a.out, run, ds)
+        out, sizes, units = write_codes_dataset(a.out, run, ds, min_sd=a.min_sd)
         counts = ", ".join(f"{k} {n}" for k, n in sizes.items())
-        print(f"encoded every split ({counts}) into {run.latent_dim} dimensions: a dataset")
+        kept = (
+            f"{len(units)} of its {run.latent_dim} dimensions (means' sd > {a.min_sd:g})"
+            if a.min_sd > 0
+            else f"{run.latent_dim} dimensions"
+        )
+        print(f"encoded every split ({counts}) into {kept}: a dataset of means and variances")
         wrote(out)
         notes(run)
         return 0
+    if a.min_sd:
+        raise UsageError("--min-sd chooses the units of a dataset of codes: give --out FILE.npz")
     # Every file it may write is checked before the encoding.
     if a.out is None:
         prefix, fmt = run.dir / f"latents_{a.split}", a.format or "npy"

@@ -27,6 +27,7 @@ from vaekit.data.core import (
     _holdout_indices,
     binarize,
     cache_dir,
+    check_resample,
     data_dir,
     hide_labels,
     hold_out_validation,
@@ -192,7 +193,8 @@ def training_data(
 ) -> Dataset:
     """The splits a run trains on, from its config's ``data`` section and ``train.seed``.
 
-    The dataset is loaded and binarized, ``data.valid_fraction`` of its training split held
+    The dataset is loaded and binarized (or checked to hold the variances that
+    ``data.resample`` draws from), ``data.valid_fraction`` of its training split held
     out for validation, and ``data.limit`` training examples kept: a seeded random subset,
     stratified by label. The trainer, ``Run.dataset()`` and so evaluation, plots and the
     explorer all come through here, so they see the same examples. ``name`` replaces
@@ -226,6 +228,7 @@ def training_data(
     request = {"name": asked, "data_dir": str(data_dir(data_dir_)), "options": data.options}
     fingerprint = cached_fingerprint(ds, reads, request, cache_dir() if own_reader else None)
     ds = binarize(ds, data.binarize, seed)
+    ds = check_resample(ds, data.resample)
     # Before the limit, so that the validation split does not depend on data.limit.
     ds = hold_out_validation(ds, data.valid_fraction)
     if data.limit:
@@ -266,6 +269,12 @@ def _stream_training_data(ds: Dataset, data: DataConfig, seed: int) -> Dataset:
         raise DataError(
             f"data.binarize={data.binarize} needs the data in memory; binarize in your "
             "Dataset's __getitem__, or use data.binarize=dynamic"
+        )
+    if data.resample != "none":
+        raise DataError(
+            f"data.resample={data.resample} draws from variances held beside the data in "
+            "memory; a streamed dataset has none: pass arrays or a vaekit Dataset whose "
+            "splits have var, or use data.resample=none"
         )
     if data.labels:
         raise DataError(

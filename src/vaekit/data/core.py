@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ __all__ = [
     "HIDDEN_LABEL",
     "check_finite_rows",
     "attach_factors",
+    "attach_variances",
+    "check_resample",
+    "RESAMPLE_MODES",
 ]
 
 
@@ -41,11 +45,17 @@ class Split:
     ``factors``: for data generated from known factors of variation (dSprites), int64
     ``(N, K)``, each example's index on each factor's grid (``Dataset.factor_names`` and
     ``factor_sizes`` say which); None for other data.
+
+    ``var``: for codes written with their posterior variances (``vaekit encode RUN --out
+    FILE.npz``), float32 like ``x``, each value's variance around ``x`` (the mean);
+    ``data.resample: gaussian`` trains on a fresh draw of N(x, var) every batch. None for
+    other data.
     """
 
     x: Tensor
     y: Tensor | None = None
     factors: Tensor | None = None
+    var: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -55,6 +65,7 @@ class Split:
             self.x.to(device),
             None if self.y is None else self.y.to(device),
             None if self.factors is None else self.factors.to(device),
+            None if self.var is None else self.var.to(device),
         )
 
     def take(self, n: int) -> Split:
@@ -62,6 +73,7 @@ class Split:
             self.x[:n],
             None if self.y is None else self.y[:n],
             None if self.factors is None else self.factors[:n],
+            None if self.var is None else self.var[:n],
         )
 
     def select(self, idx: Tensor) -> Split:
@@ -70,6 +82,7 @@ class Split:
             self.x[idx],
             None if self.y is None else self.y[idx],
             None if self.factors is None else self.factors[idx],
+            None if self.var is None else self.var[idx],
         )
 
 
@@ -385,7 +398,7 @@ def hide_labels(split: Split, n: int, num_classes: int, seed: int) -> Split:
     y = torch.full_like(split.y, HIDDEN_LABEL)
     idx = torch.from_numpy(np.sort(keep)).to(split.y.device)
     y[idx] = split.y[idx]
-    return Split(split.x, y, split.factors)
+    return replace(split, y=y)
 
 
 def make_dataset(
@@ -504,6 +517,68 @@ def attach_factors(
         factor_names=list(names),
         factor_sizes=[int(n) for n in sizes],
     )
+
+
+def attach_variances(ds: Dataset, variances: Mapping[str, np.ndarray], source: str) -> Dataset:
+    """``ds`` with ``variances[split]``, each value's variance around the split's ``x``
+    (codes: the means and variances of q(z|x)), as the splits' ``var``; a split not in
+    ``variances`` keeps None.
+
+    Example:
+        >>> ds = make_dataset("codes", (np.zeros((4, 2)), None), (np.zeros((2, 2)), None))
+        >>> attach_variances(ds, {"train": np.ones((4, 2))}, "codes.npz").train.var.shape
+        torch.Size([4, 2])
+    """
+    out: dict[str, Split | None] = {}
+    for key in ("train", "valid", "test"):
+        split: Split | None = getattr(ds, key)
+        if key not in variances:
+            out[key] = split
+            continue
+        where = f"{source} (var_{key})"
+        if split is None:
+            raise DataError(f"{where}: variances of a {key} split the file does not have")
+        v = np.asarray(variances[key])
+        if v.size != split.x.numel() or len(v) != len(split):
+            raise DataError(
+                f"{where}: variances of shape {v.shape} for {key} examples of shape "
+                f"{tuple(split.x.shape)}; there must be one variance per value"
+            )
+        if not np.issubdtype(v.dtype, np.floating) and not np.issubdtype(v.dtype, np.integer):
+            raise DataError(f"{where}: unsupported array type {v.dtype}; expected numbers")
+        v = v.astype(np.float32).reshape(split.x.shape)
+        check_finite_rows(v, where)
+        if v.size and float(v.min()) < 0:
+            raise DataError(f"{where}: variances must be >= 0, got {float(v.min())}")
+        out[key] = replace(split, var=torch.from_numpy(np.ascontiguousarray(v)))
+    train, test = out["train"], out["test"]
+    assert train is not None and test is not None
+    return replace(ds, train=train, test=test, valid=out["valid"])
+
+
+# data.resample: none, or gaussian (each training batch a fresh draw of N(x, var)).
+RESAMPLE_MODES = ("none", "gaussian")
+
+
+def check_resample(ds: Dataset, mode: str) -> Dataset:
+    """``ds`` ready for ``data.resample``: ``gaussian`` needs the training split's
+    variances (codes written by ``vaekit encode RUN --out FILE.npz``), from which the
+    trainer draws each training batch afresh, x + sqrt(var) * N(0, 1), as
+    ``binarize="dynamic"`` redraws pixels. The validation and test splits are scored at
+    their means, ``x``, as Kingma et al.'s M1+M2 scores its test set. ``none`` changes
+    nothing."""
+    if mode == "none":
+        return ds
+    if mode not in RESAMPLE_MODES:
+        raise DataError(f"data.resample must be one of {', '.join(RESAMPLE_MODES)}, got {mode!r}")
+    if ds.train.var is None:
+        raise DataError(
+            f"{ds.name}: data.resample={mode} draws each training batch from the codes' "
+            "means and variances, but these data have no variances (arrays var_train, "
+            "var_test in an .npz): re-encode them with `vaekit encode M1RUN --out "
+            "codes.npz` (which now writes the variances), or use data.resample=none"
+        )
+    return ds
 
 
 def binarize(ds: Dataset, mode: str, seed: int = 0) -> Dataset:

@@ -2,7 +2,8 @@
 
 =====================================  ==================================================
 ``x.npz``                              arrays ``x`` (+ optional labels ``y``), or ``train`` /
-                                       ``test`` (+ optional ``valid``, ``y_train``, ...)
+                                       ``test`` (+ optional ``valid``, ``y_train``, ...,
+                                       and ``var_train``, ...: codes' variances)
 ``x.npy``                              one array of examples
 ``*-images-idx3-ubyte[.gz]``           IDX images; ``*-labels-idx1-ubyte[.gz]`` beside it
                                        gives labels
@@ -33,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.data.core import DataError, Dataset, check_finite_rows, make_dataset, split_holdout
+from vaekit.data.core import (
+    DataError,
+    Dataset,
+    attach_variances,
+    check_finite_rows,
+    make_dataset,
+    split_holdout,
+)
 from vaekit.data.readers import (
     read_amat,
     read_csv,
@@ -154,18 +162,23 @@ def _load_npz(path: Path, stem: str) -> Dataset:
     if "train" in arrays and "test" in arrays:
         y = {k: arrays.get(f"y_{k}") for k in ("train", "valid", "test")}
         valid = (arrays["valid"], y["valid"]) if "valid" in arrays else None
-        return make_dataset(
+        ds = make_dataset(
             stem,
             (arrays["train"], y["train"]),
             (arrays["test"], y["test"]),
             valid,
             source=str(path),
         )
+        # Codes written with their variances (vaekit encode RUN --out FILE.npz), for
+        # data.resample; files without them load as before.
+        var = {k: arrays[f"var_{k}"] for k in ("train", "valid", "test") if f"var_{k}" in arrays}
+        return attach_variances(ds, var, str(path)) if var else ds
     if "x" in arrays:
         return _holdout(stem, arrays["x"], arrays.get("y"), str(path))
     raise DataError(
         f"{path}: an .npz needs an array 'x' (and optional labels 'y'), or arrays 'train' and 'test' "
-        f"(optional 'valid', 'y_train', 'y_valid', 'y_test'); it has {sorted(arrays)}"
+        f"(optional 'valid', 'y_train', 'y_valid', 'y_test', 'var_train', ...); it has "
+        f"{sorted(arrays)}"
     )
 
 

@@ -116,6 +116,10 @@ def data_fingerprint(ds: Dataset, reads: Sequence[Read] = ()) -> dict[str, Any]:
             y = split.y.detach().cpu().contiguous()
             h.update(f"labels {y.dtype}\n".encode())
             h.update(y.numpy().data)
+        if split.var is not None:  # codes' variances (data.resample); other data unchanged
+            v = split.var.detach().cpu().contiguous()
+            h.update(f"variances {v.dtype}\n".encode())
+            h.update(v.numpy().data)
     h.update(json.dumps(ds.class_names).encode())
     return {"sha256": h.hexdigest(), "examples": examples, "files": _entries(reads)}
 

@@ -9,11 +9,11 @@ one ``while`` loop over epochs (nanoGPT's ``train.py`` is the model)::
 
 Exact resume: data order depends only on (seed, epoch), and a checkpoint holds the
 weights, optimiser states, learning-rate scale, every rank's RNG states (torch CPU and
-CUDA, numpy, Python; dynamic binarization and Monte Carlo samples draw from them) and,
-for an interrupted epoch, the position in it and the partial sums. A run resumed from
-any checkpoint ends with the same weights and metrics, bit for bit on CPU, as one that
-never stopped. SIGINT/SIGTERM finish the current step, write such a checkpoint and say
-how to resume.
+CUDA, numpy, Python; dynamic binarization, data.resample and Monte Carlo samples draw
+from them) and, for an interrupted epoch, the position in it and the partial sums. A run
+resumed from any checkpoint ends with the same weights and metrics, bit for bit on CPU,
+as one that never stopped. SIGINT/SIGTERM finish the current step, write such a checkpoint
+and say how to resume.
 
 Non-finite loss or gradients are caught every step (one scalar read) and handled by
 ``train.nan_policy``: ``skip`` (default) drops the update; ``rollback`` also restores
@@ -253,6 +253,9 @@ class TrainingData:
     # data.labels: the training examples whose label is kept, when the others are hidden
     # (each batch then takes labelled examples beside the others, _epoch_batches).
     labelled: Tensor | None = None
+    # data.resample=gaussian: the training codes' standard deviations, sqrt(var); each
+    # batch is then a fresh draw of N(mean, var) (_epoch_batches). None otherwise.
+    noise_sd: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -801,6 +804,13 @@ def load_data(s: Session, given: _Given, data_dir: str | None, allow_changed: bo
         dynamic=cfg.data.binarize == "dynamic",
         own_valid=own_valid,
         labelled=torch.nonzero(train.y >= 0).squeeze(1) if hidden and train.y is not None else None,
+        noise_sd=(
+            train.var.sqrt()
+            if cfg.data.resample == "gaussian"
+            and isinstance(train, Split)
+            and train.var is not None
+            else None
+        ),
     )
 
 
@@ -1233,9 +1243,14 @@ def _epoch_batches(
                 chosen = _with_labelled(chosen, data.labelled, b, s.t.seed, epoch, first)
             # index_select copies whole rows (x[idx] goes through the general indexing
             # kernel): 21 against 105 us for a batch of 100 MNIST images, the same values.
+            sd = data.noise_sd
             batches = (
                 (
-                    train.x.index_select(0, idx),
+                    train.x.index_select(0, idx)
+                    if sd is None
+                    # data.resample: a fresh draw of N(mean, var) every batch, from the
+                    # global RNG as dynamic binarization's (a checkpoint holds its state).
+                    else torch.normal(train.x.index_select(0, idx), sd.index_select(0, idx)),
                     None if train.y is None else train.y.index_select(0, idx),
                 )
                 for idx in chosen
