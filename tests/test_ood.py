@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,43 @@ def test_vectorised_regret_equals_one_example_at_a_time(hier_run: vaekit.Run) ->
     np.testing.assert_allclose(together, each, rtol=0, atol=1e-4)
     np.testing.assert_allclose(two, together[1:3], rtol=0, atol=1e-4)
     assert np.abs(together).max() > 1e-3  # lr 1e-2 for 4 steps moves the bound
+
+
+def test_regret_of_a_prior_per_class_scores_against_p_z_given_y(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # With a prior per class, a labelled example's bounds (tuning and log p(x) after it)
+    # take p(z|y), from the trained model; before, they took p(z), the mixture of the
+    # classes. Tuned with lr 0 (the encoder unchanged), log p(x) after tuning is then
+    # exactly the importance-sampled log p(x|y) of the same draws, computed here by hand.
+    from vaekit.evaluate import StreamingLogSumExp, log_weights
+
+    out = tmp_path_factory.mktemp("ood") / "cls"
+    run = vaekit.load(
+        train_tiny(
+            out,
+            "model.conditional=true",
+            "model.prior={name: class-gaussian, spread: 20.0}",
+            "train.epochs=1",
+        )
+    )
+    m, ds = run.model, run.dataset()
+    x, y, k = ds.test.x[:3], ds.test.y[:3], 50
+    torch.manual_seed(0)
+    _, after = likelihood_regret(m, x, y, steps=1, lr=0.0, k=k, before=torch.zeros(3))
+    torch.manual_seed(0)
+    seed = int(torch.randint(2**62, ()))  # the draw likelihood_regret takes first
+    want = []
+    with torch.inference_mode():
+        for i in range(3):
+            xi, yi = x[i : i + 1], y[i : i + 1]
+            torch.manual_seed(seed + 1)
+            q = m.encode(xi, yi)
+            acc = StreamingLogSumExp()
+            acc.update(log_weights(m, q, xi, yi, k, m.prior_given(yi)))
+            want.append(float((acc.result() - math.log(k))[0]))
+    np.testing.assert_allclose(after.numpy(), want, rtol=0, atol=1e-4)
+    assert all(p.grad is None for p in m.parameters())  # the run's own model untouched
 
 
 def test_run_score_refuses_bad_settings_and_data(flat_run: vaekit.Run) -> None:

@@ -36,7 +36,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy.stats import rankdata
 from torch import Tensor
+from torch.distributions import Distribution
 from torch.func import functional_call, vmap
 from tqdm import tqdm
 
@@ -333,7 +334,7 @@ class _Proposal(torch.nn.Module):
 def _tune_each(
     work: VAE,
     params: list[torch.nn.Parameter],
-    prior: Any,
+    prior_of: Callable[[Tensor | None], Distribution],
     x: Tensor,
     y: Tensor | None,
     steps: int,
@@ -352,6 +353,7 @@ def _tune_each(
         # Clones: the examples may be inference tensors, which autograd cannot save.
         xi = x[i : i + 1].clone()
         yi = None if y is None else y[i : i + 1].clone()
+        prior = prior_of(yi)
         torch.manual_seed(seed)  # every example the same draws (see likelihood_regret)
         with torch.enable_grad():
             for _ in range(steps):
@@ -371,7 +373,7 @@ def _tune_each(
 def _tune_together(
     work: VAE,
     params: list[torch.nn.Parameter],
-    prior: Any,
+    prior_of: Callable[[Tensor | None], Distribution],
     x: Tensor,
     y: Tensor | None,
     steps: int,
@@ -403,6 +405,7 @@ def _tune_together(
         return out
 
     batched = vmap(draw, in_dims=(0, 0, None if ys is None else 0), randomness="same")
+    prior = prior_of(ys)
     torch.manual_seed(seed)
     with torch.enable_grad():
         for _ in range(steps):
@@ -454,8 +457,22 @@ def likelihood_regret(
         # The decoder and the prior stay fixed: no gradient reaches them (nor the run's model).
         p.requires_grad_(id(p) in tuned)
     with torch.no_grad():
-        # p(z) fixed at the trained model's: a VampPrior is built from the encoder.
-        prior = work.prior
+        # p(z) fixed at the trained model's: a VampPrior is built from the encoder. From
+        # the copy: a hierarchy's joint prior runs its conditional networks when scoring,
+        # and the copy's take no gradient.
+        marginal = work.prior
+    per_class = y is not None and m.composition.prior.per_class
+
+    def prior_of(labels: Tensor | None) -> Distribution:
+        """The prior an example's bound takes: p(z|y) for a prior per class, made here from
+        the trained model (a class-vamp reads the encoder, which the copy tunes; its
+        distributions are computed as they are made, so no gradient reaches the run), else
+        p(z)."""
+        if not per_class:
+            return marginal
+        with torch.no_grad():
+            return m.prior_given(labels)
+
     if before is None:
         with torch.inference_mode():
             before = log_likelihood(m, x, y, k)
@@ -467,7 +484,7 @@ def likelihood_regret(
             xc = x[c : c + _REGRET_CHUNK]
             yc = None if y is None else y[c : c + _REGRET_CHUNK]
             tune = _tune_together if vectorized else _tune_each
-            states = tune(work, params, prior, xc, yc, steps, lr, seed)
+            states = tune(work, params, prior_of, xc, yc, steps, lr, seed)
             for i, state in enumerate(states):
                 with torch.no_grad():
                     for p, value in zip(params, state, strict=True):
@@ -477,6 +494,7 @@ def likelihood_regret(
                     torch.manual_seed(seed + 1)
                     q = work.encode(xi, yi)
                     acc = StreamingLogSumExp()
+                    prior = prior_of(yi)
                     for start_k in range(0, k, 1000):
                         acc.update(log_weights(work, q, xi, yi, min(1000, k - start_k), prior))
                     after[c + i] = (acc.result() - math.log(k))[0].cpu()
