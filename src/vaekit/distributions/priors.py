@@ -421,7 +421,7 @@ class ClassVampPrior(nn.Module):
     """
 
     @dataclass
-    class Options:
+    class Options(VampPrior.Options):  # clip, lr_scale and the checks: the VampPrior's
         # Pseudo-inputs K of each class (C K in all: 50 of each of 10 classes is the
         # VampPrior's 500 of Tomczak & Welling's MNIST setting).
         components: int = 50
@@ -430,16 +430,6 @@ class ClassVampPrior(nn.Module):
         # seeded by train.seed, plus 0.01 N(0, 1); with fewer than K labels of a class,
         # drawn with replacement).
         init: str = "noise"
-        # Clip the pseudo-inputs to [0, 1] where the encoder reads them (the VampPrior's
-        # clip); false reads them as learned.
-        clip: bool = False
-        # A factor on train.lr for the pseudo-inputs (a parameter group of their own).
-        lr_scale: float = 1.0
-
-        def validate(self, where: str) -> None:
-            check_positive(f"{where}.components", self.components)
-            check_choice(f"{where}.init", self.init, ["noise", "data"])
-            check_positive(f"{where}.lr_scale", self.lr_scale)
 
     abilities = PriorAbilities(
         needs_gaussian_posterior=True, learned=True, temperature=True, per_class=True
